@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "netprobe",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "ProbeEngine", targets: ["ProbeEngine"]),
+        .executable(name: "netprobe", targets: ["netprobe"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+    ],
+    targets: [
+        .target(
+            name: "CSystemShims",
+            path: "CSystemShims",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("cap")]
+        ),
+        .target(
+            name: "ProbeEngine",
+            dependencies: [
+                "CSystemShims",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ]
+        ),
+        .executableTarget(
+            name: "netprobe",
+            dependencies: [
+                "ProbeEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "ProbeEngineTests",
+            dependencies: ["ProbeEngine", "CSystemShims"]
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["ProbeEngine"]
+        ),
+    ]
+)

@@ -1,0 +1,335 @@
+import CSystemShims
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How an ICMP socket was opened.
+public enum ICMPSocketMode: String, Sendable {
+    /// SOCK_RAW: needs CAP_NET_RAW; we choose the echo identifier and filter by it.
+    case raw
+    /// SOCK_DGRAM ("ping socket"): needs the group in net.ipv4.ping_group_range; the
+    /// kernel sets the identifier and routes replies to us by it.
+    case datagram
+}
+
+/// Why an ICMP socket could not be opened.
+public enum ICMPSocketError: Error, CustomStringConvertible, Sendable {
+    /// Neither a raw socket (no CAP_NET_RAW) nor a datagram socket (group outside
+    /// net.ipv4.ping_group_range) is allowed.
+    case notPermitted(family: AddressFamily, groupID: UInt32)
+    /// Any other failure, e.g. the family is not supported on this host.
+    case system(family: AddressFamily, SystemCallError)
+
+    public var description: String {
+        switch self {
+        case .notPermitted(let family, let groupID):
+            return "not permitted to open an \(family == .ipv4 ? "ICMP" : "ICMPv6") socket: raw sockets need CAP_NET_RAW, and group \(groupID) is outside net.ipv4.ping_group_range"
+        case .system(let family, let error):
+            return "cannot open an \(family == .ipv4 ? "ICMP" : "ICMPv6") socket: \(error)"
+        }
+    }
+}
+
+/// One ICMP or ICMPv6 socket shared by every target of its family, with kernel
+/// timestamping switched on. Owned by the event-loop thread.
+final class ICMPSocket {
+    let family: AddressFamily
+    let mode: ICMPSocketMode
+    let descriptor: Descriptor
+    /// The echo identifier our requests carry (raw: random; datagram: the kernel's choice).
+    let identifier: UInt16
+    /// True when reads start at the IPv4 header (raw IPv4 only).
+    var includesIPHeader: Bool { mode == .raw && family == .ipv4 }
+
+    /// Whether each send names its own timestamp id (SCM_TS_OPT_ID, Linux 6.13+). When the
+    /// kernel refuses it we fall back to the socket's own OPT_ID counter.
+    private(set) var usesPerSendTimestampID = true
+    private var nextKernelCounter: UInt32 = 0
+    private var probeNumberByCounter = [UInt32](repeating: 0, count: 1 << 16)
+
+    private let receiveBuffer: UnsafeMutableRawBufferPointer
+    private let controlBuffer: UnsafeMutableRawBufferPointer
+    private let sendControlBuffer: UnsafeMutableRawBufferPointer
+    private let addressBuffer: UnsafeMutablePointer<sockaddr_storage>
+
+    private static let solRaw: Int32 = 255
+
+    private init(family: AddressFamily, mode: ICMPSocketMode, descriptor: Descriptor, identifier: UInt16) {
+        self.family = family
+        self.mode = mode
+        self.descriptor = descriptor
+        self.identifier = identifier
+        receiveBuffer = .allocate(byteCount: 65_536 + 128, alignment: 8)
+        controlBuffer = .allocate(byteCount: 1024, alignment: 8)
+        sendControlBuffer = .allocate(byteCount: CSystemShims_CMSG_SPACE(4), alignment: 8)
+        sendControlBuffer.initializeMemory(as: UInt8.self, repeating: 0)
+        addressBuffer = .allocate(capacity: 1)
+    }
+
+    deinit {
+        receiveBuffer.deallocate()
+        controlBuffer.deallocate()
+        sendControlBuffer.deallocate()
+        addressBuffer.deallocate()
+    }
+
+    func close() throws(SystemCallError) {
+        try descriptor.close()
+    }
+
+    /// Opens a raw socket if allowed, else a datagram socket, and configures it.
+    /// - Parameters:
+    ///   - family: IPv4 or IPv6.
+    ///   - ttl: IP TTL / hop limit for requests; nil keeps the system default.
+    ///   - identifier: the echo identifier to use on a raw socket.
+    /// - Throws: `ICMPSocketError.notPermitted` when neither kind is allowed.
+    static func open(family: AddressFamily, ttl: Int?, identifier: UInt16, logger: Logger) throws(ICMPSocketError) -> ICMPSocket {
+        let proto = family == .ipv4 ? Int32(IPPROTO_ICMP) : Int32(IPPROTO_ICMPV6)
+        let raw: Int32
+        let mode: ICMPSocketMode
+        do {
+            raw = try Posix.socket(family.posixDomain, Int32(SOCK_RAW.rawValue), proto)
+            mode = .raw
+        } catch where error.errno == EPERM || error.errno == EACCES {
+            do {
+                raw = try Posix.socket(family.posixDomain, Int32(SOCK_DGRAM.rawValue), proto)
+                mode = .datagram
+            } catch where error.errno == EPERM || error.errno == EACCES {
+                throw .notPermitted(family: family, groupID: getegid())
+            } catch {
+                throw .system(family: family, error)
+            }
+        } catch {
+            throw .system(family: family, error)
+        }
+        let descriptor = Descriptor(taking: raw)
+        do {
+            let socket = try configure(descriptor, family: family, mode: mode, ttl: ttl, identifier: identifier, logger: logger)
+            logger.debug("opened ICMP socket", metadata: ["family": "\(family.rawValue)", "mode": "\(mode.rawValue)", "identifier": "\(socket.identifier)"])
+            return socket
+        } catch {
+            try? descriptor.close()
+            throw .system(family: family, error)
+        }
+    }
+
+    private static func configure(_ descriptor: Descriptor, family: AddressFamily, mode: ICMPSocketMode, ttl: Int?, identifier: UInt16, logger: Logger) throws(SystemCallError) -> ICMPSocket {
+        let fd = descriptor.rawValue
+        let flags = CSystemShims_SOF_TIMESTAMPING_TX_SOFTWARE | CSystemShims_SOF_TIMESTAMPING_RX_SOFTWARE
+            | CSystemShims_SOF_TIMESTAMPING_SOFTWARE | CSystemShims_SOF_TIMESTAMPING_OPT_ID | CSystemShims_SOF_TIMESTAMPING_OPT_TSONLY
+        try Posix.setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, Int32(flags))
+
+        // A larger receive buffer keeps replies from thousands of targets from being dropped
+        // between two reads; SO_RCVBUFFORCE needs CAP_NET_ADMIN, so fall back quietly.
+        let bufferBytes: Int32 = 4 << 20
+        do { try Posix.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, bufferBytes) } catch {
+            try? Posix.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, bufferBytes)
+        }
+
+        switch family {
+        case .ipv4:
+            try Posix.setsockopt(fd, Int32(IPPROTO_IP), IP_RECVTTL, Int32(1))
+            if let ttl { try Posix.setsockopt(fd, Int32(IPPROTO_IP), IP_TTL, Int32(ttl)) }
+            if mode == .raw {
+                // Block every type but echo reply, destination unreachable and time exceeded.
+                let passed: UInt32 = (1 << 0) | (1 << 3) | (1 << 11)
+                try Posix.setsockopt(fd, solRaw, CSystemShims_ICMP_FILTER, CSystemShims_icmp_filter(data: ~passed))
+            } else {
+                try Posix.setsockopt(fd, Int32(IPPROTO_IP), IP_RECVERR, Int32(1))
+            }
+        case .ipv6:
+            try Posix.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_RECVHOPLIMIT, Int32(1))
+            if let ttl { try Posix.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_UNICAST_HOPS, Int32(ttl)) }
+            if mode == .raw {
+                var filter = CSystemShims_icmp6_filter()
+                CSystemShims_ICMP6_FILTER_SETBLOCKALL(&filter)
+                for type in [ICMPEcho.echoReplyV6, ICMPEcho.destinationUnreachableV6, ICMPEcho.timeExceededV6] {
+                    CSystemShims_ICMP6_FILTER_SETPASS(Int32(type), &filter)
+                }
+                try Posix.setsockopt(fd, Int32(IPPROTO_ICMPV6), CSystemShims_ICMP6_FILTER, filter)
+            } else {
+                try Posix.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_RECVERR, Int32(1))
+            }
+        }
+
+        var chosenIdentifier = identifier
+        if mode == .datagram {
+            // The kernel uses the socket's "port" as the echo identifier: bind to port 0 so
+            // it picks a free one, then read it back.
+            let any: IPAddress = family == .ipv4 ? .v4(0) : .v6(0, 0)
+            try any.withSocketAddress { (address, length) throws(SystemCallError) in try Posix.bind(fd, address, length) }
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            try withUnsafeMutablePointer(to: &storage) { (pointer) throws(SystemCallError) in
+                try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (address) throws(SystemCallError) in
+                    try Posix.getsockname(fd, address, &length)
+                }
+            }
+            chosenIdentifier = withUnsafeBytes(of: storage) { UInt16(bigEndian: $0.loadUnaligned(fromByteOffset: 2, as: UInt16.self)) }
+        }
+        return ICMPSocket(family: family, mode: mode, descriptor: descriptor, identifier: chosenIdentifier)
+    }
+
+    // MARK: sending
+
+    /// Sends one request. The kernel's transmit stamp for it will carry `probeNumber`.
+    func send(_ packet: [UInt8], to destination: IPAddress, probeNumber: UInt32) throws(SystemCallError) -> IOResult<Int> {
+        let result: IOResult<Int>
+        do {
+            result = try sendOnce(packet, to: destination, probeNumber: probeNumber, perSendID: usesPerSendTimestampID)
+        } catch where error.errno == EINVAL && usesPerSendTimestampID {
+            usesPerSendTimestampID = false
+            result = try sendOnce(packet, to: destination, probeNumber: probeNumber, perSendID: false)
+        }
+        if case .processed = result, !usesPerSendTimestampID {
+            probeNumberByCounter[Int(nextKernelCounter & 0xffff)] = probeNumber
+            nextKernelCounter &+= 1
+        }
+        return result
+    }
+
+    private func sendOnce(_ packet: [UInt8], to destination: IPAddress, probeNumber: UInt32, perSendID: Bool) throws(SystemCallError) -> IOResult<Int> {
+        let fd = descriptor.rawValue
+        let control = sendControlBuffer
+        // Array.withUnsafeBytes rethrows untyped errors: carry the typed one out in a Result.
+        return try packet.withUnsafeBytes { (bytes) -> Result<IOResult<Int>, SystemCallError> in
+            Result { () throws(SystemCallError) -> IOResult<Int> in try destination.withSocketAddress { (address, addressLength) throws(SystemCallError) -> IOResult<Int> in
+                var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+                return try withUnsafeMutablePointer(to: &vector) { (vectorPointer) throws(SystemCallError) -> IOResult<Int> in
+                    var message = msghdr()
+                    message.msg_name = UnsafeMutableRawPointer(mutating: address)
+                    message.msg_namelen = addressLength
+                    message.msg_iov = vectorPointer
+                    message.msg_iovlen = 1
+                    if perSendID {
+                        message.msg_control = control.baseAddress
+                        message.msg_controllen = control.count
+                        let header = CSystemShims_CMSG_FIRSTHDR(&message)!
+                        header.pointee.cmsg_level = SOL_SOCKET
+                        header.pointee.cmsg_type = CSystemShims_SCM_TS_OPT_ID
+                        header.pointee.cmsg_len = CSystemShims_CMSG_LEN(4)
+                        UnsafeMutableRawPointer(CSystemShims_CMSG_DATA(header)!).storeBytes(of: probeNumber, as: UInt32.self)
+                    }
+                    return try Posix.sendmsg(fd, &message, Int32(MSG_DONTWAIT))
+                }
+            } }
+        }.get()
+    }
+
+    // MARK: receiving
+
+    /// One datagram read from the normal queue.
+    struct Received {
+        /// The bytes read, valid until the next receive on this socket.
+        var packet: UnsafeRawBufferPointer
+        var source: IPAddress?
+        var kernelRealtime: Int64?
+        var userRealtime: Int64
+        /// TTL / hop limit from the IP_TTL / IPV6_HOPLIMIT control message.
+        var hopLimit: Int?
+    }
+
+    /// What the error queue held.
+    enum ErrorQueueMessage {
+        /// The software transmit stamp of one of our requests.
+        case transmitStamp(probeNumber: UInt32, realtime: Int64)
+        /// An ICMP error about one of our requests (datagram sockets, IP_RECVERR).
+        case icmpError(type: UInt8, code: UInt8, destination: IPAddress?, quotedRequest: UnsafeRawBufferPointer)
+        /// A local error for one of our requests (e.g. EMSGSIZE).
+        case localError(errno: Int32, destination: IPAddress?, quotedRequest: UnsafeRawBufferPointer)
+        /// Something we do not use.
+        case other
+    }
+
+    /// Reads one datagram; nil when the queue is empty.
+    func receive() throws(SystemCallError) -> Received? {
+        var received = Received(packet: UnsafeRawBufferPointer(start: nil, count: 0), source: nil, kernelRealtime: nil, userRealtime: 0, hopLimit: nil)
+        let length: Int
+        switch try receive(flags: 0, visit: { level, type, data in
+            if level == SOL_SOCKET && type == SCM_TIMESTAMPING {
+                received.kernelRealtime = Self.softwareStamp(data)
+            } else if (level == Int32(IPPROTO_IP) && type == IP_TTL) || (level == Int32(IPPROTO_IPV6) && type == IPV6_HOPLIMIT), data.count >= 4 {
+                received.hopLimit = Int(data.loadUnaligned(as: Int32.self))
+            }
+        }) {
+        case .wouldBlock: return nil
+        case .processed(let (count, userRealtime)):
+            length = count
+            received.userRealtime = userRealtime
+        }
+        received.packet = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(receiveBuffer)[0..<min(length, receiveBuffer.count)])
+        received.source = IPAddress(socketAddress: addressBuffer, length: MemoryLayout<sockaddr_storage>.size)
+        return received
+    }
+
+    /// Reads one message from the error queue; nil when it is empty.
+    func receiveError() throws(SystemCallError) -> ErrorQueueMessage? {
+        var stamp: Int64?
+        var extended: CSystemShims_sock_extended_err?
+        let length: Int
+        switch try receive(flags: Int32(MSG_ERRQUEUE), visit: { level, type, data in
+            if level == SOL_SOCKET && type == SCM_TIMESTAMPING {
+                stamp = Self.softwareStamp(data)
+            } else if (level == Int32(IPPROTO_IP) && type == IP_RECVERR) || (level == Int32(IPPROTO_IPV6) && type == IPV6_RECVERR),
+                      data.count >= MemoryLayout<CSystemShims_sock_extended_err>.size {
+                extended = data.loadUnaligned(as: CSystemShims_sock_extended_err.self)
+            }
+        }) {
+        case .wouldBlock: return nil
+        case .processed(let (count, _)): length = count
+        }
+        guard let extended else { return .other }
+        let quoted = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(receiveBuffer)[0..<min(length, receiveBuffer.count)])
+        let destination = IPAddress(socketAddress: addressBuffer, length: MemoryLayout<sockaddr_storage>.size)
+        switch Int32(extended.ee_origin) {
+        case CSystemShims_SO_EE_ORIGIN_TIMESTAMPING:
+            guard Int32(extended.ee_info) == CSystemShims_SCM_TSTAMP_SND, let stamp else { return .other }
+            let probeNumber = usesPerSendTimestampID ? extended.ee_data : probeNumberByCounter[Int(extended.ee_data & 0xffff)]
+            return .transmitStamp(probeNumber: probeNumber, realtime: stamp)
+        case CSystemShims_SO_EE_ORIGIN_ICMP, CSystemShims_SO_EE_ORIGIN_ICMP6:
+            return .icmpError(type: extended.ee_type, code: extended.ee_code, destination: destination, quotedRequest: quoted)
+        case CSystemShims_SO_EE_ORIGIN_LOCAL:
+            return .localError(errno: Int32(bitPattern: extended.ee_errno), destination: destination, quotedRequest: quoted)
+        default:
+            return .other
+        }
+    }
+
+    private func receive(flags: Int32, visit: (Int32, Int32, UnsafeRawBufferPointer) -> Void) throws(SystemCallError) -> IOResult<(Int, Int64)> {
+        var vector = iovec(iov_base: receiveBuffer.baseAddress, iov_len: receiveBuffer.count)
+        var message = msghdr()
+        message.msg_name = UnsafeMutableRawPointer(addressBuffer)
+        message.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        message.msg_control = controlBuffer.baseAddress
+        message.msg_controllen = controlBuffer.count
+        let result = try withUnsafeMutablePointer(to: &vector) { (vectorPointer) throws(SystemCallError) -> IOResult<Int> in
+            message.msg_iov = vectorPointer
+            message.msg_iovlen = 1
+            return try Posix.recvmsg(descriptor.rawValue, &message, flags)
+        }
+        // Read the user-space clock right after the syscall: the fallback when the kernel
+        // did not stamp this packet.
+        let userRealtime = Clock.realtimeNanoseconds()
+        guard case .processed(let length) = result else { return .wouldBlock }
+        var header = CSystemShims_CMSG_FIRSTHDR(&message)
+        let controlEnd = controlBuffer.baseAddress! + message.msg_controllen
+        while let current = header {
+            let dataStart = UnsafeRawPointer(CSystemShims_CMSG_DATA(current)!)
+            let dataLength = Int(current.pointee.cmsg_len) - Int(CSystemShims_CMSG_LEN(0))
+            if dataLength >= 0, dataStart + dataLength <= UnsafeRawPointer(controlEnd) {
+                visit(current.pointee.cmsg_level, current.pointee.cmsg_type, UnsafeRawBufferPointer(start: dataStart, count: dataLength))
+            }
+            header = CSystemShims_CMSG_NXTHDR(&message, current)
+        }
+        return .processed((length, userRealtime))
+    }
+
+    private static func softwareStamp(_ data: UnsafeRawBufferPointer) -> Int64? {
+        guard data.count >= MemoryLayout<CSystemShims_scm_timestamping>.size else { return nil }
+        let stamps = data.loadUnaligned(as: CSystemShims_scm_timestamping.self)
+        let software = stamps.ts.0
+        if software.tv_sec == 0 && software.tv_nsec == 0 { return nil }
+        return Clock.nanoseconds(software)
+    }
+}

@@ -1,0 +1,142 @@
+import CSystemShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed system call: the call's name and the errno it returned.
+public struct SystemCallError: Error, CustomStringConvertible, Sendable {
+    /// The system call, as named in its man page.
+    public let call: String
+    /// The errno value the call set.
+    public let errno: Int32
+
+    public init(call: String, errno: Int32) {
+        self.call = call
+        self.errno = errno
+    }
+
+    public var description: String {
+        "\(call): \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}
+
+/// What a non-blocking call did: it completed with a value, or would have blocked.
+enum IOResult<Value> {
+    case processed(Value)
+    case wouldBlock
+}
+
+/// Every system call the engine makes, named as in the man pages.
+///
+/// Each goes through `retryingEINTR`, which retries EINTR, maps EAGAIN to `.wouldBlock`
+/// where the caller asked for that, and throws `SystemCallError` otherwise. EBADF and
+/// EFAULT mean the engine passed a closed descriptor or a bad pointer: a bug, so crash.
+enum Posix {
+    @inline(__always)
+    static func retryingEINTR<T: FixedWidthInteger>(_ name: StaticString, _ body: () -> T) throws(SystemCallError) -> T {
+        while true {
+            let result = body()
+            if result != -1 { return result }
+            let error = Glibc.errno
+            if error == EINTR { continue }
+            precondition(error != EBADF && error != EFAULT, "\(name) failed with \(error == EBADF ? "EBADF" : "EFAULT"): a bug in netprobe")
+            throw SystemCallError(call: "\(name)", errno: error)
+        }
+    }
+
+    @inline(__always)
+    static func nonBlocking<T: FixedWidthInteger>(_ name: StaticString, _ body: () -> T) throws(SystemCallError) -> IOResult<T> {
+        do {
+            return .processed(try retryingEINTR(name, body))
+        } catch where error.errno == EAGAIN || error.errno == EWOULDBLOCK {
+            return .wouldBlock
+        }
+    }
+
+    static func socket(_ domain: Int32, _ type: Int32, _ proto: Int32) throws(SystemCallError) -> Int32 {
+        try retryingEINTR("socket") { Glibc.socket(domain, type | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), proto) }
+    }
+
+    static func setsockopt<Value: BitwiseCopyable>(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Value) throws(SystemCallError) {
+        try withUnsafeBytes(of: value) { (bytes) throws(SystemCallError) in
+            _ = try retryingEINTR("setsockopt") {
+                Glibc.setsockopt(fd, level, name, bytes.baseAddress, socklen_t(bytes.count))
+            }
+        }
+    }
+
+    static func getsockopt<Value: BitwiseCopyable>(_ fd: Int32, _ level: Int32, _ name: Int32, initial: Value) throws(SystemCallError) -> Value {
+        var value = initial
+        var length = socklen_t(MemoryLayout<Value>.size)
+        try withUnsafeMutableBytes(of: &value) { (bytes) throws(SystemCallError) in
+            _ = try retryingEINTR("getsockopt") { Glibc.getsockopt(fd, level, name, bytes.baseAddress, &length) }
+        }
+        return value
+    }
+
+    static func bind(_ fd: Int32, _ address: UnsafePointer<sockaddr>, _ length: socklen_t) throws(SystemCallError) {
+        _ = try retryingEINTR("bind") { Glibc.bind(fd, address, length) }
+    }
+
+    static func getsockname(_ fd: Int32, _ address: UnsafeMutablePointer<sockaddr>, _ length: UnsafeMutablePointer<socklen_t>) throws(SystemCallError) {
+        _ = try retryingEINTR("getsockname") { Glibc.getsockname(fd, address, length) }
+    }
+
+    static func sendmsg(_ fd: Int32, _ message: UnsafePointer<msghdr>, _ flags: Int32) throws(SystemCallError) -> IOResult<Int> {
+        try nonBlocking("sendmsg") { Glibc.sendmsg(fd, message, flags) }
+    }
+
+    static func recvmsg(_ fd: Int32, _ message: UnsafeMutablePointer<msghdr>, _ flags: Int32) throws(SystemCallError) -> IOResult<Int> {
+        try nonBlocking("recvmsg") { Glibc.recvmsg(fd, message, flags | Int32(MSG_DONTWAIT)) }
+    }
+
+    static func close(_ fd: Int32) throws(SystemCallError) {
+        // Linux closes the descriptor even when close reports EINTR: never retry it.
+        if Glibc.close(fd) == -1 {
+            let error = Glibc.errno
+            precondition(error != EBADF, "close failed with EBADF: a bug in netprobe")
+            if error != EINTR { throw SystemCallError(call: "close", errno: error) }
+        }
+    }
+
+    static func epoll_create1(_ flags: Int32) throws(SystemCallError) -> Int32 {
+        try retryingEINTR("epoll_create1") { CSystemShims.epoll_create1(flags) }
+    }
+
+    static func epoll_ctl(_ epollFD: Int32, _ operation: Int32, _ fd: Int32, _ event: inout epoll_event) throws(SystemCallError) {
+        _ = try retryingEINTR("epoll_ctl") { CSystemShims.epoll_ctl(epollFD, operation, fd, &event) }
+    }
+
+    static func epoll_wait(_ epollFD: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ maximum: Int32, _ timeoutMilliseconds: Int32) throws(SystemCallError) -> Int32 {
+        try retryingEINTR("epoll_wait") { CSystemShims.epoll_wait(epollFD, events, maximum, timeoutMilliseconds) }
+    }
+
+    static func timerfd_create(_ clock: Int32, _ flags: Int32) throws(SystemCallError) -> Int32 {
+        try retryingEINTR("timerfd_create") { CSystemShims.timerfd_create(clock, flags) }
+    }
+
+    static func timerfd_settime(_ fd: Int32, _ flags: Int32, _ value: itimerspec) throws(SystemCallError) {
+        var value = value
+        _ = try retryingEINTR("timerfd_settime") { CSystemShims.timerfd_settime(fd, flags, &value, nil) }
+    }
+
+    static func eventfd(_ initial: UInt32, _ flags: Int32) throws(SystemCallError) -> Int32 {
+        try retryingEINTR("eventfd") { CSystemShims.eventfd(initial, flags) }
+    }
+
+    /// Reads the 8-byte counter of a timerfd or eventfd; `.wouldBlock` when it is zero.
+    static func readCounter(_ fd: Int32) throws(SystemCallError) -> IOResult<UInt64> {
+        var counter: UInt64 = 0
+        let result = try nonBlocking("read") { Glibc.read(fd, &counter, 8) }
+        switch result {
+        case .processed: return .processed(counter)
+        case .wouldBlock: return .wouldBlock
+        }
+    }
+
+    /// Adds one to an eventfd's counter (wakes whoever polls it).
+    static func signal(eventFD fd: Int32) throws(SystemCallError) {
+        var one: UInt64 = 1
+        _ = try nonBlocking("write") { Glibc.write(fd, &one, 8) }
+    }
+}

@@ -1,0 +1,140 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which address families a name may resolve to.
+public enum AddressPreference: Sendable {
+    /// The first address getaddrinfo returns, of either family.
+    case any
+    case ipv4Only
+    case ipv6Only
+}
+
+/// Turns target names into addresses with getaddrinfo, on threads of its own.
+///
+/// getaddrinfo blocks (DNS, /etc/hosts, nsswitch), so it never runs on the event loop
+/// nor on the Swift concurrency pool: each call runs on a small set of dedicated threads.
+public enum Resolver {
+    /// Resolves every name; a name that fails yields a target with `address == nil` and the
+    /// reason, never a missing entry. Numeric addresses are parsed without getaddrinfo.
+    /// - Parameters:
+    ///   - names: host names or numeric addresses; "[::1]" brackets are accepted.
+    ///   - preference: which family to accept.
+    ///   - threads: how many lookups run at once.
+    /// - Returns: one target per name, in the same order.
+    public static func resolve(_ names: [String], preference: AddressPreference, threads: Int = 16) async -> [ProbeTarget] {
+        var results = [ProbeTarget?](repeating: nil, count: names.count)
+        var pending: [Int] = []
+        for (index, name) in names.enumerated() {
+            let bare = stripBrackets(name)
+            if let address = IPAddress(parsing: bare) {
+                results[index] = accepting(address, name: name, preference: preference)
+            } else {
+                pending.append(index)
+            }
+        }
+        if !pending.isEmpty {
+            let resolved = await lookUp(pending.map { stripBrackets(names[$0]) }, preference: preference, threads: threads)
+            for (slot, index) in pending.enumerated() {
+                var target = resolved[slot]
+                target.name = names[index]
+                results[index] = target
+            }
+        }
+        return results.map { $0! }
+    }
+
+    static func stripBrackets(_ name: String) -> String {
+        if name.hasPrefix("["), name.hasSuffix("]") { return String(name.dropFirst().dropLast()) }
+        return name
+    }
+
+    private static func accepting(_ address: IPAddress, name: String, preference: AddressPreference) -> ProbeTarget {
+        switch (preference, address.family) {
+        case (.ipv4Only, .ipv6):
+            return ProbeTarget(name: name, address: nil, resolutionError: "\(name) is an IPv6 address but -4 was given")
+        case (.ipv6Only, .ipv4):
+            return ProbeTarget(name: name, address: nil, resolutionError: "\(name) is an IPv4 address but -6 was given")
+        default:
+            return ProbeTarget(name: name, address: address)
+        }
+    }
+
+    private final class Work: @unchecked Sendable {
+        let names: [String]
+        let preference: AddressPreference
+        var results: [ProbeTarget]
+        var next = 0
+        var running: Int
+        let lock = NSLock()
+        var continuation: CheckedContinuation<[ProbeTarget], Never>?
+
+        init(names: [String], preference: AddressPreference, threads: Int) {
+            self.names = names
+            self.preference = preference
+            results = names.map { ProbeTarget(name: $0, address: nil) }
+            running = threads
+        }
+
+        func run() {
+            while true {
+                lock.lock()
+                let index = next
+                next += 1
+                lock.unlock()
+                guard index < names.count else { break }
+                let target = Resolver.getaddrinfo(names[index], preference: preference)
+                lock.lock()
+                results[index] = target
+                lock.unlock()
+            }
+            lock.lock()
+            running -= 1
+            let finished = running == 0
+            let continuation = finished ? self.continuation : nil
+            let results = self.results
+            lock.unlock()
+            continuation?.resume(returning: results)
+        }
+    }
+
+    private static func lookUp(_ names: [String], preference: AddressPreference, threads: Int) async -> [ProbeTarget] {
+        let threadCount = max(1, min(threads, names.count))
+        let work = Work(names: names, preference: preference, threads: threadCount)
+        return await withCheckedContinuation { continuation in
+            work.continuation = continuation
+            for _ in 0..<threadCount {
+                let thread = Thread { work.run() }
+                thread.name = "netprobe-resolver"
+                thread.start()
+            }
+        }
+    }
+
+    static func getaddrinfo(_ name: String, preference: AddressPreference) -> ProbeTarget {
+        var hints = addrinfo()
+        switch preference {
+        case .any: hints.ai_family = AF_UNSPEC
+        case .ipv4Only: hints.ai_family = AF_INET
+        case .ipv6Only: hints.ai_family = AF_INET6
+        }
+        hints.ai_socktype = Int32(Glibc.SOCK_DGRAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let status = Glibc.getaddrinfo(name, nil, &hints, &list)
+        guard status == 0, let first = list else {
+            let reason = status == EAI_SYSTEM ? String(cString: strerror(errno)) : String(cString: gai_strerror(status))
+            return ProbeTarget(name: name, address: nil, resolutionError: "\(name): \(reason)")
+        }
+        defer { freeaddrinfo(list) }
+        var entry: UnsafeMutablePointer<addrinfo>? = first
+        while let current = entry {
+            if let socketAddress = current.pointee.ai_addr,
+               let address = IPAddress(socketAddress: socketAddress, length: Int(current.pointee.ai_addrlen)) {
+                return ProbeTarget(name: name, address: address)
+            }
+            entry = current.pointee.ai_next
+        }
+        return ProbeTarget(name: name, address: nil, resolutionError: "\(name): no address of the wanted family")
+    }
+}

@@ -1,0 +1,117 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ProbeEngine
+
+/// A duration on the command line: plain seconds ("0.2", as ping takes them) or with a
+/// unit ("200ms", "1.5s", "2m", "500us").
+struct DurationArgument: ExpressibleByArgument, Sendable, CustomStringConvertible {
+    var nanoseconds: Int64
+
+    init(nanoseconds: Int64) {
+        self.nanoseconds = nanoseconds
+    }
+
+    init?(argument: String) {
+        let units: [(String, Double)] = [("ms", 1e6), ("us", 1e3), ("ns", 1), ("s", 1e9), ("m", 60e9)]
+        var text = argument.trimmingCharacters(in: .whitespaces)
+        var scale = 1e9
+        for (suffix, factor) in units where text.hasSuffix(suffix) {
+            text.removeLast(suffix.count)
+            scale = factor
+            break
+        }
+        guard let value = Double(text), value.isFinite, value >= 0 else { return nil }
+        nanoseconds = Int64(value * scale)
+    }
+
+    var seconds: Double { Double(nanoseconds) / 1e9 }
+    var description: String { String(format: "%gs", seconds) }
+    var defaultValueDescription: String { description }
+}
+
+/// Options every probing command shares.
+struct ProbeOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Probes per target; 0 probes until interrupted (Ctrl-C).")
+    var count: Int = 5
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Time between two probes to the same target (seconds, or with a unit: 200ms).", valueName: "interval"))
+    var interval = DurationArgument(nanoseconds: 1_000_000_000)
+
+    @Option(name: [.customShort("W"), .long], help: ArgumentHelp("How long to wait for each reply; later replies are reported as late and counted lost.", valueName: "timeout"))
+    var timeout = DurationArgument(nanoseconds: 1_000_000_000)
+
+    @Option(help: ArgumentHelp("""
+        Most probes per second over all targets. The default, 1000/s, is gentle on any \
+        network (about 100 kB/s of ICMP) yet covers 1000 targets a second; raise it for \
+        larger lists.
+        """, valueName: "per-second"))
+    var rate: Double = 1000
+
+    @Flag(name: .customShort("4"), help: "Use IPv4 only.")
+    var ipv4Only = false
+
+    @Flag(name: .customShort("6"), help: "Use IPv6 only.")
+    var ipv6Only = false
+
+    @Option(name: [.customShort("f"), .customLong("file")], help: ArgumentHelp("Read targets from a file, one per line ('#' starts a comment); '-' reads standard input.", valueName: "file"))
+    var file: String?
+
+    @Flag(help: "Print one JSON object per target per round (JSON Lines) instead of text.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "Print only the summary per target, not a line per reply.")
+    var quiet = false
+
+    @Flag(name: .shortAndLong, help: "Log what netprobe does to standard error.")
+    var verbose = false
+
+    func validate() throws {
+        guard count >= 0 else { throw ValidationError("--count must be 0 (until interrupted) or more, got \(count).") }
+        guard interval.nanoseconds >= 1_000_000 else { throw ValidationError("--interval must be at least 1ms, got \(interval).") }
+        guard timeout.nanoseconds >= 1_000_000 else { throw ValidationError("--timeout must be at least 1ms, got \(timeout).") }
+        guard rate > 0, rate <= 1_000_000 else { throw ValidationError("--rate must be between 1 and 1000000 probes per second, got \(rate).") }
+        guard !(ipv4Only && ipv6Only) else { throw ValidationError("-4 and -6 exclude each other: give at most one.") }
+    }
+
+    var addressPreference: AddressPreference {
+        ipv4Only ? .ipv4Only : ipv6Only ? .ipv6Only : .any
+    }
+
+    /// The targets from the arguments, the -f file, or standard input when it is not a
+    /// terminal and nothing else was given.
+    func collectTargets(_ arguments: [String]) throws -> [String] {
+        var targets = arguments
+        if let file {
+            targets += try readTargets(from: file)
+        } else if arguments.isEmpty && isatty(STDIN_FILENO) == 0 {
+            targets += try readTargets(from: "-")
+        }
+        guard !targets.isEmpty else {
+            throw ValidationError("No targets: name at least one host, or give a list with -f FILE (or on standard input).")
+        }
+        return targets
+    }
+
+    private func readTargets(from path: String) throws -> [String] {
+        let data: Data
+        if path == "-" {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        } else {
+            guard let contents = FileManager.default.contents(atPath: path) else {
+                throw ValidationError("Cannot read the targets file \(path): check that it exists and is readable.")
+            }
+            data = contents
+        }
+        return String(decoding: data, as: UTF8.self)
+            .split(whereSeparator: \.isNewline)
+            .map { line in String(line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }
+    }
+
+    func makeLogger() -> Logger {
+        var logger = Logger(label: "netprobe") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = verbose ? .debug : .warning
+        return logger
+    }
+}

@@ -1,0 +1,157 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import ProbeEngine
+
+struct PingCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ping",
+        abstract: "Send ICMP echo requests to many targets at once and report round-trip times.",
+        discussion: """
+            Works like ping for one target and like fping for thousands: one socket per \
+            address family serves every target, sends are spread evenly (never more than \
+            --rate per second), and times come from the kernel's own send and receive \
+            timestamps (SO_TIMESTAMPING), so a busy machine does not inflate them.
+
+            Privileges: with CAP_NET_RAW (root, or `setcap cap_net_raw+ep netprobe`) raw \
+            sockets are used; otherwise unprivileged ICMP sockets where \
+            net.ipv4.ping_group_range allows. Every capability is dropped as soon as the \
+            sockets are open.
+
+            Exit status: 0 every target answered, 1 some did not, 2 a name did not \
+            resolve, 3 bad arguments, 4 system error (e.g. no privilege).
+            """
+    )
+
+    @OptionGroup var options: ProbeOptions
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("ICMP payload bytes (\(ICMPEcho.minimumPayloadLength) to \(ICMPEcho.maximumPayloadLength)).", valueName: "bytes"))
+    var size: Int = 56
+
+    @Option(name: .shortAndLong, help: "IP time to live (IPv6 hop limit) of the requests (1 to 255).")
+    var ttl: Int?
+
+    @Argument(help: ArgumentHelp("Host names or addresses.", valueName: "target"))
+    var targets: [String] = []
+
+    func validate() throws {
+        guard size >= ICMPEcho.minimumPayloadLength, size <= ICMPEcho.maximumPayloadLength else {
+            throw ValidationError("--size must be between \(ICMPEcho.minimumPayloadLength) and \(ICMPEcho.maximumPayloadLength) bytes (netprobe's payload carries a cookie and the probe number), got \(size).")
+        }
+        if let ttl, !(1...255).contains(ttl) { throw ValidationError("--ttl must be between 1 and 255, got \(ttl).") }
+    }
+
+    func run() async throws {
+        let logger = options.makeLogger()
+        let names = try options.collectTargets(targets)
+        let resolved = await Resolver.resolve(names, preference: options.addressPreference)
+        for target in resolved where target.address == nil {
+            logger.warning("cannot resolve target", metadata: ["target": "\(target.name)", "reason": "\(target.resolutionError ?? "unknown")"])
+        }
+        var families = Set(resolved.compactMap(\.address?.family))
+        if families.isEmpty { families = [options.ipv6Only ? .ipv6 : .ipv4] }
+
+        let configuration = ICMPProbeConfiguration(
+            count: options.count, intervalNanoseconds: options.interval.nanoseconds, timeoutNanoseconds: options.timeout.nanoseconds,
+            payloadLength: size, ttl: ttl, packetsPerSecond: options.rate)
+        let prober: ICMPProber
+        do {
+            prober = try ICMPProber(families: families, configuration: configuration, logger: logger)
+        } catch let error as ICMPSocketError {
+            writeError(Self.explain(error))
+            throw ExitCode(ExitStatus.systemError)
+        } catch {
+            writeError("netprobe: cannot start: \(error)")
+            throw ExitCode(ExitStatus.systemError)
+        }
+        do {
+            try Privileges.dropAll()
+        } catch {
+            writeError("netprobe: cannot drop capabilities after opening the sockets: \(error)")
+            throw ExitCode(ExitStatus.systemError)
+        }
+        logger.debug("sockets open, capabilities dropped", metadata: [
+            "modes": "\(prober.socketModes.map { "\($0.key.rawValue)=\($0.value.rawValue)" }.sorted().joined(separator: ","))",
+        ])
+
+        let interrupts = InterruptHandler { prober.stop() }
+        defer { interrupts.cancel() }
+
+        let printer = ResultPrinter(json: options.json, quiet: options.quiet)
+        var rounds: [ICMPRoundResult] = []
+        for await event in prober.probe(resolved) {
+            switch event {
+            case .reply(let reply):
+                printer.printReply(reply)
+            case .round(let round):
+                rounds.append(round)
+                printer.printRoundAsItCompletes(round)
+            }
+        }
+        printer.printSummaries(rounds.sorted { $0.targetIndex < $1.targetIndex })
+        let diagnostics = prober.diagnostics
+        if !diagnostics.ignoredReplies.isEmpty || !diagnostics.rejectedPackets.isEmpty {
+            logger.debug("packets not counted", metadata: ["ignored": "\(diagnostics.ignoredReplies)", "rejected": "\(diagnostics.rejectedPackets)"])
+        }
+        let status = Self.exitStatus(rounds)
+        if status != ExitStatus.allAnswered { throw ExitCode(status) }
+    }
+
+    static func exitStatus(_ rounds: [ICMPRoundResult]) -> Int32 {
+        if rounds.contains(where: { $0.outcome == .unresolved }) { return ExitStatus.unresolved }
+        if rounds.contains(where: { $0.outcome != .ok }) { return ExitStatus.someUnanswered }
+        return ExitStatus.allAnswered
+    }
+
+    /// The message for a socket that could not be opened, with both ways to fix it.
+    static func explain(_ error: ICMPSocketError) -> String {
+        switch error {
+        case .notPermitted(_, let groupID):
+            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ping_group_range", encoding: .utf8))?
+                .split(whereSeparator: \.isWhitespace).joined(separator: " ") ?? "unknown"
+            return """
+                netprobe: not permitted to open an ICMP socket.
+                  Raw ICMP sockets need CAP_NET_RAW, which this process does not have, and
+                  unprivileged ICMP sockets are closed to group \(groupID) (net.ipv4.ping_group_range is "\(range)").
+                Fix it either way:
+                  sudo setcap cap_net_raw+ep \(executable)
+                      (netprobe drops the capability as soon as its sockets are open)
+                  sudo sysctl -w net.ipv4.ping_group_range="\(groupID) \(groupID)"
+                      (or "0 2147483647" for every group; put the line in /etc/sysctl.d/ to keep it)
+                """
+        case .system:
+            return "netprobe: \(error)"
+        }
+    }
+}
+
+func writeError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// SIGINT / SIGTERM: the first asks for a graceful stop (replies in flight get their
+/// timeout, summaries are printed); a second one exits at once.
+final class InterruptHandler: @unchecked Sendable {
+    private var sources: [DispatchSourceSignal] = []
+    private var count = 0
+    private let queue = DispatchQueue(label: "netprobe.signals")
+
+    init(onFirst: @escaping @Sendable () -> Void) {
+        for signalNumber in [SIGINT, SIGTERM] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
+            source.setEventHandler { [unowned self] in
+                count += 1
+                if count == 1 { onFirst() } else { exit(130) }
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    func cancel() {
+        for source in sources { source.cancel() }
+    }
+}
