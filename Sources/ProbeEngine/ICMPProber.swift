@@ -72,31 +72,28 @@ public final class ICMPProber: @unchecked Sendable {
         return lockedDiagnostics
     }
 
-    /// Opens one ICMP socket per family.
+    /// Prepares a prober on sockets opened earlier (see `ICMPSocketSet.open`), so that
+    /// the process can drop its privileges between opening them and probing.
     /// - Parameters:
-    ///   - families: the families the targets need.
+    ///   - sockets: the ICMP sockets; the prober owns them from now on and closes them.
     ///   - configuration: counts, timing, sizes.
     ///   - logger: where the prober reports what it does.
-    /// - Throws: `ICMPSocketError`, e.g. `.notPermitted` when neither raw nor datagram
-    ///   ICMP sockets are allowed.
-    public init(families: Set<AddressFamily>, configuration: ICMPProbeConfiguration, logger: Logger) throws {
+    /// - Throws: `SystemCallError` when the event loop cannot be created.
+    public init(sockets: ICMPSocketSet, configuration: ICMPProbeConfiguration, logger: Logger) throws {
         precondition(configuration.payloadLength >= ICMPEcho.minimumPayloadLength)
         self.configuration = configuration
         self.logger = logger
+        self.sockets = sockets.take()
         var generator = SystemRandomNumberGenerator()
         cookie = generator.next()
         nextProbeNumber = generator.next()
-        let identifier: UInt16 = generator.next()
-        loop = try EventLoop()
         do {
-            for family in families.sorted(by: { $0.rawValue < $1.rawValue }) {
-                let socket = try ICMPSocket.open(family: family, ttl: configuration.ttl, identifier: identifier, logger: logger)
-                sockets[family] = socket
+            loop = try EventLoop()
+            for socket in self.sockets.values {
                 try loop.register(socket.descriptor.rawValue, events: EPOLLIN.rawValue)
             }
         } catch {
-            for socket in sockets.values { try? socket.close() }
-            loop.close()
+            for socket in self.sockets.values { try? socket.close() }
             throw error
         }
     }

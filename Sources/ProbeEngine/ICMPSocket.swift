@@ -31,6 +31,56 @@ public enum ICMPSocketError: Error, CustomStringConvertible, Sendable {
     }
 }
 
+/// The ICMP sockets of a process, one per address family, opened before privileges are
+/// dropped and then handed to an `ICMPProber`.
+public final class ICMPSocketSet: @unchecked Sendable {
+    private var sockets: [AddressFamily: ICMPSocket]
+
+    private init(_ sockets: [AddressFamily: ICMPSocket]) {
+        self.sockets = sockets
+    }
+
+    /// The mode each socket ended up in (raw with CAP_NET_RAW, else datagram).
+    public var modes: [AddressFamily: ICMPSocketMode] { sockets.mapValues(\.mode) }
+
+    /// Opens one socket per family.
+    /// - Parameters:
+    ///   - families: the families wanted.
+    ///   - optional: families that may be missing (e.g. IPv6 on a host without it);
+    ///     their failure is logged, and targets of that family then report `error`.
+    ///   - ttl: IP TTL / hop limit of requests; nil keeps the system default.
+    /// - Throws: `ICMPSocketError`; `.notPermitted` when neither raw nor datagram ICMP
+    ///   sockets are allowed.
+    public static func open(families: Set<AddressFamily>, optional: Set<AddressFamily> = [], ttl: Int?, logger: Logger) throws(ICMPSocketError) -> ICMPSocketSet {
+        var generator = SystemRandomNumberGenerator()
+        let identifier: UInt16 = generator.next()
+        var opened: [AddressFamily: ICMPSocket] = [:]
+        for family in families.sorted(by: { $0.rawValue < $1.rawValue }) {
+            do {
+                opened[family] = try ICMPSocket.open(family: family, ttl: ttl, identifier: identifier, logger: logger)
+            } catch {
+                if case .system = error, optional.contains(family) {
+                    logger.warning("cannot open an ICMP socket; targets of this family will report error", metadata: ["family": "\(family.rawValue)", "error": "\(error)"])
+                    continue
+                }
+                for socket in opened.values { try? socket.close() }
+                throw error
+            }
+        }
+        return ICMPSocketSet(opened)
+    }
+
+    /// Hands the sockets over to their new owner.
+    func take() -> [AddressFamily: ICMPSocket] {
+        defer { sockets = [:] }
+        return sockets
+    }
+
+    deinit {
+        for socket in sockets.values { try? socket.close() }
+    }
+}
+
 /// One ICMP or ICMPv6 socket shared by every target of its family, with kernel
 /// timestamping switched on. Owned by the event-loop thread.
 final class ICMPSocket {

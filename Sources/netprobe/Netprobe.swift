@@ -36,8 +36,15 @@ struct Netprobe: AsyncParsableCommand {
     /// default is 64, which fping-style scripts would not expect).
     static func main() async {
         do {
-            var command = try parseAsRoot()
-            if var asyncCommand = command as? AsyncParsableCommand {
+            var command = try parseAsRoot(splittingAttachedValues(Array(CommandLine.arguments.dropFirst())))
+            if let privileged = command as? PrivilegedCommand {
+                // Still on the main thread with no other thread started: capabilities are
+                // per thread, so dropping them here leaves no thread holding one.
+                try privileged.acquirePrivilegedResources()
+            }
+            if let parsed = command as? AsyncParsableCommand {
+                // Only this task ever touches the command: handing it to the nonisolated run() is safe.
+                nonisolated(unsafe) var asyncCommand = parsed
                 try await asyncCommand.run()
             } else {
                 try command.run()
@@ -51,4 +58,31 @@ struct Netprobe: AsyncParsableCommand {
             exit(withError: error)
         }
     }
+
+    /// Short options that take a value, which ping users write attached ("-c1", "-i0.2").
+    static let shortOptionsWithValues: Set<Character> = ["c", "i", "W", "s", "t", "f"]
+
+    /// Turns "-c1" into "-c", "1" so ping habits work; ArgumentParser reads "-c1" as flags.
+    static func splittingAttachedValues(_ arguments: [String]) -> [String] {
+        var result: [String] = []
+        for (position, argument) in arguments.enumerated() {
+            if argument == "--" {
+                result += arguments[position...]
+                break
+            }
+            let characters = Array(argument)
+            if characters.count > 2, characters[0] == "-", characters[1] != "-", shortOptionsWithValues.contains(characters[1]) {
+                result += ["-" + String(characters[1]), String(characters[2...])]
+            } else {
+                result.append(argument)
+            }
+        }
+        return result
+    }
+}
+
+/// A command that opens privileged resources (raw sockets) and then drops privileges,
+/// before any other thread exists.
+protocol PrivilegedCommand {
+    func acquirePrivilegedResources() throws
 }

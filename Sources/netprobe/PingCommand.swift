@@ -4,7 +4,7 @@ import Foundation
 import Logging
 import ProbeEngine
 
-struct PingCommand: AsyncParsableCommand {
+struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
     static let configuration = CommandConfiguration(
         commandName: "ping",
         abstract: "Send ICMP echo requests to many targets at once and report round-trip times.",
@@ -47,33 +47,22 @@ struct PingCommand: AsyncParsableCommand {
         let names = try options.collectTargets(targets)
         let resolved = await Resolver.resolve(names, preference: options.addressPreference)
         for target in resolved where target.address == nil {
-            logger.warning("cannot resolve target", metadata: ["target": "\(target.name)", "reason": "\(target.resolutionError ?? "unknown")"])
+            logger.debug("cannot resolve target", metadata: ["target": "\(target.name)", "reason": "\(target.resolutionError ?? "unknown")"])
         }
-        var families = Set(resolved.compactMap(\.address?.family))
-        if families.isEmpty { families = [options.ipv6Only ? .ipv6 : .ipv4] }
-
         let configuration = ICMPProbeConfiguration(
             count: options.count, intervalNanoseconds: options.interval.nanoseconds, timeoutNanoseconds: options.timeout.nanoseconds,
             payloadLength: size, ttl: ttl, packetsPerSecond: options.rate)
+        guard let sockets = PrivilegedResources.takeICMPSockets() else {
+            writeError("netprobe: internal error: ICMP sockets were not opened before probing")
+            throw ExitCode(ExitStatus.systemError)
+        }
         let prober: ICMPProber
         do {
-            prober = try ICMPProber(families: families, configuration: configuration, logger: logger)
-        } catch let error as ICMPSocketError {
-            writeError(Self.explain(error))
-            throw ExitCode(ExitStatus.systemError)
+            prober = try ICMPProber(sockets: sockets, configuration: configuration, logger: logger)
         } catch {
             writeError("netprobe: cannot start: \(error)")
             throw ExitCode(ExitStatus.systemError)
         }
-        do {
-            try Privileges.dropAll()
-        } catch {
-            writeError("netprobe: cannot drop capabilities after opening the sockets: \(error)")
-            throw ExitCode(ExitStatus.systemError)
-        }
-        logger.debug("sockets open, capabilities dropped", metadata: [
-            "modes": "\(prober.socketModes.map { "\($0.key.rawValue)=\($0.value.rawValue)" }.sorted().joined(separator: ","))",
-        ])
 
         let interrupts = InterruptHandler { prober.stop() }
         defer { interrupts.cancel() }
@@ -96,6 +85,32 @@ struct PingCommand: AsyncParsableCommand {
         }
         let status = Self.exitStatus(rounds)
         if status != ExitStatus.allAnswered { throw ExitCode(status) }
+    }
+
+    /// Opens the ICMP sockets and drops every capability, before any thread is started.
+    func acquirePrivilegedResources() throws {
+        let logger = options.makeLogger()
+        let families: Set<AddressFamily> = options.ipv4Only ? [.ipv4] : options.ipv6Only ? [.ipv6] : [.ipv4, .ipv6]
+        // Without -4/-6 either family may be missing on this host; targets of a family
+        // without a socket then report "error".
+        let optional: Set<AddressFamily> = families.count > 1 ? families : []
+        let sockets: ICMPSocketSet
+        do {
+            sockets = try ICMPSocketSet.open(families: families, optional: optional, ttl: ttl, logger: logger)
+        } catch {
+            writeError(Self.explain(error))
+            throw ExitCode(ExitStatus.systemError)
+        }
+        do {
+            try Privileges.dropAll()
+        } catch {
+            writeError("netprobe: cannot drop capabilities after opening the sockets: \(error)")
+            throw ExitCode(ExitStatus.systemError)
+        }
+        logger.debug("sockets open, capabilities dropped", metadata: [
+            "modes": "\(sockets.modes.map { "\($0.key.rawValue)=\($0.value.rawValue)" }.sorted().joined(separator: ","))",
+        ])
+        PrivilegedResources.storeICMPSockets(sockets)
     }
 
     static func exitStatus(_ rounds: [ICMPRoundResult]) -> Int32 {
@@ -124,6 +139,24 @@ struct PingCommand: AsyncParsableCommand {
         case .system:
             return "netprobe: \(error)"
         }
+    }
+}
+
+/// Resources opened with privileges on the main thread, collected by the command's run().
+enum PrivilegedResources {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var icmpSockets: ICMPSocketSet?
+
+    static func storeICMPSockets(_ sockets: ICMPSocketSet) {
+        lock.lock()
+        icmpSockets = sockets
+        lock.unlock()
+    }
+
+    static func takeICMPSockets() -> ICMPSocketSet? {
+        lock.lock()
+        defer { icmpSockets = nil; lock.unlock() }
+        return icmpSockets
     }
 }
 
