@@ -1,3 +1,4 @@
+import CSystemShims
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -119,7 +120,7 @@ public enum Resolver {
         case .ipv4Only: hints.ai_family = AF_INET
         case .ipv6Only: hints.ai_family = AF_INET6
         }
-        hints.ai_socktype = Int32(Glibc.SOCK_DGRAM.rawValue)
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
         var list: UnsafeMutablePointer<addrinfo>?
         let status = Glibc.getaddrinfo(name, nil, &hints, &list)
         guard status == 0, let first = list else {
