@@ -7,11 +7,14 @@ let package = Package(
     products: [
         .library(name: "ProbeEngine", targets: ["ProbeEngine"]),
         .executable(name: "netprobe", targets: ["netprobe"]),
+        .library(name: "NetSim", targets: ["NetSim"]),
+        .executable(name: "netsim", targets: ["netsim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         .target(
@@ -36,6 +39,27 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        .target(
+            name: "NetSim",
+            dependencies: [
+                "CSystemShims",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .executableTarget(
+            name: "netsim",
+            dependencies: [
+                "NetSim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "NetSimTests",
+            dependencies: ["NetSim", "ProbeEngine", "netprobe", "netsim"]
         ),
         .testTarget(
             name: "ProbeEngineTests",

@@ -1,0 +1,1 @@
+// NetSim: placeholder until the simulator lands.

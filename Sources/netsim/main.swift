@@ -1,0 +1,1 @@
+print("netsim: not built yet")
