@@ -51,4 +51,14 @@ int CSystemShims_tcp_handshake_info_read(int fd, CSystemShims_tcp_handshake_info
 int CSystemShims_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5) {
     return prctl(option, arg2, arg3, arg4, arg5);
 }
+
+#include <sys/ioctl.h>
+#include <sched.h>
+#include <linux/if_tun.h>
+int CSystemShims_ioctl_pointer(int fd, unsigned long request, void *argument) { return ioctl(fd, request, argument); }
+const unsigned long CSystemShims_TUNSETIFF = TUNSETIFF;
+const int CSystemShims_IFF_TUN = IFF_TUN;
+const int CSystemShims_IFF_NO_PI = IFF_NO_PI;
+const int CSystemShims_CLONE_NEWNET = CLONE_NEWNET;
+int CSystemShims_setns(int fd, int nstype) { return setns(fd, nstype); }
 #endif

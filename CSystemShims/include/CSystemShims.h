@@ -85,6 +85,17 @@ int CSystemShims_tcp_handshake_info_read(int fd, CSystemShims_tcp_handshake_info
 
 // MARK: prctl (variadic in Glibc, so not callable from Swift)
 int CSystemShims_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
+
+// MARK: NetSim: TUN device, signalfd, namespaces (ioctl is variadic: not callable from Swift)
+#include <sys/signalfd.h>
+#include <net/if.h>
+/// ioctl with a pointer argument (TUNSETIFF with a `struct ifreq`).
+int CSystemShims_ioctl_pointer(int fd, unsigned long request, void *argument);
+extern const unsigned long CSystemShims_TUNSETIFF;
+extern const int CSystemShims_IFF_TUN;
+extern const int CSystemShims_IFF_NO_PI;
+extern const int CSystemShims_CLONE_NEWNET;
+int CSystemShims_setns(int fd, int nstype);
 #endif
 
 #endif

@@ -1,1 +1,0 @@
-// NetSim: placeholder until the simulator lands.

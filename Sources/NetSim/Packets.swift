@@ -1,0 +1,266 @@
+/// IPv4 / IPv6 packets as the simulator sees them: taking requests apart and building
+/// replies. Everything here is pure (bytes in, bytes out) so it can be tested without
+/// a TUN device. Requests come from the kernel of the namespace, but are still treated
+/// as untrusted: every read is bounds-checked.
+public enum SimulatedPacket {
+    public static let protocolICMP: UInt8 = 1
+    public static let protocolTCP: UInt8 = 6
+    public static let protocolICMPv6: UInt8 = 58
+    /// Largest IPv4 ICMP error (RFC 1812 4.3.2.3: as much of the original as fits 576 bytes).
+    public static let maximumICMPErrorLengthV4 = 576
+    /// Largest ICMPv6 error (RFC 4443 2.4(c): the IPv6 minimum MTU).
+    public static let maximumICMPErrorLengthV6 = 1280
+
+    /// The IP header fields of a packet that matter to the simulator.
+    public struct Header: Equatable, Sendable {
+        public var isIPv6: Bool
+        public var source: SimulatedAddress
+        public var destination: SimulatedAddress
+        /// IPv4 protocol / IPv6 next header (no extension headers are followed).
+        public var transport: UInt8
+        /// TTL / hop limit.
+        public var ttl: UInt8
+        /// Offset of the transport header.
+        public var transportOffset: Int
+        /// End of the packet as the IP header states it (never past the bytes read).
+        public var end: Int
+    }
+
+    /// What a request asks of a simulated host.
+    public enum Request: Equatable, Sendable {
+        case echoRequest(identifier: UInt16, sequence: UInt16)
+        case tcpSyn(sourcePort: UInt16, destinationPort: UInt16, sequence: UInt32)
+        /// Any other TCP segment (the client kernel's ACK, RST, FIN): never answered.
+        case tcpOther(sourcePort: UInt16, destinationPort: UInt16)
+        /// ICMP that is not an echo request (errors, neighbour discovery, MLD): never answered.
+        case icmpOther(type: UInt8)
+        /// Anything else (UDP, ...).
+        case other(transport: UInt8)
+    }
+
+    /// Why a packet did not parse.
+    public enum Malformed: Error, Equatable, Sendable {
+        case truncated
+        case notIP
+    }
+
+    // MARK: parsing
+
+    /// Reads the IP header.
+    public static func header(_ packet: UnsafeRawBufferPointer) throws(Malformed) -> Header {
+        guard packet.count >= 1 else { throw .truncated }
+        switch packet[0] >> 4 {
+        case 4:
+            guard packet.count >= 20 else { throw .truncated }
+            let headerLength = Int(packet[0] & 0x0f) * 4
+            let total = Int(readUInt16(packet, 2))
+            guard headerLength >= 20, total >= headerLength, packet.count >= headerLength else { throw .truncated }
+            return Header(isIPv6: false, source: SimulatedAddress(packet, offset: 12, isIPv6: false),
+                          destination: SimulatedAddress(packet, offset: 16, isIPv6: false),
+                          transport: packet[9], ttl: packet[8], transportOffset: headerLength, end: min(total, packet.count))
+        case 6:
+            guard packet.count >= 40 else { throw .truncated }
+            let payload = Int(readUInt16(packet, 4))
+            return Header(isIPv6: true, source: SimulatedAddress(packet, offset: 8, isIPv6: true),
+                          destination: SimulatedAddress(packet, offset: 24, isIPv6: true),
+                          transport: packet[6], ttl: packet[7], transportOffset: 40, end: min(40 + payload, packet.count))
+        default:
+            throw .notIP
+        }
+    }
+
+    /// Classifies the transport part of a packet whose header is `header`.
+    public static func request(_ packet: UnsafeRawBufferPointer, header: Header) throws(Malformed) -> Request {
+        let offset = header.transportOffset
+        let available = header.end - offset
+        switch header.transport {
+        case protocolICMP where !header.isIPv6, protocolICMPv6 where header.isIPv6:
+            guard available >= 8 else { throw .truncated }
+            let type = packet[offset]
+            if type == (header.isIPv6 ? 128 : 8) && packet[offset + 1] == 0 {
+                return .echoRequest(identifier: readUInt16(packet, offset + 4), sequence: readUInt16(packet, offset + 6))
+            }
+            return .icmpOther(type: type)
+        case protocolTCP:
+            guard available >= 20 else { throw .truncated }
+            let sourcePort = readUInt16(packet, offset)
+            let destinationPort = readUInt16(packet, offset + 2)
+            let flags = packet[offset + 13]
+            // SYN without ACK, RST or FIN: a connection attempt.
+            if flags & 0x17 == 0x02 {
+                return .tcpSyn(sourcePort: sourcePort, destinationPort: destinationPort, sequence: readUInt32(packet, offset + 4))
+            }
+            return .tcpOther(sourcePort: sourcePort, destinationPort: destinationPort)
+        default:
+            return .other(transport: header.transport)
+        }
+    }
+
+    // MARK: replies
+
+    /// An ICMP echo reply (ICMPv6 type 129) carrying the request's identifier, sequence and data.
+    public static func echoReply(to packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8) -> [UInt8] {
+        var message = Array(packet[header.transportOffset..<header.end])
+        message[0] = header.isIPv6 ? 129 : 0
+        message[1] = 0
+        return ipPacket(source: header.destination, destination: header.source, transport: header.isIPv6 ? protocolICMPv6 : protocolICMP,
+                        ttl: ttl, transportMessage: message, checksumOffset: 2)
+    }
+
+    /// A SYN-ACK from the request's destination port, acknowledging the SYN, with one option: MSS.
+    public static func tcpSynAck(to packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8, initialSequence: UInt32, maximumSegmentSize: UInt16) -> [UInt8] {
+        let offset = header.transportOffset
+        var segment = [UInt8](repeating: 0, count: 24)
+        segment[0] = packet[offset + 2]; segment[1] = packet[offset + 3]            // source port = their destination port
+        segment[2] = packet[offset]; segment[3] = packet[offset + 1]                // destination port = their source port
+        store(initialSequence, into: &segment, at: 4)
+        store(readUInt32(packet, offset + 4) &+ 1, into: &segment, at: 8)
+        segment[12] = 6 << 4                                        // data offset: 6 words
+        segment[13] = 0x12                                          // SYN | ACK
+        store(UInt16(65535), into: &segment, at: 14)                // window
+        segment[20] = 2                                             // option MSS
+        segment[21] = 4
+        store(maximumSegmentSize, into: &segment, at: 22)
+        return ipPacket(source: header.destination, destination: header.source, transport: protocolTCP, ttl: ttl,
+                        transportMessage: segment, checksumOffset: 16)
+    }
+
+    /// RST+ACK for a segment to a closed port (RFC 9293 3.10.7.1: SEQ 0, ACK = SEG.SEQ + SEG.LEN).
+    public static func tcpResetAck(to packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8) -> [UInt8] {
+        let offset = header.transportOffset
+        let dataOffset = Int(packet[offset + 12] >> 4) * 4
+        let flags = packet[offset + 13]
+        let segmentLength = max(0, header.end - offset - dataOffset) + (flags & 0x02 != 0 ? 1 : 0) + (flags & 0x01 != 0 ? 1 : 0)
+        var segment = [UInt8](repeating: 0, count: 20)
+        segment[0] = packet[offset + 2]; segment[1] = packet[offset + 3]
+        segment[2] = packet[offset]; segment[3] = packet[offset + 1]
+        store(readUInt32(packet, offset + 4) &+ UInt32(truncatingIfNeeded: segmentLength), into: &segment, at: 8)
+        segment[12] = 5 << 4
+        segment[13] = 0x14                                          // RST | ACK
+        return ipPacket(source: header.destination, destination: header.source, transport: protocolTCP, ttl: ttl,
+                        transportMessage: segment, checksumOffset: 16)
+    }
+
+    /// The destination-unreachable errors the simulator sends.
+    public enum Unreachable: Sendable {
+        /// v4 type 3 code 3; v6 type 1 code 4.
+        case port
+        /// v4 type 3 code 1; v6 type 1 code 3 ("address unreachable").
+        case host
+
+        func typeAndCode(isIPv6: Bool) -> (UInt8, UInt8) {
+            switch (self, isIPv6) {
+            case (.port, false): return (3, 3)
+            case (.host, false): return (3, 1)
+            case (.port, true): return (1, 4)
+            case (.host, true): return (1, 3)
+            }
+        }
+    }
+
+    /// An ICMP / ICMPv6 destination unreachable from the request's destination, quoting
+    /// as much of the request as fits in 576 (v4) / 1280 (v6) bytes.
+    public static func unreachable(_ kind: Unreachable, quoting packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8) -> [UInt8] {
+        let ipHeaderLength = header.isIPv6 ? 40 : 20
+        let limit = (header.isIPv6 ? maximumICMPErrorLengthV6 : maximumICMPErrorLengthV4) - ipHeaderLength - 8
+        let quoted = packet[0..<min(header.end, limit)]
+        var message = [UInt8](repeating: 0, count: 8)
+        let (type, code) = kind.typeAndCode(isIPv6: header.isIPv6)
+        message[0] = type
+        message[1] = code
+        message.append(contentsOf: quoted)
+        return ipPacket(source: header.destination, destination: header.source, transport: header.isIPv6 ? protocolICMPv6 : protocolICMP,
+                        ttl: ttl, transportMessage: message, checksumOffset: 2)
+    }
+
+    // MARK: assembly
+
+    /// Wraps a transport message in an IPv4 or IPv6 header and fills the transport checksum
+    /// at `checksumOffset` (pseudo-header included for TCP and ICMPv6, not for ICMPv4).
+    public static func ipPacket(source: SimulatedAddress, destination: SimulatedAddress, transport: UInt8, ttl: UInt8,
+                                transportMessage: [UInt8], checksumOffset: Int, identification: UInt16 = 0) -> [UInt8] {
+        var message = transportMessage
+        message[checksumOffset] = 0
+        message[checksumOffset + 1] = 0
+        let sourceBytes = source.bytes
+        let destinationBytes = destination.bytes
+        let usesPseudoHeader = transport != protocolICMP
+        let sum = checksum(message, pseudoHeader: usesPseudoHeader ? pseudoHeader(source: sourceBytes, destination: destinationBytes, transport: transport, length: message.count) : [])
+        store(sum, into: &message, at: checksumOffset)
+
+        var packet: [UInt8]
+        if source.isIPv6 {
+            packet = [UInt8](repeating: 0, count: 40)
+            packet[0] = 0x60
+            store(UInt16(message.count), into: &packet, at: 4)
+            packet[6] = transport
+            packet[7] = ttl
+            packet[8..<24] = sourceBytes[...]
+            packet[24..<40] = destinationBytes[...]
+        } else {
+            packet = [UInt8](repeating: 0, count: 20)
+            packet[0] = 0x45
+            store(UInt16(20 + message.count), into: &packet, at: 2)
+            store(identification, into: &packet, at: 4)
+            packet[8] = ttl
+            packet[9] = transport
+            packet[12..<16] = sourceBytes[...]
+            packet[16..<20] = destinationBytes[...]
+            store(checksum(packet), into: &packet, at: 10)
+        }
+        packet.append(contentsOf: message)
+        return packet
+    }
+
+    /// The pseudo-header TCP, UDP and ICMPv6 checksums cover (RFC 9293 3.1, RFC 8200 8.1).
+    public static func pseudoHeader(source: [UInt8], destination: [UInt8], transport: UInt8, length: Int) -> [UInt8] {
+        var bytes = source + destination
+        if source.count == 16 {
+            bytes += [UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16), UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)]
+            bytes += [0, 0, 0, transport]
+        } else {
+            bytes += [0, transport, UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)]
+        }
+        return bytes
+    }
+
+    /// The Internet checksum (RFC 1071) over `pseudoHeader` followed by `bytes`. A packet
+    /// whose checksum field is filled in sums to 0 when checked this way.
+    public static func checksum(_ bytes: [UInt8], pseudoHeader: [UInt8] = []) -> UInt16 {
+        var sum: UInt32 = 0
+        for part in [pseudoHeader, bytes] {
+            var index = 0
+            let count = part.count
+            while index + 1 < count {
+                sum &+= UInt32(part[index]) << 8 | UInt32(part[index + 1])
+                index += 2
+            }
+            // The pseudo-header is always an even length, so padding only the last part is right.
+            if index < count { sum &+= UInt32(part[index]) << 8 }
+        }
+        while sum >> 16 != 0 { sum = (sum & 0xffff) &+ (sum >> 16) }
+        return ~UInt16(truncatingIfNeeded: sum)
+    }
+
+    @inline(__always)
+    static func readUInt16(_ packet: UnsafeRawBufferPointer, _ offset: Int) -> UInt16 {
+        UInt16(packet[offset]) << 8 | UInt16(packet[offset + 1])
+    }
+
+    @inline(__always)
+    static func readUInt32(_ packet: UnsafeRawBufferPointer, _ offset: Int) -> UInt32 {
+        UInt32(readUInt16(packet, offset)) << 16 | UInt32(readUInt16(packet, offset + 2))
+    }
+
+    @inline(__always)
+    static func store(_ value: UInt16, into bytes: inout [UInt8], at offset: Int) {
+        bytes[offset] = UInt8(truncatingIfNeeded: value >> 8)
+        bytes[offset + 1] = UInt8(truncatingIfNeeded: value)
+    }
+
+    @inline(__always)
+    static func store(_ value: UInt32, into bytes: inout [UInt8], at offset: Int) {
+        store(UInt16(truncatingIfNeeded: value >> 16), into: &bytes, at: offset)
+        store(UInt16(truncatingIfNeeded: value), into: &bytes, at: offset + 2)
+    }
+}

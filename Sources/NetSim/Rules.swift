@@ -1,0 +1,247 @@
+import Foundation
+import Yams
+
+/// How long a simulated host holds a reply, in nanoseconds.
+public enum DelayDistribution: Equatable, Sendable {
+    /// Always the same.
+    case fixed(Int64)
+    /// Uniform between the two bounds (inclusive).
+    case uniform(minimum: Int64, maximum: Int64)
+    /// Normal with this mean and standard deviation, clipped at 0.
+    case normal(mean: Int64, standardDeviation: Int64)
+
+    /// Draws one delay.
+    func sample<Generator: RandomNumberGenerator>(using generator: inout Generator) -> Int64 {
+        switch self {
+        case .fixed(let value):
+            return value
+        case .uniform(let minimum, let maximum):
+            return maximum > minimum ? Int64.random(in: minimum...maximum, using: &generator) : minimum
+        case .normal(let mean, let standardDeviation):
+            // Box-Muller; one of the pair is enough at these rates.
+            let u1 = Double.random(in: Double.ulpOfOne..<1, using: &generator)
+            let u2 = Double.random(in: 0..<1, using: &generator)
+            let z = (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
+            return max(0, mean + Int64((z * Double(standardDeviation)).rounded()))
+        }
+    }
+}
+
+/// What a simulated host does with a TCP SYN to one port.
+public enum PortBehaviour: String, Equatable, Sendable, CaseIterable {
+    /// SYN-ACK with an MSS option.
+    case open
+    /// RST+ACK.
+    case closed
+    /// Silence.
+    case filtered
+    /// ICMP port unreachable (ICMPv6 destination unreachable, code 4).
+    case rejected
+}
+
+/// The behaviour of every host inside one prefix.
+public struct HostRule: Equatable, Sendable {
+    /// The addresses the rule covers; the longest matching prefix wins.
+    public var prefix: AddressPrefix
+    public var delay: DelayDistribution = .fixed(0)
+    /// Probability in 0...1 that a request is dropped without an answer.
+    public var loss: Double = 0
+    /// IPv4 TTL / IPv6 hop limit of every reply.
+    public var ttl: UInt8 = 64
+    /// Behaviour of listed TCP ports (ranges allowed).
+    public var tcpPorts: [(ports: ClosedRange<UInt16>, behaviour: PortBehaviour)] = []
+    /// Behaviour of every other TCP port.
+    public var tcpDefault: PortBehaviour = .closed
+    /// The host answers everything with ICMP host unreachable.
+    public var unreachable = false
+
+    public init(prefix: AddressPrefix) {
+        self.prefix = prefix
+    }
+
+    /// What a SYN to `port` gets.
+    public func behaviour(port: UInt16) -> PortBehaviour {
+        // Later entries win, so "1-1000:open,22:closed" reads naturally.
+        for entry in tcpPorts.reversed() where entry.ports.contains(port) { return entry.behaviour }
+        return tcpDefault
+    }
+
+    public static func == (lhs: HostRule, rhs: HostRule) -> Bool {
+        lhs.prefix == rhs.prefix && lhs.delay == rhs.delay && lhs.loss == rhs.loss && lhs.ttl == rhs.ttl
+            && lhs.tcpPorts.map(\.ports) == rhs.tcpPorts.map(\.ports) && lhs.tcpPorts.map(\.behaviour) == rhs.tcpPorts.map(\.behaviour)
+            && lhs.tcpDefault == rhs.tcpDefault && lhs.unreachable == rhs.unreachable
+    }
+}
+
+/// A rule that did not parse, with what to change.
+public struct RuleError: Error, CustomStringConvertible, Equatable {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension HostRule {
+    /// The rule syntax, for help texts.
+    public static let syntax = """
+        PREFIX [KEY=VALUE | unreachable]...
+          delay=10ms | delay=5ms..15ms     fixed, or uniform between the bounds
+          jitter=normal:1ms | uniform:2ms  around delay: normal (stddev, clipped at 0) or +-uniform
+          loss=0.2                         probability a request is dropped
+          ttl=60                           TTL / hop limit of replies (default 64)
+          tcp=80:open,81:closed,82:filtered,83:rejected,1000-1010:open
+          tcp-default=closed               unlisted ports (default closed)
+          unreachable                      answer everything with ICMP host unreachable
+        Durations take ns, us, ms or s. The longest matching prefix wins; addresses no rule
+        covers answer at once with TTL 64, every TCP port closed.
+        """
+
+    /// Parses one `--rule` value, e.g. "198.18.1.0/24 delay=10ms loss=0.2 tcp=80:open".
+    public init(parsing text: String) throws(RuleError) {
+        let words = text.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        guard let first = words.first else { throw RuleError("empty rule: start with a prefix such as 198.18.1.0/24") }
+        guard let prefix = AddressPrefix(first) else { throw RuleError("'\(first)' is not a prefix: write ADDRESS/LENGTH, e.g. 198.18.1.0/24 or 2001:db8:1::/48") }
+        self.init(prefix: prefix)
+        var jitter: String?
+        for word in words.dropFirst() {
+            if word == "unreachable" {
+                unreachable = true
+                continue
+            }
+            guard let equals = word.firstIndex(of: "=") else { throw RuleError("'\(word)' in rule '\(text)': expected KEY=VALUE or 'unreachable'") }
+            try apply(key: String(word[..<equals]), value: String(word[word.index(after: equals)...]), jitter: &jitter)
+        }
+        try applyJitter(jitter)
+    }
+
+    /// Parses a rule given as a YAML mapping: `prefix` plus the keys of the flag syntax.
+    init(mapping: [String: String]) throws(RuleError) {
+        guard let prefixText = mapping["prefix"] else { throw RuleError("a rule needs 'prefix: ADDRESS/LENGTH'") }
+        guard let prefix = AddressPrefix(prefixText) else { throw RuleError("'\(prefixText)' is not a prefix: write ADDRESS/LENGTH") }
+        self.init(prefix: prefix)
+        var jitter: String?
+        for (key, value) in mapping.sorted(by: { $0.key < $1.key }) where key != "prefix" {
+            if key == "unreachable" {
+                guard let flag = Bool(value.lowercased()) else { throw RuleError("unreachable must be true or false, got '\(value)'") }
+                unreachable = flag
+                continue
+            }
+            try apply(key: key, value: value, jitter: &jitter)
+        }
+        try applyJitter(jitter)
+    }
+
+    private mutating func apply(key: String, value: String, jitter: inout String?) throws(RuleError) {
+        switch key {
+        case "delay":
+            if let range = value.range(of: "..") {
+                guard let minimum = Self.duration(String(value[..<range.lowerBound])), let maximum = Self.duration(String(value[range.upperBound...])),
+                      minimum <= maximum else { throw RuleError("delay='\(value)': write MIN..MAX with units, e.g. 5ms..15ms") }
+                delay = .uniform(minimum: minimum, maximum: maximum)
+            } else {
+                guard let fixed = Self.duration(value) else { throw RuleError("delay='\(value)': write a duration with a unit, e.g. 10ms") }
+                delay = .fixed(fixed)
+            }
+        case "jitter":
+            jitter = value
+        case "loss":
+            guard let probability = Double(value), probability >= 0, probability <= 1 else { throw RuleError("loss='\(value)': write a probability between 0 and 1, e.g. 0.2") }
+            loss = probability
+        case "ttl", "hop-limit":
+            guard let parsed = UInt8(value), parsed > 0 else { throw RuleError("\(key)='\(value)': write 1 to 255") }
+            ttl = parsed
+        case "tcp":
+            for item in value.split(separator: ",") {
+                let pair = item.split(separator: ":")
+                guard pair.count == 2, let behaviour = PortBehaviour(rawValue: String(pair[1])) else {
+                    throw RuleError("tcp='\(value)': write PORT:STATE with STATE one of open, closed, filtered, rejected")
+                }
+                let bounds = pair[0].split(separator: "-")
+                guard (1...2).contains(bounds.count), let low = UInt16(bounds[0]), let high = UInt16(bounds.last!), low <= high else {
+                    throw RuleError("tcp='\(value)': '\(pair[0])' is not a port or LOW-HIGH range")
+                }
+                tcpPorts.append((low...high, behaviour))
+            }
+        case "tcp-default":
+            guard let behaviour = PortBehaviour(rawValue: value) else { throw RuleError("tcp-default='\(value)': write open, closed, filtered or rejected") }
+            tcpDefault = behaviour
+        default:
+            throw RuleError("unknown key '\(key)': use delay, jitter, loss, ttl, tcp, tcp-default or unreachable")
+        }
+    }
+
+    private mutating func applyJitter(_ jitter: String?) throws(RuleError) {
+        guard let jitter else { return }
+        guard case .fixed(let base) = delay else { throw RuleError("jitter needs a fixed delay (delay=10ms), not a range") }
+        let parts = jitter.split(separator: ":", maxSplits: 1)
+        guard parts.count == 2, let amount = Self.duration(String(parts[1])) else { throw RuleError("jitter='\(jitter)': write normal:1ms or uniform:2ms") }
+        switch parts[0] {
+        case "normal": delay = .normal(mean: base, standardDeviation: amount)
+        case "uniform": delay = .uniform(minimum: max(0, base - amount), maximum: base + amount)
+        default: throw RuleError("jitter='\(jitter)': the distribution is normal or uniform")
+        }
+    }
+
+    /// "10ms", "250us", "1.5s", "100ns" in nanoseconds; a bare number is milliseconds.
+    static func duration(_ text: String) -> Int64? {
+        let units: [(String, Double)] = [("ms", 1e6), ("us", 1e3), ("ns", 1), ("s", 1e9)]
+        var number = text
+        var scale = 1e6
+        for (suffix, factor) in units where number.hasSuffix(suffix) {
+            number.removeLast(suffix.count)
+            scale = factor
+            break
+        }
+        guard let value = Double(number), value.isFinite, value >= 0 else { return nil }
+        return Int64((value * scale).rounded())
+    }
+}
+
+/// Every rule of a simulation, looked up by longest prefix.
+public struct RuleSet: Sendable {
+    public private(set) var rules: [HostRule]
+
+    /// - Parameter rules: in any order; the longest prefix that matches decides.
+    public init(_ rules: [HostRule]) {
+        self.rules = rules.sorted { $0.prefix.length > $1.prefix.length }
+    }
+
+    /// The rule for `address`; the default (no delay, no loss, TTL 64, ports closed) when none matches.
+    public func rule(for address: SimulatedAddress) -> HostRule {
+        rules.first { $0.prefix.contains(address) } ?? HostRule(prefix: AddressPrefix(address: address, length: address.width))
+    }
+
+    /// Reads rules from YAML:
+    /// ```yaml
+    /// rules:
+    ///   - prefix: 198.18.1.0/24
+    ///     delay: 10ms
+    ///     jitter: normal:1ms
+    ///     loss: 0.2
+    ///     tcp: 80:open,81:closed
+    ///   - prefix: 198.18.9.0/24
+    ///     unreachable: true
+    /// ```
+    /// - Throws: `RuleError` naming the rule that is wrong.
+    public static func rules(yaml text: String, file: String = "config") throws -> [HostRule] {
+        let document: Any?
+        do {
+            document = try Yams.load(yaml: text)
+        } catch {
+            throw RuleError("\(file): not YAML: \(error)")
+        }
+        guard let root = document as? [String: Any], let list = root["rules"] as? [Any] else {
+            throw RuleError("\(file): expected a mapping with a 'rules:' list")
+        }
+        var rules: [HostRule] = []
+        for (index, item) in list.enumerated() {
+            guard let mapping = item as? [String: Any] else { throw RuleError("\(file): rule \(index + 1) is not a mapping") }
+            var strings: [String: String] = [:]
+            for (key, value) in mapping { strings[key] = "\(value)" }
+            do {
+                rules.append(try HostRule(mapping: strings))
+            } catch {
+                throw RuleError("\(file): rule \(index + 1): \(error.description)")
+            }
+        }
+        return rules
+    }
+}

@@ -1,1 +1,0 @@
-print("netsim: not built yet")
