@@ -68,7 +68,6 @@ struct EchoTracker {
         self.retentionNanoseconds = retentionNanoseconds
     }
 
-    var inFlightCount: Int { deadlines.count }
     var nextDeadline: Int64? { deadlines.first?.deadline }
 
     /// Remembers a probe that was just sent. Deadlines must be registered in order.
@@ -157,6 +156,11 @@ struct EchoTracker {
                 records[first.probeNumber] = record
                 lost(record)
             }
+        }
+        // Probes answered or failed before their deadline need no timer: drop them from
+        // the front so `nextDeadline` names a probe still in flight.
+        while let first = deadlines.first, records[first.probeNumber]?.state != .inFlight {
+            deadlines.removeFirst()
         }
         while let first = forgetting.first, first.forgetAt <= now {
             forgetting.removeFirst()

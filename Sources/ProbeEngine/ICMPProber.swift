@@ -1,6 +1,5 @@
 import CSystemShims
 import Foundation
-import HeapModule
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -43,26 +42,27 @@ public struct ICMPProberDiagnostics: Sendable {
     public var userSamples = 0
 }
 
-/// The ICMP echo prober: one event-loop thread, one socket per address family shared by
-/// every target, sends spread evenly, kernel timestamps, strict reply matching.
+/// The ICMP echo prober: one socket per address family shared by every target, sends
+/// spread evenly, kernel timestamps, strict reply matching. It runs as a task of a
+/// `ProbeLoop`, the one event-loop thread that owns every probe socket.
 ///
-/// Use: `init` opens the sockets (the only step that needs CAP_NET_RAW, so privileges can
-/// be dropped right after), `probe(_:)` starts the loop and returns the stream of events,
-/// `stop()` ends it early. One prober runs one `probe` call.
+/// Use: open the sockets with `ICMPSocketSet.open` (the only step that needs CAP_NET_RAW,
+/// so privileges can be dropped right after), create the prober, call `probe(_:)` once for
+/// the stream of events, and `stop()` to end early.
 public final class ICMPProber: @unchecked Sendable {
     public let configuration: ICMPProbeConfiguration
-    private let logger: Logger
-    private var sockets: [AddressFamily: ICMPSocket] = [:]
-    private let loop: EventLoop
-    private let cookie: UInt64
+    let logger: Logger
+    let sockets: [AddressFamily: ICMPSocket]
+    let loop: ProbeLoop
+    let cookie: UInt64
     private var nextProbeNumber: UInt32
 
     private let lock = NSLock()
     private var stopRequested = false
-    private var loopRunning = false
+    private var started = false
     private var lockedDiagnostics = ICMPProberDiagnostics()
 
-    /// The mode each opened socket ended up in (raw with CAP_NET_RAW, else datagram).
+    /// The mode each socket is in (raw with CAP_NET_RAW, else datagram).
     public var socketModes: [AddressFamily: ICMPSocketMode] { sockets.mapValues(\.mode) }
 
     /// What the prober rejected or ignored so far.
@@ -72,56 +72,43 @@ public final class ICMPProber: @unchecked Sendable {
         return lockedDiagnostics
     }
 
-    /// Prepares a prober on sockets opened earlier (see `ICMPSocketSet.open`), so that
-    /// the process can drop its privileges between opening them and probing.
+    /// Prepares a prober on sockets opened earlier.
     /// - Parameters:
     ///   - sockets: the ICMP sockets; the prober owns them from now on and closes them.
     ///   - configuration: counts, timing, sizes.
+    ///   - loop: the event loop to run on (shared with other probers); nil makes one.
     ///   - logger: where the prober reports what it does.
-    /// - Throws: `SystemCallError` when the event loop cannot be created.
-    public init(sockets: ICMPSocketSet, configuration: ICMPProbeConfiguration, logger: Logger) throws {
+    /// - Throws: `SystemCallError` when a new event loop cannot be created.
+    public init(sockets: ICMPSocketSet, configuration: ICMPProbeConfiguration, loop: ProbeLoop? = nil, logger: Logger) throws {
         precondition(configuration.payloadLength >= ICMPEcho.minimumPayloadLength)
         self.configuration = configuration
         self.logger = logger
-        self.sockets = sockets.take()
+        let taken = sockets.take()
+        do {
+            self.loop = try loop ?? ProbeLoop(logger: logger)
+        } catch {
+            for socket in taken.values { try? socket.close() }
+            throw error
+        }
+        self.sockets = taken
         var generator = SystemRandomNumberGenerator()
         cookie = generator.next()
         nextProbeNumber = generator.next()
-        do {
-            loop = try EventLoop()
-            for socket in self.sockets.values {
-                try loop.register(socket.descriptor.rawValue, events: EPOLLIN.rawValue)
-            }
-        } catch {
-            for socket in self.sockets.values { try? socket.close() }
-            throw error
-        }
     }
 
-    /// Starts probing `targets` on the prober's own thread.
+    /// Starts probing `targets` on the loop thread.
     /// - Returns: replies as they arrive and one round result per target; the stream
     ///   finishes when every target's round is complete (or after `stop()`).
-    public func probe(_ targets: [ProbeTarget]) -> AsyncStream<ICMPProbeEvent> {
-        let (stream, continuation) = AsyncStream<ICMPProbeEvent>.makeStream(bufferingPolicy: .unbounded)
+    public func probe(_ targets: [ProbeTarget]) -> AsyncStream<ProbeEvent> {
+        let (stream, continuation) = AsyncStream<ProbeEvent>.makeStream(bufferingPolicy: .unbounded)
         lock.lock()
-        precondition(!loopRunning, "an ICMPProber runs one probe call")
-        loopRunning = true
+        precondition(!started, "an ICMPProber runs one probe call")
+        started = true
         lock.unlock()
         continuation.onTermination = { [weak self] termination in
             if case .cancelled = termination { self?.stop() }
         }
-        let thread = Thread { [self] in
-            var run = Run(prober: self, targets: targets, continuation: continuation)
-            run.loop()
-            for socket in sockets.values { try? socket.close() }
-            lock.lock()
-            loopRunning = false
-            loop.close()
-            lock.unlock()
-            continuation.finish()
-        }
-        thread.name = "netprobe-icmp"
-        thread.start()
+        loop.add(ICMPRun(prober: self, targets: targets, continuation: continuation))
         return stream
     }
 
@@ -129,320 +116,260 @@ public final class ICMPProber: @unchecked Sendable {
     /// unfinished round is reported and the stream finishes. Safe from any thread.
     public func stop() {
         lock.lock()
-        defer { lock.unlock() }
         stopRequested = true
-        if loopRunning { loop.wake() }
+        lock.unlock()
+        loop.wake()
     }
 
-    fileprivate var isStopRequested: Bool {
+    var isStopRequested: Bool {
         lock.lock()
         defer { lock.unlock() }
         return stopRequested
     }
 
-    fileprivate func updateDiagnostics(_ body: (inout ICMPProberDiagnostics) -> Void) {
+    func publish(_ diagnostics: ICMPProberDiagnostics) {
         lock.lock()
-        body(&lockedDiagnostics)
+        lockedDiagnostics = diagnostics
         lock.unlock()
     }
 
-    fileprivate func takeProbeNumber() -> UInt32 {
+    func takeProbeNumber() -> UInt32 {
         let number = nextProbeNumber
         nextProbeNumber &+= 1
         return number
     }
+}
 
-    /// The state of one `probe` call, owned by the loop thread.
-    private struct Run {
-        struct Due: Comparable {
-            var instant: Int64
-            var targetIndex: Int
-            static func < (lhs: Due, rhs: Due) -> Bool {
-                (lhs.instant, lhs.targetIndex) < (rhs.instant, rhs.targetIndex)
-            }
+/// The state of one `probe` call, owned by the loop thread.
+private final class ICMPRun: LoopTask {
+    let prober: ICMPProber
+    let targets: [ProbeTarget]
+    let continuation: AsyncStream<ProbeEvent>.Continuation
+    let configuration: ICMPProbeConfiguration
+    var tallies: [RoundTally]
+    var schedule: SendSchedule
+    var tracker: EchoTracker
+    var packet: [UInt8] = []
+    var stopping = false
+    var diagnostics = ICMPProberDiagnostics()
+    var lastProbeNumber: UInt32 = 0
+    weak var loop: ProbeLoop?
+
+    init(prober: ICMPProber, targets: [ProbeTarget], continuation: AsyncStream<ProbeEvent>.Continuation) {
+        self.prober = prober
+        self.targets = targets
+        self.continuation = continuation
+        configuration = prober.configuration
+        tallies = Array(repeating: RoundTally(), count: targets.count)
+        let retention = max(5_000_000_000, 10 * configuration.timeoutNanoseconds)
+        tracker = EchoTracker(cookie: prober.cookie, timeoutNanoseconds: configuration.timeoutNanoseconds, retentionNanoseconds: retention)
+        schedule = SendSchedule(targets: [], interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.packetsPerSecond, start: 0)
+    }
+
+    func attach(to loop: ProbeLoop, now: Int64) throws {
+        self.loop = loop
+        for socket in prober.sockets.values {
+            try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue, for: self)
         }
-
-        struct TargetState {
-            var sent = 0
-            var concluded = 0
-            var received = 0
-            var duplicates = 0
-            var late = 0
-            var unreachable = 0
-            var errors = 0
-            var samples: [(index: Int, milliseconds: Double)] = []
-            var kernelSamples = 0
-            var userSamples = 0
-            var ttl: Int?
-            var startTime: Date?
-            var reported = false
+        schedule = SendSchedule(targets: targets.indices.filter { targets[$0].address != nil },
+                                interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.packetsPerSecond, start: now)
+        for index in targets.indices where targets[index].address == nil {
+            tallies[index].startTime = Date()
+            report(index)
         }
+    }
 
-        let prober: ICMPProber
-        let targets: [ProbeTarget]
-        let continuation: AsyncStream<ICMPProbeEvent>.Continuation
-        let configuration: ICMPProbeConfiguration
-        var states: [TargetState]
-        var schedule = Heap<Due>()
-        var tracker: EchoTracker
-        var packet: [UInt8] = []
-        var nextSendSlot: Int64
-        let spacing: Int64
-        var stopping = false
-        var diagnostics = ICMPProberDiagnostics()
-        var lastProbeNumber: UInt32 = 0
-
-        init(prober: ICMPProber, targets: [ProbeTarget], continuation: AsyncStream<ICMPProbeEvent>.Continuation) {
-            self.prober = prober
-            self.targets = targets
-            self.continuation = continuation
-            configuration = prober.configuration
-            states = Array(repeating: TargetState(), count: targets.count)
-            let retention = max(5_000_000_000, 10 * configuration.timeoutNanoseconds)
-            tracker = EchoTracker(cookie: prober.cookie, timeoutNanoseconds: configuration.timeoutNanoseconds, retentionNanoseconds: retention)
-            // Spread the first sends evenly over one interval, never faster than the rate.
-            let probed = targets.filter { $0.address != nil }.count
-            let rateSpacing = Int64(1_000_000_000 / configuration.packetsPerSecond)
-            spacing = max(1, rateSpacing)
-            let phaseStep = max(rateSpacing, probed > 0 ? configuration.intervalNanoseconds / Int64(probed) : 0)
-            let start = Clock.monotonicNanoseconds()
-            nextSendSlot = start
-            var phase: Int64 = 0
-            for (index, target) in targets.enumerated() {
-                if target.address == nil { continue }
-                schedule.insert(Due(instant: start + phase, targetIndex: index))
-                phase += phaseStep
-            }
+    func service(now: Int64) throws {
+        if !stopping && prober.isStopRequested {
+            stopping = true
+            schedule.removeAll()
         }
+        try sendDue(now: now)
+        var lost: [Int] = []
+        tracker.expire(nowMonotonic: now) { lost.append($0.targetIndex) }
+        for index in lost { tallies[index].concluded += 1 }
+        reportFinished()
+    }
 
-        mutating func loop() {
-            for index in targets.indices where targets[index].address == nil {
-                states[index].startTime = Date()
+    var nextWake: Int64? {
+        [schedule.nextWake, tracker.nextDeadline].compactMap { $0 }.min()
+    }
+
+    var isFinished: Bool {
+        schedule.isEmpty && !tallies.contains { !$0.reported }
+    }
+
+    func handle(fd: Int32, events: UInt32) throws {
+        guard let socket = prober.sockets.values.first(where: { $0.descriptor.rawValue == fd }) else { return }
+        if events & EPOLLERR.rawValue != 0 { try drainErrorQueue(socket) }
+        if events & EPOLLIN.rawValue != 0 { try drainReplies(socket) }
+    }
+
+    func detach(error: Error?) {
+        if let error {
+            prober.logger.error("ICMP probing stopped", metadata: ["error": "\(error)"])
+            for index in targets.indices where !tallies[index].reported {
+                tallies[index].errors += 1
                 report(index)
             }
-            do {
-                while true {
-                    if !stopping && prober.isStopRequested {
-                        stopping = true
-                        schedule = Heap()
-                    }
-                    let now = Clock.monotonicNanoseconds()
-                    try sendDue(now: now)
-                    var lost: [Int] = []
-                    tracker.expire(nowMonotonic: now) { lost.append($0.targetIndex) }
-                    for index in lost { conclude(index) }
-                    reportFinished()
-                    if isDone { break }
-                    try prober.loop.armTimer(atMonotonic: nextWake)
-                    let readiness = try prober.loop.wait()
-                    for (fd, events) in readiness.ready {
-                        guard let socket = prober.sockets.values.first(where: { $0.descriptor.rawValue == fd }) else { continue }
-                        if events & EPOLLERR.rawValue != 0 { try drainErrorQueue(socket) }
-                        if events & EPOLLIN.rawValue != 0 { try drainReplies(socket) }
-                    }
-                }
-            } catch {
-                prober.logger.error("ICMP event loop failed", metadata: ["error": "\(error)"])
-                for index in targets.indices where !states[index].reported {
-                    states[index].errors += 1
-                    report(index)
-                }
-            }
-            let diagnostics = self.diagnostics
-            prober.updateDiagnostics { $0 = diagnostics }
         }
+        for socket in prober.sockets.values {
+            loop?.unwatch(socket.descriptor.rawValue)
+            try? socket.close()
+        }
+        prober.publish(diagnostics)
+        continuation.finish()
+    }
 
-        var nextWake: Int64? {
-            let send = schedule.min.map { max($0.instant, nextSendSlot) }
-            switch (send, tracker.nextDeadline) {
-            case (let send?, let deadline?): return min(send, deadline)
-            case (let send?, nil): return send
-            case (nil, let deadline?): return deadline
-            case (nil, nil): return nil
+    // MARK: sending
+
+    func sendDue(now: Int64) throws {
+        while let due = schedule.popDue(now: now) {
+            let index = due.targetIndex
+            guard let address = targets[index].address else { continue }
+            if try send(to: address, targetIndex: index) {
+                if configuration.count == 0 || tallies[index].sent < configuration.count {
+                    schedule.scheduleNext(after: due)
+                }
+            } else {
+                // The socket buffer is full: try this target again shortly.
+                schedule.retry(index, at: now + 1_000_000)
             }
         }
+    }
 
-        var isDone: Bool {
-            schedule.isEmpty && tracker.nextDeadline == nil && !states.contains { !$0.reported }
-        }
-
-        // MARK: sending
-
-        mutating func sendDue(now: Int64) throws {
-            while let due = schedule.min, max(due.instant, nextSendSlot) <= now {
-                _ = schedule.removeMin()
-                let slot = max(due.instant, nextSendSlot)
-                nextSendSlot = slot + spacing
-                let index = due.targetIndex
-                guard let address = targets[index].address else { continue }
-                if try send(to: address, targetIndex: index) {
-                    if configuration.count == 0 || states[index].sent < configuration.count {
-                        schedule.insert(Due(instant: due.instant + configuration.intervalNanoseconds, targetIndex: index))
-                    }
-                } else {
-                    // The socket buffer is full: try this target again shortly.
-                    schedule.insert(Due(instant: now + 1_000_000, targetIndex: index))
-                }
-            }
-        }
-
-        /// Sends one request; false when the socket would block.
-        mutating func send(to address: IPAddress, targetIndex index: Int) throws -> Bool {
-            if states[index].startTime == nil { states[index].startTime = Date() }
-            guard let socket = prober.sockets[address.family] else {
-                states[index].sent += 1
-                states[index].errors += 1
-                states[index].concluded += 1
-                prober.logger.error("no socket for the target's address family", metadata: ["target": "\(targets[index].name)"])
-                return true
-            }
-            let probeNumber = prober.takeProbeNumber()
-            lastProbeNumber = probeNumber
-            ICMPEcho.encodeRequest(family: address.family, identifier: socket.identifier, probeNumber: probeNumber,
-                                   cookie: prober.cookie, payloadLength: configuration.payloadLength, into: &packet)
-            let sentAt = Clock.realtimeNanoseconds()
-            let deadline = Clock.monotonicNanoseconds() + configuration.timeoutNanoseconds
-            do {
-                guard case .processed = try socket.send(packet, to: address, probeNumber: probeNumber) else { return false }
-            } catch {
-                states[index].sent += 1
-                states[index].concluded += 1
-                if [ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL, EACCES].contains(error.errno) {
-                    states[index].unreachable += 1
-                } else {
-                    states[index].errors += 1
-                }
-                prober.logger.debug("send failed", metadata: ["target": "\(targets[index].name)", "error": "\(error)"])
-                return true
-            }
-            let record = EchoTracker.Record(targetIndex: index, indexInRound: states[index].sent, destination: address,
-                                            userSentRealtime: sentAt, kernelSentRealtime: nil, deadlineMonotonic: deadline, state: .inFlight)
-            tracker.register(probeNumber: probeNumber, record)
-            states[index].sent += 1
+    /// Sends one request; false when the socket would block.
+    func send(to address: IPAddress, targetIndex index: Int) throws -> Bool {
+        if tallies[index].startTime == nil { tallies[index].startTime = Date() }
+        guard let socket = prober.sockets[address.family] else {
+            tallies[index].sent += 1
+            tallies[index].errors += 1
+            tallies[index].concluded += 1
+            prober.logger.error("no ICMP socket for the target's address family", metadata: ["target": "\(targets[index].name)"])
             return true
         }
-
-        // MARK: receiving
-
-        mutating func drainErrorQueue(_ socket: ICMPSocket) throws {
-            for _ in 0..<4096 {
-                guard let message = try socket.receiveError() else { return }
-                switch message {
-                case .transmitStamp(let probeNumber, let realtime):
-                    tracker.recordTransmitStamp(probeNumber: probeNumber, realtime: realtime)
-                case .icmpError(let type, _, let destination, let quoted):
-                    guard let request = ICMPEcho.decodeQuotedRequest(quoted, family: socket.family) else { continue }
-                    failProbe(sequence: request.sequence, probeNumber: request.cookie == prober.cookie ? request.probeNumber : nil,
-                              destination: destination, unreachable: true, icmpType: type)
-                case .localError(let code, let destination, let quoted):
-                    guard let request = ICMPEcho.decodeQuotedRequest(quoted, family: socket.family) else { continue }
-                    let unreachable = [ENETUNREACH, EHOSTUNREACH].contains(code)
-                    failProbe(sequence: request.sequence, probeNumber: request.cookie == prober.cookie ? request.probeNumber : nil,
-                              destination: destination, unreachable: unreachable, icmpType: nil)
-                case .other:
-                    continue
-                }
-            }
-        }
-
-        mutating func drainReplies(_ socket: ICMPSocket) throws {
-            for _ in 0..<4096 {
-                guard let received = try socket.receive() else { return }
-                guard let source = received.source else { continue }
-                switch ICMPEcho.decode(received.packet, family: socket.family, includesIPHeader: socket.includesIPHeader) {
-                case .failure(let rejection):
-                    diagnostics.rejectedPackets[rejection.rawValue, default: 0] += 1
-                case .success(.error(let report)):
-                    if socket.mode == .raw && report.identifier != socket.identifier { continue }
-                    failProbe(sequence: report.sequence, probeNumber: report.cookie == prober.cookie ? report.probeNumber : nil,
-                              destination: report.originalDestination, unreachable: true, icmpType: report.type)
-                case .success(.reply(let reply)):
-                    if tracker.needsTransmitStamp(probeNumber: reply.probeNumber) {
-                        // The transmit stamp may still sit on the error queue: read it first.
-                        try drainErrorQueue(socket)
-                    }
-                    let verdict = tracker.classify(reply, from: source, expectedIdentifier: socket.mode == .raw ? socket.identifier : nil,
-                                                   expectedPayloadLength: configuration.payloadLength,
-                                                   kernelReceivedRealtime: received.kernelRealtime, userReceivedRealtime: received.userRealtime)
-                    handle(verdict, bytes: reply.payloadLength, ttl: reply.ttl ?? received.hopLimit)
-                }
-            }
-        }
-
-        mutating func handle(_ verdict: EchoTracker.Verdict, bytes: Int, ttl: Int?) {
-            switch verdict {
-            case .received(let record, let rtt, let source):
-                let index = record.targetIndex
-                let milliseconds = Double(rtt) / 1_000_000
-                states[index].received += 1
-                states[index].samples.append((record.indexInRound, milliseconds))
-                if source == .kernel { states[index].kernelSamples += 1; diagnostics.kernelSamples += 1 } else { states[index].userSamples += 1; diagnostics.userSamples += 1 }
-                states[index].ttl = ttl
-                conclude(index)
-                continuation.yield(.reply(ICMPReplyEvent(targetIndex: index, target: targets[index], sequence: record.indexInRound + 1, bytes: bytes,
-                                                         ttl: ttl, rttMilliseconds: milliseconds, timestampSource: source, isDuplicate: false)))
-            case .duplicate(let record, let rtt, let source):
-                states[record.targetIndex].duplicates += 1
-                continuation.yield(.reply(ICMPReplyEvent(targetIndex: record.targetIndex, target: targets[record.targetIndex], sequence: record.indexInRound + 1,
-                                                         bytes: bytes, ttl: ttl, rttMilliseconds: Double(rtt) / 1_000_000, timestampSource: source, isDuplicate: true)))
-            case .late(let record, let concludesProbe):
-                states[record.targetIndex].late += 1
-                if concludesProbe { conclude(record.targetIndex) }
-            case .ignored(let reason):
-                diagnostics.ignoredReplies[reason.rawValue, default: 0] += 1
-            }
-        }
-
-        /// Ends a probe that an ICMP error or a local error answered.
-        mutating func failProbe(sequence: UInt16, probeNumber: UInt32?, destination: IPAddress?, unreachable: Bool, icmpType: UInt8?) {
-            // Without a quoted payload, find the most recent probe with this sequence.
-            let candidate = probeNumber ?? (lastProbeNumber &- UInt32(UInt16(truncatingIfNeeded: lastProbeNumber) &- sequence))
-            guard let record = tracker.records[candidate], destination == nil || destination == record.destination,
-                  tracker.fail(probeNumber: candidate) != nil else {
-                diagnostics.ignoredReplies["unmatched_icmp_error", default: 0] += 1
-                return
-            }
-            if unreachable { states[record.targetIndex].unreachable += 1 } else { states[record.targetIndex].errors += 1 }
-            conclude(record.targetIndex)
-        }
-
-        // MARK: rounds
-
-        mutating func conclude(_ index: Int) {
-            states[index].concluded += 1
-        }
-
-        mutating func reportFinished() {
-            for index in states.indices where !states[index].reported {
-                let state = states[index]
-                let allSent = stopping || (configuration.count > 0 && state.sent >= configuration.count)
-                if allSent && state.concluded >= state.sent { report(index) }
-            }
-        }
-
-        mutating func report(_ index: Int) {
-            let state = states[index]
-            states[index].reported = true
-            let rtts = state.samples.sorted { $0.index < $1.index }.map(\.milliseconds)
-            let outcome: ProbeOutcome
-            if targets[index].address == nil {
-                outcome = .unresolved
-            } else if state.received > 0 {
-                outcome = .ok
-            } else if state.unreachable > 0 {
-                outcome = .unreachable
-            } else if state.errors > 0 {
-                outcome = .error
+        let probeNumber = prober.takeProbeNumber()
+        lastProbeNumber = probeNumber
+        ICMPEcho.encodeRequest(family: address.family, identifier: socket.identifier, probeNumber: probeNumber,
+                               cookie: prober.cookie, payloadLength: configuration.payloadLength, into: &packet)
+        let sentAt = Clock.realtimeNanoseconds()
+        let deadline = Clock.monotonicNanoseconds() + configuration.timeoutNanoseconds
+        do {
+            guard case .processed = try socket.send(packet, to: address, probeNumber: probeNumber) else { return false }
+        } catch {
+            tallies[index].sent += 1
+            tallies[index].concluded += 1
+            if [ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL, EACCES].contains(error.errno) {
+                tallies[index].unreachable += 1
             } else {
-                outcome = .timeout
+                tallies[index].errors += 1
             }
-            let loss = state.sent > 0 ? Double(state.sent - state.received) / Double(state.sent) * 100 : 100
-            continuation.yield(.round(ICMPRoundResult(
-                targetIndex: index, target: targets[index], startTime: state.startTime ?? Date(),
-                sent: state.sent, received: state.received, duplicates: state.duplicates, late: state.late,
-                unreachable: state.unreachable, errors: state.errors, lossPercent: loss,
-                statistics: RTTStatistics(samples: rtts), rttsMilliseconds: rtts, ttl: state.ttl,
-                kernelTimestamps: state.kernelSamples, userTimestamps: state.userSamples, outcome: outcome)))
+            prober.logger.debug("send failed", metadata: ["target": "\(targets[index].name)", "error": "\(error)"])
+            return true
         }
+        let record = EchoTracker.Record(targetIndex: index, indexInRound: tallies[index].sent, destination: address,
+                                        userSentRealtime: sentAt, kernelSentRealtime: nil, deadlineMonotonic: deadline, state: .inFlight)
+        tracker.register(probeNumber: probeNumber, record)
+        tallies[index].sent += 1
+        return true
+    }
+
+    // MARK: receiving
+
+    func drainErrorQueue(_ socket: ICMPSocket) throws {
+        for _ in 0..<4096 {
+            guard let message = try socket.receiveError() else { return }
+            switch message {
+            case .transmitStamp(let probeNumber, let realtime):
+                tracker.recordTransmitStamp(probeNumber: probeNumber, realtime: realtime)
+            case .icmpError(_, _, let destination, let quoted):
+                guard let request = ICMPEcho.decodeQuotedRequest(quoted, family: socket.family) else { continue }
+                failProbe(sequence: request.sequence, probeNumber: request.cookie == prober.cookie ? request.probeNumber : nil,
+                          destination: destination, unreachable: true)
+            case .localError(let code, let destination, let quoted):
+                guard let request = ICMPEcho.decodeQuotedRequest(quoted, family: socket.family) else { continue }
+                failProbe(sequence: request.sequence, probeNumber: request.cookie == prober.cookie ? request.probeNumber : nil,
+                          destination: destination, unreachable: [ENETUNREACH, EHOSTUNREACH].contains(code))
+            case .other:
+                continue
+            }
+        }
+    }
+
+    func drainReplies(_ socket: ICMPSocket) throws {
+        for _ in 0..<4096 {
+            guard let received = try socket.receive() else { return }
+            guard let source = received.source else { continue }
+            switch ICMPEcho.decode(received.packet, family: socket.family, includesIPHeader: socket.includesIPHeader) {
+            case .failure(let rejection):
+                diagnostics.rejectedPackets[rejection.rawValue, default: 0] += 1
+            case .success(.error(let report)):
+                if socket.mode == .raw && report.identifier != socket.identifier { continue }
+                failProbe(sequence: report.sequence, probeNumber: report.cookie == prober.cookie ? report.probeNumber : nil,
+                          destination: report.originalDestination, unreachable: true)
+            case .success(.reply(let reply)):
+                if tracker.needsTransmitStamp(probeNumber: reply.probeNumber) {
+                    // The transmit stamp may still sit on the error queue: read it first.
+                    try drainErrorQueue(socket)
+                }
+                let verdict = tracker.classify(reply, from: source, expectedIdentifier: socket.mode == .raw ? socket.identifier : nil,
+                                               expectedPayloadLength: configuration.payloadLength,
+                                               kernelReceivedRealtime: received.kernelRealtime, userReceivedRealtime: received.userRealtime)
+                handle(verdict, bytes: reply.payloadLength, ttl: reply.ttl ?? received.hopLimit)
+            }
+        }
+    }
+
+    func handle(_ verdict: EchoTracker.Verdict, bytes: Int, ttl: Int?) {
+        switch verdict {
+        case .received(let record, let rtt, let source):
+            let index = record.targetIndex
+            let milliseconds = Double(rtt) / 1_000_000
+            tallies[index].recordSample(index: record.indexInRound, milliseconds: milliseconds, source: source)
+            if source == .kernel { diagnostics.kernelSamples += 1 } else { diagnostics.userSamples += 1 }
+            tallies[index].ttl = ttl
+            tallies[index].concluded += 1
+            continuation.yield(.attempt(AttemptEvent(kind: .icmp, targetIndex: index, target: targets[index], sequence: record.indexInRound + 1,
+                                                     outcome: .ok, bytes: bytes, ttl: ttl, rttMilliseconds: milliseconds,
+                                                     timestampSource: source, isDuplicate: false)))
+        case .duplicate(let record, let rtt, let source):
+            tallies[record.targetIndex].duplicates += 1
+            continuation.yield(.attempt(AttemptEvent(kind: .icmp, targetIndex: record.targetIndex, target: targets[record.targetIndex],
+                                                     sequence: record.indexInRound + 1, outcome: .ok, bytes: bytes, ttl: ttl,
+                                                     rttMilliseconds: Double(rtt) / 1_000_000, timestampSource: source, isDuplicate: true)))
+        case .late(let record, let concludesProbe):
+            tallies[record.targetIndex].late += 1
+            if concludesProbe { tallies[record.targetIndex].concluded += 1 }
+        case .ignored(let reason):
+            diagnostics.ignoredReplies[reason.rawValue, default: 0] += 1
+        }
+    }
+
+    /// Ends a probe that an ICMP error or a local error answered.
+    func failProbe(sequence: UInt16, probeNumber: UInt32?, destination: IPAddress?, unreachable: Bool) {
+        // Without a quoted payload, take the most recent probe with this sequence.
+        let candidate = probeNumber ?? (lastProbeNumber &- UInt32(UInt16(truncatingIfNeeded: lastProbeNumber) &- sequence))
+        guard let record = tracker.records[candidate], destination == nil || destination == record.destination,
+              tracker.fail(probeNumber: candidate) != nil else {
+            diagnostics.ignoredReplies["unmatched_icmp_error", default: 0] += 1
+            return
+        }
+        if unreachable { tallies[record.targetIndex].unreachable += 1 } else { tallies[record.targetIndex].errors += 1 }
+        tallies[record.targetIndex].concluded += 1
+    }
+
+    // MARK: rounds
+
+    func reportFinished() {
+        for index in tallies.indices where !tallies[index].reported {
+            let tally = tallies[index]
+            let allSent = stopping || (configuration.count > 0 && tally.sent >= configuration.count)
+            if allSent && tally.concluded >= tally.sent { report(index) }
+        }
+    }
+
+    func report(_ index: Int) {
+        tallies[index].reported = true
+        continuation.yield(.round(tallies[index].result(kind: .icmp, targetIndex: index, target: targets[index])))
     }
 }

@@ -140,3 +140,17 @@ enum Posix {
         _ = try nonBlocking("write") { Glibc.write(fd, &one, 8) }
     }
 }
+
+extension Posix {
+    /// Starts a non-blocking connect.
+    /// - Returns: true when already connected, false while the handshake is in progress.
+    /// - Throws: `SystemCallError` for an immediate failure (ENETUNREACH, ECONNREFUSED, ...).
+    static func connect(_ fd: Int32, _ address: UnsafePointer<sockaddr>, _ length: socklen_t) throws(SystemCallError) -> Bool {
+        if Glibc.connect(fd, address, length) == 0 { return true }
+        let error = Glibc.errno
+        // EINTR on a non-blocking connect: the handshake goes on in the background.
+        if error == EINPROGRESS || error == EINTR { return false }
+        precondition(error != EBADF && error != EFAULT, "connect failed with \(error): a bug in netprobe")
+        throw SystemCallError(call: "connect", errno: error)
+    }
+}

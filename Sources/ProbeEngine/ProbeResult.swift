@@ -1,17 +1,27 @@
 import Foundation
 
-/// The outcome of a target's round. The raw value is safe as a tag value.
+/// Which prober measured something.
+public enum ProbeKind: String, Sendable, Codable {
+    /// ICMP / ICMPv6 echo round trip.
+    case icmp
+    /// TCP handshake, SYN to SYN-ACK.
+    case tcp
+}
+
+/// The outcome of one attempt or of a target's round. The raw value is safe as a tag value.
 public enum ProbeOutcome: String, Sendable, Codable, CaseIterable {
-    /// At least one reply arrived in time.
+    /// A reply (ICMP) or a completed handshake (TCP) arrived in time.
     case ok
-    /// Nothing came back before the deadline.
+    /// Nothing came back before the deadline (TCP: the port is filtered).
     case timeout
     /// The network said the host cannot be reached (ICMP unreachable, ENETUNREACH, ...).
     case unreachable
     /// The name did not resolve to an address of the wanted family.
     case unresolved
-    /// A local failure (e.g. sendmsg refused the packet for a reason other than routing).
+    /// A local failure (e.g. the kernel refused the send for a reason other than routing).
     case error
+    /// TCP only: the port answered with RST or ICMP port unreachable.
+    case refused
 
     /// Stable integer code, for stores that prefer numbers.
     public var code: Int {
@@ -21,86 +31,103 @@ public enum ProbeOutcome: String, Sendable, Codable, CaseIterable {
         case .unreachable: return 2
         case .unresolved: return 3
         case .error: return 4
+        case .refused: return 5
         }
     }
 }
 
 /// Where a round-trip time came from.
 public enum TimestampSource: String, Sendable, Codable {
-    /// Both ends stamped by the kernel (SO_TIMESTAMPING software stamps).
+    /// The kernel's own measure: SO_TIMESTAMPING stamps at both ends (ICMP), or TCP_INFO's
+    /// first RTT sample of the connection (TCP).
     case kernel
-    /// At least one end read from CLOCK_REALTIME in user space, around the syscall.
+    /// A user-space clock read around the syscalls, at one end at least.
     case user
     /// A round whose samples came from both sources.
     case mixed
 }
 
-/// One probe target: the name the user gave and the address it resolved to.
+/// One probe target: the name the user gave, the address it resolved to, and for TCP the port.
 public struct ProbeTarget: Hashable, Sendable {
     /// The name or address as the user wrote it.
     public var name: String
     /// The address probed; nil when the name did not resolve.
     public var address: IPAddress?
+    /// TCP port; nil for ICMP.
+    public var port: UInt16?
     /// Why resolution failed, when it did.
     public var resolutionError: String?
 
-    public init(name: String, address: IPAddress?, resolutionError: String? = nil) {
+    public init(name: String, address: IPAddress?, port: UInt16? = nil, resolutionError: String? = nil) {
         self.name = name
         self.address = address
+        self.port = port
         self.resolutionError = resolutionError
     }
 }
 
-/// One ICMP echo reply as it arrives, for live output.
-public struct ICMPReplyEvent: Sendable {
+/// One attempt as it completes (an ICMP reply, a TCP handshake's outcome), for live output.
+public struct AttemptEvent: Sendable {
+    public var kind: ProbeKind
     /// Index of the target in the list given to the prober.
     public var targetIndex: Int
     public var target: ProbeTarget
-    /// 1-based number of this probe within the target's round (ping's icmp_seq).
+    /// 1-based number of this attempt within the target's round (ping's icmp_seq).
     public var sequence: Int
-    /// ICMP payload bytes received.
-    public var bytes: Int
+    public var outcome: ProbeOutcome
+    /// ICMP payload bytes received; nil for TCP.
+    public var bytes: Int?
     /// TTL (IPv4) or hop limit (IPv6) of the reply, when known.
     public var ttl: Int?
-    /// Round-trip time in milliseconds.
-    public var rttMilliseconds: Double
-    /// Where the two timestamps came from.
-    public var timestampSource: TimestampSource
-    /// True when this is a second copy of a reply already counted.
+    /// Round-trip time in milliseconds, when the attempt succeeded.
+    public var rttMilliseconds: Double?
+    /// Where the time came from.
+    public var timestampSource: TimestampSource?
+    /// ICMP: a second copy of a reply already counted.
     public var isDuplicate: Bool
 }
 
 /// Everything measured for one target in one round.
-public struct ICMPRoundResult: Sendable {
+public struct RoundResult: Sendable {
+    public var kind: ProbeKind
     public var targetIndex: Int
     public var target: ProbeTarget
     /// Wall-clock time of the round's start.
     public var startTime: Date
-    /// Echo requests sent.
+    /// Probes sent (ICMP echo requests, TCP connection attempts).
     public var sent: Int
-    /// Distinct replies received before the timeout.
+    /// Distinct timely replies (ICMP) or completed handshakes (TCP).
     public var received: Int
-    /// Extra copies of replies already received.
+    /// ICMP: extra copies of replies already received.
     public var duplicates: Int
-    /// Replies that arrived after the timeout (counted as lost, never as received).
+    /// ICMP: replies after the timeout (counted as lost, never as received).
     public var late: Int
-    /// ICMP unreachable / time exceeded messages, and sends the kernel refused as unroutable.
+    /// Attempts answered by "unreachable" (ICMP errors, ENETUNREACH, EHOSTUNREACH).
     public var unreachable: Int
-    /// Sends that failed for other local reasons.
+    /// TCP: attempts refused (RST or ICMP port unreachable).
+    public var refused: Int
+    /// Attempts that failed locally.
     public var errors: Int
-    /// Percentage of sent probes without a timely reply; 100 when nothing was sent.
+    /// Attempts with no answer before the deadline.
+    public var timeouts: Int { max(0, sent - received - unreachable - refused - errors) }
+    /// Percentage of attempts without a timely success; 100 when nothing was sent.
     public var lossPercent: Double
     /// RTT statistics in milliseconds; nil when nothing was received.
     public var statistics: RTTStatistics?
     /// Every RTT in milliseconds, in send order.
     public var rttsMilliseconds: [Double]
-    /// TTL (IPv4) or hop limit (IPv6) of the last reply.
+    /// ICMP: TTL (IPv4) or hop limit (IPv6) of the last reply.
     public var ttl: Int?
     /// Samples timed by the kernel and by user space.
     public var kernelTimestamps: Int
     public var userTimestamps: Int
     /// The bounded outcome of the round.
     public var outcome: ProbeOutcome
+
+    /// Attempts per outcome (ok, refused, timeout, unreachable, error).
+    public var outcomeCounts: [ProbeOutcome: Int] {
+        [.ok: received, .refused: refused, .timeout: timeouts, .unreachable: unreachable, .error: errors]
+    }
 
     /// "kernel" or "user" when every sample agrees, "mixed" otherwise; nil with no samples.
     public var timestampSource: TimestampSource? {
@@ -113,10 +140,57 @@ public struct ICMPRoundResult: Sendable {
     }
 }
 
-/// What an ICMP prober reports while it runs.
-public enum ICMPProbeEvent: Sendable {
-    /// A reply arrived (or a duplicate of one).
-    case reply(ICMPReplyEvent)
+/// What a prober reports while it runs.
+public enum ProbeEvent: Sendable {
+    /// One attempt completed (ICMP: a reply or a duplicate; TCP: any outcome).
+    case attempt(AttemptEvent)
     /// A target's round is complete.
-    case round(ICMPRoundResult)
+    case round(RoundResult)
+}
+
+/// The running counts of one target's round (loop thread only).
+struct RoundTally {
+    var sent = 0
+    /// Attempts that reached an outcome (answered, lost, failed).
+    var concluded = 0
+    var received = 0
+    var duplicates = 0
+    var late = 0
+    var unreachable = 0
+    var refused = 0
+    var errors = 0
+    var samples: [(index: Int, milliseconds: Double)] = []
+    var kernelSamples = 0
+    var userSamples = 0
+    var ttl: Int?
+    var startTime: Date?
+    var reported = false
+
+    mutating func recordSample(index: Int, milliseconds: Double, source: TimestampSource) {
+        received += 1
+        samples.append((index, milliseconds))
+        if source == .kernel { kernelSamples += 1 } else { userSamples += 1 }
+    }
+
+    /// The round's outcome: ok when anything succeeded; otherwise the most telling failure
+    /// seen (refused, then unreachable, then error), and timeout when there was only silence.
+    func outcome(resolved: Bool) -> ProbeOutcome {
+        if !resolved { return .unresolved }
+        if received > 0 { return .ok }
+        if refused > 0 { return .refused }
+        if unreachable > 0 { return .unreachable }
+        if errors > 0 { return .error }
+        return .timeout
+    }
+
+    func result(kind: ProbeKind, targetIndex: Int, target: ProbeTarget) -> RoundResult {
+        let rtts = samples.sorted { $0.index < $1.index }.map(\.milliseconds)
+        return RoundResult(
+            kind: kind, targetIndex: targetIndex, target: target, startTime: startTime ?? Date(),
+            sent: sent, received: received, duplicates: duplicates, late: late, unreachable: unreachable,
+            refused: refused, errors: errors,
+            lossPercent: sent > 0 ? Double(sent - received) / Double(sent) * 100 : 100,
+            statistics: RTTStatistics(samples: rtts), rttsMilliseconds: rtts, ttl: ttl,
+            kernelTimestamps: kernelSamples, userTimestamps: userSamples, outcome: outcome(resolved: target.address != nil))
+    }
 }

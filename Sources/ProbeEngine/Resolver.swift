@@ -46,6 +46,9 @@ public enum Resolver {
         return results.map { $0! }
     }
 
+    /// The name without IPv6 brackets: "[::1]" -> "::1".
+    public static func bareName(_ name: String) -> String { stripBrackets(name) }
+
     static func stripBrackets(_ name: String) -> String {
         if name.hasPrefix("["), name.hasSuffix("]") { return String(name.dropFirst().dropLast()) }
         return name

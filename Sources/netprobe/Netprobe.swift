@@ -19,7 +19,7 @@ enum ExitStatus {
 struct Netprobe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netprobe",
-        abstract: "Measure ICMP echo round-trip times with kernel timestamps.",
+        abstract: "Is it the network? ICMP echo and TCP handshake times you can trust.",
         discussion: """
             Is it the network? netprobe answers with numbers you can trust: it sends its own \
             packets, takes send and receive times from the kernel, and matches every reply \
@@ -29,7 +29,7 @@ struct Netprobe: AsyncParsableCommand {
             not resolve, 3 bad arguments, 4 system error (e.g. no privilege).
             """,
         version: "0.1.0",
-        subcommands: [PingCommand.self]
+        subcommands: [PingCommand.self, TCPCommand.self, CheckCommand.self]
     )
 
     /// Runs the command, mapping argument errors to exit status 3 (ArgumentParser's own

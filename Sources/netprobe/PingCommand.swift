@@ -67,23 +67,13 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
         let interrupts = InterruptHandler { prober.stop() }
         defer { interrupts.cancel() }
 
-        let printer = ResultPrinter(json: options.json, quiet: options.quiet)
-        var rounds: [ICMPRoundResult] = []
-        for await event in prober.probe(resolved) {
-            switch event {
-            case .reply(let reply):
-                printer.printReply(reply)
-            case .round(let round):
-                rounds.append(round)
-                printer.printRoundAsItCompletes(round)
-            }
-        }
-        printer.printSummaries(rounds.sorted { $0.targetIndex < $1.targetIndex })
+        let rounds = await consume(prober.probe(resolved), printer: ResultPrinter(json: options.json, quiet: options.quiet))
+        ResultPrinter(json: options.json, quiet: options.quiet).printSummaries(rounds)
         let diagnostics = prober.diagnostics
         if !diagnostics.ignoredReplies.isEmpty || !diagnostics.rejectedPackets.isEmpty {
             logger.debug("packets not counted", metadata: ["ignored": "\(diagnostics.ignoredReplies)", "rejected": "\(diagnostics.rejectedPackets)"])
         }
-        let status = Self.exitStatus(rounds)
+        let status = exitStatus(rounds)
         if status != ExitStatus.allAnswered { throw ExitCode(status) }
     }
 
@@ -111,12 +101,6 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
             "modes": "\(sockets.modes.map { "\($0.key.rawValue)=\($0.value.rawValue)" }.sorted().joined(separator: ","))",
         ])
         PrivilegedResources.storeICMPSockets(sockets)
-    }
-
-    static func exitStatus(_ rounds: [ICMPRoundResult]) -> Int32 {
-        if rounds.contains(where: { $0.outcome == .unresolved }) { return ExitStatus.unresolved }
-        if rounds.contains(where: { $0.outcome != .ok }) { return ExitStatus.someUnanswered }
-        return ExitStatus.allAnswered
     }
 
     /// The message for a socket that could not be opened, with both ways to fix it.

@@ -1,42 +1,70 @@
 import Foundation
 import ProbeEngine
 
-/// Writes replies and round summaries as text (ping / fping style) or JSON Lines.
+/// Writes attempts and round summaries as text (ping / fping style) or JSON Lines.
 struct ResultPrinter {
     let json: Bool
     let quiet: Bool
 
-    func printReply(_ reply: ICMPReplyEvent) {
+    /// "name (address)" or just the address, with ":port" for TCP.
+    static func label(_ target: ProbeTarget) -> String {
+        let host: String
+        if let address = target.address {
+            host = address.description == Resolver.bareName(target.name) ? bracketed(address) : "\(target.name) (\(address))"
+        } else {
+            host = target.name
+        }
+        return target.port.map { "\(host):\($0)" } ?? host
+    }
+
+    static func bracketed(_ address: IPAddress) -> String {
+        address.family == .ipv6 ? "[\(address)]" : address.description
+    }
+
+    func printAttempt(_ event: AttemptEvent) {
         guard !json, !quiet else { return }
-        let who = reply.target.address.map { $0.description == reply.target.name ? $0.description : "\(reply.target.name) (\($0))" } ?? reply.target.name
-        var line = "\(reply.bytes + 8) bytes from \(who): icmp_seq=\(reply.sequence)"
-        if let ttl = reply.ttl { line += " ttl=\(ttl)" }
-        line += " time=\(Self.milliseconds(reply.rttMilliseconds)) ms"
-        if reply.timestampSource == .user { line += " (user clock)" }
-        if reply.isDuplicate { line += " (DUP!)" }
-        write(line)
+        switch event.kind {
+        case .icmp:
+            let who = event.target.address.map { $0.description == event.target.name ? $0.description : "\(event.target.name) (\($0))" } ?? event.target.name
+            var line = "\((event.bytes ?? 0) + 8) bytes from \(who): icmp_seq=\(event.sequence)"
+            if let ttl = event.ttl { line += " ttl=\(ttl)" }
+            if let rtt = event.rttMilliseconds { line += " time=\(Self.milliseconds(rtt)) ms" }
+            if event.timestampSource == .user { line += " (user clock)" }
+            if event.isDuplicate { line += " (DUP!)" }
+            write(line)
+        case .tcp:
+            var line = "\(Self.label(event.target)): seq=\(event.sequence) \(event.outcome == .ok ? "connected" : event.outcome.rawValue)"
+            if let rtt = event.rttMilliseconds { line += " time=\(Self.milliseconds(rtt)) ms" }
+            if event.timestampSource == .user { line += " (user clock)" }
+            write(line)
+        }
     }
 
     /// JSON lines go out as each round completes, so a harness can stream them.
-    func printRoundAsItCompletes(_ round: ICMPRoundResult) {
+    func printRoundAsItCompletes(_ round: RoundResult) {
         if json { write(Self.jsonLine(round)) }
     }
 
     /// Text summaries are printed together at the end, in the order targets were given.
-    func printSummaries(_ rounds: [ICMPRoundResult]) {
+    func printSummaries(_ rounds: [RoundResult]) {
         guard !json else { return }
         if !quiet && !rounds.isEmpty { write("") }
         for round in rounds { write(Self.summaryLine(round)) }
     }
 
-    static func summaryLine(_ round: ICMPRoundResult) -> String {
-        let who = round.target.address.map { $0.description == round.target.name ? $0.description : "\(round.target.name) (\($0))" } ?? round.target.name
+    static func summaryLine(_ round: RoundResult) -> String {
+        let who = label(round.target)
         guard round.target.address != nil else {
             return "\(who) : unresolved (\(round.target.resolutionError ?? "no address"))"
         }
-        var line = "\(who) : sent \(round.sent), received \(round.received), \(String(format: "%.1f", round.lossPercent))% loss"
+        let success = round.kind == .icmp ? "received" : "connected"
+        var line = "\(who) : sent \(round.sent), \(success) \(round.received), \(String(format: "%.1f", round.lossPercent))% loss"
         if round.duplicates > 0 { line += ", \(round.duplicates) duplicate\(round.duplicates == 1 ? "" : "s")" }
         if round.late > 0 { line += ", \(round.late) late" }
+        for (outcome, count) in [(ProbeOutcome.refused, round.refused), (.unreachable, round.unreachable), (.error, round.errors)] where count > 0 {
+            line += ", \(count) \(outcome.rawValue)"
+        }
+        if round.kind == .tcp, round.timeouts > 0 { line += ", \(round.timeouts) timeout" }
         if let stats = round.statistics {
             line += ", min/avg/max/median/stddev = " + [stats.minimum, stats.average, stats.maximum, stats.median, stats.standardDeviation].map(milliseconds).joined(separator: "/")
             line += " ms, jitter \(milliseconds(stats.jitter)) ms"
@@ -52,14 +80,15 @@ struct ResultPrinter {
 
     static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
-    /// One round as a JSON object with exactly the documented keys; RTT keys are null when
-    /// nothing was received.
-    static func jsonLine(_ round: ICMPRoundResult) -> String {
+    /// One round as a JSON object with exactly the documented keys (TCP adds "port"); RTT
+    /// keys are null when nothing was received.
+    static func jsonLine(_ round: RoundResult) -> String {
         let stats = round.statistics
         var object = JSONObject()
-        object.add("kind", .string("icmp"))
+        object.add("kind", .string(round.kind.rawValue))
         object.add("target", .string(round.target.name))
         object.add("address", round.target.address.map { .string($0.description) } ?? .null)
+        if round.kind == .tcp { object.add("port", round.target.port.map { .integer(Int($0)) } ?? .null) }
         object.add("sent", .integer(round.sent))
         object.add("received", .integer(round.received))
         object.add("loss_percent", .number(round.lossPercent))
@@ -84,6 +113,29 @@ struct ResultPrinter {
     }
 }
 
+/// Collects a prober's events, printing as they come.
+/// - Returns: the rounds, in target order.
+func consume(_ events: AsyncStream<ProbeEvent>, printer: ResultPrinter) async -> [RoundResult] {
+    var rounds: [RoundResult] = []
+    for await event in events {
+        switch event {
+        case .attempt(let attempt):
+            printer.printAttempt(attempt)
+        case .round(let round):
+            rounds.append(round)
+            printer.printRoundAsItCompletes(round)
+        }
+    }
+    return rounds.sorted { $0.targetIndex < $1.targetIndex }
+}
+
+/// Exit status as fping's: 2 when a name did not resolve, 1 when any round failed, else 0.
+func exitStatus(_ rounds: [RoundResult]) -> Int32 {
+    if rounds.contains(where: { $0.outcome == .unresolved }) { return ExitStatus.unresolved }
+    if rounds.contains(where: { $0.outcome != .ok }) { return ExitStatus.someUnanswered }
+    return ExitStatus.allAnswered
+}
+
 /// A JSON object written with its keys in insertion order (stable, diff-friendly lines).
 struct JSONObject {
     enum Value {
@@ -91,6 +143,8 @@ struct JSONObject {
         case integer(Int)
         case number(Double)
         case array([Value])
+        /// Already-serialized JSON, embedded as is.
+        case raw(String)
         case null
     }
 
@@ -116,6 +170,7 @@ struct JSONObject {
             if text.hasSuffix(".") { text.removeLast() }
             return text
         case .array(let values): return "[" + values.map(encode).joined(separator: ",") + "]"
+        case .raw(let text): return text
         case .null: return "null"
         }
     }

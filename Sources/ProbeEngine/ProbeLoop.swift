@@ -1,0 +1,137 @@
+import CSystemShims
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Something the probe loop drives: an ICMP run, a TCP run. Every method is called on the
+/// loop thread.
+protocol LoopTask: AnyObject {
+    /// Joins the loop: registers descriptors, plans the first sends.
+    func attach(to loop: ProbeLoop, now: Int64) throws
+    /// Sends what is due, expires deadlines, reports finished rounds.
+    func service(now: Int64) throws
+    /// A descriptor the task watches is ready.
+    func handle(fd: Int32, events: UInt32) throws
+    /// The next CLOCK_MONOTONIC instant the task needs `service` called; nil for none.
+    var nextWake: Int64? { get }
+    /// True once every round is reported; the loop then detaches the task.
+    var isFinished: Bool { get }
+    /// Leaves the loop, with the error that stopped it, if any: reports what is left and
+    /// finishes the task's stream.
+    func detach(error: Error?)
+}
+
+/// The one event-loop thread that owns every probe socket (DESIGN.md: epoll + timerfd,
+/// nothing slow on it). ICMP and TCP runs join it as tasks; the thread runs while any
+/// task does and starts again when a new one is added.
+public final class ProbeLoop: @unchecked Sendable {
+    let events: EventLoop
+    private let logger: Logger
+    private let lock = NSLock()
+    private var inbox: [LoopTask] = []
+    private var threadRunning = false
+    // Loop-thread state.
+    private var tasks: [LoopTask] = []
+    private var owners: [Int32: LoopTask] = [:]
+
+    /// - Throws: `SystemCallError` when epoll, timerfd or eventfd cannot be created.
+    public init(logger: Logger) throws {
+        events = try EventLoop()
+        self.logger = logger
+    }
+
+    deinit {
+        events.close()
+    }
+
+    /// Adds a task; starts the loop thread if it is not running. Any thread.
+    func add(_ task: LoopTask) {
+        lock.lock()
+        inbox.append(task)
+        let start = !threadRunning
+        threadRunning = true
+        lock.unlock()
+        if start {
+            let thread = Thread { [self] in run() }
+            thread.name = "netprobe-loop"
+            thread.start()
+        } else {
+            events.wake()
+        }
+    }
+
+    /// Wakes the loop so tasks look at their stop flags. Any thread.
+    func wake() {
+        events.wake()
+    }
+
+    /// Watches `fd` for `task` (loop thread only).
+    func watch(_ fd: Int32, events mask: UInt32, for task: LoopTask) throws {
+        try events.register(fd, events: mask)
+        owners[fd] = task
+    }
+
+    /// Stops watching `fd`; call before closing it (loop thread only).
+    func unwatch(_ fd: Int32) {
+        owners[fd] = nil
+        try? events.unregister(fd)
+    }
+
+    /// Forgets `fd` that is about to be closed (closing removes it from epoll).
+    func forget(_ fd: Int32) {
+        owners[fd] = nil
+    }
+
+    private func takeInbox() -> [LoopTask]? {
+        lock.lock()
+        defer { lock.unlock() }
+        let added = inbox
+        inbox = []
+        if added.isEmpty && tasks.isEmpty {
+            threadRunning = false
+            return nil
+        }
+        return added
+    }
+
+    private func run() {
+        while true {
+            guard let added = takeInbox() else { return }
+            for task in added {
+                do {
+                    try task.attach(to: self, now: Clock.monotonicNanoseconds())
+                    tasks.append(task)
+                } catch {
+                    logger.error("probe task could not start", metadata: ["error": "\(error)"])
+                    task.detach(error: error)
+                }
+            }
+            do {
+                let now = Clock.monotonicNanoseconds()
+                for task in tasks { try task.service(now: now) }
+                detachFinished()
+                if tasks.isEmpty { continue }
+                try events.armTimer(atMonotonic: tasks.compactMap(\.nextWake).min())
+                let readiness = try events.wait()
+                for (fd, mask) in readiness.ready {
+                    try owners[fd]?.handle(fd: fd, events: mask)
+                }
+            } catch {
+                logger.error("probe loop failed", metadata: ["error": "\(error)"])
+                for task in tasks { task.detach(error: error) }
+                tasks = []
+                owners = [:]
+            }
+        }
+    }
+
+    private func detachFinished() {
+        var remaining: [LoopTask] = []
+        for task in tasks {
+            if task.isFinished { task.detach(error: nil) } else { remaining.append(task) }
+        }
+        tasks = remaining
+    }
+}

@@ -1,0 +1,228 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ProbeEngine
+
+struct CheckCommand: AsyncParsableCommand, PrivilegedCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Is it the network, the server, or neither? ICMP and TCP side by side, then a verdict.",
+        discussion: """
+            Probes every host with ICMP echo and, where a port is given, with TCP handshakes, \
+            side by side for --duration, then prints a verdict per host with the numbers \
+            behind it. Example: netprobe check db.example.com:5432
+
+            The rules, first match wins (loss threshold 5%):
+              1. the name does not resolve                      -> DNS problem
+              2. ICMP or TCP reports unreachable                -> network problem
+              3. ICMP loses 5% or more                          -> network problem
+              4. no ICMP reply: if a TCP port answers (even with a refusal) ICMP is only
+                 filtered and TCP decides; if nothing answers   -> network problem (or host down)
+              5. a TCP port refuses                             -> server problem: service down
+              6. a TCP port never answers                       -> server side: filtered or backlog full
+              7. 5% or more of a port's handshakes fail         -> server problem: overloaded
+              8. handshake median > 2 x ICMP median + 1 ms      -> server problem: slow to accept
+              9. otherwise                                      -> neither: look at the application
+
+            ICMP needs CAP_NET_RAW or net.ipv4.ping_group_range (see `netprobe ping --help`); \
+            without either, check runs TCP only and says so.
+
+            Exit status: 0 every verdict is "neither", 1 some host has a problem, 2 a name \
+            did not resolve, 3 bad arguments, 4 system error.
+            """
+    )
+
+    @Option(help: ArgumentHelp("How long to probe (seconds, or with a unit: 30s, 1m).", valueName: "duration"))
+    var duration = DurationArgument(nanoseconds: 10_000_000_000)
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Time between two probes of one kind to the same host and port.", valueName: "interval"))
+    var interval = DurationArgument(nanoseconds: 200_000_000)
+
+    @Option(name: [.customShort("W"), .long], help: ArgumentHelp("How long to wait for each reply or handshake.", valueName: "timeout"))
+    var timeout = DurationArgument(nanoseconds: 1_000_000_000)
+
+    @Flag(name: .customShort("4"), help: "Use IPv4 only.")
+    var ipv4Only = false
+
+    @Flag(name: .customShort("6"), help: "Use IPv6 only.")
+    var ipv6Only = false
+
+    @Flag(help: "Print one JSON object per host with the verdict and the rounds behind it.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "Log what netprobe does to standard error.")
+    var verbose = false
+
+    @Argument(help: ArgumentHelp("HOST, HOST:PORT or HOST:PORT,PORT ([IPv6]:PORT).", valueName: "host[:port]"))
+    var targets: [String]
+
+    func validate() throws {
+        guard duration.nanoseconds >= 100_000_000 else { throw ValidationError("--duration must be at least 100ms, got \(duration).") }
+        guard interval.nanoseconds >= 1_000_000 else { throw ValidationError("--interval must be at least 1ms, got \(interval).") }
+        guard timeout.nanoseconds >= 1_000_000 else { throw ValidationError("--timeout must be at least 1ms, got \(timeout).") }
+        guard !(ipv4Only && ipv6Only) else { throw ValidationError("-4 and -6 exclude each other: give at most one.") }
+        for target in targets { _ = try Endpoint.parse(target, requirePort: false) }
+    }
+
+    var preference: AddressPreference { ipv4Only ? .ipv4Only : ipv6Only ? .ipv6Only : .any }
+
+    func makeLogger() -> Logger {
+        var logger = Logger(label: "netprobe") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = verbose ? .debug : .warning
+        return logger
+    }
+
+    /// Opens the ICMP sockets if allowed (TCP needs nothing), then drops every capability.
+    func acquirePrivilegedResources() throws {
+        let logger = makeLogger()
+        let families: Set<AddressFamily> = ipv4Only ? [.ipv4] : ipv6Only ? [.ipv6] : [.ipv4, .ipv6]
+        do {
+            let sockets = try ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [], ttl: nil, logger: logger)
+            PrivilegedResources.storeICMPSockets(sockets)
+        } catch {
+            writeError("netprobe: ICMP is not available, checking TCP only: \(error)\n  (see `netprobe ping --help` for the two ways to allow ICMP)")
+        }
+        ResourceLimits.raiseOpenFileLimit()
+        do {
+            try Privileges.dropAll()
+        } catch {
+            writeError("netprobe: cannot drop capabilities: \(error)")
+            throw ExitCode(ExitStatus.systemError)
+        }
+    }
+
+    func run() async throws {
+        let logger = makeLogger()
+        let endpoints = try targets.map { try Endpoint.parse($0, requirePort: false) }
+        var hosts: [String] = []
+        for endpoint in endpoints where !hosts.contains(endpoint.host) { hosts.append(endpoint.host) }
+        let hostTargets = await Resolver.resolve(hosts, preference: preference)
+        let tcpTargets = await resolveEndpoints(endpoints, preference: preference)
+
+        let loop = try ProbeLoop(logger: logger)
+        let icmpProber = try PrivilegedResources.takeICMPSockets().map { sockets in
+            try ICMPProber(sockets: sockets, configuration: ICMPProbeConfiguration(
+                count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
+                payloadLength: 56, ttl: nil, packetsPerSecond: 1000), loop: loop, logger: logger)
+        }
+        let tcpProber = try TCPProber(configuration: tcpConfiguration(count: 0, interval: interval, timeout: timeout, rate: 1000,
+                                                                      targetCount: tcpTargets.count, logger: logger),
+                                      loop: loop, logger: logger)
+        let stopAll: @Sendable () -> Void = {
+            icmpProber?.stop()
+            tcpProber.stop()
+        }
+        let interrupts = InterruptHandler(onFirst: stopAll)
+        defer { interrupts.cancel() }
+
+        let progress = Progress(hosts: hosts.count, ports: tcpTargets.count, duration: duration.seconds)
+        let icmpEvents = icmpProber?.probe(hostTargets)
+        let tcpEvents = tcpTargets.isEmpty ? nil : tcpProber.probe(tcpTargets)
+        let durationNanoseconds = duration.nanoseconds
+        let timer = Task {
+            let start = Date()
+            while Date().timeIntervalSince(start) * 1e9 < Double(durationNanoseconds) {
+                try await Task.sleep(nanoseconds: 250_000_000)
+                progress.show(elapsed: Date().timeIntervalSince(start))
+            }
+            stopAll()
+        }
+        async let icmpRounds = collect(icmpEvents, progress: progress)
+        async let tcpRounds = collect(tcpEvents, progress: progress)
+        let (icmp, tcp) = await (icmpRounds, tcpRounds)
+        timer.cancel()
+        progress.finish()
+
+        var statuses: [Int32] = []
+        for (index, host) in hostTargets.enumerated() {
+            let icmpRound = icmp.first { $0.targetIndex == index }
+            let tcpRoundsForHost = tcp.filter { $0.target.name == host.name }
+            let diagnosis = Diagnosis.diagnose(icmp: icmpRound, tcp: tcpRoundsForHost)
+            print(report(host: host, diagnosis: diagnosis, icmp: icmpRound, tcp: tcpRoundsForHost))
+            switch diagnosis.culprit {
+            case .name: statuses.append(ExitStatus.unresolved)
+            case .network, .server: statuses.append(ExitStatus.someUnanswered)
+            case .neither: statuses.append(ExitStatus.allAnswered)
+            }
+        }
+        let status = statuses.contains(ExitStatus.unresolved) ? ExitStatus.unresolved : (statuses.max() ?? 0)
+        if status != ExitStatus.allAnswered { throw ExitCode(status) }
+    }
+
+    func collect(_ events: AsyncStream<ProbeEvent>?, progress: Progress) async -> [RoundResult] {
+        guard let events else { return [] }
+        var rounds: [RoundResult] = []
+        for await event in events {
+            switch event {
+            case .attempt(let attempt): progress.count(attempt)
+            case .round(let round): rounds.append(round)
+            }
+        }
+        return rounds
+    }
+
+    func report(host: ProbeTarget, diagnosis: Diagnosis, icmp: RoundResult?, tcp: [RoundResult]) -> String {
+        if json {
+            var object = JSONObject()
+            object.add("target", .string(host.name))
+            object.add("address", host.address.map { .string($0.description) } ?? .null)
+            object.add("verdict", .string(diagnosis.culprit.rawValue))
+            object.add("summary", .string(diagnosis.summary))
+            object.add("icmp", icmp.map { .raw(ResultPrinter.jsonLine($0)) } ?? .null)
+            object.add("tcp", .array(tcp.map { .raw(ResultPrinter.jsonLine($0)) }))
+            return object.serialized
+        }
+        let headline: String
+        switch diagnosis.culprit {
+        case .name: headline = "name problem"
+        case .network: headline = "network problem"
+        case .server: headline = "server problem"
+        case .neither: headline = "neither"
+        }
+        var lines = ["\(ResultPrinter.label(host)): \(headline): \(diagnosis.summary)"]
+        if let icmp { lines.append("  icmp     " + ResultPrinter.summaryLine(icmp)) }
+        for round in tcp { lines.append("  tcp      " + ResultPrinter.summaryLine(round)) }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Live progress on standard error (only when it is a terminal).
+final class Progress: @unchecked Sendable {
+    private let lock = NSLock()
+    private var icmpReplies = 0
+    private var tcpConnected = 0
+    private var tcpFailed = 0
+    private let hosts: Int
+    private let ports: Int
+    private let duration: Double
+    private let enabled = isatty(STDERR_FILENO) == 1
+
+    init(hosts: Int, ports: Int, duration: Double) {
+        self.hosts = hosts
+        self.ports = ports
+        self.duration = duration
+    }
+
+    func count(_ attempt: AttemptEvent) {
+        lock.lock()
+        switch (attempt.kind, attempt.outcome) {
+        case (.icmp, _): if !attempt.isDuplicate { icmpReplies += 1 }
+        case (.tcp, .ok): tcpConnected += 1
+        case (.tcp, _): tcpFailed += 1
+        }
+        lock.unlock()
+    }
+
+    func show(elapsed: Double) {
+        guard enabled else { return }
+        lock.lock()
+        let line = String(format: "\rchecking %d host(s), %d port(s): %.0f/%.0f s, icmp replies %d, tcp connected %d, failed %d ",
+                          hosts, ports, min(elapsed, duration), duration, icmpReplies, tcpConnected, tcpFailed)
+        lock.unlock()
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    func finish() {
+        if enabled { FileHandle.standardError.write(Data("\r\u{1b}[K".utf8)) }
+    }
+}
