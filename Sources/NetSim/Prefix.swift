@@ -48,7 +48,7 @@ public struct SimulatedAddress: Hashable, Sendable, CustomStringConvertible, Com
     var width: Int { isIPv6 ? 128 : 32 }
 
     /// The address in network byte order.
-    var bytes: [UInt8] {
+    public var bytes: [UInt8] {
         (0..<(width / 8)).map { UInt8(truncatingIfNeeded: value >> UInt128(width - 8 - $0 * 8)) }
     }
 

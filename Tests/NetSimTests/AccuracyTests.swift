@@ -1,0 +1,104 @@
+import Foundation
+import NetSim
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// netprobe against the simulator: real processes, real packets, inside a namespace of
+/// the test's own. The simulator's summary is the ground truth.
+final class AccuracyTests: XCTestCase {
+    func simulate<Value>(_ rules: [String], extra: [String] = [], _ body: (String) throws -> Value) throws -> (value: Value, summary: SimulationSummary) {
+        try SimulatorHarness.requirePrivileges()
+        return try SimulatedNetwork.run(rules: rules, netsimPath: SimulatorHarness.binary("netsim"), extraArguments: extra, body)
+    }
+
+    func testFixedDelayIsMeasuredWithinTwoHundredMicrosecondsOfTheAppliedHold() throws {
+        let (ping, summary) = try simulate(["198.18.1.0/24 delay=10ms", "2001:db8:1::/48 delay=10ms"]) { namespace in
+            try SimulatorHarness.ping(namespace, ["-c", "200", "-i", "0.01", "198.18.1.5", "2001:db8:1::5"])
+        }
+        XCTAssertEqual(ping.status, 0, ping.standardError)
+        XCTAssertTrue(summary.realtimePriority, "root may use SCHED_FIFO")
+        for target in ["198.18.1.5", "2001:db8:1::5"] {
+            let round = try XCTUnwrap(ping.rounds[target], "no round for \(target)")
+            XCTAssertEqual(round["sent"] as? Int, 200)
+            XCTAssertEqual(round["received"] as? Int, 200)
+            XCTAssertEqual(round["timestamp_source"] as? String, "kernel")
+            let measured = try XCTUnwrap(round["rtt_median_ms"] as? Double)
+            let hold = try XCTUnwrap(summary.host(target).holdMicroseconds)
+            XCTAssertEqual(hold.count, 200)
+            XCTAssertEqual(hold.p50, 10_000, accuracy: 100, "the simulator holds what the rule says")
+            let difference = measured - hold.p50 / 1000
+            print("\(target): netprobe median \(measured) ms, simulator median hold \(hold.p50 / 1000) ms, difference \(difference * 1000) us")
+            XCTAssertGreaterThanOrEqual(difference, 0, "\(target): netprobe cannot measure less than the hold")
+            XCTAssertLessThanOrEqual(difference, 0.2, "\(target): netprobe adds at most 0.2 ms to the applied hold")
+        }
+    }
+
+    func testTwentyPercentLossIsReportedWithinTheBinomialIntervalAndCountsAddUp() throws {
+        let interval = SimulatorHarness.binomialInterval(trials: 1000, probability: 0.2, confidence: 0.99)
+        let (ping, summary) = try simulate(["198.18.2.0/24 loss=0.2", "2001:db8:2::/48 loss=0.2"], extra: ["--seed", "3"]) { namespace in
+            try SimulatorHarness.ping(namespace, ["-c", "1000", "-i", "0.002", "-W", "0.5", "198.18.2.5", "2001:db8:2::5"])
+        }
+        XCTAssertEqual(ping.status, 0, "netprobe exits 0 when every target answered at least once")
+        for target in ["198.18.2.5", "2001:db8:2::5"] {
+            let round = try XCTUnwrap(ping.rounds[target], "no round for \(target)")
+            let host = summary.host(target)
+            let sent = try XCTUnwrap(round["sent"] as? Int)
+            let received = try XCTUnwrap(round["received"] as? Int)
+            let loss = try XCTUnwrap(round["loss_percent"] as? Double)
+            XCTAssertEqual(sent, 1000)
+            XCTAssertTrue(Double(interval.lowerBound) / 10 <= loss && loss <= Double(interval.upperBound) / 10,
+                          "\(target): \(loss)% lost, 99% interval \(Double(interval.lowerBound) / 10)..\(Double(interval.upperBound) / 10)%")
+            XCTAssertEqual(sent, host.packetsIn, "\(target): every request reached the simulator")
+            XCTAssertEqual(received, host.answered, "\(target): every answer was received")
+            XCTAssertEqual(sent - received, host.dropped, "\(target): every loss was a simulated drop")
+            XCTAssertEqual(round["late"] as? Int, 0)
+        }
+    }
+
+    func testRepliesAfterTheTimeoutAreLateNeverReceived() throws {
+        // Probes every 0.5 s, replies after 0.3 s, timeout 0.1 s: every reply is late. netprobe
+        // ends the round at the last probe's deadline, so the last reply (due 0.2 s after
+        // that deadline) arrives after the round was reported and cannot be counted.
+        let count = 5
+        let (ping, summary) = try simulate(["198.18.3.0/24 delay=300ms", "2001:db8:3::/48 delay=300ms"]) { namespace in
+            try SimulatorHarness.ping(namespace, ["-c", "\(count)", "-i", "0.5", "-W", "0.1", "198.18.3.5", "2001:db8:3::5"])
+        }
+        XCTAssertEqual(ping.status, 1)
+        for target in ["198.18.3.5", "2001:db8:3::5"] {
+            let round = try XCTUnwrap(ping.rounds[target], "no round for \(target)")
+            XCTAssertEqual(round["sent"] as? Int, count)
+            XCTAssertEqual(round["received"] as? Int, 0)
+            XCTAssertEqual(round["loss_percent"] as? Double, 100)
+            XCTAssertEqual(round["result"] as? String, "timeout")
+            let late = try XCTUnwrap(round["late"] as? Int)
+            print("\(target): \(late) late of \(count) sent")
+            XCTAssertTrue((count - 1)...count ~= late, "\(target): \(late) late of \(count); only the last may be missed")
+            XCTAssertEqual(summary.host(target).answered, count, "the simulator answered every probe")
+            XCTAssertEqual(try XCTUnwrap(summary.host(target).holdMicroseconds).minimum, 300_000, accuracy: 1_000)
+        }
+    }
+
+    func testUnreachableHostsGiveUnreachableNotTimeout() throws {
+        let (ping, summary) = try simulate(["198.18.9.0/24 unreachable", "2001:db8:9::/48 unreachable"]) { namespace in
+            try SimulatorHarness.ping(namespace, ["-c", "3", "-i", "0.05", "-W", "0.5", "198.18.9.5", "2001:db8:9::5"])
+        }
+        XCTAssertEqual(ping.status, 1)
+        for target in ["198.18.9.5", "2001:db8:9::5"] {
+            let round = try XCTUnwrap(ping.rounds[target], "no round for \(target)")
+            XCTAssertEqual(round["result"] as? String, "unreachable", "\(target)")
+            XCTAssertEqual(round["received"] as? Int, 0)
+            XCTAssertEqual(summary.host(target).answered, 3)
+        }
+        XCTAssertEqual(summary.kinds["host_unreachable"], 6)
+    }
+
+    func testTTLOfRepliesFollowsTheRule() throws {
+        let (ping, _) = try simulate(["198.18.4.0/24 ttl=42", "2001:db8:4::/48 ttl=43"]) { namespace in
+            try SimulatorHarness.ping(namespace, ["-c", "2", "-i", "0.01", "198.18.4.5", "2001:db8:4::5"])
+        }
+        XCTAssertEqual(ping.rounds["198.18.4.5"]?["ttl"] as? Int, 42)
+        XCTAssertEqual(ping.rounds["2001:db8:4::5"]?["ttl"] as? Int, 43)
+    }
+}
