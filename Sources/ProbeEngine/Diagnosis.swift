@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// "Is it the network?": a verdict per host from its ICMP and TCP rounds.
 ///
@@ -98,10 +98,10 @@ public struct Diagnosis: Sendable, Equatable {
     static func port(_ round: RoundResult) -> String { round.target.port.map(String.init) ?? "?" }
 
     static func percent(_ value: Double) -> String {
-        value == value.rounded() ? "\(Int(value))%" : String(format: "%.1f%%", value)
+        value == value.rounded() ? "\(Int(value))%" : DecimalText.fixed(value, places: 1) + "%"
     }
 
     static func ms(_ value: Double) -> String {
-        value < 10 ? String(format: "%.2f ms", value) : String(format: "%.1f ms", value)
+        DecimalText.fixed(value, places: value < 10 ? 2 : 1) + " ms"
     }
 }

@@ -1,5 +1,5 @@
 import CSystemShims
-import Foundation
+import FoundationEssentials
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -57,19 +57,14 @@ public final class ICMPProber: @unchecked Sendable {
     let cookie: UInt64
     private var nextProbeNumber: UInt32
 
-    private let lock = NSLock()
-    private var stopRequested = false
-    private var started = false
-    private var lockedDiagnostics = ICMPProberDiagnostics()
+    private let shared = Locked((stopRequested: false, started: false, diagnostics: ICMPProberDiagnostics()))
 
     /// The mode each socket is in (raw with CAP_NET_RAW, else datagram).
     public var socketModes: [AddressFamily: ICMPSocketMode] { sockets.mapValues(\.mode) }
 
     /// What the prober rejected or ignored so far.
     public var diagnostics: ICMPProberDiagnostics {
-        lock.lock()
-        defer { lock.unlock() }
-        return lockedDiagnostics
+        shared.withLock { $0.diagnostics }
     }
 
     /// Prepares a prober on sockets opened earlier.
@@ -99,38 +94,34 @@ public final class ICMPProber: @unchecked Sendable {
     /// Starts probing `targets` on the loop thread.
     /// - Returns: replies as they arrive and one round result per target; the stream
     ///   finishes when every target's round is complete (or after `stop()`).
-    public func probe(_ targets: [ProbeTarget]) -> AsyncStream<ProbeEvent> {
+    /// - Parameter reportingAttempts: false leaves out the per-attempt events (cheaper when
+    ///   only the rounds are wanted).
+    public func probe(_ targets: [ProbeTarget], reportingAttempts: Bool = true) -> AsyncStream<ProbeEvent> {
         let (stream, continuation) = AsyncStream<ProbeEvent>.makeStream(bufferingPolicy: .unbounded)
-        lock.lock()
-        precondition(!started, "an ICMPProber runs one probe call")
-        started = true
-        lock.unlock()
+        shared.withLock { state in
+            precondition(!state.started, "an ICMPProber runs one probe call")
+            state.started = true
+        }
         continuation.onTermination = { [weak self] termination in
             if case .cancelled = termination { self?.stop() }
         }
-        loop.add(ICMPRun(prober: self, targets: targets, continuation: continuation))
+        loop.add(ICMPRun(prober: self, targets: targets, reportingAttempts: reportingAttempts, continuation: continuation))
         return stream
     }
 
     /// Stops sending. Probes in flight still get their timeout to answer, then every
     /// unfinished round is reported and the stream finishes. Safe from any thread.
     public func stop() {
-        lock.lock()
-        stopRequested = true
-        lock.unlock()
+        shared.withLock { $0.stopRequested = true }
         loop.wake()
     }
 
     var isStopRequested: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return stopRequested
+        shared.withLock { $0.stopRequested }
     }
 
     func publish(_ diagnostics: ICMPProberDiagnostics) {
-        lock.lock()
-        lockedDiagnostics = diagnostics
-        lock.unlock()
+        shared.withLock { $0.diagnostics = diagnostics }
     }
 
     func takeProbeNumber() -> UInt32 {
@@ -146,7 +137,8 @@ private final class ICMPRun: LoopTask {
     let targets: [ProbeTarget]
     let continuation: AsyncStream<ProbeEvent>.Continuation
     let configuration: ICMPProbeConfiguration
-    var tallies: [RoundTally]
+    var tallies: RoundBook
+    var outbox: RoundOutbox
     var schedule: SendSchedule
     var tracker: EchoTracker
     var packet: [UInt8] = []
@@ -155,12 +147,16 @@ private final class ICMPRun: LoopTask {
     var lastProbeNumber: UInt32 = 0
     weak var loop: ProbeLoop?
 
-    init(prober: ICMPProber, targets: [ProbeTarget], continuation: AsyncStream<ProbeEvent>.Continuation) {
+    let reportingAttempts: Bool
+
+    init(prober: ICMPProber, targets: [ProbeTarget], reportingAttempts: Bool, continuation: AsyncStream<ProbeEvent>.Continuation) {
         self.prober = prober
+        self.reportingAttempts = reportingAttempts
         self.targets = targets
         self.continuation = continuation
         configuration = prober.configuration
-        tallies = Array(repeating: RoundTally(), count: targets.count)
+        tallies = RoundBook(count: targets.count)
+        outbox = RoundOutbox(continuation: continuation)
         let retention = max(5_000_000_000, 10 * configuration.timeoutNanoseconds)
         tracker = EchoTracker(cookie: prober.cookie, timeoutNanoseconds: configuration.timeoutNanoseconds, retentionNanoseconds: retention)
         schedule = SendSchedule(targets: [], interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.packetsPerSecond, start: 0)
@@ -183,20 +179,22 @@ private final class ICMPRun: LoopTask {
         if !stopping && prober.isStopRequested {
             stopping = true
             schedule.removeAll()
+            tallies.touchAll()
         }
         try sendDue(now: now)
         var lost: [Int] = []
         tracker.expire(nowMonotonic: now) { lost.append($0.targetIndex) }
         for index in lost { tallies[index].concluded += 1 }
         reportFinished()
+        outbox.flush(now: now, force: isFinished)
     }
 
     var nextWake: Int64? {
-        [schedule.nextWake, tracker.nextDeadline].compactMap { $0 }.min()
+        [schedule.nextWake, tracker.nextDeadline, outbox.nextFlush].compactMap { $0 }.min()
     }
 
     var isFinished: Bool {
-        schedule.isEmpty && !tallies.contains { !$0.reported }
+        schedule.isEmpty && tallies.unreported == 0
     }
 
     func handle(fd: Int32, events: UInt32) throws {
@@ -218,6 +216,7 @@ private final class ICMPRun: LoopTask {
             try? socket.close()
         }
         prober.publish(diagnostics)
+        outbox.flush(now: Clock.monotonicNanoseconds(), force: true)
         continuation.finish()
     }
 
@@ -329,14 +328,14 @@ private final class ICMPRun: LoopTask {
             if source == .kernel { diagnostics.kernelSamples += 1 } else { diagnostics.userSamples += 1 }
             tallies[index].ttl = ttl
             tallies[index].concluded += 1
-            continuation.yield(.attempt(AttemptEvent(kind: .icmp, targetIndex: index, target: targets[index], sequence: record.indexInRound + 1,
+            if reportingAttempts { continuation.yield(.attempt(AttemptEvent(kind: .icmp, targetIndex: index, target: targets[index], sequence: record.indexInRound + 1,
                                                      outcome: .ok, bytes: bytes, ttl: ttl, rttMilliseconds: milliseconds,
-                                                     timestampSource: source, isDuplicate: false)))
+                                                     timestampSource: source, isDuplicate: false))) }
         case .duplicate(let record, let rtt, let source):
             tallies[record.targetIndex].duplicates += 1
-            continuation.yield(.attempt(AttemptEvent(kind: .icmp, targetIndex: record.targetIndex, target: targets[record.targetIndex],
+            if reportingAttempts { continuation.yield(.attempt(AttemptEvent(kind: .icmp, targetIndex: record.targetIndex, target: targets[record.targetIndex],
                                                      sequence: record.indexInRound + 1, outcome: .ok, bytes: bytes, ttl: ttl,
-                                                     rttMilliseconds: Double(rtt) / 1_000_000, timestampSource: source, isDuplicate: true)))
+                                                     rttMilliseconds: Double(rtt) / 1_000_000, timestampSource: source, isDuplicate: true))) }
         case .late(let record, let concludesProbe):
             tallies[record.targetIndex].late += 1
             if concludesProbe { tallies[record.targetIndex].concluded += 1 }
@@ -361,15 +360,14 @@ private final class ICMPRun: LoopTask {
     // MARK: rounds
 
     func reportFinished() {
-        for index in tallies.indices where !tallies[index].reported {
-            let tally = tallies[index]
-            let allSent = stopping || (configuration.count > 0 && tally.sent >= configuration.count)
-            if allSent && tally.concluded >= tally.sent { report(index) }
+        for index in tallies.takeCompleted(count: configuration.count, stopping: stopping) {
+            outbox.add(tallies[index].result(kind: .icmp, targetIndex: index, target: targets[index]))
         }
     }
 
+    /// Reports a round now, whatever its counts (unresolved targets, a failed loop).
     func report(_ index: Int) {
-        tallies[index].reported = true
-        continuation.yield(.round(tallies[index].result(kind: .icmp, targetIndex: index, target: targets[index])))
+        guard tallies.markReported(index) else { return }
+        outbox.add(tallies[index].result(kind: .icmp, targetIndex: index, target: targets[index]))
     }
 }

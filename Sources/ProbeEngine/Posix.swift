@@ -107,17 +107,8 @@ enum Posix {
         _ = try retryingEINTR("epoll_ctl") { CSystemShims.epoll_ctl(epollFD, operation, fd, &event) }
     }
 
-    static func epoll_wait(_ epollFD: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ maximum: Int32, _ timeoutMilliseconds: Int32) throws(SystemCallError) -> Int32 {
-        try retryingEINTR("epoll_wait") { CSystemShims.epoll_wait(epollFD, events, maximum, timeoutMilliseconds) }
-    }
-
-    static func timerfd_create(_ clock: Int32, _ flags: Int32) throws(SystemCallError) -> Int32 {
-        try retryingEINTR("timerfd_create") { CSystemShims.timerfd_create(clock, flags) }
-    }
-
-    static func timerfd_settime(_ fd: Int32, _ flags: Int32, _ value: itimerspec) throws(SystemCallError) {
-        var value = value
-        _ = try retryingEINTR("timerfd_settime") { CSystemShims.timerfd_settime(fd, flags, &value, nil) }
+    static func epoll_pwait2(_ epollFD: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ maximum: Int32, _ timeout: UnsafePointer<timespec>?) throws(SystemCallError) -> Int32 {
+        try retryingEINTR("epoll_pwait2") { CSystemShims.epoll_pwait2(epollFD, events, maximum, timeout, nil) }
     }
 
     static func eventfd(_ initial: UInt32, _ flags: Int32) throws(SystemCallError) -> Int32 {

@@ -1,5 +1,5 @@
 import CSystemShims
-import Foundation
+import FoundationEssentials
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -23,15 +23,14 @@ protocol LoopTask: AnyObject {
     func detach(error: Error?)
 }
 
-/// The one event-loop thread that owns every probe socket (DESIGN.md: epoll + timerfd,
+/// The one event-loop thread that owns every probe socket (DESIGN.md: epoll with timeouts,
 /// nothing slow on it). ICMP and TCP runs join it as tasks; the thread runs while any
 /// task does and starts again when a new one is added.
 public final class ProbeLoop: @unchecked Sendable {
     let events: EventLoop
     private let logger: Logger
-    private let lock = NSLock()
-    private var inbox: [LoopTask] = []
-    private var threadRunning = false
+    /// Tasks added but not yet attached, and whether the loop thread runs.
+    private let shared = Locked((inbox: [LoopTask](), threadRunning: false))
     // Loop-thread state.
     private var tasks: [LoopTask] = []
     private var owners: [Int32: LoopTask] = [:]
@@ -48,15 +47,13 @@ public final class ProbeLoop: @unchecked Sendable {
 
     /// Adds a task; starts the loop thread if it is not running. Any thread.
     func add(_ task: LoopTask) {
-        lock.lock()
-        inbox.append(task)
-        let start = !threadRunning
-        threadRunning = true
-        lock.unlock()
+        let start = shared.withLock { state in
+            state.inbox.append(task)
+            defer { state.threadRunning = true }
+            return !state.threadRunning
+        }
         if start {
-            let thread = Thread { [self] in run() }
-            thread.name = "netprobe-loop"
-            thread.start()
+            NativeThread.spawn(name: "netprobe-loop") { [self] in run() }
         } else {
             events.wake()
         }
@@ -85,15 +82,16 @@ public final class ProbeLoop: @unchecked Sendable {
     }
 
     private func takeInbox() -> [LoopTask]? {
-        lock.lock()
-        defer { lock.unlock() }
-        let added = inbox
-        inbox = []
-        if added.isEmpty && tasks.isEmpty {
-            threadRunning = false
-            return nil
+        let idle = tasks.isEmpty
+        return shared.withLock { state in
+            let added = state.inbox
+            state.inbox = []
+            if added.isEmpty && idle {
+                state.threadRunning = false
+                return nil
+            }
+            return added
         }
-        return added
     }
 
     private func run() {
@@ -113,8 +111,7 @@ public final class ProbeLoop: @unchecked Sendable {
                 for task in tasks { try task.service(now: now) }
                 detachFinished()
                 if tasks.isEmpty { continue }
-                try events.armTimer(atMonotonic: tasks.compactMap(\.nextWake).min())
-                let readiness = try events.wait()
+                let readiness = try events.wait(until: tasks.compactMap(\.nextWake).min())
                 for (fd, mask) in readiness.ready {
                     try owners[fd]?.handle(fd: fd, events: mask)
                 }

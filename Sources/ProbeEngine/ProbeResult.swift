@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Which prober measured something.
 public enum ProbeKind: String, Sendable, Codable {
@@ -192,5 +192,88 @@ struct RoundTally {
             lossPercent: sent > 0 ? Double(sent - received) / Double(sent) * 100 : 100,
             statistics: RTTStatistics(samples: rtts), rttsMilliseconds: rtts, ttl: ttl,
             kernelTimestamps: kernelSamples, userTimestamps: userSamples, outcome: outcome(resolved: target.address != nil))
+    }
+}
+
+/// The tallies of every target of a run, with the bookkeeping that keeps "which rounds are
+/// complete?" cheap: only targets touched since the last look are checked, so a wake-up
+/// costs the same with ten targets or a hundred thousand.
+struct RoundBook {
+    private var tallies: [RoundTally]
+    private var touched: [Int] = []
+    /// Rounds not yet reported.
+    private(set) var unreported: Int
+
+    init(count: Int) {
+        tallies = Array(repeating: RoundTally(), count: count)
+        unreported = count
+    }
+
+    subscript(index: Int) -> RoundTally {
+        get { tallies[index] }
+        _modify {
+            touched.append(index)
+            yield &tallies[index]
+        }
+    }
+
+    /// Marks every unreported round to be looked at (after a stop request).
+    mutating func touchAll() {
+        touched = tallies.indices.filter { !tallies[$0].reported }
+    }
+
+    /// The targets whose rounds just completed: every probe sent (`count` of them, or
+    /// sending stopped) and every one concluded. Each is marked reported.
+    mutating func takeCompleted(count: Int, stopping: Bool) -> [Int] {
+        guard !touched.isEmpty else { return [] }
+        var completed: [Int] = []
+        for index in touched where !tallies[index].reported {
+            let tally = tallies[index]
+            let allSent = stopping || (count > 0 && tally.sent >= count)
+            if allSent && tally.concluded >= tally.sent {
+                tallies[index].reported = true
+                unreported -= 1
+                completed.append(index)
+            }
+        }
+        touched.removeAll(keepingCapacity: true)
+        return completed
+    }
+
+    /// Marks one round reported regardless of its counts (unresolved targets, failures).
+    mutating func markReported(_ index: Int) -> Bool {
+        guard !tallies[index].reported else { return false }
+        tallies[index].reported = true
+        unreported -= 1
+        return true
+    }
+}
+
+/// Round results on their way out of the loop, handed over in batches: each hand-over wakes
+/// the consumer's task, and with thousands of rounds completing a second, one wake-up per
+/// round cost as much CPU as the probing itself. A round waits at most `holdNanoseconds`.
+struct RoundOutbox {
+    let continuation: AsyncStream<ProbeEvent>.Continuation
+    private var pending: [ProbeEvent] = []
+    private var lastFlush: Int64 = 0
+    static let holdNanoseconds: Int64 = 20_000_000
+
+    init(continuation: AsyncStream<ProbeEvent>.Continuation) {
+        self.continuation = continuation
+    }
+
+    mutating func add(_ round: RoundResult) {
+        pending.append(.round(round))
+    }
+
+    /// When the pending rounds must go out; nil when none is pending.
+    var nextFlush: Int64? { pending.isEmpty ? nil : lastFlush + Self.holdNanoseconds }
+
+    /// Hands the pending rounds over if they waited long enough, or now with `force`.
+    mutating func flush(now: Int64, force: Bool = false) {
+        guard !pending.isEmpty, force || now - lastFlush >= Self.holdNanoseconds else { return }
+        for event in pending { continuation.yield(event) }
+        pending.removeAll(keepingCapacity: true)
+        lastFlush = now
     }
 }

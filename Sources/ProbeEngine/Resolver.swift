@@ -1,5 +1,4 @@
 import CSystemShims
-import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -65,41 +64,42 @@ public enum Resolver {
         }
     }
 
-    private final class Work: @unchecked Sendable {
+    private final class Work: Sendable {
+        struct State {
+            var results: [ProbeTarget]
+            var next = 0
+            var running: Int
+            var continuation: CheckedContinuation<[ProbeTarget], Never>?
+        }
+
         let names: [String]
         let preference: AddressPreference
-        var results: [ProbeTarget]
-        var next = 0
-        var running: Int
-        let lock = NSLock()
-        var continuation: CheckedContinuation<[ProbeTarget], Never>?
+        let state: Locked<State>
 
         init(names: [String], preference: AddressPreference, threads: Int) {
             self.names = names
             self.preference = preference
-            results = names.map { ProbeTarget(name: $0, address: nil) }
-            running = threads
+            state = Locked(State(results: names.map { ProbeTarget(name: $0, address: nil) }, running: threads))
         }
 
+        /// One resolver thread: takes names until none is left; the last one to finish
+        /// hands the results over.
         func run() {
             while true {
-                lock.lock()
-                let index = next
-                next += 1
-                lock.unlock()
+                let index = state.withLock { state in
+                    defer { state.next += 1 }
+                    return state.next
+                }
                 guard index < names.count else { break }
                 let target = Resolver.getaddrinfo(names[index], preference: preference)
-                lock.lock()
-                results[index] = target
-                lock.unlock()
+                state.withLock { $0.results[index] = target }
             }
-            lock.lock()
-            running -= 1
-            let finished = running == 0
-            let continuation = finished ? self.continuation : nil
-            let results = self.results
-            lock.unlock()
-            continuation?.resume(returning: results)
+            let finished: (CheckedContinuation<[ProbeTarget], Never>, [ProbeTarget])? = state.withLock { state in
+                state.running -= 1
+                guard state.running == 0, let continuation = state.continuation else { return nil }
+                return (continuation, state.results)
+            }
+            if let (continuation, results) = finished { continuation.resume(returning: results) }
         }
     }
 
@@ -107,11 +107,9 @@ public enum Resolver {
         let threadCount = max(1, min(threads, names.count))
         let work = Work(names: names, preference: preference, threads: threadCount)
         return await withCheckedContinuation { continuation in
-            work.continuation = continuation
+            work.state.withLock { $0.continuation = continuation }
             for _ in 0..<threadCount {
-                let thread = Thread { work.run() }
-                thread.name = "netprobe-resolver"
-                thread.start()
+                NativeThread.spawn(name: "netprobe-resolve") { work.run() }
             }
         }
     }

@@ -1,6 +1,6 @@
 import CSystemShims
 import DequeModule
-import Foundation
+import FoundationEssentials
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -39,9 +39,7 @@ public final class TCPProber: @unchecked Sendable {
     public let configuration: TCPProbeConfiguration
     let logger: Logger
     let loop: ProbeLoop
-    private let lock = NSLock()
-    private var stopRequested = false
-    private var started = false
+    private let shared = Locked((stopRequested: false, started: false))
 
     /// - Parameters:
     ///   - configuration: counts, timing, concurrency.
@@ -56,33 +54,31 @@ public final class TCPProber: @unchecked Sendable {
     /// Starts probing `targets` (each with a port) on the loop thread.
     /// - Returns: each attempt's outcome as it completes and one round result per target;
     ///   the stream finishes when every round is complete (or after `stop()`).
-    public func probe(_ targets: [ProbeTarget]) -> AsyncStream<ProbeEvent> {
+    /// - Parameter reportingAttempts: false leaves out the per-attempt events (cheaper when
+    ///   only the rounds are wanted).
+    public func probe(_ targets: [ProbeTarget], reportingAttempts: Bool = true) -> AsyncStream<ProbeEvent> {
         precondition(targets.allSatisfy { $0.port != nil }, "TCP targets need a port")
         let (stream, continuation) = AsyncStream<ProbeEvent>.makeStream(bufferingPolicy: .unbounded)
-        lock.lock()
-        precondition(!started, "a TCPProber runs one probe call")
-        started = true
-        lock.unlock()
+        shared.withLock { state in
+            precondition(!state.started, "a TCPProber runs one probe call")
+            state.started = true
+        }
         continuation.onTermination = { [weak self] termination in
             if case .cancelled = termination { self?.stop() }
         }
-        loop.add(TCPRun(prober: self, targets: targets, continuation: continuation))
+        loop.add(TCPRun(prober: self, targets: targets, reportingAttempts: reportingAttempts, continuation: continuation))
         return stream
     }
 
     /// Stops starting handshakes; those in flight finish or time out, then every unfinished
     /// round is reported and the stream finishes. Safe from any thread.
     public func stop() {
-        lock.lock()
-        stopRequested = true
-        lock.unlock()
+        shared.withLock { $0.stopRequested = true }
         loop.wake()
     }
 
     var isStopRequested: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return stopRequested
+        shared.withLock { $0.stopRequested }
     }
 
     /// The outcome of a failed connect, from its errno.
@@ -110,7 +106,8 @@ private final class TCPRun: LoopTask {
     let targets: [ProbeTarget]
     let continuation: AsyncStream<ProbeEvent>.Continuation
     let configuration: TCPProbeConfiguration
-    var tallies: [RoundTally]
+    var tallies: RoundBook
+    var outbox: RoundOutbox
     var schedule: SendSchedule
     var attempts: [Int32: Attempt] = [:]
     var deadlines = Deque<(deadline: Int64, fd: Int32, id: UInt64)>()
@@ -119,12 +116,16 @@ private final class TCPRun: LoopTask {
     var loggedDescriptorShortage = false
     weak var loop: ProbeLoop?
 
-    init(prober: TCPProber, targets: [ProbeTarget], continuation: AsyncStream<ProbeEvent>.Continuation) {
+    let reportingAttempts: Bool
+
+    init(prober: TCPProber, targets: [ProbeTarget], reportingAttempts: Bool, continuation: AsyncStream<ProbeEvent>.Continuation) {
         self.prober = prober
+        self.reportingAttempts = reportingAttempts
         self.targets = targets
         self.continuation = continuation
         configuration = prober.configuration
-        tallies = Array(repeating: RoundTally(), count: targets.count)
+        tallies = RoundBook(count: targets.count)
+        outbox = RoundOutbox(continuation: continuation)
         schedule = SendSchedule(targets: [], interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.attemptsPerSecond, start: 0)
     }
 
@@ -142,6 +143,7 @@ private final class TCPRun: LoopTask {
         if !stopping && prober.isStopRequested {
             stopping = true
             schedule.removeAll()
+            tallies.touchAll()
         }
         while attempts.count < configuration.maximumInFlight, let due = schedule.popDue(now: now) {
             try start(due.targetIndex)
@@ -160,15 +162,16 @@ private final class TCPRun: LoopTask {
             deadlines.removeFirst()
         }
         reportFinished()
+        outbox.flush(now: now, force: isFinished)
     }
 
     var nextWake: Int64? {
         let send = attempts.count < configuration.maximumInFlight ? schedule.nextWake : nil
-        return [send, deadlines.first?.deadline].compactMap { $0 }.min()
+        return [send, deadlines.first?.deadline, outbox.nextFlush].compactMap { $0 }.min()
     }
 
     var isFinished: Bool {
-        schedule.isEmpty && attempts.isEmpty && !tallies.contains { !$0.reported }
+        schedule.isEmpty && attempts.isEmpty && tallies.unreported == 0
     }
 
     func detach(error: Error?) {
@@ -183,6 +186,7 @@ private final class TCPRun: LoopTask {
             }
         }
         reportFinished()
+        outbox.flush(now: Clock.monotonicNanoseconds(), force: true)
         continuation.finish()
     }
 
@@ -274,21 +278,20 @@ private final class TCPRun: LoopTask {
         case .error, .unresolved: tallies[index].errors += 1
         case .timeout: break
         }
-        continuation.yield(.attempt(AttemptEvent(kind: .tcp, targetIndex: index, target: targets[index], sequence: indexInRound + 1,
+        if reportingAttempts { continuation.yield(.attempt(AttemptEvent(kind: .tcp, targetIndex: index, target: targets[index], sequence: indexInRound + 1,
                                                  outcome: outcome, bytes: nil, ttl: nil, rttMilliseconds: rttMilliseconds,
-                                                 timestampSource: source, isDuplicate: false)))
+                                                 timestampSource: source, isDuplicate: false))) }
     }
 
     func reportFinished() {
-        for index in tallies.indices where !tallies[index].reported {
-            let tally = tallies[index]
-            let allSent = stopping || (configuration.count > 0 && tally.sent >= configuration.count)
-            if allSent && tally.concluded >= tally.sent { report(index) }
+        for index in tallies.takeCompleted(count: configuration.count, stopping: stopping) {
+            outbox.add(tallies[index].result(kind: .tcp, targetIndex: index, target: targets[index]))
         }
     }
 
+    /// Reports a round now, whatever its counts (unresolved targets, a failed loop).
     func report(_ index: Int) {
-        tallies[index].reported = true
-        continuation.yield(.round(tallies[index].result(kind: .tcp, targetIndex: index, target: targets[index])))
+        guard tallies.markReported(index) else { return }
+        outbox.add(tallies[index].result(kind: .tcp, targetIndex: index, target: targets[index]))
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
 import ProbeEngine
 
@@ -187,11 +188,8 @@ struct CheckCommand: AsyncParsableCommand, PrivilegedCommand {
 }
 
 /// Live progress on standard error (only when it is a terminal).
-final class Progress: @unchecked Sendable {
-    private let lock = NSLock()
-    private var icmpReplies = 0
-    private var tcpConnected = 0
-    private var tcpFailed = 0
+final class Progress: Sendable {
+    private let counts = Locked((icmpReplies: 0, tcpConnected: 0, tcpFailed: 0))
     private let hosts: Int
     private let ports: Int
     private let duration: Double
@@ -204,25 +202,23 @@ final class Progress: @unchecked Sendable {
     }
 
     func count(_ attempt: AttemptEvent) {
-        lock.lock()
-        switch (attempt.kind, attempt.outcome) {
-        case (.icmp, _): if !attempt.isDuplicate { icmpReplies += 1 }
-        case (.tcp, .ok): tcpConnected += 1
-        case (.tcp, _): tcpFailed += 1
+        counts.withLock { counts in
+            switch (attempt.kind, attempt.outcome) {
+            case (.icmp, _): if !attempt.isDuplicate { counts.icmpReplies += 1 }
+            case (.tcp, .ok): counts.tcpConnected += 1
+            case (.tcp, _): counts.tcpFailed += 1
+            }
         }
-        lock.unlock()
     }
 
     func show(elapsed: Double) {
         guard enabled else { return }
-        lock.lock()
-        let line = String(format: "\rchecking %d host(s), %d port(s): %.0f/%.0f s, icmp replies %d, tcp connected %d, failed %d ",
-                          hosts, ports, min(elapsed, duration), duration, icmpReplies, tcpConnected, tcpFailed)
-        lock.unlock()
-        FileHandle.standardError.write(Data(line.utf8))
+        let now = counts.withLock { $0 }
+        let seconds = "\(Int(min(elapsed, duration)))/\(Int(duration)) s"
+        Terminal.write("\rchecking \(hosts) host(s), \(ports) port(s): \(seconds), icmp replies \(now.icmpReplies), tcp connected \(now.tcpConnected), failed \(now.tcpFailed) ", to: STDERR_FILENO)
     }
 
     func finish() {
-        if enabled { FileHandle.standardError.write(Data("\r\u{1b}[K".utf8)) }
+        if enabled { Terminal.write("\r\u{1b}[K", to: STDERR_FILENO) }
     }
 }

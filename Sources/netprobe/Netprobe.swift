@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import Glibc
 
 /// Exit statuses, as fping's: scripts written for fping read netprobe the same way.
 enum ExitStatus {
@@ -52,8 +52,8 @@ struct Netprobe: AsyncParsableCommand {
         } catch {
             let code = exitCode(for: error)
             if code == .validationFailure {
-                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
-                Foundation.exit(ExitStatus.badArguments)
+                Terminal.printError(fullMessage(for: error))
+                Glibc.exit(ExitStatus.badArguments)
             }
             exit(withError: error)
         }

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import Logging
 import ProbeEngine
 
@@ -14,7 +14,7 @@ struct DurationArgument: ExpressibleByArgument, Sendable, CustomStringConvertibl
 
     init?(argument: String) {
         let units: [(String, Double)] = [("ms", 1e6), ("us", 1e3), ("ns", 1), ("s", 1e9), ("m", 60e9)]
-        var text = argument.trimmingCharacters(in: .whitespaces)
+        var text = argument.trimmed
         var scale = 1e9
         for (suffix, factor) in units where text.hasSuffix(suffix) {
             text.removeLast(suffix.count)
@@ -26,7 +26,7 @@ struct DurationArgument: ExpressibleByArgument, Sendable, CustomStringConvertibl
     }
 
     var seconds: Double { Double(nanoseconds) / 1e9 }
-    var description: String { String(format: "%gs", seconds) }
+    var description: String { "\(seconds)s" }
     var defaultValueDescription: String { description }
 }
 
@@ -94,18 +94,12 @@ struct ProbeOptions: ParsableArguments {
     }
 
     private func readTargets(from path: String) throws -> [String] {
-        let data: Data
-        if path == "-" {
-            data = FileHandle.standardInput.readDataToEndOfFile()
-        } else {
-            guard let contents = FileManager.default.contents(atPath: path) else {
-                throw ValidationError("Cannot read the targets file \(path): check that it exists and is readable.")
-            }
-            data = contents
+        guard let contents = Terminal.readAll(path: path) else {
+            throw ValidationError("Cannot read the targets file \(path): check that it exists and is readable.")
         }
-        return String(decoding: data, as: UTF8.self)
+        return contents
             .split(whereSeparator: \.isNewline)
-            .map { line in String(line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").trimmingCharacters(in: .whitespaces) }
+            .map { line in String(line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").trimmed }
             .filter { !$0.isEmpty }
     }
 

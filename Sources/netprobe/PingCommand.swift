@@ -1,6 +1,6 @@
 import ArgumentParser
 import Dispatch
-import Foundation
+import Glibc
 import Logging
 import ProbeEngine
 
@@ -67,7 +67,7 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
         let interrupts = InterruptHandler { prober.stop() }
         defer { interrupts.cancel() }
 
-        let rounds = await consume(prober.probe(resolved), printer: ResultPrinter(json: options.json, quiet: options.quiet))
+        let rounds = await consume(prober.probe(resolved, reportingAttempts: !(options.quiet || options.json)), printer: ResultPrinter(json: options.json, quiet: options.quiet))
         ResultPrinter(json: options.json, quiet: options.quiet).printSummaries(rounds)
         let diagnostics = prober.diagnostics
         if !diagnostics.ignoredReplies.isEmpty || !diagnostics.rejectedPackets.isEmpty {
@@ -107,8 +107,8 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
     static func explain(_ error: ICMPSocketError) -> String {
         switch error {
         case .notPermitted(_, let groupID):
-            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-            let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ping_group_range", encoding: .utf8))?
+            let executable = Terminal.executablePath
+            let range = Terminal.readAll(path: "/proc/sys/net/ipv4/ping_group_range")?
                 .split(whereSeparator: \.isWhitespace).joined(separator: " ") ?? "unknown"
             return """
                 netprobe: not permitted to open an ICMP socket.
@@ -128,24 +128,22 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
 
 /// Resources opened with privileges on the main thread, collected by the command's run().
 enum PrivilegedResources {
-    private static let lock = NSLock()
-    nonisolated(unsafe) private static var icmpSockets: ICMPSocketSet?
+    private static let icmpSockets = Locked<ICMPSocketSet?>(nil)
 
     static func storeICMPSockets(_ sockets: ICMPSocketSet) {
-        lock.lock()
-        icmpSockets = sockets
-        lock.unlock()
+        icmpSockets.withLock { $0 = sockets }
     }
 
     static func takeICMPSockets() -> ICMPSocketSet? {
-        lock.lock()
-        defer { icmpSockets = nil; lock.unlock() }
-        return icmpSockets
+        icmpSockets.withLock { sockets in
+            defer { sockets = nil }
+            return sockets
+        }
     }
 }
 
 func writeError(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
+    Terminal.printError(text)
 }
 
 /// SIGINT / SIGTERM: the first asks for a graceful stop (replies in flight get their

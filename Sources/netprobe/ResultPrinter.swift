@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import ProbeEngine
 
 /// Writes attempts and round summaries as text (ping / fping style) or JSON Lines.
@@ -47,9 +47,10 @@ struct ResultPrinter {
 
     /// Text summaries are printed together at the end, in the order targets were given.
     func printSummaries(_ rounds: [RoundResult]) {
-        guard !json else { return }
-        if !quiet && !rounds.isEmpty { write("") }
-        for round in rounds { write(Self.summaryLine(round)) }
+        guard !json, !rounds.isEmpty else { return }
+        // One write for the whole table: thousands of targets, one syscall.
+        let lines = rounds.map(Self.summaryLine)
+        write((quiet ? "" : "\n") + lines.joined(separator: "\n"))
     }
 
     static func summaryLine(_ round: RoundResult) -> String {
@@ -58,7 +59,7 @@ struct ResultPrinter {
             return "\(who) : unresolved (\(round.target.resolutionError ?? "no address"))"
         }
         let success = round.kind == .icmp ? "received" : "connected"
-        var line = "\(who) : sent \(round.sent), \(success) \(round.received), \(String(format: "%.1f", round.lossPercent))% loss"
+        var line = "\(who) : sent \(round.sent), \(success) \(round.received), \(DecimalText.fixed(round.lossPercent, places: 1))% loss"
         if round.duplicates > 0 { line += ", \(round.duplicates) duplicate\(round.duplicates == 1 ? "" : "s")" }
         if round.late > 0 { line += ", \(round.late) late" }
         for (outcome, count) in [(ProbeOutcome.refused, round.refused), (.unreachable, round.unreachable), (.error, round.errors)] where count > 0 {
@@ -75,7 +76,7 @@ struct ResultPrinter {
     }
 
     static func milliseconds(_ value: Double) -> String {
-        String(format: value < 10 ? "%.3f" : value < 100 ? "%.2f" : "%.1f", value)
+        DecimalText.fixed(value, places: value < 10 ? 3 : value < 100 ? 2 : 1)
     }
 
     static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
@@ -109,7 +110,7 @@ struct ResultPrinter {
     }
 
     private func write(_ line: String) {
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        Terminal.printLine(line)
     }
 }
 
@@ -165,7 +166,7 @@ struct JSONObject {
         case .number(let number):
             guard number.isFinite else { return "null" }
             // Nanosecond resolution in milliseconds; trailing zeros trimmed.
-            var text = String(format: "%.6f", number)
+            var text = DecimalText.fixed(number, places: 6)
             while text.hasSuffix("0") { text.removeLast() }
             if text.hasSuffix(".") { text.removeLast() }
             return text
@@ -184,7 +185,7 @@ struct JSONObject {
             case "\n": result += "\\n"
             case "\r": result += "\\r"
             case "\t": result += "\\t"
-            case _ where scalar.value < 0x20: result += String(format: "\\u%04x", scalar.value)
+            case _ where scalar.value < 0x20: result += "\\u00" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
             default: result.unicodeScalars.append(scalar)
             }
         }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Foundation
 import Logging
 import ProbeEngine
 
@@ -58,7 +57,7 @@ struct TCPCommand: AsyncParsableCommand, PrivilegedCommand {
         let interrupts = InterruptHandler { prober.stop() }
         defer { interrupts.cancel() }
         let printer = ResultPrinter(json: options.json, quiet: options.quiet)
-        let rounds = await consume(prober.probe(resolved), printer: printer)
+        let rounds = await consume(prober.probe(resolved, reportingAttempts: !(options.quiet || options.json)), printer: printer)
         printer.printSummaries(rounds)
         let status = exitStatus(rounds)
         if status != ExitStatus.allAnswered { throw ExitCode(status) }

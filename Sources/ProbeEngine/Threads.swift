@@ -1,0 +1,75 @@
+import CSystemShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Dedicated OS threads for work that blocks (the event loop, getaddrinfo), started with
+/// pthreads directly so the engine needs no Foundation (its libraries cost megabytes of RSS).
+public enum NativeThread {
+    private final class Box {
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+
+    /// Starts a detached thread running `body`.
+    /// - Parameter name: shown by `top -H` and in /proc (at most 15 bytes are kept).
+    public static func spawn(name: String, _ body: @escaping @Sendable () -> Void) {
+        let threadName = String(name.prefix(15))
+        let box = Unmanaged.passRetained(Box {
+            // PR_SET_NAME names the calling thread (pthread_setname_np is not visible to Swift).
+            threadName.withCString { _ = CSystemShims_prctl(PR_SET_NAME, UInt(bitPattern: $0), 0, 0, 0) }
+            body()
+        }).toOpaque()
+        var thread = pthread_t()
+        let status = pthread_create(&thread, nil, { argument in
+            let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box)
+        precondition(status == 0, "pthread_create failed: \(status)")
+        pthread_detach(thread)
+    }
+}
+
+/// A mutex around a value, for the little state shared between the loop thread and callers.
+public final class Locked<Value>: @unchecked Sendable {
+    private var value: Value
+    private var mutex = pthread_mutex_t()
+
+    public init(_ value: Value) {
+        self.value = value
+        pthread_mutex_init(&mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(&mutex)
+    }
+
+    /// Runs `body` with the value, holding the lock.
+    public func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body(&value)
+    }
+}
+
+/// Number formatting without Foundation's String(format:).
+public enum DecimalText {
+    /// `value` with exactly `places` digits after the point, rounded half away from zero.
+    public static func fixed(_ value: Double, places: Int) -> String {
+        guard value.isFinite else { return value.isNaN ? "nan" : (value > 0 ? "inf" : "-inf") }
+        var scale = 1.0
+        for _ in 0..<places { scale *= 10 }
+        let scaled = (abs(value) * scale).rounded()
+        let negative = value < 0 && scaled > 0
+        guard scaled < 9e18 else { return String(value) }
+        let integer = UInt64(scaled)
+        let divisor = UInt64(scale)
+        var text = String(integer / divisor)
+        if places > 0 {
+            let fraction = String(integer % divisor)
+            text += "." + String(repeating: "0", count: places - fraction.count) + fraction
+        }
+        return negative ? "-" + text : text
+    }
+}
