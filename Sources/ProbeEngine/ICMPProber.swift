@@ -1,4 +1,5 @@
 import CSystemShims
+import DequeModule
 import FoundationEssentials
 import Logging
 #if canImport(Glibc)
@@ -138,6 +139,8 @@ private final class ICMPRun: LoopTask {
     let continuation: AsyncStream<ProbeEvent>.Continuation
     let configuration: ICMPProbeConfiguration
     var tallies: RoundBook
+    /// When the late windows of lost probes end, in order (deadlines expire in send order).
+    var lateWindows = Deque<(end: Int64, targetIndex: Int)>()
     var outbox: RoundOutbox
     var schedule: SendSchedule
     var tracker: EchoTracker
@@ -184,13 +187,24 @@ private final class ICMPRun: LoopTask {
         try sendDue(now: now)
         var lost: [Int] = []
         tracker.expire(nowMonotonic: now) { lost.append($0.targetIndex) }
-        for index in lost { tallies[index].concluded += 1 }
+        for index in lost {
+            // A lost probe's reply may still come: wait one more timeout to count it late.
+            let windowEnd = now + configuration.timeoutNanoseconds
+            tallies[index].concluded += 1
+            tallies[index].lostAwaitingLate += 1
+            tallies[index].lateWindowEnd = windowEnd
+            lateWindows.append((windowEnd, index))
+        }
+        while let first = lateWindows.first, first.end <= now {
+            lateWindows.removeFirst()
+            tallies.touch(first.targetIndex)
+        }
         reportFinished()
         outbox.flush(now: now, force: isFinished)
     }
 
     var nextWake: Int64? {
-        [schedule.nextWake, tracker.nextDeadline, outbox.nextFlush].compactMap { $0 }.min()
+        [schedule.nextWake, tracker.nextDeadline, outbox.nextFlush, lateWindows.first?.end].compactMap { $0 }.min()
     }
 
     var isFinished: Bool {
@@ -338,7 +352,11 @@ private final class ICMPRun: LoopTask {
                                                      rttMilliseconds: Double(rtt) / 1_000_000, timestampSource: source, isDuplicate: true))) }
         case .late(let record, let concludesProbe):
             tallies[record.targetIndex].late += 1
-            if concludesProbe { tallies[record.targetIndex].concluded += 1 }
+            if concludesProbe {
+                tallies[record.targetIndex].concluded += 1
+            } else {
+                tallies[record.targetIndex].lostAwaitingLate -= 1
+            }
         case .ignored(let reason):
             diagnostics.ignoredReplies[reason.rawValue, default: 0] += 1
         }
@@ -360,7 +378,7 @@ private final class ICMPRun: LoopTask {
     // MARK: rounds
 
     func reportFinished() {
-        for index in tallies.takeCompleted(count: configuration.count, stopping: stopping) {
+        for index in tallies.takeCompleted(count: configuration.count, stopping: stopping, now: Clock.monotonicNanoseconds()) {
             outbox.add(tallies[index].result(kind: .icmp, targetIndex: index, target: targets[index]))
         }
     }

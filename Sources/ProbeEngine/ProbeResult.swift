@@ -165,6 +165,10 @@ struct RoundTally {
     var ttl: Int?
     var startTime: Date?
     var reported = false
+    /// Lost probes whose reply may still come back late, and until when the round waits
+    /// for them (CLOCK_MONOTONIC).
+    var lostAwaitingLate = 0
+    var lateWindowEnd: Int64 = 0
 
     mutating func recordSample(index: Int, milliseconds: Double, source: TimestampSource) {
         received += 1
@@ -217,6 +221,11 @@ struct RoundBook {
         }
     }
 
+    /// Marks one round to be looked at on the next `takeCompleted`.
+    mutating func touch(_ index: Int) {
+        touched.append(index)
+    }
+
     /// Marks every unreported round to be looked at (after a stop request).
     mutating func touchAll() {
         touched = tallies.indices.filter { !tallies[$0].reported }
@@ -224,13 +233,16 @@ struct RoundBook {
 
     /// The targets whose rounds just completed: every probe sent (`count` of them, or
     /// sending stopped) and every one concluded. Each is marked reported.
-    mutating func takeCompleted(count: Int, stopping: Bool) -> [Int] {
+    /// A round with lost probes also waits out their late window, so late replies are
+    /// counted as late rather than missed.
+    mutating func takeCompleted(count: Int, stopping: Bool, now: Int64) -> [Int] {
         guard !touched.isEmpty else { return [] }
         var completed: [Int] = []
         for index in touched where !tallies[index].reported {
             let tally = tallies[index]
             let allSent = stopping || (count > 0 && tally.sent >= count)
-            if allSent && tally.concluded >= tally.sent {
+            let lateWindowOver = tally.lostAwaitingLate == 0 || now >= tally.lateWindowEnd
+            if allSent && tally.concluded >= tally.sent && lateWindowOver {
                 tallies[index].reported = true
                 unreported -= 1
                 completed.append(index)

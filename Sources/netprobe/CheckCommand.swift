@@ -137,7 +137,7 @@ struct CheckCommand: AsyncParsableCommand, PrivilegedCommand {
         var statuses: [Int32] = []
         for (index, host) in hostTargets.enumerated() {
             let icmpRound = icmp.first { $0.targetIndex == index }
-            let tcpRoundsForHost = tcp.filter { $0.target.name == host.name }
+            let tcpRoundsForHost = tcp.filter { $0.target.name == host.name }.sorted { $0.targetIndex < $1.targetIndex }
             let diagnosis = Diagnosis.diagnose(icmp: icmpRound, tcp: tcpRoundsForHost)
             print(report(host: host, diagnosis: diagnosis, icmp: icmpRound, tcp: tcpRoundsForHost))
             switch diagnosis.culprit {

@@ -38,7 +38,7 @@ struct ProbeOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: ArgumentHelp("Time between two probes to the same target (seconds, or with a unit: 200ms).", valueName: "interval"))
     var interval = DurationArgument(nanoseconds: 1_000_000_000)
 
-    @Option(name: [.customShort("W"), .long], help: ArgumentHelp("How long to wait for each reply; later replies are reported as late and counted lost.", valueName: "timeout"))
+    @Option(name: [.customShort("W"), .long], help: ArgumentHelp("How long to wait for each reply (TCP: each handshake). An ICMP reply later than this, but within one more timeout, is reported as late and counted lost.", valueName: "timeout"))
     var timeout = DurationArgument(nanoseconds: 1_000_000_000)
 
     @Option(help: ArgumentHelp("""
