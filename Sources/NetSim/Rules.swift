@@ -83,15 +83,17 @@ extension HostRule {
     /// The rule syntax, for help texts.
     public static let syntax = """
         PREFIX [KEY=VALUE | unreachable]...
-          delay=10ms | delay=5ms..15ms     fixed, or uniform between the bounds
-          jitter=normal:1ms | uniform:2ms  around delay: normal (stddev, clipped at 0) or +-uniform
-          loss=0.2                         probability a request is dropped
-          ttl=60                           TTL / hop limit of replies (default 64)
+          delay=10ms | delay=5ms..15ms    fixed, or uniform between the bounds
+          jitter=normal:1ms               normal around delay (stddev), clipped at 0
+          jitter=uniform:2ms              uniform in delay-2ms..delay+2ms
+          loss=0.2                        probability that a request is dropped
+          ttl=60                          TTL / hop limit of replies (default 64)
           tcp=80:open,81:closed,82:filtered,83:rejected,1000-1010:open
-          tcp-default=closed               unlisted ports (default closed)
-          unreachable                      answer everything with ICMP host unreachable
-        Durations take ns, us, ms or s. The longest matching prefix wins; addresses no rule
-        covers answer at once with TTL 64, every TCP port closed.
+          tcp-default=closed              unlisted ports (default closed)
+          unreachable                     answer all with ICMP host unreachable
+        Durations take ns, us, ms or s (bare numbers are ms). The longest
+        matching prefix wins; addresses no rule covers answer at once, TTL 64,
+        every TCP port closed.
         """
 
     /// Parses one `--rule` value, e.g. "198.18.1.0/24 delay=10ms loss=0.2 tcp=80:open".

@@ -11,8 +11,9 @@ import Glibc
 /// it back at the release instant.
 ///
 /// Holding: releases wait in a heap; a CLOCK_MONOTONIC timerfd is armed `spinNanoseconds`
-/// before the earliest one, and the last stretch is spun (reading new requests meanwhile)
-/// so a reply leaves within a microsecond or two of its release instant. Every reply's
+/// before the earliest one (more when the timer has been waking the thread late, as idle
+/// virtual CPUs do: twice the recent lateness), and the last stretch is spun (reading new
+/// requests meanwhile) so a reply leaves within a microsecond or two of its release instant. Every reply's
 /// real hold (read() returned -> write() called) is recorded as ground truth.
 ///
 /// One thread runs `run`; only `stop()` may be called from others.
@@ -25,7 +26,8 @@ public final class Simulator: @unchecked Sendable {
         public var recordPath: String?
         /// Seed of the loss / delay / sequence-number generator; random when nil.
         public var seed: UInt64?
-        /// How long before a release the loop stops sleeping and spins.
+        /// How long before a release the loop stops sleeping and spins, at least; the loop
+        /// spins longer when timer wake-ups come late.
         public var spinNanoseconds: Int64 = 50_000
         /// Only destinations inside these prefixes are simulated hosts.
         public var simulatedPrefixes: [AddressPrefix] = [AddressPrefix("198.18.0.0/15")!, AddressPrefix("2001:db8::/32")!]
@@ -87,6 +89,11 @@ public final class Simulator: @unchecked Sendable {
     private let timer: Int32
     private let wakeup: Int32
     private var armedAt: Int64?
+    /// How late timerfd wake-ups have been lately (a decaying maximum, nanoseconds).
+    private var wakeLateness: Int64 = 0
+    /// How long before a release the loop starts spinning: at least `spinNanoseconds`,
+    /// more where the CPU wakes slowly from idle (virtual machines: 30-100 us).
+    private var spinLead: Int64 { min(1_000_000, max(options.spinNanoseconds, 2 * wakeLateness + 10_000)) }
 
     // Counters, owned by the loop thread.
     private var packetsIn = 0
@@ -157,12 +164,14 @@ public final class Simulator: @unchecked Sendable {
             now = releaseDue(now: now)
             if stopping && (pending.isEmpty || now >= drainDeadline) { break }
             if let next = pending.min?.release {
-                if next - now <= options.spinNanoseconds {
-                    // The last stretch: spin, but keep reading requests so none waits for us.
-                    if !stopping { try readPackets(buffer, limit: 4) }
+                let lead = spinLead
+                if next - now <= lead {
+                    // The last stretch: spin, reading requests while there is time to handle
+                    // one (a request then waits at most ~20 us), then only watch the clock.
+                    if !stopping && next - now > 20_000 { try readPackets(buffer, limit: 1) }
                     continue
                 }
-                try armTimer(next - options.spinNanoseconds)
+                try armTimer(next - lead)
             } else {
                 try armTimer(nil)
             }
@@ -174,6 +183,10 @@ public final class Simulator: @unchecked Sendable {
                 } else if fd == timer {
                     var expirations: UInt64 = 0
                     _ = try Posix.read(timer, &expirations, 8)
+                    if let armedAt {
+                        let lateness = max(0, monotonicNanoseconds() - armedAt)
+                        wakeLateness = max(lateness, wakeLateness - wakeLateness / 64)
+                    }
                     armedAt = nil
                 } else if fd == wakeup {
                     var counter: UInt64 = 0

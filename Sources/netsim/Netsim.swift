@@ -18,7 +18,7 @@ struct Netsim: ParsableCommand {
             2001:db8::1/128, routes 198.18.0.0/15 and 2001:db8::/32 into the device (using \
             `ip`), and plays one host per other address of those prefixes. It answers ICMP \
             and ICMPv6 echo requests and TCP SYNs itself, holds each reply for its delay \
-            (timerfd, then a spin for the last 50us) and records the hold really applied.
+            (timerfd, then a spin for the last 50us or more) and records the hold really applied.
 
             Prints "netsim ready" once the device, addresses and routes are in place. \
             SIGTERM / SIGINT: send the held replies, write the summary, exit 0. SIGUSR1: \
@@ -30,8 +30,10 @@ struct Netsim: ParsableCommand {
             \(HostRule.syntax)
 
             Examples:
-              netsim --rule "198.18.1.0/24 delay=10ms jitter=normal:1ms loss=0.2 ttl=60 tcp=80:open,81:closed,82:filtered,83:rejected tcp-default=closed"
-              netsim --rule "198.18.9.0/24 unreachable" --summary /tmp/sim.json
+              ip netns exec NS netsim --summary /tmp/sim.json \\
+                --rule "198.18.1.0/24 delay=10ms jitter=normal:1ms loss=0.2 ttl=60" \\
+                --rule "2001:db8:1::/48 tcp=80:open,81:closed,82:filtered,83:rejected" \\
+                --rule "198.18.9.0/24 unreachable"
             """
     )
 
@@ -53,7 +55,7 @@ struct Netsim: ParsableCommand {
     @Option(name: .long, help: "Seed of the loss and delay generator (random when absent).")
     var seed: UInt64?
 
-    @Option(name: .long, help: ArgumentHelp("Spin this long before each release instead of sleeping (e.g. 50us).", valueName: "duration"))
+    @Option(name: .long, help: ArgumentHelp("Spin at least this long before each release instead of sleeping; more when timer wake-ups come late (VMs).", valueName: "duration"))
     var spin = "50us"
 
     @Flag(name: .long, help: "Do not ask for SCHED_FIFO.")

@@ -10,7 +10,9 @@ import Glibc
 final class AccuracyTests: XCTestCase {
     func simulate<Value>(_ rules: [String], extra: [String] = [], _ body: (String) throws -> Value) throws -> (value: Value, summary: SimulationSummary) {
         try SimulatorHarness.requirePrivileges()
-        return try SimulatedNetwork.run(rules: rules, netsimPath: SimulatorHarness.binary("netsim"), extraArguments: extra, body)
+        // NETSIM_EXTRA_ARGUMENTS (space-separated) passes more netsim flags, for experiments by hand.
+        let experiment = ProcessInfo.processInfo.environment["NETSIM_EXTRA_ARGUMENTS"]?.split(separator: " ").map(String.init) ?? []
+        return try SimulatedNetwork.run(rules: rules, netsimPath: SimulatorHarness.binary("netsim"), extraArguments: extra + experiment, body)
     }
 
     func testFixedDelayIsMeasuredWithinTwoHundredMicrosecondsOfTheAppliedHold() throws {
