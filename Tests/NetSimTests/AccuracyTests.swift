@@ -60,24 +60,37 @@ final class AccuracyTests: XCTestCase {
     }
 
     func testRepliesAfterTheTimeoutAreLateNeverReceived() throws {
-        // Probes every 0.5 s, replies after 0.3 s, timeout 0.1 s: every reply is late. netprobe
-        // ends the round at the last probe's deadline, so the last reply (due 0.2 s after
-        // that deadline) arrives after the round was reported and cannot be counted.
+        // Probes every 0.5 s, replies after 0.3 s: with -W 0.2 and -W 0.1 every reply is late.
+        // netprobe reports a round with lost probes one timeout after the last deadline, so
+        // with -W 0.2 (last reply due 0.1 s after the deadline) all are counted late; with
+        // -W 0.1 the last reply comes 0.2 s after the last deadline, after the round closed,
+        // and only the earlier ones can be counted.
         let count = 5
-        let (ping, summary) = try simulate(["198.18.3.0/24 delay=300ms", "2001:db8:3::/48 delay=300ms"]) { namespace in
-            try SimulatorHarness.ping(namespace, ["-c", "\(count)", "-i", "0.5", "-W", "0.1", "198.18.3.5", "2001:db8:3::5"])
+        let targets = ["198.18.3.5", "2001:db8:3::5"]
+        let (pings, summary) = try simulate(["198.18.3.0/24 delay=300ms", "2001:db8:3::/48 delay=300ms"]) { namespace in
+            try ["0.2", "0.1"].map { timeout in
+                (timeout, try SimulatorHarness.ping(namespace, ["-c", "\(count)", "-i", "0.5", "-W", timeout] + targets))
+            }
         }
-        XCTAssertEqual(ping.status, 1)
-        for target in ["198.18.3.5", "2001:db8:3::5"] {
-            let round = try XCTUnwrap(ping.rounds[target], "no round for \(target)")
-            XCTAssertEqual(round["sent"] as? Int, count)
-            XCTAssertEqual(round["received"] as? Int, 0)
-            XCTAssertEqual(round["loss_percent"] as? Double, 100)
-            XCTAssertEqual(round["result"] as? String, "timeout")
-            let late = try XCTUnwrap(round["late"] as? Int)
-            print("\(target): \(late) late of \(count) sent")
-            XCTAssertTrue((count - 1)...count ~= late, "\(target): \(late) late of \(count); only the last may be missed")
-            XCTAssertEqual(summary.host(target).answered, count, "the simulator answered every probe")
+        for (timeout, ping) in pings {
+            XCTAssertEqual(ping.status, 1)
+            for target in targets {
+                let round = try XCTUnwrap(ping.rounds[target], "no round for \(target)")
+                XCTAssertEqual(round["sent"] as? Int, count)
+                XCTAssertEqual(round["received"] as? Int, 0)
+                XCTAssertEqual(round["loss_percent"] as? Double, 100)
+                XCTAssertEqual(round["result"] as? String, "timeout")
+                let late = try XCTUnwrap(round["late"] as? Int)
+                print("\(target) -W \(timeout): \(late) late of \(count) sent")
+                if timeout == "0.2" {
+                    XCTAssertEqual(late, count, "\(target) -W \(timeout): every reply late")
+                } else {
+                    XCTAssertTrue((count - 1)...count ~= late, "\(target) -W \(timeout): \(late) late of \(count); only the last may be missed")
+                }
+            }
+        }
+        for target in targets {
+            XCTAssertEqual(summary.host(target).answered, 2 * count, "the simulator answered every probe")
             XCTAssertEqual(try XCTUnwrap(summary.host(target).holdMicroseconds).minimum, 300_000, accuracy: 1_000)
         }
     }
