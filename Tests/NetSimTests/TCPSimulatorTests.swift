@@ -1,0 +1,99 @@
+import Foundation
+import NetSim
+import XCTest
+
+/// `netprobe tcp` and `netprobe check` against the simulator: known delays, port states and
+/// unreachable hosts, inside a namespace of the test's own.
+final class TCPSimulatorTests: XCTestCase {
+    static let rules = [
+        "198.18.2.0/24 delay=10ms tcp=80:open,81:closed,82:filtered,83:rejected",
+        "198.18.3.0/24 delay=1ms loss=0.3 tcp=80:open",
+        "198.18.5.0/24 delay=1ms tcp=80:open",
+        "198.18.9.0/24 unreachable",
+        "198.18.16.0/21 delay=1ms tcp=80:open",
+    ]
+
+    func tcp(_ namespace: String, _ arguments: [String], timeout: TimeInterval = 120) throws -> (status: Int32, rounds: [[String: Any]], standardError: String, seconds: Double) {
+        let started = Date()
+        let output = try SimulatedNetwork.execute([try SimulatorHarness.binary("netprobe"), "tcp", "--json"] + arguments, inNamespace: namespace, timeout: timeout)
+        let rounds = try output.standardOutput.split(separator: "\n").map { line in
+            try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not a JSON object: \(line)")
+        }
+        return (output.status, rounds, output.standardError, Date().timeIntervalSince(started))
+    }
+
+    func round(_ rounds: [[String: Any]], port: Int, target: String = "198.18.2.1") throws -> [String: Any] {
+        try XCTUnwrap(rounds.first { $0["port"] as? Int == port && $0["target"] as? String == target }, "no round for \(target):\(port)")
+    }
+
+    func testOpenPortHandshakeMatchesTheSimulatorsHoldTimeAndOtherPortStatesMapToOutcomes() throws {
+        try SimulatorHarness.requirePrivileges()
+        let (result, summary) = try SimulatedNetwork.run(rules: Self.rules, netsimPath: try SimulatorHarness.binary("netsim")) { namespace in
+            try tcp(namespace, ["-c", "100", "-i", "0.02", "-W", "0.5", "198.18.2.1:80"])
+        }
+        XCTAssertEqual(result.status, 0, result.standardError)
+        let open = try round(result.rounds, port: 80)
+        XCTAssertEqual(open["result"] as? String, "ok")
+        XCTAssertEqual(open["received"] as? Int, 100)
+        XCTAssertEqual(open["timestamp_source"] as? String, "kernel")
+        let median = try XCTUnwrap(open["rtt_median_ms"] as? Double)
+        let hold = try XCTUnwrap(summary.hosts["198.18.2.1"]?.holdMicroseconds?.p50) / 1000
+        XCTAssertEqual(summary.hosts["198.18.2.1"]?.answered, 100, "one SYN-ACK per handshake")
+        XCTAssertGreaterThanOrEqual(median - hold, 0, "median \(median) ms vs hold \(hold) ms")
+        XCTAssertLessThanOrEqual(median - hold, 0.2, "median \(median) ms vs hold \(hold) ms")
+
+        let (states, _) = try SimulatedNetwork.run(rules: Self.rules, netsimPath: try SimulatorHarness.binary("netsim")) { namespace in
+            try tcp(namespace, ["-c", "3", "-i", "0.05", "-W", "0.4", "198.18.2.1:81,82,83", "198.18.9.1:80"])
+        }
+        XCTAssertEqual(states.status, 1)
+        XCTAssertEqual(try round(states.rounds, port: 81)["result"] as? String, "refused", "closed port: RST")
+        XCTAssertEqual(try round(states.rounds, port: 83)["result"] as? String, "refused", "rejected port: ICMP port unreachable")
+        let filtered = try round(states.rounds, port: 82)
+        XCTAssertEqual(filtered["result"] as? String, "timeout")
+        XCTAssertEqual(filtered["sent"] as? Int, 3)
+        XCTAssertGreaterThanOrEqual(states.seconds, 0.1 + 0.4, "the filtered port is given its whole deadline")
+        XCTAssertEqual(try round(states.rounds, port: 80, target: "198.18.9.1")["result"] as? String, "unreachable")
+    }
+
+    func testTwoThousandHostsInOneRoundFinishWithoutDescriptorErrors() throws {
+        try SimulatorHarness.requirePrivileges()
+        let hosts = (0..<2000).map { "198.18.\(16 + $0 / 250).\($0 % 250 + 1):80" }
+        let (result, summary) = try SimulatedNetwork.run(rules: Self.rules, netsimPath: try SimulatorHarness.binary("netsim")) { namespace in
+            try tcp(namespace, ["-c", "1", "--rate", "4000", "-W", "2"] + hosts)
+        }
+        XCTAssertEqual(result.status, 0, result.standardError)
+        XCTAssertEqual(result.rounds.count, 2000)
+        XCTAssertEqual(result.rounds.filter { $0["result"] as? String == "ok" }.count, 2000)
+        XCTAssertFalse(result.standardError.contains("descriptor"), result.standardError)
+        XCTAssertEqual(summary.kinds.values.reduce(0, +) >= 2000, true)
+    }
+
+    func check(_ namespace: String, _ target: String) throws -> [String: Any] {
+        let output = try SimulatedNetwork.execute([try SimulatorHarness.binary("netprobe"), "check", "--json", "--duration", "2", "-i", "0.05", "-W", "0.3", target],
+                                                  inNamespace: namespace, timeout: 60)
+        let line = try XCTUnwrap(output.standardOutput.split(separator: "\n").first, output.standardError)
+        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+    }
+
+    func testCheckVerdicts() throws {
+        try SimulatorHarness.requirePrivileges()
+        let (verdicts, _) = try SimulatedNetwork.run(rules: Self.rules, netsimPath: try SimulatorHarness.binary("netsim")) { namespace in
+            try ["healthy": "198.18.5.1:80", "loss": "198.18.3.1:80", "refused": "198.18.2.1:81", "filtered": "198.18.2.1:82", "unreachable": "198.18.9.1:80"]
+                .mapValues { try check(namespace, $0) }
+        }
+        func verdict(_ name: String) -> (String?, String) {
+            (verdicts[name]?["verdict"] as? String, verdicts[name]?["summary"] as? String ?? "")
+        }
+        XCTAssertEqual(verdict("healthy").0, "neither", verdict("healthy").1)
+        XCTAssertTrue(verdict("healthy").1.hasPrefix("network OK (icmp 0% loss"), verdict("healthy").1)
+        XCTAssertEqual(verdict("loss").0, "network", verdict("loss").1)
+        XCTAssertTrue(verdict("loss").1.hasPrefix("ICMP "), verdict("loss").1)
+        XCTAssertTrue(verdict("loss").1.contains("loss: network problem"), verdict("loss").1)
+        XCTAssertEqual(verdict("refused").0, "server", verdict("refused").1)
+        XCTAssertTrue(verdict("refused").1.hasSuffix("TCP port 81 refused: service down"), verdict("refused").1)
+        XCTAssertEqual(verdict("filtered").0, "server", verdict("filtered").1)
+        XCTAssertTrue(verdict("filtered").1.contains("TCP port 82 filtered (no answer)"), verdict("filtered").1)
+        XCTAssertEqual(verdict("unreachable").0, "network", verdict("unreachable").1)
+        XCTAssertTrue(verdict("unreachable").1.hasPrefix("host unreachable"), verdict("unreachable").1)
+    }
+}
