@@ -33,6 +33,9 @@ public final class Simulator: @unchecked Sendable {
         public var simulatedPrefixes: [AddressPrefix] = [AddressPrefix("198.18.0.0/15")!, AddressPrefix("2001:db8::/32")!]
         /// Addresses that belong to the simulator's own side (never answered).
         public var ownAddresses: Set<SimulatedAddress> = [SimulatedAddress("198.18.0.1")!, SimulatedAddress("2001:db8::1")!]
+        /// The TUN device's name, to report what the kernel dropped before the simulator
+        /// could read it (its transmit queue overflowed); nil in tests without a device.
+        public var deviceName: String?
 
         public init(rules: RuleSet, recordPath: String? = nil, seed: UInt64? = nil) {
             self.rules = rules
@@ -100,7 +103,9 @@ public final class Simulator: @unchecked Sendable {
     private var writeErrors = 0
     private var kinds: [Verdict: Int] = [:]
     private var holds: [Int64] = []
-    private var hosts: [SimulatedAddress: HostState] = [:]
+    /// Sized up front for a whole benchmark's worth of hosts: growing a dictionary this big
+    /// rehashes every entry at once, which stalled the loop for tens of milliseconds.
+    private var hosts: [SimulatedAddress: HostState] = Dictionary(minimumCapacity: 1 << 17)
     private var pending = Heap<PendingReply>()
     private var order: UInt64 = 0
     private var generator: Xoshiro256
@@ -371,7 +376,12 @@ public final class Simulator: @unchecked Sendable {
             hostSummaries[address.description] = HostSummary(packetsIn: state.packetsIn, answered: state.answered, dropped: state.dropped,
                                                              ignored: state.ignored, holdMicroseconds: HoldTimeSummary(nanoseconds: state.holds))
         }
-        return SimulationSummary(packetsIn: packetsIn, answered: answered, dropped: kinds[.dropped] ?? 0,
+        var queueDropped = 0
+        if let name = options.deviceName,
+           let text = try? String(contentsOfFile: "/sys/class/net/\(name)/statistics/tx_dropped", encoding: .utf8) {
+            queueDropped = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        }
+        return SimulationSummary(packetsIn: packetsIn, answered: answered, dropped: kinds[.dropped] ?? 0, queueDropped: queueDropped,
                                  ignored: (kinds[.ignored] ?? 0) + (kinds[.filtered] ?? 0), pending: pending.count, writeErrors: writeErrors,
                                  kinds: kindCounts, holdMicroseconds: HoldTimeSummary(nanoseconds: holds), hosts: hostSummaries,
                                  realtimePriority: realtimePriority, durationSeconds: Double(monotonicNanoseconds() - startedAt) / 1e9)

@@ -69,6 +69,9 @@ public struct SimulationSummary: Codable, Equatable, Sendable {
     public var answered: Int
     /// Requests dropped by a loss probability.
     public var dropped: Int
+    /// Requests the kernel dropped before the simulator read them (TUN queue full): not
+    /// part of the simulated behaviour, so a benchmark must report them.
+    public var queueDropped: Int
     /// Packets deliberately left unanswered.
     public var ignored: Int
     /// Replies still held when the summary was written (0 after a clean exit).
@@ -91,6 +94,7 @@ public struct SimulationSummary: Codable, Equatable, Sendable {
         case packetsIn = "packets_in"
         case answered, dropped, ignored, pending, kinds, hosts
         case writeErrors = "write_errors"
+        case queueDropped = "queue_dropped"
         case holdMicroseconds = "hold_us"
         case realtimePriority = "realtime_priority"
         case durationSeconds = "duration_s"

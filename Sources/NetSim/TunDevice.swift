@@ -65,7 +65,8 @@ public final class TunDevice {
                 }
             }
         }
-        try Self.ip(["link", "set", "dev", name, "up"])
+        // A long transmit queue (default 500) absorbs the moments the simulator is late.
+        try Self.ip(["link", "set", "dev", name, "txqueuelen", "10000", "up"])
         try Self.ip(["-4", "addr", "add", "198.18.0.1/32", "dev", name])
         try Self.ip(["-6", "addr", "add", "2001:db8::1/128", "dev", name, "nodad"])
         try Self.ip(["-4", "route", "add", "198.18.0.0/15", "dev", name, "src", "198.18.0.1"])

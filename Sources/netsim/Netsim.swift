@@ -114,6 +114,7 @@ struct Netsim: ParsableCommand {
         }
         defer { device.close() }
 
+        options.deviceName = device.name
         let simulator = try Simulator(packetDescriptor: device.descriptor, options: options, logger: logger)
         if noRealtime {
             logger.notice("real-time priority not requested (--no-realtime)")
