@@ -160,7 +160,10 @@ private final class ICMPRun: LoopTask {
         configuration = prober.configuration
         tallies = RoundBook(count: targets.count)
         outbox = RoundOutbox(continuation: continuation)
-        let retention = max(5_000_000_000, 10 * configuration.timeoutNanoseconds)
+        // Remembered past the deadline for the late window (one timeout) and a second more,
+        // to tell late replies and duplicates from foreign ones; no longer, since at
+        // 100,000 targets every record kept costs memory.
+        let retention = configuration.timeoutNanoseconds + 1_000_000_000
         tracker = EchoTracker(cookie: prober.cookie, timeoutNanoseconds: configuration.timeoutNanoseconds, retentionNanoseconds: retention)
         schedule = SendSchedule(targets: [], interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.packetsPerSecond, start: 0)
     }
@@ -380,6 +383,7 @@ private final class ICMPRun: LoopTask {
     func reportFinished() {
         for index in tallies.takeCompleted(count: configuration.count, stopping: stopping, now: Clock.monotonicNanoseconds()) {
             outbox.add(tallies[index].result(kind: .icmp, targetIndex: index, target: targets[index]))
+            tallies[index].samples = []
         }
     }
 

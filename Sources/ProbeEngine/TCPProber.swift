@@ -286,6 +286,7 @@ private final class TCPRun: LoopTask {
     func reportFinished() {
         for index in tallies.takeCompleted(count: configuration.count, stopping: stopping, now: Clock.monotonicNanoseconds()) {
             outbox.add(tallies[index].result(kind: .tcp, targetIndex: index, target: targets[index]))
+            tallies[index].samples = []
         }
     }
 

@@ -67,13 +67,12 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
         let interrupts = InterruptHandler { prober.stop() }
         defer { interrupts.cancel() }
 
-        let rounds = await consume(prober.probe(resolved, reportingAttempts: !(options.quiet || options.json)), printer: ResultPrinter(json: options.json, quiet: options.quiet))
-        ResultPrinter(json: options.json, quiet: options.quiet).printSummaries(rounds)
+        let status = await consume(prober.probe(resolved, reportingAttempts: !(options.quiet || options.json)),
+                                   printer: ResultPrinter(json: options.json, quiet: options.quiet))
         let diagnostics = prober.diagnostics
         if !diagnostics.ignoredReplies.isEmpty || !diagnostics.rejectedPackets.isEmpty {
             logger.debug("packets not counted", metadata: ["ignored": "\(diagnostics.ignoredReplies)", "rejected": "\(diagnostics.rejectedPackets)"])
         }
-        let status = exitStatus(rounds)
         if status != ExitStatus.allAnswered { throw ExitCode(status) }
     }
 

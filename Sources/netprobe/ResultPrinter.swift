@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Glibc
 import ProbeEngine
 
 /// Writes attempts and round summaries as text (ping / fping style) or JSON Lines.
@@ -45,12 +46,20 @@ struct ResultPrinter {
         if json { write(Self.jsonLine(round)) }
     }
 
-    /// Text summaries are printed together at the end, in the order targets were given.
-    func printSummaries(_ rounds: [RoundResult]) {
-        guard !json, !rounds.isEmpty else { return }
-        // One write for the whole table: thousands of targets, one syscall.
-        let lines = rounds.map(Self.summaryLine)
-        write((quiet ? "" : "\n") + lines.joined(separator: "\n"))
+    /// Text summaries are printed together at the end, in the order targets were given,
+    /// written in chunks so a list of 100,000 targets never sits in memory twice.
+    func printSummaries(_ lines: [(targetIndex: Int, line: String)]) {
+        guard !json, !lines.isEmpty else { return }
+        var chunk = quiet ? "" : "\n"
+        for (_, line) in lines.sorted(by: { $0.targetIndex < $1.targetIndex }) {
+            chunk += line
+            chunk += "\n"
+            if chunk.utf8.count >= 65_536 {
+                Terminal.write(chunk, to: STDOUT_FILENO)
+                chunk = ""
+            }
+        }
+        Terminal.write(chunk, to: STDOUT_FILENO)
     }
 
     static func summaryLine(_ round: RoundResult) -> String {
@@ -114,27 +123,30 @@ struct ResultPrinter {
     }
 }
 
-/// Collects a prober's events, printing as they come.
-/// - Returns: the rounds, in target order.
-func consume(_ events: AsyncStream<ProbeEvent>, printer: ResultPrinter) async -> [RoundResult] {
-    var rounds: [RoundResult] = []
+/// Prints a prober's events as they come (JSON lines as rounds complete; text summaries at
+/// the end, in target order).
+/// - Returns: the exit status, as fping's: 2 when a name did not resolve, 1 when any
+///   round failed, else 0.
+func consume(_ events: AsyncStream<ProbeEvent>, printer: ResultPrinter) async -> Int32 {
+    var summaries: [(targetIndex: Int, line: String)] = []
+    var unresolved = false
+    var failed = false
     for await event in events {
         switch event {
         case .attempt(let attempt):
             printer.printAttempt(attempt)
         case .round(let round):
-            rounds.append(round)
-            printer.printRoundAsItCompletes(round)
+            unresolved = unresolved || round.outcome == .unresolved
+            failed = failed || round.outcome != .ok
+            if printer.json {
+                printer.printRoundAsItCompletes(round)
+            } else {
+                summaries.append((round.targetIndex, ResultPrinter.summaryLine(round)))
+            }
         }
     }
-    return rounds.sorted { $0.targetIndex < $1.targetIndex }
-}
-
-/// Exit status as fping's: 2 when a name did not resolve, 1 when any round failed, else 0.
-func exitStatus(_ rounds: [RoundResult]) -> Int32 {
-    if rounds.contains(where: { $0.outcome == .unresolved }) { return ExitStatus.unresolved }
-    if rounds.contains(where: { $0.outcome != .ok }) { return ExitStatus.someUnanswered }
-    return ExitStatus.allAnswered
+    printer.printSummaries(summaries)
+    return unresolved ? ExitStatus.unresolved : failed ? ExitStatus.someUnanswered : ExitStatus.allAnswered
 }
 
 /// A JSON object written with its keys in insertion order (stable, diff-friendly lines).

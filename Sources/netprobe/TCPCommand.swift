@@ -57,9 +57,7 @@ struct TCPCommand: AsyncParsableCommand, PrivilegedCommand {
         let interrupts = InterruptHandler { prober.stop() }
         defer { interrupts.cancel() }
         let printer = ResultPrinter(json: options.json, quiet: options.quiet)
-        let rounds = await consume(prober.probe(resolved, reportingAttempts: !(options.quiet || options.json)), printer: printer)
-        printer.printSummaries(rounds)
-        let status = exitStatus(rounds)
+        let status = await consume(prober.probe(resolved, reportingAttempts: !(options.quiet || options.json)), printer: printer)
         if status != ExitStatus.allAnswered { throw ExitCode(status) }
     }
 }
