@@ -216,8 +216,11 @@ private final class ICMPRun: LoopTask {
 
     func handle(fd: Int32, events: UInt32) throws {
         guard let socket = prober.sockets.values.first(where: { $0.descriptor.rawValue == fd }) else { return }
-        if events & EPOLLERR.rawValue != 0 { try drainErrorQueue(socket) }
-        if events & EPOLLIN.rawValue != 0 { try drainReplies(socket) }
+        // One message per queue and wake-up: epoll is level-triggered, so more queued
+        // messages wake the loop again at once, and a lone message (the common case) costs
+        // no extra recvmsg that ends in EAGAIN.
+        if events & EPOLLERR.rawValue != 0 { try drainErrorQueue(socket, limit: 1) }
+        if events & EPOLLIN.rawValue != 0 { try drainReplies(socket, limit: 1) }
     }
 
     func detach(error: Error?) {
@@ -287,13 +290,16 @@ private final class ICMPRun: LoopTask {
                                         userSentRealtime: sentAt, kernelSentRealtime: nil, deadlineMonotonic: deadline, state: .inFlight)
         tracker.register(probeNumber: probeNumber, record)
         tallies[index].sent += 1
+        // Loopback, TUN and most drivers stamp the packet inside sendmsg: read the stamp now
+        // rather than on a wake-up of its own.
+        try drainErrorQueue(socket, limit: 1)
         return true
     }
 
     // MARK: receiving
 
-    func drainErrorQueue(_ socket: ICMPSocket) throws {
-        for _ in 0..<4096 {
+    func drainErrorQueue(_ socket: ICMPSocket, limit: Int = 4096) throws {
+        for _ in 0..<limit {
             guard let message = try socket.receiveError() else { return }
             switch message {
             case .transmitStamp(let probeNumber, let realtime):
@@ -312,8 +318,8 @@ private final class ICMPRun: LoopTask {
         }
     }
 
-    func drainReplies(_ socket: ICMPSocket) throws {
-        for _ in 0..<4096 {
+    func drainReplies(_ socket: ICMPSocket, limit: Int = 4096) throws {
+        for _ in 0..<limit {
             guard let received = try socket.receive() else { return }
             guard let source = received.source else { continue }
             switch ICMPEcho.decode(received.packet, family: socket.family, includesIPHeader: socket.includesIPHeader) {
