@@ -8,6 +8,8 @@ let package = Package(
         .library(name: "ProbeEngine", targets: ["ProbeEngine"]),
         .executable(name: "netprobe", targets: ["netprobe"]),
         .library(name: "NetSim", targets: ["NetSim"]),
+        .library(name: "ProbeConfig", targets: ["ProbeConfig"]),
+        .library(name: "InfluxSink", targets: ["InfluxSink"]),
         .executable(name: "netsim", targets: ["netsim"]),
     ],
     dependencies: [
@@ -36,7 +38,21 @@ let package = Package(
             name: "netprobe",
             dependencies: [
                 "ProbeEngine",
+                "ProbeConfig",
+                "InfluxSink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "ProbeConfig",
+            dependencies: [
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .target(
+            name: "InfluxSink",
+            dependencies: [
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -60,6 +76,15 @@ let package = Package(
         .testTarget(
             name: "NetSimTests",
             dependencies: ["NetSim", "ProbeEngine", "netprobe", "netsim"]
+        ),
+        .testTarget(
+            name: "ProbeConfigTests",
+            dependencies: ["ProbeConfig"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "InfluxSinkTests",
+            dependencies: ["InfluxSink"]
         ),
         .testTarget(
             name: "ProbeEngineTests",

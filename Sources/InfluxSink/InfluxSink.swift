@@ -1,0 +1,1 @@
+/// InfluxSink: placeholder until the sink lands.

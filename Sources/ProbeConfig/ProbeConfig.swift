@@ -1,0 +1,1 @@
+/// ProbeConfig: placeholder until the configuration loader lands.
