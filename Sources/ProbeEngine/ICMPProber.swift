@@ -20,6 +20,9 @@ public struct ICMPProbeConfiguration: Sendable {
     public var ttl: Int?
     /// Upper bound on requests per second over all targets.
     public var packetsPerSecond: Double
+    /// Repeat each target's round of `count` probes every this many nanoseconds until
+    /// `stop()` (`netprobe run`); nil for a single round.
+    public var roundIntervalNanoseconds: Int64? = nil
 
     public init(count: Int = 5, intervalNanoseconds: Int64 = 1_000_000_000, timeoutNanoseconds: Int64 = 1_000_000_000,
                 payloadLength: Int = 56, ttl: Int? = nil, packetsPerSecond: Double = 1000) {
@@ -58,7 +61,7 @@ public final class ICMPProber: @unchecked Sendable {
     let cookie: UInt64
     private var nextProbeNumber: UInt32
 
-    private let shared = Locked((stopRequested: false, started: false, diagnostics: ICMPProberDiagnostics()))
+    private let shared = Locked((stopRequested: false, running: false, closed: false, diagnostics: ICMPProberDiagnostics()))
 
     /// The mode each socket is in (raw with CAP_NET_RAW, else datagram).
     public var socketModes: [AddressFamily: ICMPSocketMode] { sockets.mapValues(\.mode) }
@@ -92,21 +95,45 @@ public final class ICMPProber: @unchecked Sendable {
         nextProbeNumber = generator.next()
     }
 
-    /// Starts probing `targets` on the loop thread.
+    /// Closes the sockets. Call after the last stream finished (or never started).
+    public func close() {
+        let wasOpen = shared.withLock { state in
+            precondition(!state.running, "close() while probing")
+            defer { state.closed = true }
+            return !state.closed
+        }
+        if wasOpen { for socket in sockets.values { try? socket.close() } }
+    }
+
+    deinit {
+        if !shared.withLock({ $0.closed }) { for socket in sockets.values { try? socket.close() } }
+    }
+
+    func runEnded() {
+        shared.withLock { $0.running = false }
+    }
+
+    /// Starts probing `targets` on the loop thread. Call again for new targets once the
+    /// previous stream has finished; the sockets stay open in between.
     /// - Returns: replies as they arrive and one round result per target; the stream
     ///   finishes when every target's round is complete (or after `stop()`).
-    /// - Parameter reportingAttempts: false leaves out the per-attempt events (cheaper when
-    ///   only the rounds are wanted).
-    public func probe(_ targets: [ProbeTarget], reportingAttempts: Bool = true) -> AsyncStream<ProbeEvent> {
+    /// - Parameters:
+    ///   - targets: what to probe.
+    ///   - configuration: settings for this run only (e.g. after a reload); nil keeps the
+    ///     prober's own. Socket options (TTL) stay as the sockets were opened.
+    ///   - reportingAttempts: false leaves out the per-attempt events (cheaper when only
+    ///     the rounds are wanted).
+    public func probe(_ targets: [ProbeTarget], configuration override: ICMPProbeConfiguration? = nil, reportingAttempts: Bool = true) -> AsyncStream<ProbeEvent> {
         let (stream, continuation) = AsyncStream<ProbeEvent>.makeStream(bufferingPolicy: .unbounded)
         shared.withLock { state in
-            precondition(!state.started, "an ICMPProber runs one probe call")
-            state.started = true
+            precondition(!state.running && !state.closed, "an ICMPProber runs one probe call at a time, before close()")
+            state.running = true
+            state.stopRequested = false
         }
         continuation.onTermination = { [weak self] termination in
             if case .cancelled = termination { self?.stop() }
         }
-        loop.add(ICMPRun(prober: self, targets: targets, reportingAttempts: reportingAttempts, continuation: continuation))
+        loop.add(ICMPRun(prober: self, configuration: override ?? configuration, targets: targets, reportingAttempts: reportingAttempts, continuation: continuation))
         return stream
     }
 
@@ -139,6 +166,7 @@ private final class ICMPRun: LoopTask {
     let continuation: AsyncStream<ProbeEvent>.Continuation
     let configuration: ICMPProbeConfiguration
     var tallies: RoundBook
+    var cycle: RoundCycle
     /// When the late windows of lost probes end, in order (deadlines expire in send order).
     var lateWindows = Deque<(end: Int64, targetIndex: Int)>()
     var outbox: RoundOutbox
@@ -152,13 +180,14 @@ private final class ICMPRun: LoopTask {
 
     let reportingAttempts: Bool
 
-    init(prober: ICMPProber, targets: [ProbeTarget], reportingAttempts: Bool, continuation: AsyncStream<ProbeEvent>.Continuation) {
+    init(prober: ICMPProber, configuration: ICMPProbeConfiguration, targets: [ProbeTarget], reportingAttempts: Bool, continuation: AsyncStream<ProbeEvent>.Continuation) {
         self.prober = prober
         self.reportingAttempts = reportingAttempts
         self.targets = targets
         self.continuation = continuation
-        configuration = prober.configuration
+        self.configuration = configuration
         tallies = RoundBook(count: targets.count)
+        cycle = RoundCycle(targetCount: targets.count, roundInterval: configuration.roundIntervalNanoseconds)
         outbox = RoundOutbox(continuation: continuation)
         // Remembered past the deadline for the late window (one timeout) and a second more,
         // to tell late replies and duplicates from foreign ones; no longer, since at
@@ -173,9 +202,13 @@ private final class ICMPRun: LoopTask {
         for socket in prober.sockets.values {
             try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue, for: self)
         }
-        schedule = SendSchedule(targets: targets.indices.filter { targets[$0].address != nil },
-                                interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.packetsPerSecond, start: now)
-        for index in targets.indices where targets[index].address == nil {
+        // Repeating rounds keep unresolved targets in the schedule: each of their rounds
+        // reports "unresolved", so the gap shows in the data instead of silence.
+        schedule = SendSchedule(targets: targets.indices.filter { cycle.isRepeating || targets[$0].address != nil },
+                                interval: configuration.intervalNanoseconds, phaseWindow: configuration.roundIntervalNanoseconds,
+                                packetsPerSecond: configuration.packetsPerSecond, start: now)
+        cycle.plan(schedule.plannedStarts)
+        for index in targets.indices where targets[index].address == nil && !cycle.isRepeating {
             tallies[index].startTime = Date()
             report(index)
         }
@@ -233,9 +266,9 @@ private final class ICMPRun: LoopTask {
         }
         for socket in prober.sockets.values {
             loop?.unwatch(socket.descriptor.rawValue)
-            try? socket.close()
         }
         prober.publish(diagnostics)
+        prober.runEnded()
         outbox.flush(now: Clock.monotonicNanoseconds(), force: true)
         continuation.finish()
     }
@@ -245,7 +278,13 @@ private final class ICMPRun: LoopTask {
     func sendDue(now: Int64) throws {
         while let due = schedule.popDue(now: now) {
             let index = due.targetIndex
-            guard let address = targets[index].address else { continue }
+            if tallies[index].sent == 0 { tallies[index].slipNanoseconds = cycle.slip(of: index, now: now) }
+            guard let address = targets[index].address else {
+                tallies[index].startTime = Date()
+                report(index)
+                startNextRound(index, now: now)
+                continue
+            }
             if try send(to: address, targetIndex: index) {
                 if configuration.count == 0 || tallies[index].sent < configuration.count {
                     schedule.scheduleNext(after: due)
@@ -363,7 +402,8 @@ private final class ICMPRun: LoopTask {
             tallies[record.targetIndex].late += 1
             if concludesProbe {
                 tallies[record.targetIndex].concluded += 1
-            } else {
+            } else if tallies[record.targetIndex].lostAwaitingLate > 0 {
+                // (After a new round began, a late reply of the last one only counts as late.)
                 tallies[record.targetIndex].lostAwaitingLate -= 1
             }
         case .ignored(let reason):
@@ -387,10 +427,21 @@ private final class ICMPRun: LoopTask {
     // MARK: rounds
 
     func reportFinished() {
-        for index in tallies.takeCompleted(count: configuration.count, stopping: stopping, now: Clock.monotonicNanoseconds()) {
+        let now = Clock.monotonicNanoseconds()
+        for index in tallies.takeCompleted(count: configuration.count, stopping: stopping, now: now) {
+            // A repeating round that a stop caught before its first probe is not a round.
+            if cycle.isRepeating && tallies[index].sent == 0 { continue }
             outbox.add(tallies[index].result(kind: .icmp, targetIndex: index, target: targets[index]))
             tallies[index].samples = []
+            startNextRound(index, now: now)
         }
+    }
+
+    /// Repeating rounds: plans the target's next round once this one is reported.
+    func startNextRound(_ index: Int, now: Int64) {
+        guard !stopping, let next = cycle.planNextRound(of: index, now: now) else { return }
+        tallies.reset(index)
+        schedule.retry(index, at: next)
     }
 
     /// Reports a round now, whatever its counts (unresolved targets, a failed loop).

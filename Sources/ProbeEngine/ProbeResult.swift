@@ -123,6 +123,9 @@ public struct RoundResult: Sendable {
     public var userTimestamps: Int
     /// The bounded outcome of the round.
     public var outcome: ProbeOutcome
+    /// How late the round's first probe left against its plan, in milliseconds (`run`'s
+    /// repeating rounds only; nil for one-off rounds).
+    public var scheduleSlipMilliseconds: Double?
 
     /// Attempts per outcome (ok, refused, timeout, unreachable, error).
     public var outcomeCounts: [ProbeOutcome: Int] {
@@ -169,6 +172,8 @@ struct RoundTally {
     /// for them (CLOCK_MONOTONIC).
     var lostAwaitingLate = 0
     var lateWindowEnd: Int64 = 0
+    /// Repeating rounds: how late the first probe left against its plan.
+    var slipNanoseconds: Int64?
 
     mutating func recordSample(index: Int, milliseconds: Double, source: TimestampSource) {
         received += 1
@@ -195,7 +200,8 @@ struct RoundTally {
             refused: refused, errors: errors,
             lossPercent: sent > 0 ? Double(sent - received) / Double(sent) * 100 : 100,
             statistics: RTTStatistics(samples: rtts), rttsMilliseconds: rtts, ttl: ttl,
-            kernelTimestamps: kernelSamples, userTimestamps: userSamples, outcome: outcome(resolved: target.address != nil))
+            kernelTimestamps: kernelSamples, userTimestamps: userSamples, outcome: outcome(resolved: target.address != nil),
+            scheduleSlipMilliseconds: slipNanoseconds.map { Double($0) / 1_000_000 })
     }
 }
 
@@ -219,6 +225,12 @@ struct RoundBook {
             touched.append(index)
             yield &tallies[index]
         }
+    }
+
+    /// Starts a target's next round with fresh counts (repeating rounds).
+    mutating func reset(_ index: Int) {
+        if tallies[index].reported { unreported += 1 }
+        tallies[index] = RoundTally()
     }
 
     /// Marks one round to be looked at on the next `takeCompleted`.
@@ -287,5 +299,41 @@ struct RoundOutbox {
         for event in pending { continuation.yield(event) }
         pending.removeAll(keepingCapacity: true)
         lastFlush = now
+    }
+}
+
+/// When each target's rounds start, for `run`'s repeating rounds: every round interval
+/// after the target's phase, a round never starting before the previous one is reported.
+struct RoundCycle {
+    /// Nil for a one-off round (`ping`, `tcp`, `check`).
+    let roundInterval: Int64?
+    private var plannedStart: [Int64]
+
+    init(targetCount: Int, roundInterval: Int64?) {
+        self.roundInterval = roundInterval
+        plannedStart = Array(repeating: 0, count: targetCount)
+    }
+
+    var isRepeating: Bool { roundInterval != nil }
+
+    mutating func plan(_ starts: [(targetIndex: Int, instant: Int64)]) {
+        for (index, instant) in starts { plannedStart[index] = instant }
+    }
+
+    /// How late a round that starts now is against its plan.
+    func slip(of index: Int, now: Int64) -> Int64? {
+        roundInterval == nil ? nil : max(0, now - plannedStart[index])
+    }
+
+    /// Plans the target's next round after one was reported.
+    /// - Returns: when it should start; nil for one-off rounds.
+    mutating func planNextRound(of index: Int, now: Int64) -> Int64? {
+        guard let roundInterval else { return nil }
+        var next = plannedStart[index] + roundInterval
+        // A round that overran by more than a whole interval re-anchors the plan instead of
+        // reporting an ever-growing slip forever after.
+        if now - next > roundInterval { next = now }
+        plannedStart[index] = next
+        return next
     }
 }

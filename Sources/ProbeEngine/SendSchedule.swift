@@ -17,18 +17,26 @@ struct SendSchedule {
     let spacing: Int64
     let interval: Int64
 
+    /// The first send of each target, as planned: (target index, CLOCK_MONOTONIC instant).
+    private(set) var plannedStarts: [(targetIndex: Int, instant: Int64)] = []
+
     /// - Parameters:
     ///   - targets: indices of the targets to probe, in order.
     ///   - interval: nanoseconds between two probes of one target.
+    ///   - phaseWindow: the first sends are spread evenly over this many nanoseconds
+    ///     (one interval for ad hoc runs, the round interval for `run`); nil means `interval`.
     ///   - packetsPerSecond: the most probes per second over all targets.
     ///   - start: CLOCK_MONOTONIC instant of the first send.
-    init(targets: [Int], interval: Int64, packetsPerSecond: Double, start: Int64) {
+    init(targets: [Int], interval: Int64, phaseWindow: Int64? = nil, packetsPerSecond: Double, start: Int64) {
         self.interval = interval
         spacing = max(1, Int64(1_000_000_000 / packetsPerSecond))
         nextSlot = start
-        let phaseStep = max(spacing, targets.isEmpty ? 0 : interval / Int64(targets.count))
+        let window = phaseWindow ?? interval
+        let phaseStep = max(spacing, targets.isEmpty ? 0 : window / Int64(targets.count))
         for (position, index) in targets.enumerated() {
-            heap.insert(Due(instant: start + Int64(position) * phaseStep, targetIndex: index))
+            let instant = start + Int64(position) * phaseStep
+            heap.insert(Due(instant: instant, targetIndex: index))
+            plannedStarts.append((index, instant))
         }
     }
 

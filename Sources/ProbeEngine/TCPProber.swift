@@ -18,6 +18,9 @@ public struct TCPProbeConfiguration: Sendable {
     public var attemptsPerSecond: Double
     /// Most handshakes in flight at once (bounded by the descriptor limit).
     public var maximumInFlight: Int
+    /// Repeat each target's round of `count` handshakes every this many nanoseconds until
+    /// `stop()` (`netprobe run`); nil for a single round.
+    public var roundIntervalNanoseconds: Int64? = nil
 
     public init(count: Int = 5, intervalNanoseconds: Int64 = 1_000_000_000, timeoutNanoseconds: Int64 = 1_000_000_000,
                 attemptsPerSecond: Double = 1000, maximumInFlight: Int = 4096) {
@@ -39,7 +42,7 @@ public final class TCPProber: @unchecked Sendable {
     public let configuration: TCPProbeConfiguration
     let logger: Logger
     let loop: ProbeLoop
-    private let shared = Locked((stopRequested: false, started: false))
+    private let shared = Locked((stopRequested: false, running: false))
 
     /// - Parameters:
     ///   - configuration: counts, timing, concurrency.
@@ -54,19 +57,24 @@ public final class TCPProber: @unchecked Sendable {
     /// Starts probing `targets` (each with a port) on the loop thread.
     /// - Returns: each attempt's outcome as it completes and one round result per target;
     ///   the stream finishes when every round is complete (or after `stop()`).
-    /// - Parameter reportingAttempts: false leaves out the per-attempt events (cheaper when
-    ///   only the rounds are wanted).
-    public func probe(_ targets: [ProbeTarget], reportingAttempts: Bool = true) -> AsyncStream<ProbeEvent> {
+    /// - Parameters:
+    ///   - targets: what to probe.
+    ///   - configuration: settings for this run only (e.g. after a reload); nil keeps the
+    ///     prober's own.
+    ///   - reportingAttempts: false leaves out the per-attempt events (cheaper when only
+    ///     the rounds are wanted).
+    public func probe(_ targets: [ProbeTarget], configuration override: TCPProbeConfiguration? = nil, reportingAttempts: Bool = true) -> AsyncStream<ProbeEvent> {
         precondition(targets.allSatisfy { $0.port != nil }, "TCP targets need a port")
         let (stream, continuation) = AsyncStream<ProbeEvent>.makeStream(bufferingPolicy: .unbounded)
         shared.withLock { state in
-            precondition(!state.started, "a TCPProber runs one probe call")
-            state.started = true
+            precondition(!state.running, "a TCPProber runs one probe call at a time")
+            state.running = true
+            state.stopRequested = false
         }
         continuation.onTermination = { [weak self] termination in
             if case .cancelled = termination { self?.stop() }
         }
-        loop.add(TCPRun(prober: self, targets: targets, reportingAttempts: reportingAttempts, continuation: continuation))
+        loop.add(TCPRun(prober: self, configuration: override ?? configuration, targets: targets, reportingAttempts: reportingAttempts, continuation: continuation))
         return stream
     }
 
@@ -79,6 +87,10 @@ public final class TCPProber: @unchecked Sendable {
 
     var isStopRequested: Bool {
         shared.withLock { $0.stopRequested }
+    }
+
+    func runEnded() {
+        shared.withLock { $0.running = false }
     }
 
     /// The outcome of a failed connect, from its errno.
@@ -107,6 +119,7 @@ private final class TCPRun: LoopTask {
     let continuation: AsyncStream<ProbeEvent>.Continuation
     let configuration: TCPProbeConfiguration
     var tallies: RoundBook
+    var cycle: RoundCycle
     var outbox: RoundOutbox
     var schedule: SendSchedule
     var attempts: [Int32: Attempt] = [:]
@@ -118,22 +131,25 @@ private final class TCPRun: LoopTask {
 
     let reportingAttempts: Bool
 
-    init(prober: TCPProber, targets: [ProbeTarget], reportingAttempts: Bool, continuation: AsyncStream<ProbeEvent>.Continuation) {
+    init(prober: TCPProber, configuration: TCPProbeConfiguration, targets: [ProbeTarget], reportingAttempts: Bool, continuation: AsyncStream<ProbeEvent>.Continuation) {
         self.prober = prober
         self.reportingAttempts = reportingAttempts
         self.targets = targets
         self.continuation = continuation
-        configuration = prober.configuration
+        self.configuration = configuration
         tallies = RoundBook(count: targets.count)
+        cycle = RoundCycle(targetCount: targets.count, roundInterval: configuration.roundIntervalNanoseconds)
         outbox = RoundOutbox(continuation: continuation)
         schedule = SendSchedule(targets: [], interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.attemptsPerSecond, start: 0)
     }
 
     func attach(to loop: ProbeLoop, now: Int64) throws {
         self.loop = loop
-        schedule = SendSchedule(targets: targets.indices.filter { targets[$0].address != nil },
-                                interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.attemptsPerSecond, start: now)
-        for index in targets.indices where targets[index].address == nil {
+        schedule = SendSchedule(targets: targets.indices.filter { cycle.isRepeating || targets[$0].address != nil },
+                                interval: configuration.intervalNanoseconds, phaseWindow: configuration.roundIntervalNanoseconds,
+                                packetsPerSecond: configuration.attemptsPerSecond, start: now)
+        cycle.plan(schedule.plannedStarts)
+        for index in targets.indices where targets[index].address == nil && !cycle.isRepeating {
             tallies[index].startTime = Date()
             report(index)
         }
@@ -146,8 +162,16 @@ private final class TCPRun: LoopTask {
             tallies.touchAll()
         }
         while attempts.count < configuration.maximumInFlight, let due = schedule.popDue(now: now) {
-            try start(due.targetIndex)
-            if configuration.count == 0 || tallies[due.targetIndex].sent < configuration.count {
+            let index = due.targetIndex
+            if tallies[index].sent == 0 { tallies[index].slipNanoseconds = cycle.slip(of: index, now: now) }
+            guard targets[index].address != nil else {
+                tallies[index].startTime = Date()
+                report(index)
+                startNextRound(index, now: now)
+                continue
+            }
+            try start(index)
+            if configuration.count == 0 || tallies[index].sent < configuration.count {
                 schedule.scheduleNext(after: due)
             }
         }
@@ -187,6 +211,7 @@ private final class TCPRun: LoopTask {
         }
         reportFinished()
         outbox.flush(now: Clock.monotonicNanoseconds(), force: true)
+        prober.runEnded()
         continuation.finish()
     }
 
@@ -284,10 +309,20 @@ private final class TCPRun: LoopTask {
     }
 
     func reportFinished() {
-        for index in tallies.takeCompleted(count: configuration.count, stopping: stopping, now: Clock.monotonicNanoseconds()) {
+        let now = Clock.monotonicNanoseconds()
+        for index in tallies.takeCompleted(count: configuration.count, stopping: stopping, now: now) {
+            if cycle.isRepeating && tallies[index].sent == 0 { continue }
             outbox.add(tallies[index].result(kind: .tcp, targetIndex: index, target: targets[index]))
             tallies[index].samples = []
+            startNextRound(index, now: now)
         }
+    }
+
+    /// Repeating rounds: plans the target's next round once this one is reported.
+    func startNextRound(_ index: Int, now: Int64) {
+        guard !stopping, let next = cycle.planNextRound(of: index, now: now) else { return }
+        tallies.reset(index)
+        schedule.retry(index, at: next)
     }
 
     /// Reports a round now, whatever its counts (unresolved targets, a failed loop).

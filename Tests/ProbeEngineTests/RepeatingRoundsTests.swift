@@ -1,0 +1,78 @@
+import Logging
+import XCTest
+@testable import ProbeEngine
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `run`'s repeating rounds, on real loopback sockets.
+final class RepeatingRoundsTests: XCTestCase {
+    func collect(_ stream: AsyncStream<ProbeEvent>, stopAfter seconds: Double, stop: @escaping @Sendable () -> Void) async -> [RoundResult] {
+        let timer = Task {
+            try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+            stop()
+        }
+        var rounds: [RoundResult] = []
+        for await event in stream {
+            if case .round(let round) = event { rounds.append(round) }
+        }
+        timer.cancel()
+        return rounds
+    }
+
+    func testICMPRoundsRepeatEveryIntervalWithoutOverlapAndUnresolvedTargetsReportEachRound() async throws {
+        guard geteuid() == 0 else { throw XCTSkip("needs root for raw ICMP sockets; CI runs as root") }
+        let logger = Logger(label: "test")
+        let sockets = try ICMPSocketSet.open(families: [.ipv4], ttl: nil, logger: logger)
+        var configuration = ICMPProbeConfiguration(count: 3, intervalNanoseconds: 20_000_000, timeoutNanoseconds: 100_000_000)
+        configuration.roundIntervalNanoseconds = 250_000_000
+        let prober = try ICMPProber(sockets: sockets, configuration: configuration, logger: logger)
+        defer { prober.close() }
+        let targets = [ProbeTarget(name: "127.0.0.1", address: IPAddress(parsing: "127.0.0.1")),
+                       ProbeTarget(name: "gone.invalid", address: nil, resolutionError: "gone")]
+        let rounds = await collect(prober.probe(targets, reportingAttempts: false), stopAfter: 1.15) { prober.stop() }
+        let loopback = rounds.filter { $0.targetIndex == 0 }
+        XCTAssertGreaterThanOrEqual(loopback.count, 4, "a round every 250 ms for 1.15 s")
+        XCTAssertLessThanOrEqual(loopback.count, 5)
+        for round in loopback {
+            XCTAssertEqual(round.sent, 3)
+            XCTAssertEqual(round.received, 3)
+            XCTAssertLessThan(try XCTUnwrap(round.scheduleSlipMilliseconds), 20, "slip is measured and small on an idle loop")
+        }
+        let starts = loopback.map(\.startTime.timeIntervalSince1970)
+        for (earlier, later) in zip(starts, starts.dropFirst()) {
+            XCTAssertEqual(later - earlier, 0.25, accuracy: 0.03, "rounds start one interval apart")
+        }
+        let unresolved = rounds.filter { $0.targetIndex == 1 }
+        XCTAssertGreaterThanOrEqual(unresolved.count, 4, "an unresolved row every round")
+        XCTAssertTrue(unresolved.allSatisfy { $0.outcome == .unresolved && $0.sent == 0 })
+
+        // The prober runs again on the same sockets after a stop.
+        var single = configuration
+        single.roundIntervalNanoseconds = nil
+        single.count = 2
+        let again = await collect(prober.probe([targets[0]], configuration: single, reportingAttempts: false), stopAfter: 10) {}
+        XCTAssertEqual(again.map(\.received), [2])
+        XCTAssertNil(again.first?.scheduleSlipMilliseconds)
+    }
+
+    func testTCPRoundsRepeatToo() async throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        XCTAssertEqual(listen(listener, 64), 0)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        let port = UInt16(bigEndian: address.sin_port)
+        var configuration = TCPProbeConfiguration(count: 2, intervalNanoseconds: 20_000_000, timeoutNanoseconds: 200_000_000)
+        configuration.roundIntervalNanoseconds = 200_000_000
+        let prober = try TCPProber(configuration: configuration, logger: Logger(label: "test"))
+        let rounds = await collect(prober.probe([ProbeTarget(name: "127.0.0.1", address: IPAddress(parsing: "127.0.0.1"), port: port)],
+                                                reportingAttempts: false), stopAfter: 0.9) { prober.stop() }
+        XCTAssertGreaterThanOrEqual(rounds.count, 4)
+        XCTAssertTrue(rounds.allSatisfy { $0.sent == 2 && $0.received == 2 }, "\(rounds.map { ($0.sent, $0.received) })")
+    }
+}
