@@ -1,1 +1,0 @@
-/// ProbeConfig: placeholder until the configuration loader lands.

@@ -1,0 +1,240 @@
+/// Which address family to probe when a name resolves to both.
+public enum AddressFamilyPreference: String, Sendable, CaseIterable {
+    /// Whatever the resolver returns first (the system's preference, usually IPv6).
+    case any
+    /// IPv4 addresses only; names without one are reported unresolved.
+    case ipv4
+    /// IPv6 addresses only; names without one are reported unresolved.
+    case ipv6
+}
+
+/// How one kind of probe (ICMP echo or TCP handshake) is run, from the `icmp:` or `tcp:`
+/// section of the config file.
+public struct ProbeSettings: Sendable, Equatable {
+    /// Time between the starts of two rounds to the same target (`interval`).
+    public var intervalNanoseconds: Int64
+    /// Packets (or handshakes) per target per round (`count`).
+    public var count: Int
+    /// Time between two packets of one round to the same target (`spacing`).
+    public var spacingNanoseconds: Int64
+    /// How long to wait for each reply (`timeout`).
+    public var timeoutNanoseconds: Int64
+    /// ICMP payload bytes (`size`); unused for TCP.
+    public var payloadSize: Int
+    /// IP time-to-live / hop limit of sent packets (`ttl`); nil keeps the system default.
+    public var ttl: Int?
+    /// Which address family to use (`family`).
+    public var family: AddressFamilyPreference
+
+    /// - Parameters:
+    ///   - intervalNanoseconds: time between two rounds.
+    ///   - count: packets per target per round.
+    ///   - spacingNanoseconds: time between two packets of a round.
+    ///   - timeoutNanoseconds: how long to wait for each reply.
+    ///   - payloadSize: ICMP payload bytes.
+    ///   - ttl: time-to-live, nil for the system default.
+    ///   - family: address family preference.
+    public init(
+        intervalNanoseconds: Int64 = 10_000_000_000,
+        count: Int = 5,
+        spacingNanoseconds: Int64 = 200_000_000,
+        timeoutNanoseconds: Int64 = 1_000_000_000,
+        payloadSize: Int = 56,
+        ttl: Int? = nil,
+        family: AddressFamilyPreference = .any
+    ) {
+        self.intervalNanoseconds = intervalNanoseconds
+        self.count = count
+        self.spacingNanoseconds = spacingNanoseconds
+        self.timeoutNanoseconds = timeoutNanoseconds
+        self.payloadSize = payloadSize
+        self.ttl = ttl
+        self.family = family
+    }
+
+    /// The values used for any key the file leaves out: 5 packets 200ms apart every 10s,
+    /// 1s timeout, 56-byte payload (as ping), system TTL, any family.
+    public static let defaults = ProbeSettings()
+}
+
+/// A password or token. It prints as `<redacted>` everywhere (description, debug
+/// description, `dump`, string interpolation of anything that contains it) so it cannot
+/// leak into logs; only `value` gives it out, to the code that sends it.
+public struct Secret: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    /// The secret itself. Read it only to put it into a request.
+    public let value: String
+
+    /// - Parameter value: the secret.
+    public init(_ value: String) {
+        self.value = value
+    }
+
+    /// Always `<redacted>`.
+    public var description: String { "<redacted>" }
+    /// Always `<redacted>`.
+    public var debugDescription: String { "<redacted>" }
+    /// No children, so `dump` and mirrors show nothing but `<redacted>`.
+    public var customMirror: Mirror { Mirror(self, children: [], displayStyle: nil) }
+}
+
+/// How to talk to one InfluxDB server, decided by the keys present (or `api:`).
+public enum InfluxAPI: Sendable, Equatable {
+    /// InfluxDB 1.x `/write?db=...`; username and password only when the server wants auth.
+    case v1(database: String, retentionPolicy: String?, username: String?, password: Secret?)
+    /// InfluxDB 2.x/3.x `/api/v2/write?org=...&bucket=...` with `Authorization: Token ...`.
+    case v2(org: String, bucket: String, token: Secret)
+}
+
+/// One InfluxDB server from the `influxdb:` list.
+public struct InfluxServerSettings: Sendable, Equatable {
+    /// Distinct name of the server (`name`, default host[:port] of the URL): used in logs
+    /// and to keep each server's queue and spool apart.
+    public var name: String
+    /// Base URL, e.g. `https://influx.example.com:8086` (no `/write` path).
+    public var url: String
+    /// API version and its settings.
+    public var api: InfluxAPI
+    /// PEM file of the CA that signed the server's certificate (https only), path resolved
+    /// against the config file's directory.
+    public var caFile: String?
+    /// Whether to gzip request bodies.
+    public var gzip: Bool
+
+    /// - Parameters:
+    ///   - name: distinct server name.
+    ///   - url: base URL.
+    ///   - api: API version and its settings.
+    ///   - caFile: CA certificate file for https.
+    ///   - gzip: whether to gzip request bodies.
+    public init(name: String, url: String, api: InfluxAPI, caFile: String? = nil, gzip: Bool = true) {
+        self.name = name
+        self.url = url
+        self.api = api
+        self.caFile = caFile
+        self.gzip = gzip
+    }
+}
+
+/// One host to ping, from a ping targets file.
+public struct PingTarget: Sendable, Equatable {
+    /// The group the host is listed under, exactly as written; becomes the `env` tag.
+    public var env: String
+    /// Host name or address, exactly as written.
+    public var host: String
+    /// The targets file it comes from.
+    public var file: String
+    /// 1-based line of the host in that file, for messages about it.
+    public var line: Int
+
+    /// - Parameters:
+    ///   - env: group name.
+    ///   - host: host name or address.
+    ///   - file: targets file.
+    ///   - line: line of the host in that file.
+    public init(env: String, host: String, file: String, line: Int) {
+        self.env = env
+        self.host = host
+        self.file = file
+        self.line = line
+    }
+}
+
+/// One host and port to connect to, from a tcp targets file (a host with a list of
+/// ports gives one target per port).
+public struct TCPTarget: Sendable, Equatable {
+    /// The group the host is listed under, exactly as written; becomes the `env` tag.
+    public var env: String
+    /// Host name or address, exactly as written.
+    public var host: String
+    /// TCP port, 1...65535.
+    public var port: UInt16
+    /// The targets file it comes from.
+    public var file: String
+    /// 1-based line of the host in that file.
+    public var line: Int
+
+    /// - Parameters:
+    ///   - env: group name.
+    ///   - host: host name or address.
+    ///   - port: TCP port.
+    ///   - file: targets file.
+    ///   - line: line of the host in that file.
+    public init(env: String, host: String, port: UInt16, file: String, line: Int) {
+        self.env = env
+        self.host = host
+        self.port = port
+        self.file = file
+        self.line = line
+    }
+}
+
+/// Everything `netprobe run` needs, loaded and validated: defaults, then the file's
+/// values, then checks across them.
+public struct NetprobeConfiguration: Sendable, Equatable {
+    /// The config file, as given.
+    public var file: String
+    /// The `probe` tag (`probe`, default the machine's host name).
+    public var probeName: String
+    /// ICMP settings (`icmp:`).
+    public var icmp: ProbeSettings
+    /// TCP settings (`tcp:`); `payloadSize` and `ttl` are unused.
+    public var tcp: ProbeSettings
+    /// The ping targets file (resolved against the config's directory); nil when
+    /// `targets: ping: null` turns ICMP probing off.
+    public var pingTargetsPath: String?
+    /// The tcp targets file; nil when `targets: tcp: null` turns TCP probing off.
+    public var tcpTargetsPath: String?
+    /// Where results are written, in file order.
+    public var influxServers: [InfluxServerSettings]
+    /// Where results wait while a server is unreachable (`spool: directory`).
+    public var spoolDirectory: String
+    /// Most bytes the spool may hold (`spool: max_size`); oldest data goes first.
+    public var spoolMaximumBytes: Int64
+    /// Points per write request (`batch: size`).
+    public var batchSize: Int
+    /// Longest time a point waits before its batch is sent (`batch: flush_interval`).
+    public var flushIntervalNanoseconds: Int64
+    /// How often host names are resolved again (`resolve_interval`).
+    public var resolveIntervalNanoseconds: Int64
+    /// Hosts to ping, in file order.
+    public var pingTargets: [PingTarget]
+    /// Hosts and ports to connect to, in file order.
+    public var tcpTargets: [TCPTarget]
+    /// Things that work but look unintended, for `validate` and `run` to print.
+    public var warnings: [ConfigurationWarning]
+
+    /// - Parameters: one per property; see each property.
+    public init(
+        file: String,
+        probeName: String,
+        icmp: ProbeSettings = .defaults,
+        tcp: ProbeSettings = .defaults,
+        pingTargetsPath: String? = nil,
+        tcpTargetsPath: String? = nil,
+        influxServers: [InfluxServerSettings] = [],
+        spoolDirectory: String = "/var/lib/netprobe/spool",
+        spoolMaximumBytes: Int64 = 256_000_000,
+        batchSize: Int = 5000,
+        flushIntervalNanoseconds: Int64 = 1_000_000_000,
+        resolveIntervalNanoseconds: Int64 = 300_000_000_000,
+        pingTargets: [PingTarget] = [],
+        tcpTargets: [TCPTarget] = [],
+        warnings: [ConfigurationWarning] = []
+    ) {
+        self.file = file
+        self.probeName = probeName
+        self.icmp = icmp
+        self.tcp = tcp
+        self.pingTargetsPath = pingTargetsPath
+        self.tcpTargetsPath = tcpTargetsPath
+        self.influxServers = influxServers
+        self.spoolDirectory = spoolDirectory
+        self.spoolMaximumBytes = spoolMaximumBytes
+        self.batchSize = batchSize
+        self.flushIntervalNanoseconds = flushIntervalNanoseconds
+        self.resolveIntervalNanoseconds = resolveIntervalNanoseconds
+        self.pingTargets = pingTargets
+        self.tcpTargets = tcpTargets
+        self.warnings = warnings
+    }
+}
