@@ -53,8 +53,13 @@ let package = Package(
         .target(
             name: "InfluxSink",
             dependencies: [
+                "CZlib",
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        .target(
+            name: "CZlib",
+            linkerSettings: [.linkedLibrary("z")]
         ),
         .target(
             name: "NetSim",

@@ -1,1 +1,134 @@
-/// InfluxSink: placeholder until the sink lands.
+import Foundation
+import Logging
+import Synchronization
+
+/// Writes points to every configured InfluxDB server, each through its own durable spool
+/// and sender, so a slow or dead server never holds up another, and nothing acknowledged
+/// by `write` is lost to an outage or a restart (spool limits aside).
+public final class InfluxSink: Sendable {
+    private let senders: [ServerSender]
+    private let accepting = Mutex(true)
+    private let logger: Logger
+
+    /// Opens (and replays) each server's spool; starts one sender per server.
+    /// - Parameters:
+    ///   - servers: the servers; every point goes to each. Names must be unique.
+    ///   - spoolDirectory: holds one directory per server (its name, made filesystem-safe).
+    ///   - spoolLimitBytes: per server; beyond it the oldest points are dropped.
+    ///   - batchSize: points per request at most; a full batch is sent at once.
+    ///   - flushIntervalNanoseconds: a partial batch waits at most this long.
+    ///   - logger: where the sink reports.
+    ///   - deliveryPolicy: backoff and timeouts; the default suits production.
+    /// - Throws: `InfluxSinkError` for duplicate names, an unusable URL, a spool in use by
+    ///   another process or that cannot be created.
+    public init(servers: [InfluxServer], spoolDirectory: String, spoolLimitBytes: Int64, batchSize: Int, flushIntervalNanoseconds: Int64,
+                logger: Logger, deliveryPolicy: DeliveryPolicy = DeliveryPolicy()) throws {
+        self.logger = logger
+        var seenDirectories: [String: String] = [:]
+        var senders: [ServerSender] = []
+        for server in servers {
+            let directoryName = Self.directoryName(for: server.name)
+            if let other = seenDirectories[directoryName] {
+                throw other == server.name ? InfluxSinkError.duplicateServerName(server.name)
+                    : InfluxSinkError.invalidConfiguration("InfluxDB servers \"\(other)\" and \"\(server.name)\" would share spool directory \(directoryName): rename one")
+            }
+            seenDirectories[directoryName] = server.name
+            if let caFile = server.caFile { try Self.checkCertificateAuthority(caFile, server: server, logger: logger) }
+            let spool = try Spool(directory: spoolDirectory + "/" + directoryName, limitBytes: spoolLimitBytes, serverName: server.name, logger: logger)
+            senders.append(try ServerSender(server: server, spool: spool, batchSize: batchSize,
+                                            flushInterval: .nanoseconds(max(1_000_000, flushIntervalNanoseconds)), policy: deliveryPolicy, logger: logger))
+            logger.info("InfluxDB server \(server)", metadata: ["spool": "\(spoolDirectory)/\(directoryName)"])
+        }
+        self.senders = senders
+        for sender in senders { sender.start() }
+    }
+
+    deinit {
+        // Dropped without shutdown(): let the senders end after their request in flight;
+        // the spools keep everything unsent.
+        for sender in senders { sender.abandon() }
+    }
+
+    /// Appends the points to every server's spool (durable, fsync per call) and returns;
+    /// never blocks on the network. Points that cannot be encoded (no writable field) are
+    /// counted as dropped.
+    /// - Throws: `InfluxSinkError.shutDown` after `shutdown`, or the first spool failure
+    ///   (the other servers' spools still got the points).
+    public func write(_ points: [InfluxPoint]) throws {
+        guard accepting.withLock({ $0 }) else { throw InfluxSinkError.shutDown }
+        let lines = points.compactMap(LineProtocol.encode)
+        let invalid = points.count - lines.count
+        if invalid > 0 {
+            logger.warning("dropped \(invalid) points that have no measurement or no writable field (NaN and infinity are not writable)")
+        }
+        var firstError: Error?
+        for sender in senders {
+            if invalid > 0 { sender.countDropped(invalid) }
+            do {
+                try sender.append(lines)
+            } catch {
+                logger.error("cannot spool points for InfluxDB server \(sender.server.name): \(error)")
+                if firstError == nil { firstError = error }
+            }
+        }
+        if let firstError { throw firstError }
+    }
+
+    /// Counters per server, in configuration order.
+    public func statistics() -> [ServerStatistics] {
+        senders.map(\.statistics)
+    }
+
+    /// Stops accepting points, sends what it can until the deadline, leaves the rest
+    /// spooled, and returns once no request is in flight.
+    /// - Parameter deadlineSeconds: from now; a request in flight at the deadline is
+    ///   waited for (its timeout is cut to the time left, at least 1 s).
+    public func shutdown(deadlineSeconds: Double) async {
+        accepting.withLock { $0 = false }
+        let deadline = ContinuousClock.now + .milliseconds(Int64(max(0, deadlineSeconds) * 1000))
+        await withTaskGroup(of: Void.self) { group in
+            for sender in senders {
+                group.addTask { await sender.stop(deadline: deadline) }
+            }
+        }
+        for statistics in statistics() where statistics.spooled > 0 {
+            logger.notice("InfluxDB server \(statistics.name): \(statistics.spooled) points stay spooled for the next start")
+        }
+    }
+
+    /// A server name as a directory name: letters, digits, "-", "_" and "." are kept,
+    /// anything else becomes "_"; when anything changed, a hash of the name is appended so
+    /// that different names stay different directories.
+    public static func directoryName(for serverName: String) -> String {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.".unicodeScalars)
+        var name = String(String.UnicodeScalarView(serverName.unicodeScalars.prefix(64).map { allowed.contains($0) ? $0 : "_" }))
+        if name != serverName || name.hasPrefix(".") || name.isEmpty {
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
+            for byte in serverName.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            name = (name.hasPrefix(".") ? "_" + name.dropFirst() : name) + "-" + String(hash, radix: 16)
+        }
+        return name
+    }
+
+    /// URLSession on Linux verifies against the system bundle only (FoundationNetworking
+    /// sets CURLOPT_CAINFO to it itself; SSL_CERT_FILE and CURL_CA_BUNDLE do not apply), so
+    /// a private CA must be installed system-wide: copy it to
+    /// /usr/local/share/ca-certificates/NAME.crt and run update-ca-certificates.
+    private static func checkCertificateAuthority(_ path: String, server: InfluxServer, logger: Logger) throws {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw InfluxSinkError.invalidConfiguration("InfluxDB server \(server.name): cannot read CA file \(path)")
+        }
+        let bundle = (try? String(contentsOfFile: "/etc/ssl/certs/ca-certificates.crt", encoding: .utf8)) ?? ""
+        let certificates = text.components(separatedBy: "-----END CERTIFICATE-----").dropLast().map { block -> String in
+            let body = block.components(separatedBy: "-----BEGIN CERTIFICATE-----").last ?? ""
+            return body.filter { !$0.isWhitespace }
+        }
+        let compactBundle = bundle.filter { !$0.isWhitespace }
+        if certificates.isEmpty || !certificates.allSatisfy({ compactBundle.contains($0) }) {
+            logger.warning("""
+                InfluxDB server \(server.name): CA file \(path) is not in the system trust store, and URLSession on Linux \
+                trusts only that: copy it to /usr/local/share/ca-certificates/\(directoryName(for: server.name)).crt and run update-ca-certificates
+                """)
+        }
+    }
+}

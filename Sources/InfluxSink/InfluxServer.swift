@@ -1,0 +1,139 @@
+import Foundation
+
+/// One server every point is written to (servers are replicas, not fail-overs).
+public struct InfluxServer: Sendable, CustomStringConvertible {
+    /// How the server is written to and authenticated against.
+    public enum API: Sendable {
+        /// InfluxDB 1.x (and InfluxDB 3, VictoriaMetrics): POST /write, Basic auth when a username is given.
+        case v1(database: String, retentionPolicy: String?, username: String?, password: String?)
+        /// InfluxDB 2.x (and InfluxDB 3, VictoriaMetrics): POST /api/v2/write with `Authorization: Token`.
+        case v2(org: String, bucket: String, token: String)
+    }
+
+    /// The name in logs and statistics, and (sanitized) the server's spool directory.
+    public var name: String
+    /// The base URL, e.g. http://127.0.0.1:8086 (a path prefix is kept).
+    public var url: URL
+    /// The write API and its credentials.
+    public var api: API
+    /// A PEM file of the CA that signed the server's certificate. URLSession on Linux
+    /// always verifies against the system bundle (it sets CURLOPT_CAINFO itself), so this
+    /// CA must also be in the system trust store; the sink warns when it is not.
+    public var caFile: String?
+    /// Compress request bodies with gzip (`Content-Encoding: gzip`).
+    public var gzip: Bool
+
+    public init(name: String, url: URL, api: API, caFile: String? = nil, gzip: Bool = false) {
+        self.name = name
+        self.url = url
+        self.api = api
+        self.caFile = caFile
+        self.gzip = gzip
+    }
+
+    /// Safe to log: passwords and tokens are redacted.
+    public var description: String {
+        let apiText: String
+        switch api {
+        case .v1(let database, let retentionPolicy, let username, let password):
+            apiText = "v1 database=\(database)" + (retentionPolicy.map { " rp=\($0)" } ?? "")
+                + (username.map { " username=\($0)" } ?? "") + (password == nil ? "" : " password=<redacted>")
+        case .v2(let org, let bucket, _):
+            apiText = "v2 org=\(org) bucket=\(bucket) token=<redacted>"
+        }
+        return "\(name) (\(Self.redacted(url)) \(apiText)\(gzip ? " gzip" : "")\(caFile.map { " ca=\($0)" } ?? ""))"
+    }
+
+    /// The URL without any user:password part.
+    static func redacted(_ url: URL) -> String {
+        guard var components = URLComponents(url: url, resolvingAgainstBaseURL: false), components.password != nil || components.user != nil else {
+            return url.absoluteString
+        }
+        components.user = nil
+        components.password = nil
+        return components.string ?? "<url>"
+    }
+}
+
+extension InfluxServer.API: CustomStringConvertible {
+    /// Safe to log: passwords and tokens are redacted.
+    public var description: String {
+        switch self {
+        case .v1(let database, let retentionPolicy, let username, let password):
+            return "v1(database: \(database), retentionPolicy: \(retentionPolicy ?? "nil"), username: \(username ?? "nil"), password: \(password == nil ? "nil" : "<redacted>"))"
+        case .v2(let org, let bucket, _):
+            return "v2(org: \(org), bucket: \(bucket), token: <redacted>)"
+        }
+    }
+}
+
+/// What happened to the points of one server since the sink started.
+public struct ServerStatistics: Sendable, Equatable {
+    /// The server's name.
+    public var name: String
+    /// Points the server acknowledged.
+    public var written: Int
+    /// Points on disk not yet acknowledged (in flight included).
+    public var spooled: Int
+    /// Points thrown away: the oldest, when the spool was over its size limit, and points
+    /// that could not be encoded at all.
+    public var dropped: Int
+    /// Requests repeated after a retryable failure (5xx, 429, network error).
+    public var retried: Int
+    /// Failed requests of any kind.
+    public var sendErrors: Int
+    /// Points the server refused for good (4xx other than 429); they are in the dead-letter file.
+    public var permanentErrors: Int
+    /// The last failure, e.g. "HTTP 503: ..." or "network: ..."; nil until one happens.
+    public var lastError: String?
+}
+
+/// How senders pace their requests. The defaults suit production; tests shorten them.
+public struct DeliveryPolicy: Sendable {
+    /// The first retry waits about this long; each further one twice as long.
+    public var initialBackoffSeconds: Double
+    /// The longest wait between retries (before jitter).
+    public var maximumBackoffSeconds: Double
+    /// A Retry-After longer than this is cut to it.
+    public var maximumRetryAfterSeconds: Double
+    /// Per request; URLSession on Linux takes whole seconds only.
+    public var requestTimeoutSeconds: Int
+
+    public init(initialBackoffSeconds: Double = 0.5, maximumBackoffSeconds: Double = 30, maximumRetryAfterSeconds: Double = 300, requestTimeoutSeconds: Int = 10) {
+        self.initialBackoffSeconds = initialBackoffSeconds
+        self.maximumBackoffSeconds = maximumBackoffSeconds
+        self.maximumRetryAfterSeconds = maximumRetryAfterSeconds
+        self.requestTimeoutSeconds = max(1, requestTimeoutSeconds)
+    }
+
+    /// The wait before retry number `attempt` (1-based): exponential, with jitter in
+    /// [50 %, 100 %] so that senders restarted together do not retry together.
+    func backoffSeconds(attempt: Int) -> Double {
+        let exponential = initialBackoffSeconds * pow(2, Double(min(attempt - 1, 30)))
+        return min(maximumBackoffSeconds, exponential) * Double.random(in: 0.5...1.0)
+    }
+}
+
+/// Why the sink could not start or accept points.
+public enum InfluxSinkError: Error, CustomStringConvertible {
+    /// Two servers have the same name (their spools would collide).
+    case duplicateServerName(String)
+    /// write() after shutdown().
+    case shutDown
+    /// Another process holds the server's spool.
+    case spoolLocked(path: String)
+    /// A file operation on the spool failed.
+    case spool(operation: String, path: String, errno: Int32)
+    /// The configuration is unusable.
+    case invalidConfiguration(String)
+
+    public var description: String {
+        switch self {
+        case .duplicateServerName(let name): return "two InfluxDB servers are named \"\(name)\": give each a unique name"
+        case .shutDown: return "the InfluxDB sink is shut down"
+        case .spoolLocked(let path): return "spool \(path) is in use by another process (lock held)"
+        case .spool(let operation, let path, let code): return "spool: \(operation) \(path): \(String(cString: strerror(code)))"
+        case .invalidConfiguration(let text): return text
+        }
+    }
+}

@@ -1,0 +1,160 @@
+/// The value of one field of a point.
+public enum FieldValue: Sendable, Equatable {
+    /// A signed 64-bit integer, written with the `i` suffix.
+    case integer(Int64)
+    /// A float; NaN and the infinities cannot be stored, so such fields are left out.
+    case float(Double)
+    /// A string, written in double quotes.
+    case string(String)
+    /// A boolean, written as `true` or `false`.
+    case boolean(Bool)
+}
+
+/// One point of a time series: what `LineProtocol` turns into one line.
+public struct InfluxPoint: Sendable, Equatable {
+    /// The measurement (the series' name).
+    public var measurement: String
+    /// Tags by key; written sorted by key, as InfluxDB recommends. Empty values are left out.
+    public var tags: [String: String]
+    /// Fields in the order they are written; a repeated key keeps its last value.
+    public var fields: [(key: String, value: FieldValue)]
+    /// Nanoseconds since the Unix epoch (the sink writes with precision=ns).
+    public var timestampNanoseconds: Int64
+
+    public init(measurement: String, tags: [String: String] = [:], fields: [(key: String, value: FieldValue)], timestampNanoseconds: Int64) {
+        self.measurement = measurement
+        self.tags = tags
+        self.fields = fields
+        self.timestampNanoseconds = timestampNanoseconds
+    }
+
+    public static func == (left: InfluxPoint, right: InfluxPoint) -> Bool {
+        left.measurement == right.measurement && left.tags == right.tags
+            && left.timestampNanoseconds == right.timestampNanoseconds
+            && left.fields.count == right.fields.count
+            && zip(left.fields, right.fields).allSatisfy { $0.key == $1.key && $0.value == $1.value }
+    }
+}
+
+/// InfluxDB line protocol, written so that what the server stores is what the caller gave.
+///
+/// Escaping: measurement `,` and space; tag keys and values `,` `=` and space; field keys
+/// `,` `=` space and `"` (a bare quote there opens a string in 1.x); string values `"`
+/// and `\`.
+///
+/// What cannot round-trip is changed in a fixed, documented way (all checked against
+/// InfluxDB 1.6 by the tests):
+/// - Carriage returns and newlines become spaces everywhere: a line is a point, and 1.x
+///   has no escape for a newline in names or tag values (`\n` would be stored as the two
+///   characters backslash and n).
+/// - In measurements, tag keys, tag values and field keys, backslashes at the end or right
+///   before `,`, `=`, space or `"` are removed: 1.x has no escape for a backslash outside
+///   string fields, and its line splitter reads every backslash as escaping the next byte
+///   (a trailing one would escape the separator). Any other backslash is stored as it is.
+/// - A measurement beginning with `#` or a tab gets a `_` in front: the line would be a
+///   comment, or the tab trimmed as leading whitespace.
+/// - Empty tag values, empty keys and the key `time` are left out (the server rejects
+///   them); so are float fields that are NaN or infinite.
+/// - A point left with no field, or with an empty measurement, cannot be written.
+public enum LineProtocol {
+    /// Encodes one point as one line, without a trailing newline.
+    /// - Parameter point: the point.
+    /// - Returns: the line, or nil when the point has no writable field or measurement.
+    public static func encode(_ point: InfluxPoint) -> String? {
+        var measurement = identifier(point.measurement)
+        guard !measurement.isEmpty else { return nil }
+        if let first = measurement.unicodeScalars.first, first == "#" || first == "\t" { measurement = "_" + measurement }
+        var line = ""
+        line.reserveCapacity(64 + 16 * (point.tags.count + point.fields.count))
+        appendEscaped(measurement, escaping: measurementSpecials, to: &line)
+        var tags: [String: String] = [:]
+        for (key, value) in point.tags {
+            let key = identifier(key)
+            let value = identifier(value)
+            guard !key.isEmpty, !value.isEmpty, key != "time" else { continue }
+            tags[key] = value
+        }
+        // Byte order, as the server sorts them (Swift's String order is not byte order).
+        for (key, value) in tags.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) {
+            line.append(",")
+            appendEscaped(key, escaping: keySpecials, to: &line)
+            line.append("=")
+            appendEscaped(value, escaping: keySpecials, to: &line)
+        }
+        var lastIndexOfKey: [String: Int] = [:]
+        for (index, field) in point.fields.enumerated() { lastIndexOfKey[field.key] = index }
+        var separator = " "
+        for (index, field) in point.fields.enumerated() where lastIndexOfKey[field.key] == index {
+            let key = identifier(field.key)
+            guard !key.isEmpty, key != "time" else { continue }
+            let text: String
+            switch field.value {
+            case .integer(let value): text = "\(value)i"
+            case .float(let value):
+                guard value.isFinite else { continue }
+                // Swift's shortest round-trip form ("1e-07", "1.0", "-1.5e+300") is what
+                // Go's ParseFloat, and so every InfluxDB, accepts.
+                text = value.description
+            case .boolean(let value): text = value ? "true" : "false"
+            case .string(let value): text = quoted(value)
+            }
+            line.append(separator)
+            separator = ","
+            appendEscaped(key, escaping: fieldKeySpecials, to: &line)
+            line.append("=")
+            line.append(text)
+        }
+        guard separator == "," else { return nil }
+        line.append(" ")
+        line.append(String(point.timestampNanoseconds))
+        return line
+    }
+
+    private static let measurementSpecials: Set<Unicode.Scalar> = [",", " "]
+    private static let keySpecials: Set<Unicode.Scalar> = [",", "=", " "]
+    /// A bare `"` in a field key would open a string that runs into the next lines.
+    private static let fieldKeySpecials: Set<Unicode.Scalar> = [",", "=", " ", "\""]
+
+    // Everything below works on Unicode scalars, not Characters: a comma followed by a
+    // combining mark is one Character but still a separator to the server.
+
+    /// Newlines to spaces; backslashes removed at the end and right before `,`, `=`,
+    /// space or `"`: 1.x's line splitter takes every backslash as escaping the next byte,
+    /// so no spelling of such a backslash survives all of its parsers.
+    static func identifier(_ text: String) -> String {
+        // Backwards, so that a whole run of backslashes before such a character goes;
+        // the end of the text counts as such a character.
+        var kept: [Unicode.Scalar] = []
+        kept.reserveCapacity(text.unicodeScalars.count)
+        var beforeSensitive = true
+        for scalar in withoutNewlines(text).reversed() {
+            if scalar == "\\" && beforeSensitive { continue }
+            beforeSensitive = escapeSensitive.contains(scalar)
+            kept.append(scalar)
+        }
+        return String(String.UnicodeScalarView(kept.reversed()))
+    }
+
+    private static let escapeSensitive: Set<Unicode.Scalar> = [",", "=", " ", "\""]
+
+    private static func withoutNewlines(_ text: String) -> [Unicode.Scalar] {
+        text.unicodeScalars.map { $0 == "\n" || $0 == "\r" ? " " : $0 }
+    }
+
+    private static func appendEscaped(_ text: String, escaping specials: Set<Unicode.Scalar>, to line: inout String) {
+        for scalar in text.unicodeScalars {
+            if specials.contains(scalar) { line.unicodeScalars.append("\\") }
+            line.unicodeScalars.append(scalar)
+        }
+    }
+
+    private static func quoted(_ text: String) -> String {
+        var result = "\""
+        for scalar in withoutNewlines(text) {
+            if scalar == "\"" || scalar == "\\" { result.unicodeScalars.append("\\") }
+            result.unicodeScalars.append(scalar)
+        }
+        result.append("\"")
+        return result
+    }
+}

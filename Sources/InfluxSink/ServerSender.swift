@@ -1,0 +1,247 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// A wake-up call for one waiting task: a signal that arrives while nobody waits is kept
+/// for the next wait.
+final class WakeUp: Sendable {
+    private struct State {
+        var signalled = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func signal() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.signalled = true
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    /// Returns on a signal or after `duration`, whichever comes first.
+    func wait(for duration: Duration) async {
+        guard duration > .zero else { return }
+        let timer = Task { [self] in
+            do {
+                try await Task.sleep(for: duration)
+                signal()
+            } catch {}
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = state.withLock { state -> Bool in
+                if state.signalled {
+                    state.signalled = false
+                    return true
+                }
+                state.waiter = continuation
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+        timer.cancel()
+    }
+}
+
+/// One server's sender: takes batches from its spool, sends them, retries, dead-letters.
+/// Servers never wait for each other: each has its own spool, task and pace.
+final class ServerSender: Sendable {
+    private struct Control {
+        var stopDeadline: ContinuousClock.Instant?
+        var task: Task<Void, Never>?
+    }
+
+    let server: InfluxServer
+    let spool: Spool
+    private let writer: ServerWriter
+    private let batchSize: Int
+    private let flushInterval: Duration
+    private let policy: DeliveryPolicy
+    private let logger: Logger
+    private let counters: Mutex<ServerStatistics>
+    private let wakeUp = WakeUp()
+    private let control = Mutex(Control())
+
+    init(server: InfluxServer, spool: Spool, batchSize: Int, flushInterval: Duration, policy: DeliveryPolicy, logger: Logger) throws {
+        self.server = server
+        self.spool = spool
+        self.writer = try ServerWriter(server: server)
+        self.batchSize = max(1, batchSize)
+        self.flushInterval = flushInterval
+        self.policy = policy
+        var logger = logger
+        logger[metadataKey: "influxServer"] = "\(server.name)"
+        self.logger = logger
+        counters = Mutex(ServerStatistics(name: server.name, written: 0, spooled: 0, dropped: 0, retried: 0, sendErrors: 0, permanentErrors: 0, lastError: nil))
+    }
+
+    func start() {
+        control.withLock { control in
+            control.task = Task { [self] in await run() }
+        }
+    }
+
+    /// Spools lines for this server and wakes its sender.
+    func append(_ lines: [String]) throws {
+        let dropped = try spool.append(lines)
+        if dropped > 0 { counters.withLock { $0.dropped += dropped } }
+        wakeUp.signal()
+    }
+
+    func countDropped(_ points: Int) {
+        counters.withLock { $0.dropped += points }
+    }
+
+    var statistics: ServerStatistics {
+        var statistics = counters.withLock { $0 }
+        statistics.spooled = spool.spooledPoints
+        return statistics
+    }
+
+    /// Sends what it can until the deadline, then returns once the request in flight ended.
+    func stop(deadline: ContinuousClock.Instant) async {
+        let task = control.withLock { control -> Task<Void, Never>? in
+            control.stopDeadline = control.stopDeadline.map { min($0, deadline) } ?? deadline
+            return control.task
+        }
+        wakeUp.signal()
+        await task?.value
+    }
+
+    /// Stops without waiting (the sink was dropped without shutdown).
+    func abandon() {
+        control.withLock { $0.stopDeadline = .now }
+        wakeUp.signal()
+    }
+
+    private var stopDeadline: ContinuousClock.Instant? { control.withLock { $0.stopDeadline } }
+
+    private func run() async {
+        var batch: SpoolBatch?
+        var failures = 0
+        while true {
+            let deadline = stopDeadline
+            if let deadline, ContinuousClock.now >= deadline { return }
+            if batch == nil {
+                let unsent = spool.unsent
+                if deadline != nil && unsent.points == 0 { return }
+                let flushAt = unsent.oldestSince.map { $0 + flushInterval }
+                let due = unsent.points >= batchSize || deadline != nil || (flushAt.map { $0 <= .now } ?? false)
+                guard due else {
+                    await wakeUp.wait(for: flushAt.map { $0 - .now } ?? .seconds(3600))
+                    continue
+                }
+                do {
+                    batch = try spool.takeBatch(maximumPoints: batchSize)
+                } catch {
+                    logger.error("cannot read the spool of InfluxDB server \(server.name): \(error)")
+                    await pause(until: .now + .seconds(1), deadline: deadline)
+                    continue
+                }
+                guard batch != nil else { continue }
+            }
+            guard let current = batch else { continue }
+            var timeout = policy.requestTimeoutSeconds
+            if let deadline {
+                let remaining = deadline - .now
+                timeout = min(timeout, max(1, Int(remaining.components.seconds) + 1))
+            }
+            let outcome = await writer.send(current.lines, timeoutSeconds: timeout)
+            switch outcome {
+            case .stored:
+                if failures > 0 {
+                    logger.notice("InfluxDB server \(server.name) accepts writes again after \(failures) failed attempts")
+                }
+                failures = 0
+                counters.withLock { $0.written += current.lines.count }
+                finish(current)
+                batch = nil
+            case .retry(let retryAfter, let reason):
+                failures += 1
+                counters.withLock {
+                    $0.sendErrors += 1
+                    $0.lastError = reason
+                }
+                let wait = retryAfter.map { min($0, policy.maximumRetryAfterSeconds) } ?? policy.backoffSeconds(attempt: failures)
+                // Loud at first, then at 2, 4, 8... failures, so a long outage does not flood the log.
+                if failures & (failures - 1) == 0 {
+                    logger.warning("write to InfluxDB server \(server.name) failed, retrying in \(String(format: "%.1f", wait)) s (attempt \(failures)): \(reason)",
+                                   metadata: ["spooledPoints": "\(spool.spooledPoints)"])
+                }
+                await pause(until: .now + .milliseconds(Int64(wait * 1000)), deadline: stopDeadline)
+                if let deadline = stopDeadline, ContinuousClock.now >= deadline { return }
+                counters.withLock { $0.retried += 1 }
+            case .refused(let status, let reason, let partial):
+                failures = 0
+                refuse(current, status: status, reason: reason, partial: partial)
+                batch = nil
+            }
+        }
+    }
+
+    /// Sleeps until `instant`, or the stop deadline if that comes first; new points do not
+    /// cut a backoff short.
+    private func pause(until instant: ContinuousClock.Instant, deadline: ContinuousClock.Instant?) async {
+        while true {
+            let end = stopDeadline.map { min($0, instant) } ?? instant
+            if ContinuousClock.now >= end { return }
+            await wakeUp.wait(for: end - .now)
+        }
+    }
+
+    private func finish(_ batch: SpoolBatch) {
+        do {
+            try spool.acknowledge(batch)
+        } catch {
+            logger.error("cannot move the spool cursor of InfluxDB server \(server.name) (the batch may be sent again after a restart): \(error)")
+        }
+    }
+
+    private func refuse(_ batch: SpoolBatch, status: Int, reason: String, partial: Bool) {
+        let rejected = partial ? Self.rejectedLines(of: batch.lines, reason: reason) : batch.lines
+        let deadLetterPath = spool.directory + "/dead-letter.lp"
+        let advice: String
+        switch (status, server.api) {
+        case (401, .v1), (403, .v1): advice = "authentication failed for server \(server.name): check username/password"
+        case (401, .v2), (403, .v2): advice = "authentication failed for server \(server.name): check the token"
+        case (404, .v1(let database, _, _, _)): advice = "database \"\(database)\" not found on server \(server.name): create it (CREATE DATABASE) or fix the name"
+        case (404, .v2(let org, let bucket, _)): advice = "org \"\(org)\" or bucket \"\(bucket)\" not found on server \(server.name) (or the server has no /api/v2/write)"
+        case (413, _): advice = "server \(server.name) refused the request as too large: lower the batch size"
+        case (400, _) where partial: advice = "partial write to server \(server.name): it stored the valid lines and rejected \(rejected.count == batch.lines.count ? "some" : "\(rejected.count)") of \(batch.lines.count)"
+        default: advice = "server \(server.name) refused the points"
+        }
+        counters.withLock {
+            $0.sendErrors += 1
+            $0.permanentErrors += partial && rejected.count < batch.lines.count ? rejected.count : batch.lines.count
+            $0.written += partial && rejected.count < batch.lines.count ? batch.lines.count - rejected.count : 0
+            $0.lastError = "\(advice) (\(reason))"
+        }
+        do {
+            try spool.deadLetter(rejected, reason: reason)
+        } catch {
+            logger.error("cannot write the dead-letter file of InfluxDB server \(server.name): \(error)")
+        }
+        logger.error("\(advice); \(rejected.count) points moved to \(deadLetterPath), not retried: \(reason)")
+        finish(batch)
+    }
+
+    /// The lines a 1.x partial write names ("unable to parse '<line>': why"); all of them
+    /// when the answer names none we sent (e.g. a field type conflict).
+    static func rejectedLines(of lines: [String], reason: String) -> [String] {
+        var named: Set<String> = []
+        var rest = Substring(reason)
+        while let start = rest.range(of: "unable to parse '") {
+            rest = rest[start.upperBound...]
+            guard let end = rest.range(of: "': ") else { break }
+            named.insert(String(rest[..<end.lowerBound]))
+            rest = rest[end.upperBound...]
+        }
+        let matched = lines.filter { named.contains($0) }
+        return matched.isEmpty ? lines : matched
+    }
+}
