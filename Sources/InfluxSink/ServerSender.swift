@@ -212,13 +212,19 @@ final class ServerSender: Sendable {
         case (404, .v1(let database, _, _, _)): advice = "database \"\(database)\" not found on server \(server.name): create it (CREATE DATABASE) or fix the name"
         case (404, .v2(let org, let bucket, _)): advice = "org \"\(org)\" or bucket \"\(bucket)\" not found on server \(server.name) (or the server has no /api/v2/write)"
         case (413, _): advice = "server \(server.name) refused the request as too large: lower the batch size"
-        case (400, _) where partial: advice = "partial write to server \(server.name): it stored the valid lines and rejected \(rejected.count == batch.lines.count ? "some" : "\(rejected.count)") of \(batch.lines.count)"
+        case (400, _) where partial:
+            let count = rejected.count < batch.lines.count ? rejected.count : Self.droppedCount(in: reason) ?? batch.lines.count
+            advice = "partial write to server \(server.name): it stored the valid lines and rejected \(count) of \(batch.lines.count)"
         default: advice = "server \(server.name) refused the points"
         }
+        // A partial write names its rejected lines only for parse errors; otherwise its
+        // "dropped=N" still says how many (the dead-letter file then holds the whole batch).
+        let refusedCount = !partial ? batch.lines.count
+            : rejected.count < batch.lines.count ? rejected.count : min(batch.lines.count, Self.droppedCount(in: reason) ?? batch.lines.count)
         counters.withLock {
             $0.sendErrors += 1
-            $0.permanentErrors += partial && rejected.count < batch.lines.count ? rejected.count : batch.lines.count
-            $0.written += partial && rejected.count < batch.lines.count ? batch.lines.count - rejected.count : 0
+            $0.permanentErrors += refusedCount
+            $0.written += batch.lines.count - refusedCount
             $0.lastError = "\(advice) (\(reason))"
         }
         do {
@@ -228,6 +234,12 @@ final class ServerSender: Sendable {
         }
         logger.error("\(advice); \(rejected.count) points moved to \(deadLetterPath), not retried: \(reason)")
         finish(batch)
+    }
+
+    /// N of a 1.x partial write's "dropped=N".
+    static func droppedCount(in reason: String) -> Int? {
+        guard let range = reason.range(of: "dropped=", options: .backwards) else { return nil }
+        return Int(reason[range.upperBound...].prefix(while: \.isNumber))
     }
 
     /// The lines a 1.x partial write names ("unable to parse '<line>': why"); all of them

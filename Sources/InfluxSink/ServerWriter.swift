@@ -24,8 +24,14 @@ struct ServerWriter: Sendable {
         configuration.urlCache = nil
         configuration.httpCookieStorage = nil
         configuration.httpShouldSetCookies = false
-        return URLSession(configuration: configuration)
+        configuration.urlCredentialStorage = nil
+        return URLSession(configuration: configuration, delegate: challengeRefuser, delegateQueue: nil)
     }()
+
+    static let challengeRefuser = ChallengeRefuser()
+
+    /// Header naming each request, so that a refused challenge can be matched to it.
+    static let requestIdentifierHeader = "X-Netprobe-Request"
 
     let server: InfluxServer
     let writeURL: URL
@@ -73,6 +79,7 @@ struct ServerWriter: Sendable {
         }
         var request = URLRequest(url: writeURL)
         request.httpMethod = "POST"
+        request.setValue(UUID().uuidString, forHTTPHeaderField: Self.requestIdentifierHeader)
         // The setter, in whole seconds: FoundationNetworking ignores the initializer's
         // timeout and truncates fractions (0.5 would be 0, an immediate failure).
         request.timeoutInterval = TimeInterval(max(1, timeoutSeconds))
@@ -96,13 +103,36 @@ struct ServerWriter: Sendable {
             return .retry(retryAfter: nil, reason: "\(error)")
         }
         do {
-            let (data, response) = try await Self.session.data(for: request)
+            let (data, response) = try await Self.dataWithWatchdog(for: request, seconds: timeoutSeconds + 5)
             guard let http = response as? HTTPURLResponse else {
                 return .retry(retryAfter: nil, reason: "not an HTTP response")
             }
             return Self.classify(status: http.statusCode, retryAfter: http.value(forHTTPHeaderField: "Retry-After"), body: data)
         } catch {
+            if let identifier = request.value(forHTTPHeaderField: Self.requestIdentifierHeader),
+               let status = Self.challengeRefuser.takeRefusedStatus(identifier) {
+                return Self.classify(status: status, retryAfter: nil, body: Data("the server refused the credentials".utf8))
+            }
             return .retry(retryAfter: nil, reason: "network: \((error as NSError).localizedDescription)")
+        }
+    }
+
+    /// data(for:), cancelled if it outlives its own timeout by far: FoundationNetworking
+    /// has left requests hanging (see ChallengeRefuser), which would stall this server's
+    /// sender for good.
+    static func dataWithWatchdog(for request: URLRequest, seconds: Int) async throws -> (Data, URLResponse) {
+        try await withThrowingTaskGroup(of: (Data, URLResponse)?.self) { group in
+            group.addTask { try await session.data(for: request) }
+            group.addTask {
+                try await Task.sleep(for: .seconds(seconds))
+                return nil
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let result { return result }
+                throw URLError(.timedOut)
+            }
+            throw URLError(.unknown)
         }
     }
 
@@ -142,5 +172,28 @@ struct ServerWriter: Sendable {
 
     static func percentEncoded(_ text: String) -> String {
         text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? text
+    }
+}
+
+/// FoundationNetworking (Swift 6.3.1) never completes a request answered with 401 and a
+/// WWW-Authenticate challenge when no stored credential applies (swift-corelibs-foundation
+/// issue 5456): InfluxDB 1.x does exactly that for a wrong password. The sink sends its
+/// credentials in the Authorization header up front, so a challenge always means they were
+/// refused: cancel it, and remember the status for `send` to report.
+final class ChallengeRefuser: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
+    private let lock = NSLock()
+    private var refused: [String: Int] = [:]
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, didReceive challenge: URLAuthenticationChallenge,
+                    completionHandler: @escaping @Sendable (URLSession.AuthChallengeDisposition, URLCredential?) -> Void) {
+        if let identifier = task.originalRequest?.value(forHTTPHeaderField: ServerWriter.requestIdentifierHeader) {
+            let status = (challenge.failureResponse as? HTTPURLResponse)?.statusCode ?? 401
+            lock.withLock { refused[identifier] = status }
+        }
+        completionHandler(.cancelAuthenticationChallenge, nil)
+    }
+
+    func takeRefusedStatus(_ identifier: String) -> Int? {
+        lock.withLock { refused.removeValue(forKey: identifier) }
     }
 }

@@ -2,14 +2,15 @@
 // their files in a temporary directory. Self-contained (Foundation + XCTest): copy this
 // file into another test target to reuse it.
 //
-//   let influx = try InfluxDBTestServer.start()              // skips (or fails in CI) without influxd
+//   let influx = try await InfluxDBTestServer.start()        // skips (or fails in CI) without influxd
+//   // .start(authEnabled: true) adds user admin/admin-secret; .start(port: p) picks the port
 //   try await influx.createDatabase("probes")
 //   influx.url                                                // http://127.0.0.1:PORT
 //   try await influx.query("SELECT * FROM rtt", database: "probes")  // decoded JSON
-//   try influx.stop(); try await influx.restart()             // same port, same data
+//   influx.stop(); try await influx.restart()                 // SIGTERM; same port, same data
 //   influx.kill()                                             // also done by deinit
 //
-//   let victoria = try VictoriaMetricsTestServer.start()
+//   let victoria = try await VictoriaMetricsTestServer.start()
 //   try await victoria.export(match: "{__name__=~\"rtt_.*\"}")  // [[String: Any]] series
 
 import Foundation
@@ -166,11 +167,12 @@ final class InfluxDBTestServer: TestServerProcess {
         super.init(executable: executable, directory: directory, port: port)
     }
 
-    /// Starts influxd; with `authEnabled`, also creates an admin user (`admin`).
-    static func start(authEnabled: Bool = false) async throws -> InfluxDBTestServer {
+    /// Starts influxd (on `port`, or a free one); with `authEnabled`, also creates an
+    /// admin user (`admin` / `admin-secret`), which `query` then uses.
+    static func start(authEnabled: Bool = false, port: Int? = nil) async throws -> InfluxDBTestServer {
         let executable = try TestEnvironment.requireBinary("influxd", package: "influxdb")
         let directory = try TestEnvironment.temporaryDirectory("influxd")
-        let server = InfluxDBTestServer(executable: executable, directory: directory, port: TestEnvironment.freePort(),
+        let server = InfluxDBTestServer(executable: executable, directory: directory, port: port ?? TestEnvironment.freePort(),
                                         admin: authEnabled ? ("admin", "admin-secret") : nil)
         let root = directory.path
         let config = """

@@ -1,0 +1,355 @@
+import Foundation
+import Logging
+import XCTest
+@testable import InfluxSink
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Fast retries for tests; production defaults are 0.5 s doubling to 30 s.
+let quickPolicy = DeliveryPolicy(initialBackoffSeconds: 0.05, maximumBackoffSeconds: 0.2, requestTimeoutSeconds: 2)
+
+/// Point `index` of a numbered sequence: field n = index, one nanosecond timestamp each.
+func sequencePoint(_ index: Int, measurement: String = "seq") -> InfluxPoint {
+    InfluxPoint(measurement: measurement, tags: ["run": "test"], fields: [("n", .integer(Int64(index)))],
+                timestampNanoseconds: 1_700_000_000_000_000_000 + Int64(index) * 1000)
+}
+
+func v1(_ name: String, _ url: URL, database: String = "probes", username: String? = nil, password: String? = nil, gzip: Bool = false) -> InfluxServer {
+    InfluxServer(name: name, url: url, api: .v1(database: database, retentionPolicy: nil, username: username, password: password), gzip: gzip)
+}
+
+final class DeliveryTests: XCTestCase {
+    private var spool: URL!
+
+    override func setUpWithError() throws {
+        spool = try TestEnvironment.temporaryDirectory("influxsink-spool")
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(at: spool)
+    }
+
+    private func makeSink(_ servers: [InfluxServer], batchSize: Int = 50, flushMilliseconds: Int64 = 50, limit: Int64 = 1 << 26,
+                          policy: DeliveryPolicy = quickPolicy) throws -> InfluxSink {
+        try InfluxSink(servers: servers, spoolDirectory: spool.path, spoolLimitBytes: limit, batchSize: batchSize,
+                       flushIntervalNanoseconds: flushMilliseconds * 1_000_000, logger: testLogger("sink"), deliveryPolicy: policy)
+    }
+
+    private func sequenceValues(_ server: InfluxDBTestServer, database: String = "probes") async throws -> [Int] {
+        try await server.column("SELECT n FROM seq", database: database, column: "n").compactMap { ($0 as? NSNumber)?.intValue }
+    }
+
+    private func statistics(_ sink: InfluxSink, _ name: String) -> ServerStatistics {
+        sink.statistics().first { $0.name == name }!
+    }
+
+    func testHealthyServerGetsItsPointsPromptlyWhileTheOtherIsDownAndBothEndComplete() async throws {
+        let healthy = try await InfluxDBTestServer.start()
+        let flaky = try await InfluxDBTestServer.start()
+        for server in [healthy, flaky] { try await server.createDatabase("probes") }
+        let sink = try makeSink([v1("healthy", healthy.url), v1("flaky", flaky.url)], batchSize: 10)
+        var next = 0
+        func writeBatch() throws {
+            try sink.write((next..<next + 10).map { sequencePoint($0) })
+            next += 10
+        }
+        for _ in 0..<5 { try writeBatch() }
+        let bothHaveFirst = await TestEnvironment.eventually(within: 10) {
+            statistics(sink, "healthy").written == 50 && statistics(sink, "flaky").written == 50
+        }
+        XCTAssertTrue(bothHaveFirst, "\(sink.statistics())")
+
+        flaky.stop()
+        var delays: [Double] = []
+        for _ in 0..<20 {
+            try writeBatch()
+            let written = Date()
+            let target = next
+            let arrived = try await TestEnvironment.eventually(within: 5) { try await sequenceValues(healthy).count == target }
+            XCTAssertTrue(arrived)
+            delays.append(Date().timeIntervalSince(written))
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let whileDown = statistics(sink, "flaky")
+        XCTAssertGreaterThan(whileDown.sendErrors, 0)
+        XCTAssertEqual(whileDown.spooled, 200)
+        try await flaky.restart()
+        let flakyCaughtUp = try await TestEnvironment.eventually(within: 15) { try await sequenceValues(flaky).count == next }
+        XCTAssertTrue(flakyCaughtUp, "\(sink.statistics())")
+        await sink.shutdown(deadlineSeconds: 5)
+
+        for server in [healthy, flaky] {
+            let values = try await sequenceValues(server)
+            XCTAssertEqual(values.sorted(), Array(0..<next), "no gaps, no duplicates")
+        }
+        for statistics in sink.statistics() {
+            XCTAssertEqual(statistics.written, next, "every point sent once: \(statistics)")
+            XCTAssertEqual(statistics.spooled, 0)
+            XCTAssertEqual(statistics.permanentErrors, 0)
+        }
+        let sorted = delays.sorted()
+        print("delivery: healthy server while the other was down: median \(Int(sorted[sorted.count / 2] * 1000)) ms, max \(Int(sorted.last! * 1000)) ms (write to visible in a query, flush interval 50 ms); flaky: \(statistics(sink, "flaky"))")
+        XCTAssertLessThan(sorted.last!, 1.0, "the healthy server must not wait for the dead one")
+    }
+
+    func testPointsSpooledBeforeSIGKILLAreReplayedByTheNextProcessAndATornLineIsIgnored() async throws {
+        _ = try TestEnvironment.requireBinary("influxd", package: "influxdb")
+        let port = TestEnvironment.freePort()
+        let ready = spool.appendingPathComponent("child-ready").path
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0])
+        child.arguments = ["InfluxSinkTests.ChildProcessTests/testChildWritesThenWaitsToBeKilled"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["INFLUXSINK_CHILD_SPOOL"] = spool.path
+        environment["INFLUXSINK_CHILD_URL"] = "http://127.0.0.1:\(port)"
+        environment["INFLUXSINK_CHILD_READY"] = ready
+        child.environment = environment
+        child.standardOutput = FileHandle.nullDevice
+        child.standardError = FileHandle.nullDevice
+        try child.run()
+        let childReady = await TestEnvironment.eventually(within: 30) { FileManager.default.fileExists(atPath: ready) }
+        kill(child.processIdentifier, SIGKILL)
+        child.waitUntilExit()
+        XCTAssertTrue(childReady, "the child never reported its points spooled")
+        XCTAssertEqual(child.terminationReason, .uncaughtSignal)
+
+        // A crash in the middle of write(2): the last segment ends in half a line.
+        let directory = spool.appendingPathComponent("db").path
+        let segments = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".lp") && $0 != "dead-letter.lp" }.sorted()
+        let last = try XCTUnwrap(segments.last)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/" + last))
+        handle.seekToEndOfFile()
+        handle.write(Data("seq,run=test n=99999".utf8))
+        try handle.close()
+
+        let server = try await InfluxDBTestServer.start(port: port)
+        try await server.createDatabase("probes")
+        let sink = try makeSink([v1("db", server.url)])
+        XCTAssertEqual(statistics(sink, "db").spooled, ChildProcessTests.pointCount)
+        let replayed = try await TestEnvironment.eventually(within: 15) { try await sequenceValues(server).count == ChildProcessTests.pointCount }
+        await sink.shutdown(deadlineSeconds: 5)
+        XCTAssertTrue(replayed)
+        let values = try await sequenceValues(server)
+        XCTAssertEqual(values.sorted(), Array(0..<ChildProcessTests.pointCount))
+        XCTAssertEqual(statistics(sink, "db").written, ChildProcessTests.pointCount)
+        XCTAssertEqual(statistics(sink, "db").spooled, 0)
+        // Acknowledged segments are gone; only the cursor, the lock and the empty active segment stay.
+        let left = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".lp") }
+        XCTAssertLessThanOrEqual(left.count, 1, "\(left)")
+    }
+
+    func testBasicAuthWorksAndAWrongPasswordIsAPermanentErrorNotARetryLoop() async throws {
+        let server = try await InfluxDBTestServer.start(authEnabled: true)
+        try await server.createDatabase("probes")
+        let sink = try makeSink([v1("good", server.url, username: "admin", password: "admin-secret", gzip: true),
+                                 v1("bad", server.url, username: "admin", password: "wrong")])
+        try sink.write((0..<20).map { sequencePoint($0) })
+        let settled = await TestEnvironment.eventually(within: 10) {
+            statistics(sink, "good").written == 20 && statistics(sink, "bad").permanentErrors == 20
+        }
+        XCTAssertTrue(settled, "\(sink.statistics())")
+        try await Task.sleep(for: .milliseconds(500))
+        await sink.shutdown(deadlineSeconds: 2)
+        let values = try await sequenceValues(server)
+        XCTAssertEqual(values.sorted(), Array(0..<20))
+        let bad = statistics(sink, "bad")
+        XCTAssertEqual(bad.retried, 0)
+        XCTAssertEqual(bad.sendErrors, 1)
+        XCTAssertEqual(bad.spooled, 0)
+        XCTAssertTrue(bad.lastError?.contains("authentication failed for server bad: check username/password") ?? false, bad.lastError ?? "")
+        XCTAssertFalse(bad.lastError?.contains("wrong") ?? true, "no secrets in errors")
+        let deadLetter = try String(contentsOfFile: spool.appendingPathComponent("bad/dead-letter.lp").path, encoding: .utf8)
+        let lines = deadLetter.split(separator: "\n")
+        XCTAssertEqual(lines.count, 21)
+        XCTAssertTrue(lines[0].hasPrefix("# ") && lines[0].contains("HTTP 401"), String(lines[0]))
+    }
+
+    func testMissingDatabaseAndTypeConflictAreReportedClearlyAndDeadLettered() async throws {
+        let server = try await InfluxDBTestServer.start()
+        try await server.createDatabase("probes")
+        let sink = try makeSink([v1("nodb", server.url, database: "missing"), v1("ok", server.url)])
+        try sink.write([InfluxPoint(measurement: "clash", fields: [("v", .float(1.5))], timestampNanoseconds: 1)])
+        let first = await TestEnvironment.eventually(within: 10) { statistics(sink, "ok").written == 1 }
+        XCTAssertTrue(first)
+        // Next batch: one line conflicts with the stored float, one does not.
+        try sink.write([InfluxPoint(measurement: "clash", fields: [("v", .integer(2))], timestampNanoseconds: 2),
+                        InfluxPoint(measurement: "clash", fields: [("v", .float(3.5))], timestampNanoseconds: 3)])
+        let settled = await TestEnvironment.eventually(within: 10) {
+            statistics(sink, "nodb").permanentErrors == 3 && statistics(sink, "ok").sendErrors == 1
+        }
+        await sink.shutdown(deadlineSeconds: 2)
+        XCTAssertTrue(settled, "\(sink.statistics())")
+        let missing = statistics(sink, "nodb")
+        XCTAssertTrue(missing.lastError?.contains("database \"missing\" not found on server nodb") ?? false, missing.lastError ?? "")
+        XCTAssertEqual(missing.retried, 0)
+        let partial = statistics(sink, "ok")
+        XCTAssertTrue(partial.lastError?.contains("partial write to server ok") ?? false, partial.lastError ?? "")
+        XCTAssertEqual(partial.retried, 0)
+        XCTAssertEqual(partial.written, 2)
+        XCTAssertEqual(partial.permanentErrors, 1)
+        let stored = try await server.column("SELECT v FROM clash", database: "probes", column: "v")
+        XCTAssertEqual(stored.compactMap { ($0 as? NSNumber)?.doubleValue }, [1.5, 3.5], "the server kept the valid line")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: spool.appendingPathComponent("ok/dead-letter.lp").path))
+    }
+
+    func testV2APIWritesToVictoriaMetrics() async throws {
+        let victoria = try await VictoriaMetricsTestServer.start()
+        let sink = try makeSink([InfluxServer(name: "vm", url: victoria.url, api: .v2(org: "netprobe", bucket: "probes", token: "secret-token"), gzip: true)])
+        let base: Int64 = 1_700_000_000_000_000_000
+        try sink.write((0..<40).map { index in
+            InfluxPoint(measurement: "probe", tags: ["target": "host \(index % 2)", "kind": "icmp"],
+                        fields: [("rtt", .float(Double(index) / 4)), ("ok", .boolean(true))],
+                        timestampNanoseconds: base + Int64(index) * 1_000_000_000)
+        })
+        let sent = await TestEnvironment.eventually(within: 10) { statistics(sink, "vm").written == 40 }
+        await sink.shutdown(deadlineSeconds: 2)
+        XCTAssertTrue(sent, "\(sink.statistics())")
+        var series: [[String: Any]] = []
+        let visible = try await TestEnvironment.eventually(within: 20) {
+            series = try await victoria.export(match: "{__name__=\"probe_rtt\"}")
+            return series.reduce(0) { $0 + (($1["values"] as? [Any])?.count ?? 0) } == 40
+        }
+        XCTAssertTrue(visible, "\(series)")
+        for item in series {
+            let metric = item["metric"] as? [String: String] ?? [:]
+            XCTAssertEqual(metric["kind"], "icmp")
+            let even = metric["target"] == "host 0"
+            let values = (item["values"] as? [NSNumber] ?? []).map(\.doubleValue)
+            let timestamps = (item["timestamps"] as? [NSNumber] ?? []).map(\.int64Value)
+            let indices = (0..<40).filter { $0.isMultiple(of: 2) == even }
+            XCTAssertEqual(values, indices.map { Double($0) / 4 })
+            XCTAssertEqual(timestamps, indices.map { (base + Int64($0) * 1_000_000_000) / 1_000_000 }, "milliseconds")
+        }
+    }
+
+    func testRetryAfterOn429And503IsHonoured() async throws {
+        let stub = try StubHTTPServer { index in
+            switch index {
+            case 0: return .init(status: 429, headers: ["Retry-After": "1"], body: #"{"code":"too many requests"}"#)
+            case 1: return .init(status: 503, headers: ["Retry-After": "1"])
+            default: return .init(status: 204)
+            }
+        }
+        defer { stub.stop() }
+        let sink = try makeSink([InfluxServer(name: "v2", url: stub.url.appendingPathComponent("prefix"), api: .v2(org: "my org+", bucket: "b/1", token: "T0K"), gzip: true)])
+        try sink.write((0..<5).map { sequencePoint($0) })
+        let done = await TestEnvironment.eventually(within: 10) { statistics(sink, "v2").written == 5 }
+        await sink.shutdown(deadlineSeconds: 2)
+        XCTAssertTrue(done, "\(sink.statistics())")
+        let requests = stub.requests
+        XCTAssertEqual(requests.count, 3)
+        XCTAssertGreaterThanOrEqual(requests[1].time.timeIntervalSince(requests[0].time), 0.95)
+        XCTAssertGreaterThanOrEqual(requests[2].time.timeIntervalSince(requests[1].time), 0.95)
+        let counters = statistics(sink, "v2")
+        XCTAssertEqual(counters.retried, 2)
+        XCTAssertEqual(counters.sendErrors, 2)
+        XCTAssertTrue(counters.lastError?.contains("HTTP 503") ?? false)
+        XCTAssertEqual(requests[0].requestLine, "POST /prefix/api/v2/write?org=my%20org%2B&bucket=b%2F1&precision=ns HTTP/1.1")
+        XCTAssertEqual(requests[0].headers["authorization"], "Token T0K")
+        XCTAssertEqual(requests[0].headers["content-encoding"], "gzip")
+        XCTAssertEqual(Array(requests[0].body.prefix(2)), [0x1f, 0x8b])
+    }
+
+    func testServerErrorsAreRetriedWithGrowingBackoffAndClientErrorsAreNot() async throws {
+        let failing = try StubHTTPServer { index in index < 2 ? .init(status: 500, body: "boom") : .init(status: 204) }
+        let refusing = try StubHTTPServer { _ in .init(status: 400, body: #"{"error":"unable to parse 'x': bad"}"#) }
+        defer {
+            failing.stop()
+            refusing.stop()
+        }
+        let policy = DeliveryPolicy(initialBackoffSeconds: 0.2, maximumBackoffSeconds: 1, requestTimeoutSeconds: 2)
+        let sink = try makeSink([v1("failing", failing.url, username: "u", password: "p"), v1("refusing", refusing.url)], policy: policy)
+        try sink.write((0..<3).map { sequencePoint($0) })
+        let done = await TestEnvironment.eventually(within: 10) {
+            statistics(sink, "failing").written == 3 && statistics(sink, "refusing").permanentErrors == 3
+        }
+        try await Task.sleep(for: .milliseconds(600))
+        await sink.shutdown(deadlineSeconds: 2)
+        XCTAssertTrue(done, "\(sink.statistics())")
+        let attempts = failing.requests
+        XCTAssertEqual(attempts.count, 3)
+        XCTAssertGreaterThanOrEqual(attempts[1].time.timeIntervalSince(attempts[0].time), 0.1)
+        XCTAssertGreaterThanOrEqual(attempts[2].time.timeIntervalSince(attempts[1].time), 0.2)
+        XCTAssertEqual(attempts[0].headers["authorization"], "Basic " + Data("u:p".utf8).base64EncodedString())
+        XCTAssertEqual(attempts[0].requestLine, "POST /write?db=probes&precision=ns HTTP/1.1")
+        XCTAssertEqual(String(decoding: attempts[0].body, as: UTF8.self), (0..<3).map { LineProtocol.encode(sequencePoint($0))! + "\n" }.joined())
+        XCTAssertEqual(statistics(sink, "failing").retried, 2)
+        XCTAssertEqual(refusing.requests.count, 1, "a 400 is not retried")
+        XCTAssertEqual(statistics(sink, "refusing").retried, 0)
+    }
+
+    func testSpoolOverItsLimitDropsTheOldestPoints() async throws {
+        let port = TestEnvironment.freePort()
+        let sink = try makeSink([v1("late", URL(string: "http://127.0.0.1:\(port)")!)], batchSize: 1000, limit: 2000)
+        let lineBytes = LineProtocol.encode(sequencePoint(0))!.utf8.count + 1
+        for start in stride(from: 0, to: 200, by: 20) {
+            try sink.write((start..<start + 20).map { sequencePoint($0) })
+        }
+        let full = statistics(sink, "late")
+        XCTAssertGreaterThan(full.dropped, 0)
+        XCTAssertLessThanOrEqual(full.spooled * lineBytes, 2000)
+        XCTAssertEqual(full.spooled + full.dropped, 200)
+        let stub = try StubHTTPServer(port: port) { _ in .init(status: 204) }
+        defer { stub.stop() }
+        let drained = await TestEnvironment.eventually(within: 10) { statistics(sink, "late").spooled == 0 }
+        await sink.shutdown(deadlineSeconds: 2)
+        XCTAssertTrue(drained, "\(sink.statistics())")
+        let received = stub.requests.flatMap { String(decoding: $0.body, as: UTF8.self).split(separator: "\n").map(String.init) }
+        let expected = ((200 - received.count)..<200).map { LineProtocol.encode(sequencePoint($0))! }
+        XCTAssertEqual(received, expected, "the newest points, in order")
+        XCTAssertEqual(received.count + statistics(sink, "late").dropped, 200)
+    }
+
+    func testShutdownReturnsByItsDeadlineAndTheNextSinkSendsWhatWasLeft() async throws {
+        let port = TestEnvironment.freePort()
+        let server = v1("later", URL(string: "http://127.0.0.1:\(port)")!)
+        do {
+            let sink = try makeSink([server])
+            try sink.write((0..<30).map { sequencePoint($0) })
+            let started = Date()
+            await sink.shutdown(deadlineSeconds: 0.5)
+            XCTAssertLessThan(Date().timeIntervalSince(started), 3)
+            XCTAssertEqual(statistics(sink, "later").spooled, 30)
+            XCTAssertThrowsError(try sink.write([sequencePoint(99)]))
+        }
+        let stub = try StubHTTPServer(port: port) { _ in .init(status: 204) }
+        defer { stub.stop() }
+        let sink = try makeSink([server])
+        let sent = await TestEnvironment.eventually(within: 10) { statistics(sink, "later").written == 30 }
+        await sink.shutdown(deadlineSeconds: 2)
+        XCTAssertTrue(sent, "\(sink.statistics())")
+        XCTAssertEqual(stub.requests.flatMap { String(decoding: $0.body, as: UTF8.self).split(separator: "\n") }.count, 30)
+    }
+
+    func testSecondProcessCannotOpenTheSameSpool() throws {
+        let sink = try makeSink([v1("one", URL(string: "http://127.0.0.1:9")!)])
+        XCTAssertThrowsError(try makeSink([v1("one", URL(string: "http://127.0.0.1:9")!)])) { error in
+            guard case InfluxSinkError.spoolLocked = error else { return XCTFail("\(error)") }
+        }
+        XCTAssertThrowsError(try InfluxSink(servers: [v1("a", URL(string: "http://x")!), v1("a", URL(string: "http://y")!)], spoolDirectory: spool.path + "/other",
+                                            spoolLimitBytes: 1000, batchSize: 1, flushIntervalNanoseconds: 1, logger: testLogger("x")))
+        _ = sink
+    }
+}
+
+/// Run by the SIGKILL test as a child process (the same test binary); skipped otherwise.
+final class ChildProcessTests: XCTestCase {
+    static let pointCount = 200
+
+    func testChildWritesThenWaitsToBeKilled() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard let spool = environment["INFLUXSINK_CHILD_SPOOL"], let url = environment["INFLUXSINK_CHILD_URL"].flatMap(URL.init(string:)),
+              let ready = environment["INFLUXSINK_CHILD_READY"] else {
+            throw XCTSkip("helper for the SIGKILL test; runs only as its child process")
+        }
+        let sink = try InfluxSink(servers: [v1("db", url)], spoolDirectory: spool, spoolLimitBytes: 1 << 26, batchSize: 50,
+                                  flushIntervalNanoseconds: 10_000_000, logger: testLogger("child"), deliveryPolicy: quickPolicy)
+        for start in stride(from: 0, to: Self.pointCount, by: 50) {
+            try sink.write((start..<start + 50).map { sequencePoint($0) })
+        }
+        _ = FileManager.default.createFile(atPath: ready, contents: Data())
+        try await Task.sleep(for: .seconds(60))
+        XCTFail("should have been killed")
+    }
+}
