@@ -92,10 +92,12 @@ struct ResultPrinter {
 
     /// One round as a JSON object with exactly the documented keys (TCP adds "port"); RTT
     /// keys are null when nothing was received.
-    static func jsonLine(_ round: RoundResult) -> String {
+    static func jsonLine(_ round: RoundResult, env: String? = nil, probe: String? = nil) -> String {
         let stats = round.statistics
         var object = JSONObject()
         object.add("kind", .string(round.kind.rawValue))
+        if let probe { object.add("probe", .string(probe)) }
+        if let env { object.add("env", .string(env)) }
         object.add("target", .string(round.target.name))
         object.add("address", round.target.address.map { .string($0.description) } ?? .null)
         if round.kind == .tcp { object.add("port", round.target.port.map { .integer(Int($0)) } ?? .null) }
