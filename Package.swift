@@ -87,9 +87,13 @@ let package = Package(
             dependencies: ["ProbeConfig"],
             resources: [.copy("Fixtures")]
         ),
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "InfluxSinkTests",
-            dependencies: ["InfluxSink"]
+            dependencies: ["InfluxSink", "TestSupport"]
         ),
         .testTarget(
             name: "ProbeEngineTests",
@@ -97,7 +101,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ProbeEngine", "netprobe"]
+            dependencies: ["ProbeEngine", "netprobe", "TestSupport"]
         ),
     ]
 )

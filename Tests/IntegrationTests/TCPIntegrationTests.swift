@@ -44,14 +44,14 @@ final class TCPIntegrationTests: XCTestCase {
     }
 
     /// A loopback port nothing listens on: bound then closed at once.
-    func closedPort() throws -> UInt16 {
+    static func closedPort() throws -> UInt16 {
         let listener = try Listener()
         return listener.port
     }
 
     func testListeningPortIsOkWithKernelTimingAndClosedPortIsRefused() throws {
         let listener = try Listener()
-        let closed = try closedPort()
+        let closed = try Self.closedPort()
         let result = try Harness.run([netprobe, "tcp", "-c", "10", "-i", "0.02", "127.0.0.1:\(listener.port),\(closed)", "--json"])
         XCTAssertEqual(result.status, 1, "one target refused: exit 1; \(result.standardError)")
         let lines = try result.jsonLines()
@@ -120,7 +120,7 @@ final class TCPIntegrationTests: XCTestCase {
     func testCheckOnLoopbackSaysNeitherForAListeningPortAndServiceDownForAClosedOne() throws {
         try Harness.requireRoot()
         let listener = try Listener()
-        let closed = try closedPort()
+        let closed = try Self.closedPort()
         let healthy = try Harness.run([netprobe, "check", "--duration", "1", "127.0.0.1:\(listener.port)"])
         XCTAssertEqual(healthy.status, 0, healthy.standardOutput + healthy.standardError)
         XCTAssertTrue(healthy.standardOutput.hasPrefix("127.0.0.1: neither: network OK (icmp 0% loss"), healthy.standardOutput)

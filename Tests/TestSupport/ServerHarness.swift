@@ -22,12 +22,12 @@ import FoundationNetworking
 import Glibc
 #endif
 
-enum TestEnvironment {
+public enum TestEnvironment {
     /// CI installs every server: there a missing one is a failure, not a skip.
-    static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+    public static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
 
     /// The binary's path, or a skip (an XCTFail first in CI).
-    static func requireBinary(_ name: String, package: String) throws -> String {
+    public static func requireBinary(_ name: String, package: String) throws -> String {
         for directory in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin", "/sbin"] + (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init) {
             let path = "\(directory)/\(name)"
             if FileManager.default.isExecutableFile(atPath: path) { return path }
@@ -37,7 +37,7 @@ enum TestEnvironment {
     }
 
     /// A TCP port on 127.0.0.1 nobody listens on right now.
-    static func freePort() -> Int {
+    public static func freePort() -> Int {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(descriptor) }
         var address = sockaddr_in()
@@ -54,14 +54,14 @@ enum TestEnvironment {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    static func temporaryDirectory(_ prefix: String) throws -> URL {
+    public static func temporaryDirectory(_ prefix: String) throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }
 
     /// One HTTP request; returns status and body. Tests' own session, not the sink's.
-    static func http(_ method: String, _ url: URL, body: Data? = nil, headers: [String: String] = [:], timeoutSeconds: Int = 10) async throws -> (status: Int, body: Data) {
+    public static func http(_ method: String, _ url: URL, body: Data? = nil, headers: [String: String] = [:], timeoutSeconds: Int = 10) async throws -> (status: Int, body: Data) {
         var request = URLRequest(url: url)
         request.httpMethod = method
         request.timeoutInterval = TimeInterval(timeoutSeconds)
@@ -73,7 +73,7 @@ enum TestEnvironment {
 
     /// Polls `condition` every 50 ms until it holds or `seconds` pass.
     @discardableResult
-    static func eventually(within seconds: Double, _ condition: () async throws -> Bool) async rethrows -> Bool {
+    public static func eventually(within seconds: Double, _ condition: () async throws -> Bool) async rethrows -> Bool {
         let end = Date().addingTimeInterval(seconds)
         while Date() < end {
             if try await condition() { return true }
@@ -84,15 +84,15 @@ enum TestEnvironment {
 }
 
 /// A child server process with its log in its directory.
-class TestServerProcess {
-    let executable: String
-    let directory: URL
-    let port: Int
+public class TestServerProcess {
+    public let executable: String
+    public let directory: URL
+    public let port: Int
     private var process: Process?
 
-    var url: URL { URL(string: "http://127.0.0.1:\(port)")! }
+    public var url: URL { URL(string: "http://127.0.0.1:\(port)")! }
 
-    init(executable: String, directory: URL, port: Int) {
+    public init(executable: String, directory: URL, port: Int) {
         self.executable = executable
         self.directory = directory
         self.port = port
@@ -103,12 +103,12 @@ class TestServerProcess {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    var arguments: [String] { [] }
+    public var arguments: [String] { [] }
 
     /// True when the server answers its health check.
-    func isReady() async -> Bool { false }
+    public func isReady() async -> Bool { false }
 
-    func launch() async throws {
+    public func launch() async throws {
         precondition(process == nil, "already running")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -131,7 +131,7 @@ class TestServerProcess {
     }
 
     /// SIGTERM and wait (the data stays for `restart`).
-    func stop() {
+    public func stop() {
         guard let process else { return }
         if process.isRunning { process.terminate() }
         let end = Date().addingTimeInterval(15)
@@ -141,7 +141,7 @@ class TestServerProcess {
     }
 
     /// SIGKILL now.
-    func kill() {
+    public func kill() {
         guard let process else { return }
         if process.isRunning {
             Glibc.kill(process.processIdentifier, SIGKILL)
@@ -150,7 +150,7 @@ class TestServerProcess {
         self.process = nil
     }
 
-    func restart() async throws {
+    public func restart() async throws {
         stop()
         try await launch()
     }
@@ -158,9 +158,9 @@ class TestServerProcess {
 
 /// influxd (InfluxDB 1.x) with a temporary config: data, meta and WAL in a temporary
 /// directory, HTTP on 127.0.0.1:PORT, no reporting, no HTTP log, optional auth.
-final class InfluxDBTestServer: TestServerProcess {
+public final class InfluxDBTestServer: TestServerProcess {
     /// Admin credentials when started with auth.
-    let admin: (username: String, password: String)?
+    public let admin: (username: String, password: String)?
 
     private init(executable: String, directory: URL, port: Int, admin: (String, String)?) {
         self.admin = admin
@@ -169,7 +169,7 @@ final class InfluxDBTestServer: TestServerProcess {
 
     /// Starts influxd (on `port`, or a free one); with `authEnabled`, also creates an
     /// admin user (`admin` / `admin-secret`), which `query` then uses.
-    static func start(authEnabled: Bool = false, port: Int? = nil) async throws -> InfluxDBTestServer {
+    public static func start(authEnabled: Bool = false, port: Int? = nil) async throws -> InfluxDBTestServer {
         let executable = try TestEnvironment.requireBinary("influxd", package: "influxdb")
         let directory = try TestEnvironment.temporaryDirectory("influxd")
         let server = InfluxDBTestServer(executable: executable, directory: directory, port: port ?? TestEnvironment.freePort(),
@@ -206,13 +206,13 @@ final class InfluxDBTestServer: TestServerProcess {
         return server
     }
 
-    override var arguments: [String] { ["-config", directory.path + "/influxdb.conf"] }
+    override public var arguments: [String] { ["-config", directory.path + "/influxdb.conf"] }
 
-    override func isReady() async -> Bool {
+    override public func isReady() async -> Bool {
         (try? await TestEnvironment.http("GET", url.appendingPathComponent("ping"), timeoutSeconds: 1).status) == 204
     }
 
-    func queryURL(_ statement: String, database: String?) -> URL {
+    public func queryURL(_ statement: String, database: String?) -> URL {
         var components = URLComponents(url: url.appendingPathComponent("query"), resolvingAgainstBaseURL: false)!
         var items = [URLQueryItem(name: "q", value: statement), URLQueryItem(name: "epoch", value: "ns")]
         if let database { items.append(URLQueryItem(name: "db", value: database)) }
@@ -224,7 +224,7 @@ final class InfluxDBTestServer: TestServerProcess {
 
     /// Runs InfluxQL through HTTP /query; returns the decoded JSON, failing on any "error".
     @discardableResult
-    func query(_ statement: String, database: String? = nil) async throws -> [String: Any] {
+    public func query(_ statement: String, database: String? = nil) async throws -> [String: Any] {
         let (status, body) = try await TestEnvironment.http("POST", queryURL(statement, database: database))
         guard status == 200, let json = try JSONSerialization.jsonObject(with: body) as? [String: Any] else {
             throw NSError(domain: "TestServer", code: status, userInfo: [NSLocalizedDescriptionKey: "query \(statement): HTTP \(status) \(String(decoding: body, as: UTF8.self))"])
@@ -236,17 +236,17 @@ final class InfluxDBTestServer: TestServerProcess {
     }
 
     /// The series of the first statement's result (empty when there is none).
-    func series(_ statement: String, database: String) async throws -> [[String: Any]] {
+    public func series(_ statement: String, database: String) async throws -> [[String: Any]] {
         let json = try await query(statement, database: database)
         return ((json["results"] as? [[String: Any]])?.first?["series"] as? [[String: Any]]) ?? []
     }
 
-    func createDatabase(_ name: String) async throws {
+    public func createDatabase(_ name: String) async throws {
         try await query("CREATE DATABASE \"\(name)\"")
     }
 
     /// Values of one column over all rows of a single-series query.
-    func column(_ statement: String, database: String, column: String = "value") async throws -> [Any] {
+    public func column(_ statement: String, database: String, column: String = "value") async throws -> [Any] {
         guard let series = try await series(statement, database: database).first,
               let columns = series["columns"] as? [String], let index = columns.firstIndex(of: column),
               let rows = series["values"] as? [[Any]] else { return [] }
@@ -255,25 +255,25 @@ final class InfluxDBTestServer: TestServerProcess {
 }
 
 /// victoria-metrics on 127.0.0.1:PORT with its storage in a temporary directory.
-final class VictoriaMetricsTestServer: TestServerProcess {
-    static func start() async throws -> VictoriaMetricsTestServer {
+public final class VictoriaMetricsTestServer: TestServerProcess {
+    public static func start() async throws -> VictoriaMetricsTestServer {
         let executable = try TestEnvironment.requireBinary("victoria-metrics", package: "victoria-metrics")
         let server = VictoriaMetricsTestServer(executable: executable, directory: try TestEnvironment.temporaryDirectory("victoria"), port: TestEnvironment.freePort())
         try await server.launch()
         return server
     }
 
-    override var arguments: [String] {
+    override public var arguments: [String] {
         ["-httpListenAddr", "127.0.0.1:\(port)", "-storageDataPath", directory.path + "/data", "-retentionPeriod", "100y"]
     }
 
-    override func isReady() async -> Bool {
+    override public func isReady() async -> Bool {
         (try? await TestEnvironment.http("GET", url.appendingPathComponent("health"), timeoutSeconds: 1).status) == 200
     }
 
     /// /api/v1/export for a series selector, after a flush: one dictionary per series
     /// ("metric", "values", "timestamps" in milliseconds).
-    func export(match selector: String) async throws -> [[String: Any]] {
+    public func export(match selector: String) async throws -> [[String: Any]] {
         _ = try await TestEnvironment.http("GET", url.appendingPathComponent("internal/force_flush"))
         var components = URLComponents(url: url.appendingPathComponent("api/v1/export"), resolvingAgainstBaseURL: false)!
         components.queryItems = [URLQueryItem(name: "match[]", value: selector)]
@@ -287,21 +287,27 @@ final class VictoriaMetricsTestServer: TestServerProcess {
 
 /// A scripted HTTP/1.1 server on 127.0.0.1 for status codes the real servers will not
 /// give on demand (429, 503, 500). One connection at a time, "Connection: close".
-final class StubHTTPServer: @unchecked Sendable {
-    struct Reply {
-        var status: Int
-        var headers: [String: String] = [:]
-        var body: String = ""
+public final class StubHTTPServer: @unchecked Sendable {
+    public struct Reply {
+        public var status: Int
+        public var headers: [String: String] = [:]
+        public var body: String = ""
+
+        public init(status: Int, headers: [String: String] = [:], body: String = "") {
+            self.status = status
+            self.headers = headers
+            self.body = body
+        }
     }
 
-    struct Received {
-        var time: Date
-        var requestLine: String
-        var headers: [String: String]
-        var body: Data
+    public struct Received {
+        public var time: Date
+        public var requestLine: String
+        public var headers: [String: String]
+        public var body: Data
     }
 
-    let port: Int
+    public let port: Int
     private let listener: Int32
     private let lock = NSLock()
     private var received: [Received] = []
@@ -310,7 +316,7 @@ final class StubHTTPServer: @unchecked Sendable {
     private var stopped = false
 
     /// - Parameter respond: the reply to the request with this index (0-based).
-    init(port: Int = TestEnvironment.freePort(), respond: @escaping @Sendable (Int) -> Reply) throws {
+    public init(port: Int = TestEnvironment.freePort(), respond: @escaping @Sendable (Int) -> Reply) throws {
         self.port = port
         self.respond = respond
         listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -332,11 +338,11 @@ final class StubHTTPServer: @unchecked Sendable {
         thread.start()
     }
 
-    var url: URL { URL(string: "http://127.0.0.1:\(port)")! }
+    public var url: URL { URL(string: "http://127.0.0.1:\(port)")! }
 
-    var requests: [Received] { lock.withLock { received } }
+    public var requests: [Received] { lock.withLock { received } }
 
-    func stop() {
+    public func stop() {
         lock.withLock { stopped = true }
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)

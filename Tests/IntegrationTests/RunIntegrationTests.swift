@@ -1,0 +1,245 @@
+import Foundation
+import TestSupport
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `netprobe run` end to end: real probes on loopback, real influxd servers, real signals.
+final class RunIntegrationTests: XCTestCase {
+    var netprobe: String { Harness.netprobePath }
+
+    /// Names that need every escaping rule of the line protocol (InfluxDB 1.x cannot keep a
+    /// backslash before a comma, '=', space or quote, so the one here precedes a letter).
+    static let hostileEnv = "prod, dc=1 \"east\" a\\b ü"
+    static let hostileTarget = "bad host, id=\"7\" c\\d 🛰"
+
+    /// A scratch directory with a config and targets files.
+    struct Setup {
+        let directory: URL
+        var config: String { directory.appendingPathComponent("netprobe.yaml").path }
+        var spool: String { directory.appendingPathComponent("spool").path }
+    }
+
+    func makeSetup(servers: [InfluxDBTestServer], tcpOpen: UInt16, tcpClosed: UInt16, interval: String = "1s") throws -> Setup {
+        let directory = try TestEnvironment.temporaryDirectory("netprobe-run")
+        let quote: (String) -> String = { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+        try """
+            \(quote(Self.hostileEnv)): ["127.0.0.1"]
+            local: ["::1", \(quote(Self.hostileTarget))]
+            """.write(to: directory.appendingPathComponent("ping.yaml"), atomically: true, encoding: .utf8)
+        try """
+            local:
+              127.0.0.1: [\(tcpOpen), \(tcpClosed)]
+            """.write(to: directory.appendingPathComponent("tcp.yaml"), atomically: true, encoding: .utf8)
+        let influx = servers.enumerated().map { index, server in
+            """
+              - name: server\(index)
+                url: \(server.url.absoluteString)
+                database: netprobe
+                gzip: \(index == 0)
+            """
+        }.joined(separator: "\n")
+        try """
+            probe: e2e-probe
+            targets: {ping: ping.yaml, tcp: tcp.yaml}
+            icmp: {interval: \(interval), count: 2, spacing: 50ms, timeout: 300ms}
+            tcp: {interval: \(interval), count: 2, spacing: 50ms, timeout: 300ms}
+            resolve_interval: 1h
+            spool: {directory: spool, max_size: 64MB}
+            batch: {size: 100, flush_interval: 200ms}
+            influxdb:
+            \(influx)
+            """.write(to: directory.appendingPathComponent("netprobe.yaml"), atomically: true, encoding: .utf8)
+        // Name lookups go to 127.0.0.1 (nothing answers): the unresolvable target must not
+        // send a DNS query off this machine.
+        try "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n".write(to: directory.appendingPathComponent("resolv.conf"), atomically: true, encoding: .utf8)
+        return Setup(directory: directory)
+    }
+
+    /// Starts `netprobe run` in a private mount namespace whose /etc/resolv.conf points at
+    /// loopback.
+    func startRun(_ setup: Setup) throws -> RunningProcess {
+        try Harness.requireTools(["unshare"])
+        let resolv = setup.directory.appendingPathComponent("resolv.conf").path
+        return try Harness.start(["unshare", "-m", "--", "sh", "-c",
+                                  "mount --bind \"$1\" /etc/resolv.conf && exec \"$2\" run --config \"$3\"", "sh", resolv, netprobe, setup.config])
+    }
+
+    func stop(_ running: RunningProcess, within seconds: Double = 5) throws -> CommandResult {
+        kill(running.process.processIdentifier, SIGTERM)
+        let started = Date()
+        let result = try Harness.finish(running, timeout: 10)
+        XCTAssertLessThan(Date().timeIntervalSince(started), seconds, "SIGTERM: exit within \(seconds) s")
+        XCTAssertEqual(result.status, 0, result.standardError)
+        return result
+    }
+
+    func rows(_ server: InfluxDBTestServer, _ query: String) async throws -> [[String: Any]] {
+        let series = try await server.series(query, database: "netprobe")
+        return series.flatMap { series -> [[String: Any]] in
+            guard let columns = series["columns"] as? [String], let values = series["values"] as? [[Any]] else { return [] }
+            let tags = series["tags"] as? [String: Any] ?? [:]
+            return values.map { row in
+                var object = tags
+                for (column, value) in zip(columns, row) where !(value is NSNull) { object[column] = value }
+                return object
+            }
+        }
+    }
+
+    static func influxString(_ text: String) -> String {
+        "'" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
+    }
+
+    func testRunWritesEveryRoundWithTheSchemaAndHostileNamesRoundTrip() async throws {
+        try Harness.requireRoot()
+        let server = try await InfluxDBTestServer.start()
+        try await server.createDatabase("netprobe")
+        let listener = try TCPIntegrationTests.Listener()
+        let closed = try TCPIntegrationTests.closedPort()
+        let setup = try makeSetup(servers: [server], tcpOpen: listener.port, tcpClosed: closed)
+        let running = try startRun(setup)
+        try await Task.sleep(nanoseconds: 5_600_000_000)
+        _ = try stop(running)
+
+        let icmp = try await rows(server, "SELECT * FROM icmp WHERE target = '127.0.0.1' ORDER BY time")
+        XCTAssertGreaterThanOrEqual(icmp.count, 5, "a round a second for 5.6 s")
+        let times = icmp.compactMap { ($0["time"] as? NSNumber)?.int64Value }
+        for (earlier, later) in zip(times, times.dropFirst()) {
+            XCTAssertEqual(Double(later - earlier) / 1e9, 1, accuracy: 0.1, "one round per interval, no gap")
+        }
+        for row in icmp {
+            XCTAssertEqual(row["probe"] as? String, "e2e-probe")
+            XCTAssertEqual(row["env"] as? String, Self.hostileEnv, "env round-trips exactly")
+            XCTAssertEqual(row["address"] as? String, "127.0.0.1")
+            XCTAssertEqual(row["family"] as? String, "ipv4")
+            XCTAssertEqual(row["sent"] as? Int, 2)
+            XCTAssertEqual(row["received"] as? Int, 2)
+            XCTAssertEqual(row["duplicates"] as? Int, 0)
+            XCTAssertEqual(row["late"] as? Int, 0)
+            XCTAssertEqual(row["loss_percent"] as? Double, 0)
+            XCTAssertEqual(row["result"] as? String, "ok")
+            XCTAssertEqual(row["result_code"] as? Int, 0)
+            XCTAssertEqual(row["ttl"] as? Int, 64)
+            for field in ["rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "rtt_median_ms", "rtt_stddev_ms", "jitter_ms"] {
+                let value = try XCTUnwrap(row[field] as? Double, field)
+                XCTAssertTrue((0..<10).contains(value), "\(field) = \(value) ms on loopback")
+            }
+            XCTAssertGreaterThan(try XCTUnwrap(row["rtt_min_ms"] as? Double), 0)
+        }
+        let ipv6 = try await rows(server, "SELECT * FROM icmp WHERE target = '::1'")
+        XCTAssertGreaterThanOrEqual(ipv6.count, 5)
+        XCTAssertTrue(ipv6.allSatisfy { $0["family"] as? String == "ipv6" && $0["env"] as? String == "local" })
+
+        let unresolved = try await rows(server, "SELECT * FROM icmp WHERE target = \(Self.influxString(Self.hostileTarget))")
+        XCTAssertGreaterThanOrEqual(unresolved.count, 5, "the hostile target name round-trips exactly, a row every round")
+        for row in unresolved {
+            XCTAssertEqual(row["result"] as? String, "unresolved")
+            XCTAssertEqual(row["result_code"] as? Int, 3)
+            XCTAssertNil(row["address"], "no address tag while unresolved")
+            XCTAssertNil(row["rtt_avg_ms"], "RTT fields are omitted when nothing was received")
+        }
+
+        let open = try await rows(server, "SELECT * FROM tcp WHERE port = '\(listener.port)'")
+        XCTAssertGreaterThanOrEqual(open.count, 5)
+        for row in open {
+            XCTAssertEqual(row["result"] as? String, "ok")
+            XCTAssertEqual(row["received"] as? Int, 2)
+            XCTAssertNil(row["ttl"], "tcp has no ttl")
+            XCTAssertTrue((0..<10).contains(try XCTUnwrap(row["rtt_median_ms"] as? Double)))
+        }
+        let refused = try await rows(server, "SELECT * FROM tcp WHERE port = '\(closed)'")
+        XCTAssertGreaterThanOrEqual(refused.count, 5)
+        XCTAssertTrue(refused.allSatisfy { $0["result"] as? String == "refused" && $0["result_code"] as? Int == 5 && $0["received"] as? Int == 0 })
+
+        let monitoring = try await rows(server, "SELECT * FROM netprobe WHERE server = 'server0'")
+        XCTAssertFalse(monitoring.isEmpty, "self-monitoring points")
+        XCTAssertGreaterThan(monitoring.compactMap { $0["points_written"] as? Int }.max() ?? 0, 0)
+        let own = try await rows(server, "SELECT * FROM netprobe WHERE server = ''")
+        XCTAssertGreaterThan(own.compactMap { $0["kernel_timestamps"] as? Int }.reduce(0, +), 0)
+        XCTAssertTrue(own.allSatisfy { ($0["schedule_slip_max_ms"] as? Double ?? 0) < 500 })
+    }
+
+    func icmpTimes(_ server: InfluxDBTestServer) async throws -> [Int64] {
+        try await rows(server, "SELECT received FROM icmp WHERE target = '127.0.0.1' ORDER BY time").compactMap { ($0["time"] as? NSNumber)?.int64Value }
+    }
+
+    func testAServerDownForThreeRoundsCatchesUpWithoutGapsOrDuplicatesAndTheOtherIsNotDelayed() async throws {
+        try Harness.requireRoot()
+        let healthy = try await InfluxDBTestServer.start()
+        let flaky = try await InfluxDBTestServer.start()
+        for server in [healthy, flaky] { try await server.createDatabase("netprobe") }
+        let listener = try TCPIntegrationTests.Listener()
+        let setup = try makeSetup(servers: [healthy, flaky], tcpOpen: listener.port, tcpClosed: try TCPIntegrationTests.closedPort())
+        let running = try startRun(setup)
+        try await Task.sleep(nanoseconds: 2_500_000_000)
+        flaky.stop()
+        let before = try await icmpTimes(healthy).count
+        try await Task.sleep(nanoseconds: 3_300_000_000)
+        let during = try await icmpTimes(healthy).count
+        XCTAssertGreaterThanOrEqual(during - before, 3, "the healthy server kept receiving rounds while the other was down")
+        try await flaky.restart()
+        try await Task.sleep(nanoseconds: 2_000_000_000)
+        _ = try stop(running)
+        let expected = try await icmpTimes(healthy)
+        // The restarted server catches up from the spool (with backoff, maybe after the stop).
+        var caughtUp: [Int64] = []
+        _ = try await TestEnvironment.eventually(within: 20) {
+            caughtUp = try await self.icmpTimes(flaky)
+            return caughtUp.count >= expected.count
+        }
+        if caughtUp.count < expected.count {
+            // What netprobe could not send before exiting stays spooled: a second run sends it.
+            let again = try startRun(setup)
+            try await Task.sleep(nanoseconds: 3_000_000_000)
+            _ = try stop(again)
+            caughtUp = try await icmpTimes(flaky)
+        }
+        XCTAssertGreaterThanOrEqual(expected.count, 7)
+        XCTAssertEqual(Set(caughtUp).isSuperset(of: Set(expected)), true, "every round reached the restarted server")
+        XCTAssertEqual(caughtUp.count, Set(caughtUp).count, "no duplicates")
+        for (earlier, later) in zip(expected, expected.dropFirst()) {
+            XCTAssertEqual(Double(later - earlier) / 1e9, 1, accuracy: 0.1, "no gap in the healthy server's rounds")
+        }
+    }
+
+    func testRoundsSpooledBeforeASIGKILLArriveAfterTheRestart() async throws {
+        try Harness.requireRoot()
+        let server = try await InfluxDBTestServer.start()
+        try await server.createDatabase("netprobe")
+        let listener = try TCPIntegrationTests.Listener()
+        let setup = try makeSetup(servers: [server], tcpOpen: listener.port, tcpClosed: try TCPIntegrationTests.closedPort())
+        server.stop()
+        let killed = try startRun(setup)
+        try await Task.sleep(nanoseconds: 3_500_000_000)
+        let killedAt = Date()
+        kill(killed.process.processIdentifier, SIGKILL)
+        _ = try Harness.finish(killed, timeout: 10)
+        try await server.restart()
+        let again = try startRun(setup)
+        var times: [Int64] = []
+        _ = try await TestEnvironment.eventually(within: 20) {
+            times = try await self.icmpTimes(server)
+            return times.filter { Double($0) / 1e9 < killedAt.timeIntervalSince1970 }.count >= 3
+        }
+        _ = try stop(again)
+        let beforeKill = times.filter { Double($0) / 1e9 < killedAt.timeIntervalSince1970 }
+        XCTAssertGreaterThanOrEqual(beforeKill.count, 3, "the rounds of the killed run came out of the spool")
+    }
+
+    func testInvalidConfigIsRefusedWithFileLineColumnAndExitTwo() throws {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("ProbeConfigTests/Fixtures")
+        let config = fixtures.appendingPathComponent("invalid-bad-duration.yaml").path
+        let validate = try Harness.run([netprobe, "validate", "--config", config])
+        XCTAssertEqual(validate.status, 2)
+        XCTAssertTrue(validate.standardError.contains("\(config):"), validate.standardError)
+        XCTAssertTrue(validate.standardError.contains(": error: interval must be a duration, got 'fast'"), validate.standardError)
+        let run = try Harness.run([netprobe, "run", "--config", config])
+        XCTAssertEqual(run.status, 2)
+        XCTAssertTrue(run.standardError.contains(": error: interval must be a duration, got 'fast'"), run.standardError)
+        let valid = try Harness.run([netprobe, "validate", "--config", fixtures.appendingPathComponent("valid-minimal.yaml").path])
+        XCTAssertEqual(valid.status, 0, valid.standardError)
+    }
+}
