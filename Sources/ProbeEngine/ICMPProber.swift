@@ -160,7 +160,9 @@ public final class ICMPProber: @unchecked Sendable {
 }
 
 /// The state of one `probe` call, owned by the loop thread.
-private final class ICMPRun: LoopTask {
+private final class ICMPRun: LoopTask, RoundRunner {
+    let kind = ProbeKind.icmp
+    var roundCount: Int { configuration.count }
     let prober: ICMPProber
     let targets: [ProbeTarget]
     let continuation: AsyncStream<ProbeEvent>.Continuation
@@ -215,11 +217,7 @@ private final class ICMPRun: LoopTask {
     }
 
     func service(now: Int64) throws {
-        if !stopping && prober.isStopRequested {
-            stopping = true
-            schedule.removeAll()
-            tallies.touchAll()
-        }
+        checkStop(requested: prober.isStopRequested)
         try sendDue(now: now)
         var lost: [Int] = []
         tracker.expire(nowMonotonic: now) { lost.append($0.targetIndex) }
@@ -424,29 +422,4 @@ private final class ICMPRun: LoopTask {
         tallies[record.targetIndex].concluded += 1
     }
 
-    // MARK: rounds
-
-    func reportFinished() {
-        let now = Clock.monotonicNanoseconds()
-        for index in tallies.takeCompleted(count: configuration.count, stopping: stopping, now: now) {
-            // A repeating round that a stop caught before its first probe is not a round.
-            if cycle.isRepeating && tallies[index].sent == 0 { continue }
-            outbox.add(tallies[index].result(kind: .icmp, targetIndex: index, target: targets[index]))
-            tallies[index].samples = []
-            startNextRound(index, now: now)
-        }
-    }
-
-    /// Repeating rounds: plans the target's next round once this one is reported.
-    func startNextRound(_ index: Int, now: Int64) {
-        guard !stopping, let next = cycle.planNextRound(of: index, now: now) else { return }
-        tallies.reset(index)
-        schedule.retry(index, at: next)
-    }
-
-    /// Reports a round now, whatever its counts (unresolved targets, a failed loop).
-    func report(_ index: Int) {
-        guard tallies.markReported(index) else { return }
-        outbox.add(tallies[index].result(kind: .icmp, targetIndex: index, target: targets[index]))
-    }
 }

@@ -337,3 +337,51 @@ struct RoundCycle {
         return next
     }
 }
+
+/// What the ICMP and TCP runs share: reporting rounds and planning the next ones.
+protocol RoundRunner: AnyObject {
+    var kind: ProbeKind { get }
+    /// Probes per round.
+    var roundCount: Int { get }
+    var targets: [ProbeTarget] { get }
+    var tallies: RoundBook { get set }
+    var cycle: RoundCycle { get set }
+    var outbox: RoundOutbox { get set }
+    var schedule: SendSchedule { get set }
+    var stopping: Bool { get set }
+}
+
+extension RoundRunner {
+    /// On the first look after a stop request: no more sends, and every round looked at.
+    func checkStop(requested: Bool) {
+        guard requested && !stopping else { return }
+        stopping = true
+        schedule.removeAll()
+        tallies.touchAll()
+    }
+
+    /// Hands over the rounds that just completed and plans the next ones.
+    func reportFinished() {
+        let now = Clock.monotonicNanoseconds()
+        for index in tallies.takeCompleted(count: roundCount, stopping: stopping, now: now) {
+            // A repeating round that a stop caught before its first probe is not a round.
+            if cycle.isRepeating && tallies[index].sent == 0 { continue }
+            outbox.add(tallies[index].result(kind: kind, targetIndex: index, target: targets[index]))
+            tallies[index].samples = []
+            startNextRound(index, now: now)
+        }
+    }
+
+    /// Repeating rounds: plans the target's next round once this one is reported.
+    func startNextRound(_ index: Int, now: Int64) {
+        guard !stopping, let next = cycle.planNextRound(of: index, now: now) else { return }
+        tallies.reset(index)
+        schedule.retry(index, at: next)
+    }
+
+    /// Reports a round now, whatever its counts (unresolved targets, a failed loop).
+    func report(_ index: Int) {
+        guard tallies.markReported(index) else { return }
+        outbox.add(tallies[index].result(kind: kind, targetIndex: index, target: targets[index]))
+    }
+}

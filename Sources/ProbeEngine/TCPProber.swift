@@ -105,7 +105,9 @@ public final class TCPProber: @unchecked Sendable {
 }
 
 /// The state of one `probe` call, owned by the loop thread.
-private final class TCPRun: LoopTask {
+private final class TCPRun: LoopTask, RoundRunner {
+    let kind = ProbeKind.tcp
+    var roundCount: Int { configuration.count }
     struct Attempt {
         var descriptor: Descriptor
         var id: UInt64
@@ -156,11 +158,7 @@ private final class TCPRun: LoopTask {
     }
 
     func service(now: Int64) throws {
-        if !stopping && prober.isStopRequested {
-            stopping = true
-            schedule.removeAll()
-            tallies.touchAll()
-        }
+        checkStop(requested: prober.isStopRequested)
         while attempts.count < configuration.maximumInFlight, let due = schedule.popDue(now: now) {
             let index = due.targetIndex
             if tallies[index].sent == 0 { tallies[index].slipNanoseconds = cycle.slip(of: index, now: now) }
@@ -308,26 +306,4 @@ private final class TCPRun: LoopTask {
                                                  timestampSource: source, isDuplicate: false))) }
     }
 
-    func reportFinished() {
-        let now = Clock.monotonicNanoseconds()
-        for index in tallies.takeCompleted(count: configuration.count, stopping: stopping, now: now) {
-            if cycle.isRepeating && tallies[index].sent == 0 { continue }
-            outbox.add(tallies[index].result(kind: .tcp, targetIndex: index, target: targets[index]))
-            tallies[index].samples = []
-            startNextRound(index, now: now)
-        }
-    }
-
-    /// Repeating rounds: plans the target's next round once this one is reported.
-    func startNextRound(_ index: Int, now: Int64) {
-        guard !stopping, let next = cycle.planNextRound(of: index, now: now) else { return }
-        tallies.reset(index)
-        schedule.retry(index, at: next)
-    }
-
-    /// Reports a round now, whatever its counts (unresolved targets, a failed loop).
-    func report(_ index: Int) {
-        guard tallies.markReported(index) else { return }
-        outbox.add(tallies[index].result(kind: .tcp, targetIndex: index, target: targets[index]))
-    }
 }
