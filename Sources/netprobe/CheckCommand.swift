@@ -83,13 +83,7 @@ struct CheckCommand: AsyncParsableCommand, PrivilegedCommand {
         } catch {
             writeError("netprobe: ICMP is not available, checking TCP only: \(error)\n  (see `netprobe ping --help` for the two ways to allow ICMP)")
         }
-        ResourceLimits.raiseOpenFileLimit()
-        do {
-            try Privileges.dropAll()
-        } catch {
-            writeError("netprobe: cannot drop capabilities: \(error)")
-            throw ExitCode(ExitStatus.systemError)
-        }
+        try dropPrivileges()
     }
 
     func run() async throws {

@@ -90,12 +90,7 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
             writeError(Self.explain(error))
             throw ExitCode(ExitStatus.systemError)
         }
-        do {
-            try Privileges.dropAll()
-        } catch {
-            writeError("netprobe: cannot drop capabilities after opening the sockets: \(error)")
-            throw ExitCode(ExitStatus.systemError)
-        }
+        try dropPrivileges()
         logger.debug("sockets open, capabilities dropped", metadata: [
             "modes": "\(sockets.modes.map { "\($0.key.rawValue)=\($0.value.rawValue)" }.sorted().joined(separator: ","))",
         ])
@@ -138,6 +133,19 @@ enum PrivilegedResources {
             defer { sockets = nil }
             return sockets
         }
+    }
+}
+
+/// Raises the open-file limit (TCP handshakes in flight each hold one) and gives up every
+/// capability; called on the main thread before any other thread exists.
+/// - Throws: `ExitCode` 4 when the capabilities cannot be dropped.
+func dropPrivileges() throws {
+    ResourceLimits.raiseOpenFileLimit()
+    do {
+        try Privileges.dropAll()
+    } catch {
+        writeError("netprobe: cannot drop capabilities: \(error)")
+        throw ExitCode(ExitStatus.systemError)
     }
 }
 

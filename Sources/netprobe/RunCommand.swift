@@ -80,13 +80,7 @@ struct RunCommand: AsyncParsableCommand, PrivilegedCommand {
                 throw ExitCode(ExitStatus.systemError)
             }
         }
-        ResourceLimits.raiseOpenFileLimit()
-        do {
-            try Privileges.dropAll()
-        } catch {
-            Terminal.printError("netprobe: cannot drop capabilities after opening the sockets: \(error)")
-            throw ExitCode(ExitStatus.systemError)
-        }
+        try dropPrivileges()
     }
 
     func run() async throws {

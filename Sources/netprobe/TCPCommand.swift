@@ -39,13 +39,7 @@ struct TCPCommand: AsyncParsableCommand, PrivilegedCommand {
     /// No privilege to take, but drop whatever this process holds (run as root, say)
     /// before any thread exists, and raise the open-file limit while we are at it.
     func acquirePrivilegedResources() throws {
-        ResourceLimits.raiseOpenFileLimit()
-        do {
-            try Privileges.dropAll()
-        } catch {
-            writeError("netprobe: cannot drop capabilities: \(error)")
-            throw ExitCode(ExitStatus.systemError)
-        }
+        try dropPrivileges()
     }
 
     func run() async throws {
