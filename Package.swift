@@ -65,6 +65,7 @@ let package = Package(
             name: "NetSim",
             dependencies: [
                 "CSystemShims",
+                "ProbeEngine",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Yams", package: "Yams"),

@@ -1,4 +1,5 @@
 import CSystemShims
+import ProbeEngine
 import Foundation
 import HeapModule
 import Logging
@@ -119,7 +120,7 @@ public final class Simulator: @unchecked Sendable {
     ///     packets (the TUN device; a SOCK_SEQPACKET socket pair in tests). Not owned.
     ///   - options: rules and outputs.
     ///   - logger: where the simulator reports what it does.
-    /// - Throws: `NetSimSystemCallError` when epoll, timerfd or eventfd fail, or the record file cannot be created.
+    /// - Throws: `SystemCallError` when epoll, timerfd or eventfd fail, or the record file cannot be created.
     public init(packetDescriptor: Int32, options: Options, logger: Logger) throws {
         self.packetDescriptor = packetDescriptor
         self.options = options
@@ -133,10 +134,10 @@ public final class Simulator: @unchecked Sendable {
     }
 
     deinit {
-        for fd in [epoll, timer, wakeup] { Posix.close(fd) }
+        for fd in [epoll, timer, wakeup] { Posix.closeQuietly(fd) }
     }
 
-    private func register(_ fd: Int32) throws(NetSimSystemCallError) {
+    private func register(_ fd: Int32) throws(SystemCallError) {
         var event = epoll_event()
         event.events = EPOLLIN.rawValue
         event.data.fd = fd
@@ -154,7 +155,7 @@ public final class Simulator: @unchecked Sendable {
     ///   - signalDescriptor: a signalfd for SIGTERM, SIGINT and SIGUSR1, or nil.
     ///   - summaryRequested: called on the loop thread for each SIGUSR1.
     /// - Returns: the final summary, after every held reply was sent (or 10 s passed).
-    /// - Throws: `NetSimSystemCallError` when reading or waiting fails.
+    /// - Throws: `SystemCallError` when reading or waiting fails.
     public func run(signalDescriptor: Int32? = nil, summaryRequested: (SimulationSummary) -> Void = { _ in }) throws -> SimulationSummary {
         if let signalDescriptor { try register(signalDescriptor) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
@@ -218,12 +219,12 @@ public final class Simulator: @unchecked Sendable {
         return summary()
     }
 
-    private func epollRemove(_ fd: Int32) throws(NetSimSystemCallError) {
+    private func epollRemove(_ fd: Int32) throws(SystemCallError) {
         var event = epoll_event()
         try Posix.epoll_ctl(epoll, EPOLL_CTL_DEL, fd, &event)
     }
 
-    private func armTimer(_ instant: Int64?) throws(NetSimSystemCallError) {
+    private func armTimer(_ instant: Int64?) throws(SystemCallError) {
         guard instant != armedAt else { return }
         armedAt = instant
         var value = itimerspec()
@@ -244,7 +245,7 @@ public final class Simulator: @unchecked Sendable {
             let writeAt = monotonicNanoseconds()
             let result: IOResult<Int>?
             do {
-                result = try reply.bytes.withUnsafeBytes { (bytes) throws(NetSimSystemCallError) in try Posix.write(packetDescriptor, bytes.baseAddress!, bytes.count) }
+                result = try reply.bytes.withUnsafeBytes { (bytes) throws(SystemCallError) in try Posix.write(packetDescriptor, bytes.baseAddress!, bytes.count) }
             } catch {
                 logger.debug("write failed: \(error)")
                 result = nil
@@ -268,7 +269,7 @@ public final class Simulator: @unchecked Sendable {
 
     // MARK: receiving
 
-    private func readPackets(_ buffer: UnsafeMutableRawBufferPointer, limit: Int) throws(NetSimSystemCallError) {
+    private func readPackets(_ buffer: UnsafeMutableRawBufferPointer, limit: Int) throws(SystemCallError) {
         for _ in 0..<limit {
             guard case .processed(let length) = try Posix.read(packetDescriptor, buffer.baseAddress!, buffer.count) else { return }
             let readAt = monotonicNanoseconds()
@@ -393,7 +394,7 @@ final class RecordWriter {
     private let fd: Int32
     private var buffer: [UInt8] = []
 
-    init(path: String) throws(NetSimSystemCallError) {
+    init(path: String) throws(SystemCallError) {
         fd = try Posix.open(path, O_WRONLY | O_CREAT | O_TRUNC)
         fchmod(fd, 0o644)
         buffer.reserveCapacity(70_000)
@@ -401,7 +402,7 @@ final class RecordWriter {
 
     deinit {
         flush()
-        Posix.close(fd)
+        Posix.closeQuietly(fd)
     }
 
     func write(_ verdict: Simulator.Verdict, source: SimulatedAddress, destination: SimulatedAddress, details: Simulator.RequestDetails, holdNanoseconds: Int64?) {

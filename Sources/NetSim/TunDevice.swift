@@ -1,4 +1,5 @@
 import CSystemShims
+import ProbeEngine
 import Foundation
 import Logging
 #if canImport(Glibc)
@@ -18,7 +19,7 @@ public final class TunDevice {
     public private(set) var descriptor: Int32
 
     /// Opens /dev/net/tun and attaches it to a new interface `name`.
-    /// - Throws: `NetSimSystemCallError` when the device cannot be opened or attached
+    /// - Throws: `SystemCallError` when the device cannot be opened or attached
     ///   (ENOENT: no /dev/net/tun; EPERM: not root / no CAP_NET_ADMIN).
     public init(name: String) throws {
         precondition(name.utf8.count < Int(IFNAMSIZ), "interface names are shorter than \(IFNAMSIZ) bytes")
@@ -31,7 +32,7 @@ public final class TunDevice {
         do {
             try Posix.ioctl(fd, CSystemShims_TUNSETIFF, &request)
         } catch {
-            Posix.close(fd)
+            Posix.closeQuietly(fd)
             throw error
         }
         self.name = withUnsafeBytes(of: request.ifr_ifrn.ifrn_name) { raw in
@@ -41,12 +42,12 @@ public final class TunDevice {
     }
 
     deinit {
-        if descriptor >= 0 { Posix.close(descriptor) }
+        if descriptor >= 0 { Posix.closeQuietly(descriptor) }
     }
 
     /// Closes the device; the kernel removes the interface with its addresses and routes.
     public func close() {
-        if descriptor >= 0 { Posix.close(descriptor) }
+        if descriptor >= 0 { Posix.closeQuietly(descriptor) }
         descriptor = -1
     }
 
@@ -117,15 +118,15 @@ public enum RealTimePriority {
 public enum NetworkNamespace {
     /// Opens a socket inside the named namespace (`ip netns add NAME`), from a thread of
     /// this process, and returns it; the socket stays in that namespace for its lifetime.
-    /// - Throws: `NetSimSystemCallError` naming the call that failed.
+    /// - Throws: `SystemCallError` naming the call that failed.
     public static func socket(inNamespace name: String, domain: Int32, type: Int32, protocol: Int32) throws -> Int32 {
         // setns changes only the calling thread, so do it on a thread of its own.
-        nonisolated(unsafe) var outcome: Result<Int32, NetSimSystemCallError> = .failure(NetSimSystemCallError(call: "thread", errno: EAGAIN))
+        nonisolated(unsafe) var outcome: Result<Int32, SystemCallError> = .failure(SystemCallError(call: "thread", errno: EAGAIN))
         let done = DispatchSemaphore(value: 0)
         let thread = Thread {
-            outcome = Result { () throws(NetSimSystemCallError) -> Int32 in
+            outcome = Result { () throws(SystemCallError) -> Int32 in
                 let namespace = try Posix.open("/run/netns/\(name)", O_RDONLY)
-                defer { Posix.close(namespace) }
+                defer { Posix.closeQuietly(namespace) }
                 try Posix.setns(namespace, CSystemShims_CLONE_NEWNET)
                 return try Posix.retryingEINTR("socket") { Glibc.socket(domain, type | Int32(SOCK_CLOEXEC.rawValue), `protocol`) }
             }

@@ -21,7 +21,7 @@ public struct SystemCallError: Error, CustomStringConvertible, Sendable {
 }
 
 /// What a non-blocking call did: it completed with a value, or would have blocked.
-enum IOResult<Value> {
+package enum IOResult<Value> {
     case processed(Value)
     case wouldBlock
 }
@@ -31,9 +31,9 @@ enum IOResult<Value> {
 /// Each goes through `retryingEINTR`, which retries EINTR, maps EAGAIN to `.wouldBlock`
 /// where the caller asked for that, and throws `SystemCallError` otherwise. EBADF and
 /// EFAULT mean the engine passed a closed descriptor or a bad pointer: a bug, so crash.
-enum Posix {
+package enum Posix {
     @inline(__always)
-    static func retryingEINTR<T: FixedWidthInteger>(_ name: StaticString, _ body: () -> T) throws(SystemCallError) -> T {
+    package static func retryingEINTR<T: FixedWidthInteger>(_ name: StaticString, _ body: () -> T) throws(SystemCallError) -> T {
         while true {
             let result = body()
             if result != -1 { return result }
@@ -45,7 +45,7 @@ enum Posix {
     }
 
     @inline(__always)
-    static func nonBlocking<T: FixedWidthInteger>(_ name: StaticString, _ body: () -> T) throws(SystemCallError) -> IOResult<T> {
+    package static func nonBlocking<T: FixedWidthInteger>(_ name: StaticString, _ body: () -> T) throws(SystemCallError) -> IOResult<T> {
         do {
             return .processed(try retryingEINTR(name, body))
         } catch where error.errno == EAGAIN || error.errno == EWOULDBLOCK {
@@ -90,7 +90,7 @@ enum Posix {
         try nonBlocking("recvmsg") { Glibc.recvmsg(fd, message, flags | Int32(MSG_DONTWAIT)) }
     }
 
-    static func close(_ fd: Int32) throws(SystemCallError) {
+    package static func close(_ fd: Int32) throws(SystemCallError) {
         // Linux closes the descriptor even when close reports EINTR: never retry it.
         if Glibc.close(fd) == -1 {
             let error = Glibc.errno
@@ -99,11 +99,11 @@ enum Posix {
         }
     }
 
-    static func epoll_create1(_ flags: Int32) throws(SystemCallError) -> Int32 {
+    package static func epoll_create1(_ flags: Int32) throws(SystemCallError) -> Int32 {
         try retryingEINTR("epoll_create1") { CSystemShims.epoll_create1(flags) }
     }
 
-    static func epoll_ctl(_ epollFD: Int32, _ operation: Int32, _ fd: Int32, _ event: inout epoll_event) throws(SystemCallError) {
+    package static func epoll_ctl(_ epollFD: Int32, _ operation: Int32, _ fd: Int32, _ event: inout epoll_event) throws(SystemCallError) {
         _ = try retryingEINTR("epoll_ctl") { CSystemShims.epoll_ctl(epollFD, operation, fd, &event) }
     }
 
