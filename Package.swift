@@ -40,6 +40,7 @@ let package = Package(
                 "ProbeEngine",
                 "ProbeConfig",
                 "InfluxSink",
+                "Dashboards",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -56,6 +57,10 @@ let package = Package(
                 "CZlib",
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        .target(
+            name: "Dashboards",
+            dependencies: ["ProbeConfig"]
         ),
         .target(
             name: "CZlib",
@@ -99,6 +104,11 @@ let package = Package(
         .testTarget(
             name: "ProbeEngineTests",
             dependencies: ["ProbeEngine", "CSystemShims"]
+        ),
+        .testTarget(
+            name: "DashboardsTests",
+            dependencies: ["Dashboards", "ProbeConfig", "TestSupport", "netprobe"],
+            resources: [.copy("Fixtures")]
         ),
         .testTarget(
             name: "IntegrationTests",

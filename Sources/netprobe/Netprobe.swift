@@ -29,7 +29,7 @@ struct Netprobe: AsyncParsableCommand {
             not resolve, 3 bad arguments, 4 system error (e.g. no privilege).
             """,
         version: "0.1.0",
-        subcommands: [RunCommand.self, ValidateCommand.self, PingCommand.self, TCPCommand.self, CheckCommand.self]
+        subcommands: [RunCommand.self, ValidateCommand.self, PingCommand.self, TCPCommand.self, CheckCommand.self, DashboardsCommand.self]
     )
 
     /// Runs the command, mapping argument errors to exit status 3 (ArgumentParser's own

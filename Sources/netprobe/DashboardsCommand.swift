@@ -1,0 +1,56 @@
+import ArgumentParser
+import Dashboards
+import Foundation
+import ProbeConfig
+
+struct DashboardsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dashboards",
+        abstract: "Generate Grafana dashboards and provisioning from the targets files.",
+        discussion: """
+            Reads ping.yaml and tcp.yaml of the targets folder and writes, below the output \
+            folder:
+              dashboards/netprobe-icmp.json, dashboards/netprobe-tcp.json
+              provisioning/datasources/netprobe.yaml (InfluxDB; settings from Grafana's \
+            environment: NETPROBE_INFLUXDB_URL, NETPROBE_INFLUXDB_DATABASE, \
+            NETPROBE_INFLUXDB_READ_USER, NETPROBE_INFLUXDB_READ_PASSWORD)
+              provisioning/dashboards/netprobe.yaml (loads the dashboards folder)
+
+            Unchanged targets give byte-identical files, and a file whose content is \
+            unchanged is not rewritten. Point Grafana's provisioning path at the \
+            provisioning folder (compose and deployment.sh do).
+
+            Exit status: 0 written, 2 invalid targets files, 4 a file could not be written.
+            """
+    )
+
+    @Option(help: ArgumentHelp("The folder holding ping.yaml and tcp.yaml.", valueName: "dir"))
+    var targets: String
+
+    @Option(help: ArgumentHelp("Where to write dashboards/ and provisioning/.", valueName: "dir"))
+    var out: String
+
+    @Option(help: ArgumentHelp("The dashboards folder as Grafana sees it (default: OUT/dashboards, absolute).", valueName: "path"))
+    var dashboardsPath: String?
+
+    func run() throws {
+        let loaded: (ping: [PingTarget], tcp: [TCPTarget])
+        do {
+            loaded = try DashboardFiles.loadTargets(directory: targets)
+        } catch {
+            Terminal.printError(error.description)
+            throw ExitCode(2)
+        }
+        let absoluteOut = URL(fileURLWithPath: out).standardizedFileURL.path
+        let providerPath = dashboardsPath ?? (absoluteOut as NSString).appendingPathComponent("dashboards")
+        let files = DashboardFiles.files(ping: loaded.ping, tcp: loaded.tcp, dashboardsPath: providerPath)
+        do {
+            let written = try DashboardFiles.write(files, to: out)
+            Terminal.printLine("\(out): \(loaded.ping.count) ping target(s), \(loaded.tcp.count) tcp target(s); "
+                + (written.isEmpty ? "every file was already up to date" : "wrote \(written.joined(separator: ", "))"))
+        } catch {
+            Terminal.printError(error.description)
+            throw ExitCode(ExitStatus.systemError)
+        }
+    }
+}
