@@ -304,13 +304,14 @@ ensure_netprobe() {
 }
 
 # Waits up to one interval (plus the time to send a batch) until every target of the
-# config has a result in InfluxDB, then shows the latest result of each.
+# config has a result in InfluxDB written since this script started, then shows the
+# latest result of each.
 wait_for_results() {
   local expected_ping expected_tcp rows="" found
   expected_ping=$(sed -n 's/.*, \([0-9]*\) ping target(s).*/\1/p' "$state/validate.log")
   expected_tcp=$(sed -n 's/.*, \([0-9]*\) tcp target(s).*/\1/p' "$state/validate.log")
   for _ in $(seq 1 60); do
-    rows=$(influx_query "SELECT last(\"result\") AS \"result\" FROM \"icmp\", \"tcp\" WHERE time > now() - 2m GROUP BY \"target\", \"port\"" | tail -n +2 || true)
+    rows=$(influx_query "SELECT last(\"result\") AS \"result\" FROM \"icmp\", \"tcp\" WHERE time >= ${script_started}s GROUP BY \"target\", \"port\"" | tail -n +2 || true)
     found=$(printf '%s\n' "$rows" | grep -c . || true)
     [ "$found" -ge $((${expected_ping:-0} + ${expected_tcp:-0})) ] && break
     sleep 0.5
@@ -367,6 +368,7 @@ if [ -z "$mode" ]; then
 fi
 grafana_note=""
 binary_changed=false
+script_started=$(date +%s)
 
 case "${1:-up}:$mode" in
   up:compose) compose_up ;;
