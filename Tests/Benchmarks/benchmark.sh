@@ -242,7 +242,16 @@ for name, tool, command in [("scale-netprobe", "netprobe", "netprobe ping -c 1 -
     r = scale(name)
     if r: lines.append(f"| {tool} | `{command}` | {r[0]:.2f} | {r[1]:.2f} | {r[2]:.1f} | {r[3]} | {r[4]} |")
 lines += ["", f"Simulator: {sim['packets_in']} packets in, {sim['answered']} answered, {sim['dropped']} dropped, "
-          f"real-time priority: {sim.get('realtime_priority')}.", ""]
+          f"queue drops: {sim.get('queue_dropped', 0)}, real-time priority: {sim.get('realtime_priority')}.", "",
+          "## Reading the figures", "",
+          "- iputils ping and fping print 10 ms RTTs with 0.1 ms resolution (`time=10.0 ms`), and nping",
+          "  stamps its lines to 0.1 ms: their errors move in 0.1 ms steps. netprobe and blackbox_exporter",
+          "  report nanoseconds, hping3 0.1 ms.",
+          "- The simulator's hold runs from read() returning the request to write() of the reply. The time",
+          "  its thread takes to wake up for the read is not in the hold but is in every tool's RTT; idle",
+          "  virtual CPUs wake slowly, which is why idle errors are larger than loaded ones.",
+          "- hping3's 1000 ms maxima are replies matched to the wrong probe (its own bookkeeping).",
+          "- CPU and RSS come from /usr/bin/time around `ip netns exec` (which execs the tool).", ""]
 open(out, "w").write("\n".join(lines))
 print("\n".join(lines))
 PY
