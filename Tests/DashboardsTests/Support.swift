@@ -26,14 +26,7 @@ struct ProcessResult {
 /// The netprobe binary built next to the test bundle, run as a child process.
 enum NetprobeProcess {
     static var path: String {
-        if let path = ProcessInfo.processInfo.environment["NETPROBE_BINARY"] { return path }
-        let candidates = [
-            Bundle.main.bundleURL.appendingPathComponent("netprobe").path,
-            Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("netprobe").path,
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("netprobe").path,
-            URL(fileURLWithPath: CommandLine.arguments.last ?? "").deletingLastPathComponent().appendingPathComponent("netprobe").path,
-        ]
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
+        TestEnvironment.builtExecutable("netprobe")
     }
 
     /// Runs netprobe with `arguments` to completion (at most `timeout` seconds).

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -23,14 +24,7 @@ struct CommandResult {
 enum Harness {
     /// The netprobe binary built next to the test bundle.
     static var netprobePath: String {
-        if let path = ProcessInfo.processInfo.environment["NETPROBE_BINARY"] { return path }
-        let candidates = [
-            Bundle.main.bundleURL.appendingPathComponent("netprobe").path,
-            Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("netprobe").path,
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("netprobe").path,
-            URL(fileURLWithPath: CommandLine.arguments.last ?? "").deletingLastPathComponent().appendingPathComponent("netprobe").path,
-        ]
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
+        TestEnvironment.builtExecutable("netprobe")
     }
 
     /// In CI (CI=true) a missing prerequisite is a failure, not a skip: CI runs as root

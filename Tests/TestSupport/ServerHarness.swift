@@ -399,3 +399,18 @@ public final class StubHTTPServer: @unchecked Sendable {
         _ = bytes.withUnsafeBytes { send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 }
+
+extension TestEnvironment {
+    /// A product built next to the test bundle (`swift build` puts every executable there);
+    /// `<NAME>_BINARY` in the environment overrides it (e.g. NETPROBE_BINARY).
+    public static func builtExecutable(_ name: String) -> String {
+        if let path = ProcessInfo.processInfo.environment["\(name.uppercased())_BINARY"] { return path }
+        let candidates = [
+            Bundle.main.bundleURL.appendingPathComponent(name).path,
+            Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent(name).path,
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name).path,
+            URL(fileURLWithPath: CommandLine.arguments.last ?? "").deletingLastPathComponent().appendingPathComponent(name).path,
+        ]
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
+    }
+}
