@@ -61,7 +61,8 @@ public final class ICMPProber: @unchecked Sendable {
     let cookie: UInt64
     private var nextProbeNumber: UInt32
 
-    private let shared = Locked((stopRequested: false, running: false, closed: false, diagnostics: ICMPProberDiagnostics()))
+    let gate = RunGate()
+    private let shared = Locked((closed: false, diagnostics: ICMPProberDiagnostics()))
 
     /// The mode each socket is in (raw with CAP_NET_RAW, else datagram).
     public var socketModes: [AddressFamily: ICMPSocketMode] { sockets.mapValues(\.mode) }
@@ -97,8 +98,8 @@ public final class ICMPProber: @unchecked Sendable {
 
     /// Closes the sockets. Call after the last stream finished (or never started).
     public func close() {
+        precondition(!gate.isRunning, "close() while probing")
         let wasOpen = shared.withLock { state in
-            precondition(!state.running, "close() while probing")
             defer { state.closed = true }
             return !state.closed
         }
@@ -107,10 +108,6 @@ public final class ICMPProber: @unchecked Sendable {
 
     deinit {
         if !shared.withLock({ $0.closed }) { for socket in sockets.values { try? socket.close() } }
-    }
-
-    func runEnded() {
-        shared.withLock { $0.running = false }
     }
 
     /// Starts probing `targets` on the loop thread. Call again for new targets once the
@@ -124,15 +121,8 @@ public final class ICMPProber: @unchecked Sendable {
     ///   - reportingAttempts: false leaves out the per-attempt events (cheaper when only
     ///     the rounds are wanted).
     public func probe(_ targets: [ProbeTarget], configuration override: ICMPProbeConfiguration? = nil, reportingAttempts: Bool = true) -> AsyncStream<ProbeEvent> {
-        let (stream, continuation) = AsyncStream<ProbeEvent>.makeStream(bufferingPolicy: .unbounded)
-        shared.withLock { state in
-            precondition(!state.running && !state.closed, "an ICMPProber runs one probe call at a time, before close()")
-            state.running = true
-            state.stopRequested = false
-        }
-        continuation.onTermination = { [weak self] termination in
-            if case .cancelled = termination { self?.stop() }
-        }
+        precondition(!shared.withLock { $0.closed }, "probe() after close()")
+        let (stream, continuation) = gate.begin("an ICMPProber") { [weak self] in self?.stop() }
         loop.add(ICMPRun(prober: self, configuration: override ?? configuration, targets: targets, reportingAttempts: reportingAttempts, continuation: continuation))
         return stream
     }
@@ -140,12 +130,8 @@ public final class ICMPProber: @unchecked Sendable {
     /// Stops sending. Probes in flight still get their timeout to answer, then every
     /// unfinished round is reported and the stream finishes. Safe from any thread.
     public func stop() {
-        shared.withLock { $0.stopRequested = true }
+        gate.requestStop()
         loop.wake()
-    }
-
-    var isStopRequested: Bool {
-        shared.withLock { $0.stopRequested }
     }
 
     func publish(_ diagnostics: ICMPProberDiagnostics) {
@@ -217,7 +203,7 @@ private final class ICMPRun: LoopTask, RoundRunner {
     }
 
     func service(now: Int64) throws {
-        checkStop(requested: prober.isStopRequested)
+        checkStop(requested: prober.gate.isStopRequested)
         try sendDue(now: now)
         var lost: [Int] = []
         tracker.expire(nowMonotonic: now) { lost.append($0.targetIndex) }
@@ -266,7 +252,7 @@ private final class ICMPRun: LoopTask, RoundRunner {
             loop?.unwatch(socket.descriptor.rawValue)
         }
         prober.publish(diagnostics)
-        prober.runEnded()
+        prober.gate.end()
         outbox.flush(now: Clock.monotonicNanoseconds(), force: true)
         continuation.finish()
     }

@@ -132,3 +132,38 @@ public final class ProbeLoop: @unchecked Sendable {
         tasks = remaining
     }
 }
+
+/// A prober's run bookkeeping: one run at a time, and the stop flag its loop task polls.
+final class RunGate: Sendable {
+    private let state = Locked((running: false, stopRequested: false))
+
+    /// Starts a run and makes its event stream; a consumer that cancels stops the run.
+    /// - Parameters:
+    ///   - owner: names the prober in the message when a second run is started too early.
+    ///   - stop: what stopping the run means for the prober.
+    func begin(_ owner: String, stop: @escaping @Sendable () -> Void) -> (AsyncStream<ProbeEvent>, AsyncStream<ProbeEvent>.Continuation) {
+        state.withLock { state in
+            precondition(!state.running, "\(owner) runs one probe call at a time")
+            state.running = true
+            state.stopRequested = false
+        }
+        let (stream, continuation) = AsyncStream<ProbeEvent>.makeStream(bufferingPolicy: .unbounded)
+        continuation.onTermination = { termination in
+            if case .cancelled = termination { stop() }
+        }
+        return (stream, continuation)
+    }
+
+    func requestStop() {
+        state.withLock { $0.stopRequested = true }
+    }
+
+    var isStopRequested: Bool { state.withLock { $0.stopRequested } }
+
+    var isRunning: Bool { state.withLock { $0.running } }
+
+    /// The run's loop task has detached: the next run may start.
+    func end() {
+        state.withLock { $0.running = false }
+    }
+}

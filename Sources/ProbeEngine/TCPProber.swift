@@ -42,7 +42,7 @@ public final class TCPProber: @unchecked Sendable {
     public let configuration: TCPProbeConfiguration
     let logger: Logger
     let loop: ProbeLoop
-    private let shared = Locked((stopRequested: false, running: false))
+    let gate = RunGate()
 
     /// - Parameters:
     ///   - configuration: counts, timing, concurrency.
@@ -65,15 +65,7 @@ public final class TCPProber: @unchecked Sendable {
     ///     the rounds are wanted).
     public func probe(_ targets: [ProbeTarget], configuration override: TCPProbeConfiguration? = nil, reportingAttempts: Bool = true) -> AsyncStream<ProbeEvent> {
         precondition(targets.allSatisfy { $0.port != nil }, "TCP targets need a port")
-        let (stream, continuation) = AsyncStream<ProbeEvent>.makeStream(bufferingPolicy: .unbounded)
-        shared.withLock { state in
-            precondition(!state.running, "a TCPProber runs one probe call at a time")
-            state.running = true
-            state.stopRequested = false
-        }
-        continuation.onTermination = { [weak self] termination in
-            if case .cancelled = termination { self?.stop() }
-        }
+        let (stream, continuation) = gate.begin("a TCPProber") { [weak self] in self?.stop() }
         loop.add(TCPRun(prober: self, configuration: override ?? configuration, targets: targets, reportingAttempts: reportingAttempts, continuation: continuation))
         return stream
     }
@@ -81,16 +73,8 @@ public final class TCPProber: @unchecked Sendable {
     /// Stops starting handshakes; those in flight finish or time out, then every unfinished
     /// round is reported and the stream finishes. Safe from any thread.
     public func stop() {
-        shared.withLock { $0.stopRequested = true }
+        gate.requestStop()
         loop.wake()
-    }
-
-    var isStopRequested: Bool {
-        shared.withLock { $0.stopRequested }
-    }
-
-    func runEnded() {
-        shared.withLock { $0.running = false }
     }
 
     /// The outcome of a failed connect, from its errno.
@@ -158,7 +142,7 @@ private final class TCPRun: LoopTask, RoundRunner {
     }
 
     func service(now: Int64) throws {
-        checkStop(requested: prober.isStopRequested)
+        checkStop(requested: prober.gate.isStopRequested)
         while attempts.count < configuration.maximumInFlight, let due = schedule.popDue(now: now) {
             let index = due.targetIndex
             if tallies[index].sent == 0 { tallies[index].slipNanoseconds = cycle.slip(of: index, now: now) }
@@ -209,7 +193,7 @@ private final class TCPRun: LoopTask, RoundRunner {
         }
         reportFinished()
         outbox.flush(now: Clock.monotonicNanoseconds(), force: true)
-        prober.runEnded()
+        prober.gate.end()
         continuation.finish()
     }
 
