@@ -146,43 +146,26 @@ public final class ICMPProber: @unchecked Sendable {
 }
 
 /// The state of one `probe` call, owned by the loop thread.
-private final class ICMPRun: LoopTask, RoundRunner {
-    let kind = ProbeKind.icmp
-    var roundCount: Int { configuration.count }
+private final class ICMPRun: RoundRun, LoopTask {
     let prober: ICMPProber
-    let targets: [ProbeTarget]
-    let continuation: AsyncStream<ProbeEvent>.Continuation
     let configuration: ICMPProbeConfiguration
-    var tallies: RoundBook
-    var cycle: RoundCycle
     /// When the late windows of lost probes end, in order (deadlines expire in send order).
     var lateWindows = Deque<(end: Int64, targetIndex: Int)>()
-    var outbox: RoundOutbox
-    var schedule: SendSchedule
     var tracker: EchoTracker
     var packet: [UInt8] = []
-    var stopping = false
     var diagnostics = ICMPProberDiagnostics()
     var lastProbeNumber: UInt32 = 0
-    weak var loop: ProbeLoop?
-
-    let reportingAttempts: Bool
 
     init(prober: ICMPProber, configuration: ICMPProbeConfiguration, targets: [ProbeTarget], reportingAttempts: Bool, continuation: AsyncStream<ProbeEvent>.Continuation) {
         self.prober = prober
-        self.reportingAttempts = reportingAttempts
-        self.targets = targets
-        self.continuation = continuation
         self.configuration = configuration
-        tallies = RoundBook(count: targets.count)
-        cycle = RoundCycle(targetCount: targets.count, roundInterval: configuration.roundIntervalNanoseconds)
-        outbox = RoundOutbox(continuation: continuation)
         // Remembered past the deadline for the late window (one timeout) and a second more,
         // to tell late replies and duplicates from foreign ones; no longer, since at
         // 100,000 targets every record kept costs memory.
         let retention = configuration.timeoutNanoseconds + 1_000_000_000
         tracker = EchoTracker(cookie: prober.cookie, timeoutNanoseconds: configuration.timeoutNanoseconds, retentionNanoseconds: retention)
-        schedule = SendSchedule(targets: [], interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.packetsPerSecond, start: 0)
+        super.init(kind: .icmp, targets: targets, roundCount: configuration.count, roundInterval: configuration.roundIntervalNanoseconds,
+                   reportingAttempts: reportingAttempts, continuation: continuation)
     }
 
     func attach(to loop: ProbeLoop, now: Int64) throws {
@@ -190,16 +173,7 @@ private final class ICMPRun: LoopTask, RoundRunner {
         for socket in prober.sockets.values {
             try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue, for: self)
         }
-        // Repeating rounds keep unresolved targets in the schedule: each of their rounds
-        // reports "unresolved", so the gap shows in the data instead of silence.
-        schedule = SendSchedule(targets: targets.indices.filter { cycle.isRepeating || targets[$0].address != nil },
-                                interval: configuration.intervalNanoseconds, phaseWindow: configuration.roundIntervalNanoseconds,
-                                packetsPerSecond: configuration.packetsPerSecond, start: now)
-        cycle.plan(schedule.plannedStarts)
-        for index in targets.indices where targets[index].address == nil && !cycle.isRepeating {
-            tallies[index].startTime = Date()
-            report(index)
-        }
+        planRounds(now: now, interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.packetsPerSecond)
     }
 
     func service(now: Int64) throws {

@@ -338,20 +338,49 @@ struct RoundCycle {
     }
 }
 
-/// What the ICMP and TCP runs share: reporting rounds and planning the next ones.
-protocol RoundRunner: AnyObject {
-    var kind: ProbeKind { get }
+/// What the ICMP and TCP runs share: their targets, the stream they report on, and the
+/// round bookkeeping (reporting rounds, planning the next ones). Subclasses probe.
+class RoundRun {
+    let kind: ProbeKind
+    let targets: [ProbeTarget]
+    let continuation: AsyncStream<ProbeEvent>.Continuation
+    /// False leaves out the per-attempt events.
+    let reportingAttempts: Bool
     /// Probes per round.
-    var roundCount: Int { get }
-    var targets: [ProbeTarget] { get }
-    var tallies: RoundBook { get set }
-    var cycle: RoundCycle { get set }
-    var outbox: RoundOutbox { get set }
-    var schedule: SendSchedule { get set }
-    var stopping: Bool { get set }
-}
+    let roundCount: Int
+    var tallies: RoundBook
+    var cycle: RoundCycle
+    var outbox: RoundOutbox
+    var schedule = SendSchedule(targets: [], interval: 1, packetsPerSecond: 1, start: 0)
+    var stopping = false
+    weak var loop: ProbeLoop?
 
-extension RoundRunner {
+    init(kind: ProbeKind, targets: [ProbeTarget], roundCount: Int, roundInterval: Int64?, reportingAttempts: Bool,
+         continuation: AsyncStream<ProbeEvent>.Continuation) {
+        self.kind = kind
+        self.targets = targets
+        self.roundCount = roundCount
+        self.reportingAttempts = reportingAttempts
+        self.continuation = continuation
+        tallies = RoundBook(count: targets.count)
+        cycle = RoundCycle(targetCount: targets.count, roundInterval: roundInterval)
+        outbox = RoundOutbox(continuation: continuation)
+    }
+
+    /// Plans the first probe of every target, spread over the round interval (or one probe
+    /// interval), and reports one-off rounds of unresolved targets at once. Repeating rounds
+    /// keep unresolved targets in the schedule: each of their rounds reports "unresolved",
+    /// so the gap shows in the data instead of silence.
+    func planRounds(now: Int64, interval: Int64, packetsPerSecond: Double) {
+        schedule = SendSchedule(targets: targets.indices.filter { cycle.isRepeating || targets[$0].address != nil },
+                                interval: interval, phaseWindow: cycle.roundInterval, packetsPerSecond: packetsPerSecond, start: now)
+        cycle.plan(schedule.plannedStarts)
+        for index in targets.indices where targets[index].address == nil && !cycle.isRepeating {
+            tallies[index].startTime = Date()
+            report(index)
+        }
+    }
+
     /// On the first look after a stop request: no more sends, and every round looked at.
     func checkStop(requested: Bool) {
         guard requested && !stopping else { return }

@@ -89,9 +89,7 @@ public final class TCPProber: @unchecked Sendable {
 }
 
 /// The state of one `probe` call, owned by the loop thread.
-private final class TCPRun: LoopTask, RoundRunner {
-    let kind = ProbeKind.tcp
-    var roundCount: Int { configuration.count }
+private final class TCPRun: RoundRun, LoopTask {
     struct Attempt {
         var descriptor: Descriptor
         var id: UInt64
@@ -101,44 +99,22 @@ private final class TCPRun: LoopTask, RoundRunner {
     }
 
     let prober: TCPProber
-    let targets: [ProbeTarget]
-    let continuation: AsyncStream<ProbeEvent>.Continuation
     let configuration: TCPProbeConfiguration
-    var tallies: RoundBook
-    var cycle: RoundCycle
-    var outbox: RoundOutbox
-    var schedule: SendSchedule
     var attempts: [Int32: Attempt] = [:]
     var deadlines = Deque<(deadline: Int64, fd: Int32, id: UInt64)>()
     var nextAttemptID: UInt64 = 0
-    var stopping = false
     var loggedDescriptorShortage = false
-    weak var loop: ProbeLoop?
-
-    let reportingAttempts: Bool
 
     init(prober: TCPProber, configuration: TCPProbeConfiguration, targets: [ProbeTarget], reportingAttempts: Bool, continuation: AsyncStream<ProbeEvent>.Continuation) {
         self.prober = prober
-        self.reportingAttempts = reportingAttempts
-        self.targets = targets
-        self.continuation = continuation
         self.configuration = configuration
-        tallies = RoundBook(count: targets.count)
-        cycle = RoundCycle(targetCount: targets.count, roundInterval: configuration.roundIntervalNanoseconds)
-        outbox = RoundOutbox(continuation: continuation)
-        schedule = SendSchedule(targets: [], interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.attemptsPerSecond, start: 0)
+        super.init(kind: .tcp, targets: targets, roundCount: configuration.count, roundInterval: configuration.roundIntervalNanoseconds,
+                   reportingAttempts: reportingAttempts, continuation: continuation)
     }
 
     func attach(to loop: ProbeLoop, now: Int64) throws {
         self.loop = loop
-        schedule = SendSchedule(targets: targets.indices.filter { cycle.isRepeating || targets[$0].address != nil },
-                                interval: configuration.intervalNanoseconds, phaseWindow: configuration.roundIntervalNanoseconds,
-                                packetsPerSecond: configuration.attemptsPerSecond, start: now)
-        cycle.plan(schedule.plannedStarts)
-        for index in targets.indices where targets[index].address == nil && !cycle.isRepeating {
-            tallies[index].startTime = Date()
-            report(index)
-        }
+        planRounds(now: now, interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.attemptsPerSecond)
     }
 
     func service(now: Int64) throws {
