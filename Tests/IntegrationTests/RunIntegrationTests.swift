@@ -242,4 +242,69 @@ final class RunIntegrationTests: XCTestCase {
         let valid = try Harness.run([netprobe, "validate", "--config", fixtures.appendingPathComponent("valid-minimal.yaml").path])
         XCTAssertEqual(valid.status, 0, valid.standardError)
     }
+
+    func lines(_ running: RunningProcess, target: String) -> Int {
+        running.outputSoFar.split(separator: "\n").filter { $0.contains("\"target\":\"\(target)\"") }.count
+    }
+
+    func testSIGHUPReloadsTheTargetsAndKeepsTheOldConfigWhenTheNewOneIsInvalid() async throws {
+        try Harness.requireRoot()
+        let directory = try TestEnvironment.temporaryDirectory("netprobe-reload")
+        let config = directory.appendingPathComponent("netprobe.yaml")
+        let targets = directory.appendingPathComponent("ping.yaml")
+        let valid = """
+            probe: reload-test
+            targets: {ping: ping.yaml, tcp: null}
+            icmp: {interval: 500ms, count: 1, spacing: 10ms, timeout: 200ms}
+            """
+        try valid.write(to: config, atomically: true, encoding: .utf8)
+        try "local: [127.0.0.1]\n".write(to: targets, atomically: true, encoding: .utf8)
+        let running = try Harness.start([netprobe, "run", "--config", config.path, "--output", "json"])
+        let pid = running.process.processIdentifier
+        let first = await TestEnvironment.eventually(within: 5) { self.lines(running, target: "127.0.0.1") > 0 }
+        XCTAssertTrue(first, "rounds for the first target")
+
+        try "local: [127.0.0.1, 127.0.0.2]\n".write(to: targets, atomically: true, encoding: .utf8)
+        kill(pid, SIGHUP)
+        let added = await TestEnvironment.eventually(within: 5) { self.lines(running, target: "127.0.0.2") > 0 }
+        XCTAssertTrue(added, "SIGHUP reloaded the targets: \(running.outputSoFar.suffix(400))")
+
+        try (valid + "\nicmp: {interval: fast}\n").write(to: config, atomically: true, encoding: .utf8)
+        kill(pid, SIGHUP)
+        try await Task.sleep(nanoseconds: 1_000_000_000)
+        let before = lines(running, target: "127.0.0.2")
+        try await Task.sleep(nanoseconds: 1_200_000_000)
+        XCTAssertTrue(running.process.isRunning, "an invalid new config does not stop netprobe")
+        XCTAssertGreaterThan(lines(running, target: "127.0.0.2"), before, "probing goes on with the old config")
+        let result = try stop(running)
+        XCTAssertTrue(result.standardError.contains("the new config is invalid; keeping the old one"), result.standardError)
+    }
+
+    func testAChangedAddressIsPickedUpByTheNextResolution() async throws {
+        try Harness.requireRoot()
+        try Harness.requireTools(["unshare"])
+        let directory = try TestEnvironment.temporaryDirectory("netprobe-resolve")
+        let hosts = directory.appendingPathComponent("hosts")
+        try "127.0.0.1 moving-target.test\n".write(to: hosts, atomically: false, encoding: .utf8)
+        try "local: [moving-target.test]\n".write(to: directory.appendingPathComponent("ping.yaml"), atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("netprobe.yaml")
+        try """
+            targets: {ping: ping.yaml, tcp: null}
+            icmp: {interval: 300ms, count: 1, spacing: 10ms, timeout: 200ms}
+            resolve_interval: 1s
+            """.write(to: config, atomically: true, encoding: .utf8)
+        // The name lives in a hosts file of the test's own, bind-mounted over /etc/hosts in a
+        // private mount namespace; rewriting it in place moves the name to another address.
+        let running = try Harness.start(["unshare", "-m", "--", "sh", "-c", "mount --bind \"$1\" /etc/hosts && exec \"$2\" run --config \"$3\" --output json",
+                                         "sh", hosts.path, netprobe, config.path])
+        let onFirst = await TestEnvironment.eventually(within: 5) { running.outputSoFar.contains("\"address\":\"127.0.0.1\"") }
+        XCTAssertTrue(onFirst, running.outputSoFar)
+        let handle = try FileHandle(forWritingTo: hosts)
+        try handle.truncate(atOffset: 0)
+        try handle.write(contentsOf: Data("127.0.0.3 moving-target.test\n".utf8))
+        try handle.close()
+        let moved = await TestEnvironment.eventually(within: 6) { running.outputSoFar.contains("\"address\":\"127.0.0.3\"") }
+        XCTAssertTrue(moved, "the new address shows in the address tag: \(running.outputSoFar.suffix(300))")
+        _ = try stop(running)
+    }
 }
