@@ -48,6 +48,8 @@ let package = Package(
         .target(
             name: "ProbeConfig",
             dependencies: [
+                // The config decodes into the engine's own vocabulary (TCPProbeMode), not a twin of it.
+                "ProbeEngine",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

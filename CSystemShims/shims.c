@@ -44,7 +44,7 @@ int CSystemShims_tcp_handshake_info_read(int fd, CSystemShims_tcp_handshake_info
     struct tcp_info kernel = {0};
     socklen_t length = sizeof(kernel);
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &kernel, &length) != 0) return -1;
-    *info = (CSystemShims_tcp_handshake_info){ kernel.tcpi_state, kernel.tcpi_rtt, kernel.tcpi_rttvar, kernel.tcpi_total_retrans };
+    *info = (CSystemShims_tcp_handshake_info){ kernel.tcpi_state, kernel.tcpi_rtt, kernel.tcpi_rttvar, kernel.tcpi_total_retrans, kernel.tcpi_segs_out };
     return 0;
 }
 

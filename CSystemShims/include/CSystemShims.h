@@ -78,6 +78,9 @@ typedef struct {
     uint32_t rtt_us;
     uint32_t rttvar_us;
     uint32_t total_retrans;
+    /// Segments sent, retransmissions included: 1 + total_retrans while only SYNs have left
+    /// (the half-open probe's proof that no final ACK went out).
+    uint32_t segs_out;
 } CSystemShims_tcp_handshake_info;
 
 /// getsockopt(TCP_INFO) copied into the small struct above. Returns 0 or -1 with errno.

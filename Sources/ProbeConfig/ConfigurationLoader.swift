@@ -1,4 +1,5 @@
 import Foundation
+import ProbeEngine
 import Yams
 
 /// Reads the config file and the targets files it names.
@@ -9,7 +10,7 @@ import Yams
 public enum ConfigurationLoader {
     /// The top-level keys of the config file.
     static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval"]
-    static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family"]
+    static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family", "mode"]
     static let defaultPingTargets = "targets/ping.yaml"
     static let defaultTCPTargets = "targets/tcp.yaml"
 
@@ -179,11 +180,11 @@ public enum ConfigurationLoader {
 
     private static func readProbeSettings(_ node: Node, kind: String, reader: inout Reader) -> ProbeSettings {
         var settings = ProbeSettings.defaults
-        let icmpOnly = kind == "tcp"
+        let otherKindOnly = kind == "tcp"
             ? ["size": "'size' (ICMP payload) applies to icmp only; remove it from tcp",
                "ttl": "'ttl' applies to icmp only; remove it from tcp"]
-            : [:]
-        guard let entries = reader.entries(of: node, section: kind, known: probeKeys, special: icmpOnly) else {
+            : ["mode": "'mode' (half-open or connect) applies to tcp only; remove it from icmp"]
+        guard let entries = reader.entries(of: node, section: kind, known: probeKeys, special: otherKindOnly) else {
             return settings
         }
         if let value = entries["interval"], let interval = reader.duration(value, "interval", minimum: 1_000_000) {
@@ -210,6 +211,14 @@ public enum ConfigurationLoader {
                 settings.family = family
             } else {
                 reader.error(value, "family must be any, ipv4 or ipv6, got '\(text)'")
+            }
+        }
+        if let value = entries["mode"], let text = reader.string(value, "mode") {
+            if let mode = TCPProbeMode(rawValue: text) {
+                settings.tcpMode = mode
+            } else {
+                let choices = TCPProbeMode.allCases.map(\.rawValue).joined(separator: " or ")
+                reader.error(value, "mode must be \(choices), got '\(text)' (half-open leaves nothing in the server's logs; connect makes full connections)")
             }
         }
         return settings

@@ -1,3 +1,5 @@
+import ProbeEngine
+
 /// Which address family to probe when a name resolves to both.
 public enum AddressFamilyPreference: String, Sendable, CaseIterable {
     /// Whatever the resolver returns first (the system's preference, usually IPv6).
@@ -25,6 +27,8 @@ public struct ProbeSettings: Sendable, Equatable {
     public var ttl: Int?
     /// Which address family to use (`family`).
     public var family: AddressFamilyPreference
+    /// TCP only: how handshakes end (`mode`: half-open, the default, or connect).
+    public var tcpMode: TCPProbeMode
 
     /// - Parameters:
     ///   - intervalNanoseconds: time between two rounds.
@@ -34,6 +38,7 @@ public struct ProbeSettings: Sendable, Equatable {
     ///   - payloadSize: ICMP payload bytes.
     ///   - ttl: time-to-live, nil for the system default.
     ///   - family: address family preference.
+    ///   - tcpMode: TCP only: half-open or full connections.
     public init(
         intervalNanoseconds: Int64 = 10_000_000_000,
         count: Int = 5,
@@ -41,8 +46,10 @@ public struct ProbeSettings: Sendable, Equatable {
         timeoutNanoseconds: Int64 = 1_000_000_000,
         payloadSize: Int = 56,
         ttl: Int? = nil,
-        family: AddressFamilyPreference = .any
+        family: AddressFamilyPreference = .any,
+        tcpMode: TCPProbeMode = .halfOpen
     ) {
+        self.tcpMode = tcpMode
         self.intervalNanoseconds = intervalNanoseconds
         self.count = count
         self.spacingNanoseconds = spacingNanoseconds
@@ -53,7 +60,7 @@ public struct ProbeSettings: Sendable, Equatable {
     }
 
     /// The values used for any key the file leaves out: 5 packets 200ms apart every 10s,
-    /// 1s timeout, 56-byte payload (as ping), system TTL, any family.
+    /// 1s timeout, 56-byte payload (as ping), system TTL, any family, half-open TCP.
     public static let defaults = ProbeSettings()
 }
 

@@ -56,6 +56,14 @@ final class EventLoop: @unchecked Sendable {
         try Posix.epoll_ctl(epoll.rawValue, EPOLL_CTL_ADD, fd, &event)
     }
 
+    /// Changes the events watched on a registered `fd`.
+    func modify(_ fd: Int32, events: UInt32) throws(SystemCallError) {
+        var event = epoll_event()
+        event.events = events
+        event.data.fd = fd
+        try Posix.epoll_ctl(epoll.rawValue, EPOLL_CTL_MOD, fd, &event)
+    }
+
     func unregister(_ fd: Int32) throws(SystemCallError) {
         var event = epoll_event()
         try Posix.epoll_ctl(epoll.rawValue, EPOLL_CTL_DEL, fd, &event)

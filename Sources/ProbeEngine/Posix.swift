@@ -90,6 +90,14 @@ package enum Posix {
         try nonBlocking("recvmsg") { Glibc.recvmsg(fd, message, flags | Int32(MSG_DONTWAIT)) }
     }
 
+    static func recv(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ flags: Int32) throws(SystemCallError) -> IOResult<Int> {
+        try nonBlocking("recv") { Glibc.recv(fd, buffer.baseAddress, buffer.count, flags | Int32(MSG_DONTWAIT)) }
+    }
+
+    static func shutdown(_ fd: Int32, _ how: Int32) throws(SystemCallError) {
+        _ = try retryingEINTR("shutdown") { Glibc.shutdown(fd, how) }
+    }
+
     package static func close(_ fd: Int32) throws(SystemCallError) {
         // Linux closes the descriptor even when close reports EINTR: never retry it.
         if Glibc.close(fd) == -1 {

@@ -70,6 +70,11 @@ public final class ProbeLoop: @unchecked Sendable {
         owners[fd] = task
     }
 
+    /// Changes what is watched on `fd`, already watched by `watch` (loop thread only).
+    func rewatch(_ fd: Int32, events mask: UInt32) throws {
+        try events.modify(fd, events: mask)
+    }
+
     /// Stops watching `fd`; call before closing it (loop thread only).
     func unwatch(_ fd: Int32) {
         owners[fd] = nil

@@ -108,6 +108,13 @@ public struct RoundResult: Sendable {
     public var refused: Int
     /// Attempts that failed locally.
     public var errors: Int
+    /// TCP: handshakes the server saw completed (our final ACK reached it): every
+    /// successful one in connect mode; in half-open mode only those whose delayed ACK left
+    /// before netprobe closed the socket (the loop was late), each a connection the
+    /// server's application may have logged. 0 for ICMP.
+    public var completed: Int = 0
+    /// TCP: how the handshakes were ended; nil for ICMP.
+    public var tcpMode: TCPProbeMode? = nil
     /// Attempts with no answer before the deadline.
     public var timeouts: Int { max(0, sent - received - unreachable - refused - errors) }
     /// Percentage of attempts without a timely success; 100 when nothing was sent.
@@ -162,6 +169,7 @@ struct RoundTally {
     var unreachable = 0
     var refused = 0
     var errors = 0
+    var completed = 0
     var samples: [(index: Int, milliseconds: Double)] = []
     var kernelSamples = 0
     var userSamples = 0
@@ -192,12 +200,12 @@ struct RoundTally {
         return .timeout
     }
 
-    func result(kind: ProbeKind, targetIndex: Int, target: ProbeTarget) -> RoundResult {
+    func result(kind: ProbeKind, targetIndex: Int, target: ProbeTarget, tcpMode: TCPProbeMode? = nil) -> RoundResult {
         let rtts = samples.sorted { $0.index < $1.index }.map(\.milliseconds)
         return RoundResult(
             kind: kind, targetIndex: targetIndex, target: target, startTime: startTime ?? Date(),
             sent: sent, received: received, duplicates: duplicates, late: late, unreachable: unreachable,
-            refused: refused, errors: errors,
+            refused: refused, errors: errors, completed: completed, tcpMode: tcpMode,
             lossPercent: sent > 0 ? Double(sent - received) / Double(sent) * 100 : 100,
             statistics: RTTStatistics(samples: rtts), rttsMilliseconds: rtts, ttl: ttl,
             kernelTimestamps: kernelSamples, userTimestamps: userSamples, outcome: outcome(resolved: target.address != nil),
@@ -353,6 +361,8 @@ class RoundRun {
     var outbox: RoundOutbox
     var schedule = SendSchedule(targets: [], interval: 1, packetsPerSecond: 1, start: 0)
     var stopping = false
+    /// TCP runs: the mode every round is reported with.
+    var tcpMode: TCPProbeMode?
     weak var loop: ProbeLoop?
 
     init(kind: ProbeKind, targets: [ProbeTarget], roundCount: Int, roundInterval: Int64?, reportingAttempts: Bool,
@@ -395,7 +405,7 @@ class RoundRun {
         for index in tallies.takeCompleted(count: roundCount, stopping: stopping, now: now) {
             // A repeating round that a stop caught before its first probe is not a round.
             if cycle.isRepeating && tallies[index].sent == 0 { continue }
-            outbox.add(tallies[index].result(kind: kind, targetIndex: index, target: targets[index]))
+            outbox.add(roundResult(index))
             tallies[index].samples = []
             startNextRound(index, now: now)
         }
@@ -411,6 +421,10 @@ class RoundRun {
     /// Reports a round now, whatever its counts (unresolved targets, a failed loop).
     func report(_ index: Int) {
         guard tallies.markReported(index) else { return }
-        outbox.add(tallies[index].result(kind: kind, targetIndex: index, target: targets[index]))
+        outbox.add(roundResult(index))
+    }
+
+    private func roundResult(_ index: Int) -> RoundResult {
+        tallies[index].result(kind: kind, targetIndex: index, target: targets[index], tcpMode: tcpMode)
     }
 }

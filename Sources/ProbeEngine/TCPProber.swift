@@ -6,6 +6,25 @@ import Logging
 import Glibc
 #endif
 
+/// How a TCP probe ends its handshake, and so what the server it measures sees of it.
+/// The raw value is safe as a tag value.
+public enum TCPProbeMode: String, Sendable, Codable, CaseIterable {
+    /// SYN, SYN-ACK, then RST in place of the final ACK (the ACK is held back with
+    /// TCP_QUICKACK off and the socket closed with SO_LINGER 0 as soon as the SYN-ACK is
+    /// in). The server's kernel drops the embryonic connection; its application never
+    /// accepts one, so nothing shows in its logs or counters. Needs no privilege.
+    case halfOpen = "half-open"
+    /// The full handshake: the server's application accepts a connection, then netprobe
+    /// closes it with a FIN (never an RST) and reads until the server closes too. The
+    /// server may log each one (PostgreSQL with log_connections, MariaDB's
+    /// Aborted_connects); the prober's host keeps one TIME_WAIT socket per probe for 60 s.
+    case connect
+
+    /// Connect mode's cap on attempts per second over all targets: each probe leaves a
+    /// TIME_WAIT socket on this host for 60 s, so this bounds them to 12,000.
+    public static let connectAttemptsPerSecondLimit: Double = 200
+}
+
 /// How a TCP prober connects.
 public struct TCPProbeConfiguration: Sendable {
     /// Handshakes per target; 0 keeps probing until `stop()`.
@@ -21,9 +40,13 @@ public struct TCPProbeConfiguration: Sendable {
     /// Repeat each target's round of `count` handshakes every this many nanoseconds until
     /// `stop()` (`netprobe run`); nil for a single round.
     public var roundIntervalNanoseconds: Int64? = nil
+    /// Half-open (the default: the server's application never sees the probe) or a full
+    /// connection.
+    public var mode: TCPProbeMode
 
     public init(count: Int = 5, intervalNanoseconds: Int64 = 1_000_000_000, timeoutNanoseconds: Int64 = 1_000_000_000,
-                attemptsPerSecond: Double = 1000, maximumInFlight: Int = 4096) {
+                attemptsPerSecond: Double = 1000, maximumInFlight: Int = 4096, mode: TCPProbeMode = .halfOpen) {
+        self.mode = mode
         self.count = count
         self.intervalNanoseconds = intervalNanoseconds
         self.timeoutNanoseconds = timeoutNanoseconds
@@ -36,8 +59,12 @@ public struct TCPProbeConfiguration: Sendable {
 /// the handshake time from the kernel's own RTT sample (TCP_INFO) where it is valid, and a
 /// deadline enforced by the loop, not by SYN retries.
 ///
-/// Each socket closes with SO_LINGER {1, 0}: an RST instead of a FIN, so probing at high
-/// rates leaves no TIME_WAIT sockets behind. Needs no privilege.
+/// Half-open by default (`TCPProbeMode`): the final ACK is delayed by the kernel's
+/// delayed-ACK timer (200 ms after the SYN-ACK) and the socket is closed with an RST well
+/// before it fires, so the server never completes the connection and no TIME_WAIT socket
+/// is left on either side. Before closing, TCP_INFO's segment count shows whether the ACK
+/// did leave (the loop was late): such a probe is still measured, and counted `completed`.
+/// Needs no privilege.
 public final class TCPProber: @unchecked Sendable {
     public let configuration: TCPProbeConfiguration
     let logger: Logger
@@ -102,24 +129,35 @@ private final class TCPRun: RoundRun, LoopTask {
     let configuration: TCPProbeConfiguration
     var attempts: [Int32: Attempt] = [:]
     var deadlines = Deque<(deadline: Int64, fd: Int32, id: UInt64)>()
+    /// Connect mode: measured connections after our FIN, read until the server closes too
+    /// (closing with unread data would send an RST), or until their deadline.
+    var closing: [Int32: (descriptor: Descriptor, id: UInt64)] = [:]
+    var closingDeadlines = Deque<(deadline: Int64, fd: Int32, id: UInt64)>()
+    var drainBuffer = [UInt8](repeating: 0, count: 4096)
     var nextAttemptID: UInt64 = 0
     var loggedDescriptorShortage = false
+
+    /// Descriptors this run holds open: handshakes in flight and connections closing.
+    var openDescriptors: Int { attempts.count + closing.count }
 
     init(prober: TCPProber, configuration: TCPProbeConfiguration, targets: [ProbeTarget], reportingAttempts: Bool, continuation: AsyncStream<ProbeEvent>.Continuation) {
         self.prober = prober
         self.configuration = configuration
         super.init(kind: .tcp, targets: targets, roundCount: configuration.count, roundInterval: configuration.roundIntervalNanoseconds,
                    reportingAttempts: reportingAttempts, continuation: continuation)
+        tcpMode = configuration.mode
     }
 
     func attach(to loop: ProbeLoop, now: Int64) throws {
         self.loop = loop
-        planRounds(now: now, interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.attemptsPerSecond)
+        var rate = configuration.attemptsPerSecond
+        if configuration.mode == .connect { rate = min(rate, TCPProbeMode.connectAttemptsPerSecondLimit) }
+        planRounds(now: now, interval: configuration.intervalNanoseconds, packetsPerSecond: rate)
     }
 
     func service(now: Int64) throws {
         checkStop(requested: prober.gate.isStopRequested)
-        while attempts.count < configuration.maximumInFlight, let due = schedule.popDue(now: now) {
+        while openDescriptors < configuration.maximumInFlight, let due = schedule.popDue(now: now) {
             let index = due.targetIndex
             if tallies[index].sent == 0 { tallies[index].slipNanoseconds = cycle.slip(of: index, now: now) }
             guard targets[index].address != nil else {
@@ -143,23 +181,28 @@ private final class TCPRun: RoundRun, LoopTask {
         while let first = deadlines.first, attempts[first.fd]?.id != first.id {
             deadlines.removeFirst()
         }
+        while let first = closingDeadlines.first, first.deadline <= current || closing[first.fd]?.id != first.id {
+            closingDeadlines.removeFirst()
+            if closing[first.fd]?.id == first.id { drain(fd: first.fd, giveUp: true) }
+        }
         reportFinished()
         outbox.flush(now: now, force: isFinished)
     }
 
     var nextWake: Int64? {
-        let send = attempts.count < configuration.maximumInFlight ? schedule.nextWake : nil
-        return [send, deadlines.first?.deadline, outbox.nextFlush].compactMap { $0 }.min()
+        let send = openDescriptors < configuration.maximumInFlight ? schedule.nextWake : nil
+        return [send, deadlines.first?.deadline, closingDeadlines.first?.deadline, outbox.nextFlush].compactMap { $0 }.min()
     }
 
     var isFinished: Bool {
-        schedule.isEmpty && attempts.isEmpty && tallies.unreported == 0
+        schedule.isEmpty && attempts.isEmpty && closing.isEmpty && tallies.unreported == 0
     }
 
     func detach(error: Error?) {
         for fd in Array(attempts.keys) {
             finish(fd: fd, outcome: error == nil ? .timeout : .error, rttMilliseconds: nil, source: nil)
         }
+        for fd in Array(closing.keys) { drain(fd: fd, giveUp: true) }
         if let error {
             prober.logger.error("TCP probing stopped", metadata: ["error": "\(error)"])
             for index in targets.indices where !tallies[index].reported {
@@ -194,8 +237,13 @@ private final class TCPRun: RoundRun, LoopTask {
         nextAttemptID += 1
         let attempt = Attempt(descriptor: descriptor, id: nextAttemptID, targetIndex: index, indexInRound: indexInRound, startedMonotonic: 0)
         do {
-            // RST on close: no TIME_WAIT left behind, however fast we probe.
-            try Posix.setsockopt(fd, SOL_SOCKET, SO_LINGER, linger(l_onoff: 1, l_linger: 0))
+            if configuration.mode == .halfOpen {
+                // The kernel holds the final ACK back (pingpong mode, set before connect()
+                // so the SYN-ACK is handled in it), and the close sends an RST in its place:
+                // no connection for the server, no TIME_WAIT for either side.
+                try Posix.setsockopt(fd, Int32(IPPROTO_TCP), TCP_QUICKACK, Int32(0))
+                try Posix.setsockopt(fd, SOL_SOCKET, SO_LINGER, linger(l_onoff: 1, l_linger: 0))
+            }
             attempts[fd] = attempt
             let started = Clock.monotonicNanoseconds()
             attempts[fd]?.startedMonotonic = started
@@ -203,7 +251,7 @@ private final class TCPRun: RoundRun, LoopTask {
                 try Posix.connect(fd, socketAddress, length)
             }
             if connected {
-                completed(fd: fd, finishedMonotonic: Clock.monotonicNanoseconds())
+                handshakeEnded(fd: fd, finishedMonotonic: Clock.monotonicNanoseconds())
                 return
             }
             try loop?.watch(fd, events: EPOLLOUT.rawValue, for: self)
@@ -219,12 +267,15 @@ private final class TCPRun: RoundRun, LoopTask {
     }
 
     func handle(fd: Int32, events: UInt32) throws {
-        guard attempts[fd] != nil else { return }
-        completed(fd: fd, finishedMonotonic: Clock.monotonicNanoseconds())
+        if attempts[fd] != nil {
+            handshakeEnded(fd: fd, finishedMonotonic: Clock.monotonicNanoseconds())
+        } else if closing[fd] != nil {
+            drain(fd: fd, giveUp: false)
+        }
     }
 
     /// The handshake ended (writable or error): read the outcome and the time.
-    func completed(fd: Int32, finishedMonotonic: Int64) {
+    func handshakeEnded(fd: Int32, finishedMonotonic: Int64) {
         guard let attempt = attempts[fd] else { return }
         let socketError = (try? Posix.getsockopt(fd, SOL_SOCKET, SO_ERROR, initial: Int32(0))) ?? EIO
         guard socketError == 0 else {
@@ -232,30 +283,79 @@ private final class TCPRun: RoundRun, LoopTask {
             return
         }
         var info = CSystemShims_tcp_handshake_info()
+        let haveInfo = CSystemShims_tcp_handshake_info_read(fd, &info) == 0
+        // Half-open: while only SYNs have left, segs_out is 1 + total_retrans; one more is
+        // the final ACK, sent because the loop came later than the delayed-ACK timer. The
+        // close follows this read at once, so a probe counted clean left no connection.
+        let leftConnection = configuration.mode == .connect || !haveInfo || info.segs_out > 1 + info.total_retrans
         // The kernel's first RTT sample is SYN -> SYN-ACK itself; after a retransmitted SYN
         // it is 0 (Karn) or coarse, so only a clean handshake's sample is used.
-        if CSystemShims_tcp_handshake_info_read(fd, &info) == 0, info.total_retrans == 0, info.rtt_us > 0 {
-            finish(fd: fd, outcome: .ok, rttMilliseconds: Double(info.rtt_us) / 1000, source: .kernel)
+        if haveInfo, info.total_retrans == 0, info.rtt_us > 0 {
+            finish(fd: fd, outcome: .ok, rttMilliseconds: Double(info.rtt_us) / 1000, source: .kernel, completed: leftConnection)
         } else {
-            finish(fd: fd, outcome: .ok, rttMilliseconds: Double(finishedMonotonic - attempt.startedMonotonic) / 1_000_000, source: .user)
+            finish(fd: fd, outcome: .ok, rttMilliseconds: Double(finishedMonotonic - attempt.startedMonotonic) / 1_000_000, source: .user,
+                   completed: leftConnection)
         }
     }
 
-    /// Closes the attempt's socket and counts its outcome.
-    func finish(fd: Int32, outcome: ProbeOutcome, rttMilliseconds: Double?, source: TimestampSource?) {
+    /// Counts the attempt's outcome and lets go of its socket: closed at once (an RST in
+    /// half-open mode, or after a failed handshake), or, for a connection made in connect
+    /// mode, shut down with a FIN and kept until the server closes its side.
+    func finish(fd: Int32, outcome: ProbeOutcome, rttMilliseconds: Double?, source: TimestampSource?, completed: Bool = false) {
         guard let attempt = attempts.removeValue(forKey: fd) else { return }
-        loop?.forget(fd)
-        try? attempt.descriptor.close()
-        conclude(attempt.targetIndex, indexInRound: attempt.indexInRound, outcome: outcome, rttMilliseconds: rttMilliseconds, source: source)
+        if outcome == .ok && configuration.mode == .connect {
+            startClosing(fd: fd, attempt: attempt)
+        } else {
+            loop?.forget(fd)
+            try? attempt.descriptor.close()
+        }
+        conclude(attempt.targetIndex, indexInRound: attempt.indexInRound, outcome: outcome, rttMilliseconds: rttMilliseconds, source: source,
+                 completed: completed)
     }
 
-    func conclude(_ index: Int, indexInRound: Int, outcome: ProbeOutcome, rttMilliseconds: Double?, source: TimestampSource?) {
+    /// Connect mode: our FIN now; the descriptor waits for the server's FIN (or data to
+    /// discard), up to the probe timeout.
+    func startClosing(fd: Int32, attempt: Attempt) {
+        do {
+            try Posix.shutdown(fd, Int32(SHUT_WR))
+            try loop?.rewatch(fd, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue)
+        } catch {
+            loop?.forget(fd)
+            try? attempt.descriptor.close()
+            return
+        }
+        closing[fd] = (attempt.descriptor, attempt.id)
+        closingDeadlines.append((Clock.monotonicNanoseconds() + configuration.timeoutNanoseconds, fd, attempt.id))
+    }
+
+    /// Reads and discards what the server sent; closes once it has closed its side (or
+    /// reset, or `giveUp` at the deadline). Nothing unread is left at close, so the kernel
+    /// ends with the FIN already sent, not an RST.
+    func drain(fd: Int32, giveUp: Bool) {
+        guard let entry = closing[fd] else { return }
+        var serverClosed = false
+        reading: while true {
+            let result = drainBuffer.withUnsafeMutableBytes { buffer in Result { () throws(SystemCallError) in try Posix.recv(fd, buffer, 0) } }
+            switch result {
+            case .success(.processed(let count)) where count > 0: continue reading
+            case .success(.wouldBlock): break reading
+            default: serverClosed = true; break reading  // end of stream, or an error such as a reset
+            }
+        }
+        guard serverClosed || giveUp else { return }
+        closing[fd] = nil
+        loop?.forget(fd)
+        try? entry.descriptor.close()
+    }
+
+    func conclude(_ index: Int, indexInRound: Int, outcome: ProbeOutcome, rttMilliseconds: Double?, source: TimestampSource?, completed: Bool = false) {
         tallies[index].concluded += 1
         switch outcome {
         case .ok:
             if let rttMilliseconds, let source {
                 tallies[index].recordSample(index: indexInRound, milliseconds: rttMilliseconds, source: source)
             }
+            if completed { tallies[index].completed += 1 }
         case .refused: tallies[index].refused += 1
         case .unreachable: tallies[index].unreachable += 1
         case .error, .unresolved: tallies[index].errors += 1

@@ -48,6 +48,8 @@ struct CheckCommand: AsyncParsableCommand, PrivilegedCommand {
     @Flag(name: .customShort("6"), help: "Use IPv6 only.")
     var ipv6Only = false
 
+    @OptionGroup var tcp: TCPModeOption
+
     @Flag(help: "Print one JSON object per host with the verdict and the rounds behind it.")
     var json = false
 
@@ -101,7 +103,7 @@ struct CheckCommand: AsyncParsableCommand, PrivilegedCommand {
                 payloadLength: 56, ttl: nil, packetsPerSecond: 1000), loop: loop, logger: logger)
         }
         let tcpProber = try TCPProber(configuration: tcpConfiguration(count: 0, interval: interval, timeout: timeout, rate: 1000,
-                                                                      targetCount: tcpTargets.count, logger: logger),
+                                                                      targetCount: tcpTargets.count, mode: tcp.mode, logger: logger),
                                       loop: loop, logger: logger)
         let stopAll: @Sendable () -> Void = {
             icmpProber?.stop()

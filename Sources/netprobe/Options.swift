@@ -109,3 +109,19 @@ struct ProbeOptions: ParsableArguments {
         return logger
     }
 }
+
+extension TCPProbeMode: ExpressibleByArgument {}
+
+/// How `tcp` and `check` end their handshakes.
+struct TCPModeOption: ParsableArguments {
+    @Option(name: .customLong("tcp-mode"), help: ArgumentHelp("""
+        half-open (default): SYN, SYN-ACK, then RST instead of the final ACK; the server's \
+        application never sees a connection, so nothing appears in its logs (PostgreSQL, \
+        MariaDB, MySQL's max_connect_errors) and no TIME_WAIT socket is left anywhere. \
+        connect: the full handshake, closed with a FIN; the server's application accepts \
+        each probe and may log it (PostgreSQL with log_connections, MariaDB counts \
+        Aborted_connects), and each leaves a TIME_WAIT socket on this host for 60 s \
+        (connect mode is held to 200 handshakes/s, at most 12,000 of them).
+        """, valueName: "mode"))
+    var mode: TCPProbeMode = .halfOpen
+}

@@ -75,6 +75,9 @@ struct ResultPrinter {
             line += ", \(count) \(outcome.rawValue)"
         }
         if round.kind == .tcp, round.timeouts > 0 { line += ", \(round.timeouts) timeout" }
+        if round.kind == .tcp, round.tcpMode == .halfOpen, round.completed > 0 {
+            line += ", \(round.completed) completed (the final ACK left: the server saw a connection)"
+        }
         if let stats = round.statistics {
             line += ", min/avg/max/median/stddev = " + [stats.minimum, stats.average, stats.maximum, stats.median, stats.standardDeviation].map(milliseconds).joined(separator: "/")
             line += " ms, jitter \(milliseconds(stats.jitter)) ms"
@@ -100,7 +103,11 @@ struct ResultPrinter {
         if let env { object.add("env", .string(env)) }
         object.add("target", .string(round.target.name))
         object.add("address", round.target.address.map { .string($0.description) } ?? .null)
-        if round.kind == .tcp { object.add("port", round.target.port.map { .integer(Int($0)) } ?? .null) }
+        if round.kind == .tcp {
+            object.add("port", round.target.port.map { .integer(Int($0)) } ?? .null)
+            object.add("mode", round.tcpMode.map { .string($0.rawValue) } ?? .null)
+            object.add("completed", .integer(round.completed))
+        }
         object.add("sent", .integer(round.sent))
         object.add("received", .integer(round.received))
         object.add("loss_percent", .number(round.lossPercent))

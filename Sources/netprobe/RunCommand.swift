@@ -212,7 +212,7 @@ func tcpSettings(_ configuration: NetprobeConfiguration, targetCount: Int, logge
     let settings = configuration.tcp
     var result = tcpConfiguration(count: settings.count, interval: DurationArgument(nanoseconds: settings.spacingNanoseconds),
                                   timeout: DurationArgument(nanoseconds: settings.timeoutNanoseconds),
-                                  rate: rate(targets: targetCount, settings: settings), targetCount: targetCount, logger: logger)
+                                  rate: rate(targets: targetCount, settings: settings), targetCount: targetCount, mode: settings.tcpMode, logger: logger)
     result.roundIntervalNanoseconds = settings.intervalNanoseconds
     return result
 }

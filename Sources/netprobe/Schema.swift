@@ -16,7 +16,10 @@ enum Schema {
             tags["address"] = address.description
             tags["family"] = address.family.rawValue
         }
-        if round.kind == .tcp, let port = round.target.port { tags["port"] = String(port) }
+        if round.kind == .tcp {
+            if let port = round.target.port { tags["port"] = String(port) }
+            if let mode = round.tcpMode { tags["mode"] = mode.rawValue }
+        }
         var fields: [(key: String, value: FieldValue)] = [
             ("sent", .integer(Int64(round.sent))),
             ("received", .integer(Int64(round.received))),
@@ -31,6 +34,7 @@ enum Schema {
             ]
         }
         if let ttl = round.ttl { fields.append(("ttl", .integer(Int64(ttl)))) }
+        if round.kind == .tcp { fields.append(("completed", .integer(Int64(round.completed)))) }
         fields.append(("result", .string(round.outcome.rawValue)))
         fields.append(("result_code", .integer(Int64(round.outcome.code))))
         return InfluxPoint(measurement: round.kind.rawValue, tags: tags, fields: fields, timestampNanoseconds: nanoseconds(round.startTime))

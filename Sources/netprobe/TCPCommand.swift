@@ -16,9 +16,14 @@ struct TCPCommand: AsyncParsableCommand, PrivilegedCommand {
             answer before --timeout: filtered), unreachable (host or network unreachable), \
             error. The deadline is netprobe's own, not the kernel's SYN retries.
 
-            Each connection is closed with SO_LINGER 0 (an RST instead of a FIN), so probing \
-            at high rates leaves no TIME_WAIT sockets behind. The open-file limit is raised \
-            to its hard limit; in-flight handshakes are held below it.
+            Half-open by default: the kernel holds the final ACK back (TCP_QUICKACK off) and \
+            netprobe closes with an RST as soon as the SYN-ACK is in, so the server never \
+            completes the connection: nothing reaches its application or its logs, and no \
+            TIME_WAIT socket is left on either side. A handshake whose ACK did leave (netprobe \
+            was later than the kernel's 200 ms delayed-ACK timer) is still measured and \
+            counted as "completed" (--json key). --tcp-mode connect makes full connections, \
+            closed with a FIN. The open-file limit is raised to its hard limit; in-flight \
+            handshakes are held below it.
 
             Needs no privilege. Targets: HOST:PORT, HOST:PORT,PORT, [IPv6]:PORT.
 
@@ -28,6 +33,8 @@ struct TCPCommand: AsyncParsableCommand, PrivilegedCommand {
     )
 
     @OptionGroup var options: ProbeOptions
+
+    @OptionGroup var tcp: TCPModeOption
 
     @Argument(help: ArgumentHelp("HOST:PORT targets, e.g. db.example.com:5432, [::1]:80, 127.0.0.1:80,443.", valueName: "host:port"))
     var targets: [String] = []
@@ -47,7 +54,7 @@ struct TCPCommand: AsyncParsableCommand, PrivilegedCommand {
         let endpoints = try options.collectTargets(targets).map { try Endpoint.parse($0, requirePort: true) }
         let resolved = await resolveEndpoints(endpoints, preference: options.addressPreference)
         let prober = try TCPProber(configuration: tcpConfiguration(
-            count: options.count, interval: options.interval, timeout: options.timeout, rate: options.rate, targetCount: resolved.count, logger: logger), logger: logger)
+            count: options.count, interval: options.interval, timeout: options.timeout, rate: options.rate, targetCount: resolved.count, mode: tcp.mode, logger: logger), logger: logger)
         let interrupts = InterruptHandler { prober.stop() }
         defer { interrupts.cancel() }
         let printer = ResultPrinter(json: options.json, quiet: options.quiet)
@@ -58,7 +65,8 @@ struct TCPCommand: AsyncParsableCommand, PrivilegedCommand {
 
 /// The TCP prober's settings from the shared options, with the in-flight bound taken from
 /// the open-file limit (and a warning when that limit is what holds probing back).
-func tcpConfiguration(count: Int, interval: DurationArgument, timeout: DurationArgument, rate: Double, targetCount: Int, logger: Logger) -> TCPProbeConfiguration {
+func tcpConfiguration(count: Int, interval: DurationArgument, timeout: DurationArgument, rate: Double, targetCount: Int, mode: TCPProbeMode,
+                      logger: Logger) -> TCPProbeConfiguration {
     let limit = ResourceLimits.raiseOpenFileLimit()
     let reserve = 64
     let maximumInFlight = max(1, min(limit - reserve, 65_536))
@@ -68,5 +76,5 @@ func tcpConfiguration(count: Int, interval: DurationArgument, timeout: DurationA
                        metadata: ["limit": "\(limit)", "wanted_in_flight": "\(wanted)"])
     }
     return TCPProbeConfiguration(count: count, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
-                                 attemptsPerSecond: rate, maximumInFlight: maximumInFlight)
+                                 attemptsPerSecond: rate, maximumInFlight: maximumInFlight, mode: mode)
 }

@@ -41,6 +41,25 @@ final class TCPIntegrationTests: XCTestCase {
         }
 
         deinit { close(fd) }
+
+        /// Takes every connection the kernel has completed and queued, without waiting:
+        /// the connections the server's application would have seen.
+        func acceptQueued() -> [Int32] {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            var accepted: [Int32] = []
+            while case let client = accept(fd, nil, nil), client >= 0 { accepted.append(client) }
+            return accepted
+        }
+    }
+
+    /// What an accepted connection's first read says: the client closed with a FIN (end of
+    /// stream), reset it, or sent data.
+    static func firstRead(_ client: Int32) -> String {
+        var byte: UInt8 = 0
+        let count = read(client, &byte, 1)
+        close(client)
+        if count == 0 { return "fin" }
+        return count < 0 ? (errno == ECONNRESET ? "reset" : "error \(errno)") : "data"
     }
 
     /// A loopback port nothing listens on: bound then closed at once.
@@ -57,16 +76,16 @@ final class TCPIntegrationTests: XCTestCase {
         let lines = try result.jsonLines()
         XCTAssertEqual(lines.count, 2)
         let open = try XCTUnwrap(lines.first { $0["port"] as? Int == Int(listener.port) })
-        XCTAssertEqual(Set(open.keys), PingIntegrationTests.jsonKeys.union(["port"]))
+        XCTAssertEqual(Set(open.keys), PingIntegrationTests.jsonKeys.union(["port", "mode", "completed"]))
         XCTAssertEqual(open["kind"] as? String, "tcp")
+        XCTAssertEqual(open["mode"] as? String, "half-open", "half-open is the default")
+        XCTAssertEqual(open["completed"] as? Int, 0, "no final ACK left: the listener saw no connection")
         XCTAssertEqual(open["sent"] as? Int, 10)
         XCTAssertEqual(open["received"] as? Int, 10)
         XCTAssertEqual(open["result"] as? String, "ok")
         XCTAssertEqual(open["timestamp_source"] as? String, "kernel", "TCP_INFO's RTT of a clean handshake")
         XCTAssertTrue(open["ttl"] is NSNull)
-        let median = try XCTUnwrap(open["rtt_median_ms"] as? Double)
-        XCTAssertGreaterThan(median, 0)
-        XCTAssertLessThan(median, 20)
+        XCTAssertGreaterThan(try XCTUnwrap(open["rtt_median_ms"] as? Double), 0)
         let refused = try XCTUnwrap(lines.first { $0["port"] as? Int == Int(closed) })
         XCTAssertEqual(refused["result"] as? String, "refused")
         XCTAssertEqual(refused["received"] as? Int, 0)
@@ -89,24 +108,66 @@ final class TCPIntegrationTests: XCTestCase {
         return result.standardOutput.split(separator: "\n").count
     }
 
-    func testFiveThousandProbesLeaveNoTimeWait() throws {
+    func testFiveThousandHalfOpenProbesLeaveNoTimeWaitAndEveryAcceptedOneIsCountedCompleted() throws {
         try Harness.requireTools(["ss"])
         let listener = try Listener()
-        // Accept and close on our side too, as a real server would.
-        let listeningFD = listener.fd
-        let acceptor = Thread {
-            while true {
-                let client = accept(listeningFD, nil, nil)
-                if client < 0 { break }
-                close(client)
-            }
-        }
-        acceptor.start()
-        let result = try Harness.run([netprobe, "tcp", "-c", "5000", "-i", "0.001", "--rate", "4000", "-q", "127.0.0.1:\(listener.port)"], timeout: 60)
+        let result = try Harness.run([netprobe, "tcp", "-c", "5000", "-i", "0.001", "--rate", "4000", "--json", "127.0.0.1:\(listener.port)"], timeout: 60)
         XCTAssertEqual(result.status, 0, result.standardError)
-        XCTAssertTrue(result.standardOutput.contains("sent 5000, connected 5000"), result.standardOutput)
-        XCTAssertEqual(try timeWaitSockets(port: listener.port), 0, "SO_LINGER 0 closes with RST: no TIME_WAIT")
-        shutdown(listener.fd, Int32(SHUT_RDWR))
+        let round = try XCTUnwrap(try result.jsonLines().first)
+        XCTAssertEqual(round["sent"] as? Int, 5000)
+        XCTAssertEqual(round["received"] as? Int, 5000)
+        XCTAssertEqual(try timeWaitSockets(port: listener.port), 0, "an RST in place of the final ACK: no TIME_WAIT on either side")
+        // At 4,000/s a probe may now and then come later than the 200 ms delayed-ACK timer;
+        // whatever the server did see must be what netprobe reports as completed.
+        let accepted = listener.acceptQueued()
+        accepted.forEach { close($0) }
+        print("5000 half-open probes at 4000/s: \(round["completed"] ?? "?") completed, \(accepted.count) accepted by the listener")
+        XCTAssertEqual(round["completed"] as? Int, accepted.count, "every connection the listener could accept is counted completed")
+    }
+
+    func testHalfOpenProbesAreNeverAcceptedAndConnectModeClosesEachAcceptedConnectionWithAFIN() throws {
+        let halfOpen = try Listener()
+        let quiet = try Harness.run([netprobe, "tcp", "-c", "20", "-i", "0.05", "--json", "127.0.0.1:\(halfOpen.port)"])
+        XCTAssertEqual(quiet.status, 0, quiet.standardError)
+        let quietRound = try XCTUnwrap(try quiet.jsonLines().first)
+        XCTAssertEqual(quietRound["received"] as? Int, 20)
+        XCTAssertEqual(quietRound["completed"] as? Int, 0)
+        XCTAssertEqual(quietRound["timestamp_source"] as? String, "kernel")
+        XCTAssertEqual(halfOpen.acceptQueued().count, 0, "half-open: the application is never handed a connection")
+
+        let connect = try Listener()
+        let full = try Harness.run([netprobe, "tcp", "-c", "20", "-i", "0.05", "-W", "0.2", "--tcp-mode", "connect", "--json", "127.0.0.1:\(connect.port)"])
+        XCTAssertEqual(full.status, 0, full.standardError)
+        let fullRound = try XCTUnwrap(try full.jsonLines().first)
+        XCTAssertEqual(fullRound["mode"] as? String, "connect")
+        XCTAssertEqual(fullRound["received"] as? Int, 20)
+        XCTAssertEqual(fullRound["completed"] as? Int, 20, "connect mode: every handshake is a connection")
+        XCTAssertEqual(fullRound["timestamp_source"] as? String, "kernel")
+        let reads = connect.acceptQueued().map(Self.firstRead)
+        XCTAssertEqual(reads, Array(repeating: "fin", count: 20), "connect mode: each connection ends with a FIN, never an RST")
+    }
+
+    func testAnUnprivilegedUserWithNoCapabilitiesProbesInBothModes() throws {
+        try Harness.requireRoot()
+        try Harness.requireTools(["setpriv"])
+        for mode in ["half-open", "connect"] {
+            let listener = try Listener()
+            let result = try Harness.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--",
+                                          netprobe, "tcp", "-c", "5", "-i", "0.05", "-W", "0.2", "--tcp-mode", mode, "--json", "127.0.0.1:\(listener.port)"])
+            XCTAssertEqual(result.status, 0, "\(mode): \(result.standardError)")
+            let round = try XCTUnwrap(try result.jsonLines().first, mode)
+            XCTAssertEqual(round["received"] as? Int, 5, mode)
+            XCTAssertEqual(round["mode"] as? String, mode)
+            XCTAssertEqual(round["completed"] as? Int, mode == "connect" ? 5 : 0, mode)
+            XCTAssertEqual(round["timestamp_source"] as? String, "kernel", mode)
+            XCTAssertEqual(listener.acceptQueued().map(Self.firstRead).count, mode == "connect" ? 5 : 0, mode)
+        }
+    }
+
+    func testAnUnknownTCPModeIsRefusedNamingTheChoices() throws {
+        let result = try Harness.run([netprobe, "tcp", "--tcp-mode", "syn", "127.0.0.1:80"])
+        XCTAssertEqual(result.status, 3, result.standardError)
+        XCTAssertTrue(result.standardError.contains("half-open") && result.standardError.contains("connect"), result.standardError)
     }
 
     func testBadTargetsExitThreeNamingTheFix() throws {

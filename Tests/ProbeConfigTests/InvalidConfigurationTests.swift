@@ -37,6 +37,14 @@ final class InvalidConfigurationTests: XCTestCase {
         ])
     }
 
+    func testTCPModeIsHalfOpenOrConnectAndBelongsToTCPOnly() {
+        let path = fixture("invalid-tcp-mode.yaml")
+        assertErrors(configErrors(path), in: path, [
+            Expected(3, 3, "'mode' (half-open or connect) applies to tcp only; remove it from icmp"),
+            Expected(5, 9, "mode must be half-open or connect, got 'syn' (half-open leaves nothing in the server's logs; connect makes full connections)"),
+        ])
+    }
+
     func testBadDurationsSayTheAcceptedForms() {
         let path = fixture("invalid-bad-duration.yaml")
         assertErrors(configErrors(path), in: path, [

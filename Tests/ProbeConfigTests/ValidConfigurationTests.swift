@@ -12,6 +12,7 @@ final class ValidConfigurationTests: XCTestCase {
             intervalNanoseconds: 10_000_000_000, count: 5, spacingNanoseconds: 200_000_000,
             timeoutNanoseconds: 1_000_000_000, payloadSize: 56, ttl: nil, family: .any))
         XCTAssertEqual(configuration.tcp, configuration.icmp)
+        XCTAssertEqual(configuration.tcp.tcpMode, .halfOpen, "probes leave no trace on servers unless asked to")
         XCTAssertEqual(configuration.pingTargetsPath, fixture("targets/ping.yaml"))
         XCTAssertEqual(configuration.tcpTargetsPath, fixture("targets/tcp.yaml"))
         XCTAssertEqual(configuration.influxServers, [])
@@ -38,7 +39,7 @@ final class ValidConfigurationTests: XCTestCase {
             timeoutNanoseconds: 1_500_000_000, payloadSize: 1400, ttl: 64, family: .ipv6))
         XCTAssertEqual(configuration.tcp, ProbeSettings(
             intervalNanoseconds: 120_000_000_000, count: 1, spacingNanoseconds: 1_000_000_000,
-            timeoutNanoseconds: 250_000_000, payloadSize: 56, ttl: nil, family: .ipv4))
+            timeoutNanoseconds: 250_000_000, payloadSize: 56, ttl: nil, family: .ipv4, tcpMode: .connect))
         XCTAssertEqual(configuration.influxServers, [
             InfluxServerSettings(
                 name: "127.0.0.1:8086", url: "http://127.0.0.1:8086",
