@@ -92,6 +92,17 @@ enum Harness {
         return CommandResult(status: running.process.terminationStatus, standardOutput: output, standardError: error)
     }
 
+    /// Waits for something a process does (a line in a log, a counter reaching a value),
+    /// looking every 10 ms; false if it has not happened within `seconds`.
+    static func wait(within seconds: TimeInterval, until condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try condition() { return true }
+            usleep(10_000)
+        }
+        return try condition()
+    }
+
     /// A network namespace of the test's own, with only loopback up, deleted afterwards.
     /// Nothing sent inside it can leave the machine: it has no other interface and no route.
     static func withNamespace<T>(pingGroupRange: String? = nil, _ body: (String) throws -> T) throws -> T {
@@ -144,6 +155,13 @@ final class RunningProcess: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return String(decoding: outputData, as: UTF8.self)
+    }
+
+    /// Standard error so far.
+    var errorSoFar: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return String(decoding: errorData, as: UTF8.self)
     }
 
     func collected() -> (String, String) {
