@@ -36,11 +36,15 @@ final class TCPSimulatorTests: XCTestCase {
         XCTAssertEqual(open["result"] as? String, "ok")
         XCTAssertEqual(open["received"] as? Int, 100)
         XCTAssertEqual(open["timestamp_source"] as? String, "kernel")
+        XCTAssertEqual(open["mode"] as? String, "half-open")
+        XCTAssertEqual(open["completed"] as? Int, 0, "at 50 per second every RST beats the delayed ACK")
         let median = try XCTUnwrap(open["rtt_median_ms"] as? Double)
         let hold = try XCTUnwrap(summary.hosts["198.18.2.1"]?.holdMicroseconds?.p50) / 1000
         XCTAssertEqual(summary.hosts["198.18.2.1"]?.answered, 100, "one SYN-ACK per handshake")
-        XCTAssertGreaterThanOrEqual(median - hold, 0, "median \(median) ms vs hold \(hold) ms")
-        XCTAssertLessThanOrEqual(median - hold, 0.2, "median \(median) ms vs hold \(hold) ms")
+        // A lower bound only: how far above the hold the median lands is a benchmark figure
+        // (BENCHMARKS.md), which a busy machine moves.
+        print("half-open handshake median \(median) ms vs simulator hold p50 \(hold) ms: +\(String(format: "%.4f", median - hold)) ms")
+        XCTAssertGreaterThanOrEqual(median - hold, 0, "median \(median) ms vs hold \(hold) ms: the handshake cannot take less than the hold")
 
         let (states, _) = try SimulatedNetwork.run(rules: Self.rules, netsimPath: try SimulatorHarness.binary("netsim")) { namespace in
             try tcp(namespace, ["-c", "3", "-i", "0.05", "-W", "0.4", "198.18.2.1:81,82,83", "198.18.9.1:80"])
@@ -55,12 +59,19 @@ final class TCPSimulatorTests: XCTestCase {
         XCTAssertEqual(try round(states.rounds, port: 80, target: "198.18.9.1")["result"] as? String, "unreachable")
     }
 
-    func testTwoThousandHostsInOneRoundFinishWithoutDescriptorErrors() throws {
+    func testTwoThousandHalfOpenHostsInOneRoundFinishWithoutDescriptorErrorsAndLeaveNoSocket() throws {
         try SimulatorHarness.requirePrivileges()
         let hosts = (0..<2000).map { "198.18.\(16 + $0 / 250).\($0 % 250 + 1):80" }
-        let (result, summary) = try SimulatedNetwork.run(rules: Self.rules, netsimPath: try SimulatorHarness.binary("netsim")) { namespace in
-            try tcp(namespace, ["-c", "1", "--rate", "4000", "-W", "2"] + hosts)
+        let (run, summary) = try SimulatedNetwork.run(rules: Self.rules, netsimPath: try SimulatorHarness.binary("netsim")) { namespace in
+            let result = try tcp(namespace, ["-c", "1", "--rate", "4000", "-W", "2"] + hosts)
+            let sockets = try SimulatedNetwork.execute(["ss", "-tanH", "state", "all"], inNamespace: namespace, timeout: 30)
+            return (result, sockets)
         }
+        let result = run.0
+        XCTAssertEqual(run.1.status, 0, run.1.standardError)
+        XCTAssertEqual(run.1.standardOutput.split(separator: "\n"), [], "no socket in any state once netprobe is done")
+        XCTAssertEqual(Set(result.rounds.map { $0["mode"] as? String }), ["half-open"])
+        print("2000 half-open hosts at 4000/s: \(result.rounds.compactMap { $0["completed"] as? Int }.reduce(0, +)) completed")
         XCTAssertEqual(result.status, 0, result.standardError)
         XCTAssertEqual(result.rounds.count, 2000)
         XCTAssertEqual(result.rounds.filter { $0["result"] as? String == "ok" }.count, 2000)
