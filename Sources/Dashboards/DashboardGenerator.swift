@@ -58,9 +58,11 @@ public enum DashboardGenerator {
         let stats = summaryStats(measurement: measurement)
         let statWidth = 24 / stats.count
         for (index, stat) in stats.enumerated() {
+            // The last one takes what the division leaves, so the row spans the full width.
+            let width = index == stats.count - 1 ? 24 - index * statWidth : statWidth
             panels.append(statPanel(stat, measurement: measurement,
                                     id: ids.next("summary", stat.title),
-                                    grid: grid(x: index * statWidth, y: y, width: statWidth, height: 4)))
+                                    grid: grid(x: index * statWidth, y: y, width: width, height: 4)))
         }
         y += 4
 
@@ -166,12 +168,18 @@ public enum DashboardGenerator {
         let field = InfluxQL.identifier
         let kind = measurement == "tcp" ? "handshake" : "RTT"
         let lost = measurement == "tcp" ? "Failed handshakes" : "Lost packets"
-        return [
+        var stats = [
             SummaryStat(title: "Median \(kind)", select: "median(\(field("rtt_median_ms"))) AS \(field("median"))", unit: "ms", decimals: 2),
             SummaryStat(title: "Max \(kind)", select: "max(\(field("rtt_max_ms"))) AS \(field("max"))", unit: "ms", decimals: 2),
             SummaryStat(title: "Loss", select: "mean(\(field("loss_percent"))) AS \(field("loss"))", unit: "percent", decimals: 1),
             SummaryStat(title: lost, select: "sum(\(field("sent"))) - sum(\(field("received"))) AS \(field("lost"))", unit: "none", decimals: 0),
         ]
+        if measurement == "tcp" {
+            // Connections the probed servers saw (connect mode, or a half-open probe whose
+            // final ACK left before netprobe's RST): 0 means no trace in their logs.
+            stats.append(SummaryStat(title: "Completed connections", select: "sum(\(field("completed"))) AS \(field("completed"))", unit: "none", decimals: 0))
+        }
+        return stats
     }
 
     static func statPanel(_ stat: SummaryStat, measurement: String, id: Int, grid: JSONValue) -> JSONValue {

@@ -25,6 +25,10 @@ struct CheckCommand: AsyncParsableCommand, PrivilegedCommand {
               8. handshake median > 2 x ICMP median + 1 ms      -> server problem: slow to accept
               9. otherwise                                      -> neither: look at the application
 
+            TCP probes are half-open unless --tcp-mode connect is given: the server's \
+            application never sees a connection, so a production database logs nothing \
+            (see `netprobe tcp --help`).
+
             ICMP needs CAP_NET_RAW or net.ipv4.ping_group_range (see `netprobe ping --help`); \
             without either, check runs TCP only and says so.
 

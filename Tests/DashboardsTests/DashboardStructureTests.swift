@@ -174,7 +174,9 @@ enum DashboardChecker {
 
         // Summary stats on top.
         let stats = panels.prefix { $0["type"]?.stringValue == "stat" }
-        XCTAssertEqual(stats.count, 4, file: file, line: line)
+        XCTAssertEqual(stats.compactMap { $0["title"]?.stringValue }.last, measurement == "tcp" ? "Completed connections" : "Lost packets", file: file, line: line)
+        XCTAssertEqual(stats.count, measurement == "tcp" ? 5 : 4, file: file, line: line)
+        XCTAssertEqual(stats.compactMap { $0["gridPos"]?["w"]?.intValue }.reduce(0, +), 24, "the stats span the full width", file: file, line: line)
 
         // A row per env, in file order; under it an outcome timeline and an RTT panel per target.
         var envs: [String] = []

@@ -148,7 +148,10 @@ final class RunIntegrationTests: XCTestCase {
             XCTAssertEqual(row["received"] as? Int, 2)
             XCTAssertNil(row["ttl"], "tcp has no ttl")
             XCTAssertTrue((0..<10).contains(try XCTUnwrap(row["rtt_median_ms"] as? Double)))
+            XCTAssertEqual(row["mode"] as? String, "half-open", "the mode tag; half-open by default")
+            XCTAssertEqual(row["completed"] as? Int, 0)
         }
+        XCTAssertEqual(listener.acceptQueued().count, 0, "run's half-open probes never reached the listener's application")
         let refused = try await rows(server, "SELECT * FROM tcp WHERE port = '\(closed)'")
         XCTAssertGreaterThanOrEqual(refused.count, 5)
         XCTAssertTrue(refused.allSatisfy { $0["result"] as? String == "refused" && $0["result_code"] as? Int == 5 && $0["received"] as? Int == 0 })
