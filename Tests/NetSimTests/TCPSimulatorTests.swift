@@ -11,6 +11,7 @@ final class TCPSimulatorTests: XCTestCase {
         "198.18.5.0/24 delay=1ms tcp=80:open",
         "198.18.9.0/24 unreachable",
         "198.18.16.0/21 delay=1ms tcp=80:open",
+        "198.18.4.0/24 delay=800ms tcp=80:open",
     ]
 
     func tcp(_ namespace: String, _ arguments: [String], timeout: TimeInterval = 120) throws -> (status: Int32, rounds: [[String: Any]], standardError: String, seconds: Double) {
@@ -77,6 +78,52 @@ final class TCPSimulatorTests: XCTestCase {
         XCTAssertEqual(result.rounds.filter { $0["result"] as? String == "ok" }.count, 2000)
         XCTAssertFalse(result.standardError.contains("descriptor"), result.standardError)
         XCTAssertEqual(summary.kinds.values.reduce(0, +) >= 2000, true)
+    }
+
+    /// The proof behind `completed`: a half-open probe whose final ACK the kernel did send
+    /// (netprobe was stopped past the 200 ms delayed-ACK timer) is still measured, and
+    /// counted completed. Each step waits on what `ss` shows, not on time.
+    func testAHalfOpenProbeWhoseFinalACKLeftIsCountedCompleted() throws {
+        try SimulatorHarness.requirePrivileges()
+        let ((status, rounds), _) = try SimulatedNetwork.run(rules: Self.rules, netsimPath: try SimulatorHarness.binary("netsim")) { namespace -> (Int32, [[String: Any]]) in
+            func sockets(_ arguments: [String]) throws -> String {
+                let listing = try SimulatedNetwork.execute(["ss", "-tanH"] + arguments, inNamespace: namespace, timeout: 30)
+                return listing.standardOutput
+            }
+            struct NeverSeen: Error { var what: String }
+            func waitFor(_ what: String, _ condition: () throws -> Bool) throws {
+                let deadline = Date().addingTimeInterval(30)
+                while try !condition() {
+                    guard Date() < deadline else { throw NeverSeen(what: what) }
+                    usleep(5_000)
+                }
+            }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: try XCTUnwrap(SimulatedNetwork.ipPath))
+            process.arguments = ["netns", "exec", namespace, try SimulatorHarness.binary("netprobe"), "tcp", "--json", "-c", "1", "-W", "10", "198.18.4.1:80"]
+            let output = Pipe()
+            process.standardOutput = output
+            try process.run()
+            defer { if process.isRunning { process.terminate() } }
+            // The SYN is out (the simulator holds the SYN-ACK 800 ms): stop netprobe.
+            try waitFor("the SYN in flight") { try sockets(["state", "syn-sent"]).contains("198.18.4.1:80") }
+            kill(process.processIdentifier, SIGSTOP)
+            // The SYN-ACK arrives while netprobe is stopped; 200 ms later the kernel's
+            // delayed-ACK timer sends the final ACK (segs_out: the SYN and the ACK).
+            let sawACK = Result { try waitFor("the delayed ACK leave") { try sockets(["-i", "state", "established"]).contains("segs_out:2") } }
+            kill(process.processIdentifier, SIGCONT)
+            try sawACK.get()
+            process.waitUntilExit()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            return (process.terminationStatus, try text.split(separator: "\n").map { line in
+                try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            })
+        }
+        XCTAssertEqual(status, 0)
+        let round = try XCTUnwrap(rounds.first)
+        XCTAssertEqual(round["received"] as? Int, 1, "still measured")
+        XCTAssertEqual(round["mode"] as? String, "half-open")
+        XCTAssertEqual(round["completed"] as? Int, 1, "the final ACK left: the server saw a connection, and the round says so")
     }
 
     func check(_ namespace: String, _ target: String) throws -> [String: Any] {
