@@ -75,6 +75,12 @@ func tcpConfiguration(count: Int, interval: DurationArgument, timeout: DurationA
         logger.warning("open-file limit is low for this many targets: handshakes will be held back to fit; raise it with ulimit -n",
                        metadata: ["limit": "\(limit)", "wanted_in_flight": "\(wanted)"])
     }
+    // Sends are spread over the interval: each target once per interval, at most `rate`.
+    let needed = min(rate, Double(targetCount) * 1e9 / Double(interval.nanoseconds))
+    if mode == .connect && needed > TCPProbeMode.connectAttemptsPerSecondLimit {
+        logger.warning("connect mode is held to \(Int(TCPProbeMode.connectAttemptsPerSecondLimit)) handshakes a second (each leaves a TIME_WAIT socket here for 60 s); rounds will take longer than asked, or use half-open mode",
+                       metadata: ["needed_per_second": "\(Int(needed))"])
+    }
     return TCPProbeConfiguration(count: count, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
                                  attemptsPerSecond: rate, maximumInFlight: maximumInFlight, mode: mode)
 }
