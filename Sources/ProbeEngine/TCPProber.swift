@@ -250,11 +250,13 @@ private final class TCPRun: RoundRun, LoopTask {
             let connected = try address.withSocketAddress(port: port) { (socketAddress, length) throws(SystemCallError) -> Bool in
                 try Posix.connect(fd, socketAddress, length)
             }
+            // Watched from here on, even when already connected: connect mode keeps the
+            // socket, and changes what is watched, until the server closes.
+            try loop?.watch(fd, events: EPOLLOUT.rawValue, for: self)
             if connected {
                 handshakeEnded(fd: fd, finishedMonotonic: Clock.monotonicNanoseconds())
                 return
             }
-            try loop?.watch(fd, events: EPOLLOUT.rawValue, for: self)
             deadlines.append((started + configuration.timeoutNanoseconds, fd, attempt.id))
         } catch let error as SystemCallError {
             if attempts[fd] != nil {
