@@ -122,9 +122,19 @@ public final class ICMPProber: @unchecked Sendable {
     ///     the rounds are wanted).
     public func probe(_ targets: [ProbeTarget], configuration override: ICMPProbeConfiguration? = nil, reportingAttempts: Bool = true) -> AsyncStream<ProbeEvent> {
         precondition(!shared.withLock { $0.closed }, "probe() after close()")
-        let (stream, continuation) = gate.begin("an ICMPProber") { [weak self] in self?.stop() }
+        let (stream, continuation) = gate.begin("an ICMPProber", targetCount: targets.count) { [weak self] in self?.stop() }
         loop.add(ICMPRun(prober: self, configuration: override ?? configuration, targets: targets, reportingAttempts: reportingAttempts, continuation: continuation))
         return stream
+    }
+
+    /// Changes the targets of the running repeating probe (`netprobe run`) without
+    /// touching the schedule of any other target. Safe from any thread.
+    /// - Returns: the target indices of `update.added`, as their results will carry them;
+    ///   nil when no probe is running (or it is stopping): the update was dropped.
+    @discardableResult
+    public func update(_ update: TargetUpdate) -> Range<Int>? {
+        defer { loop.wake() }
+        return gate.submit(update)
     }
 
     /// Stops sending. Probes in flight still get their timeout to answer, then every
@@ -173,10 +183,12 @@ private final class ICMPRun: RoundRun, LoopTask {
         for socket in prober.sockets.values {
             try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue, for: self)
         }
-        planRounds(now: now, interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.packetsPerSecond)
+        planRounds(now: now, interval: configuration.intervalNanoseconds, timeout: configuration.timeoutNanoseconds,
+                   packetsPerSecond: configuration.packetsPerSecond)
     }
 
     func service(now: Int64) throws {
+        applyUpdates(prober.gate.takeUpdates(), now: now)
         checkStop(requested: prober.gate.isStopRequested)
         try sendDue(now: now)
         var lost: [Int] = []
@@ -236,9 +248,10 @@ private final class ICMPRun: RoundRun, LoopTask {
     func sendDue(now: Int64) throws {
         while let due = schedule.popDue(now: now) {
             let index = due.targetIndex
+            guard isActive(index) else { continue }
             if tallies[index].sent == 0 { tallies[index].slipNanoseconds = cycle.slip(of: index, now: now) }
             guard let address = targets[index].address else {
-                tallies[index].startTime = Date()
+                markRoundStart(index)
                 report(index)
                 startNextRound(index, now: now)
                 continue
@@ -256,7 +269,7 @@ private final class ICMPRun: RoundRun, LoopTask {
 
     /// Sends one request; false when the socket would block.
     func send(to address: IPAddress, targetIndex index: Int) throws -> Bool {
-        if tallies[index].startTime == nil { tallies[index].startTime = Date() }
+        markRoundStart(index)
         guard let socket = prober.sockets[address.family] else {
             tallies[index].sent += 1
             tallies[index].errors += 1

@@ -34,6 +34,8 @@ public final class ProbeLoop: @unchecked Sendable {
     // Loop-thread state.
     private var tasks: [LoopTask] = []
     private var owners: [Int32: LoopTask] = [:]
+    /// The loop thread, while it runs (set and read on that thread only).
+    private var loopThread: pthread_t?
 
     /// - Throws: `SystemCallError` when epoll, timerfd or eventfd cannot be created.
     public init(logger: Logger) throws {
@@ -64,25 +66,35 @@ public final class ProbeLoop: @unchecked Sendable {
         events.wake()
     }
 
+    /// Debug builds: traps unless called on the loop thread, which alone may touch the
+    /// tasks, their sockets and their bookkeeping.
+    func assertOnLoopThread(file: StaticString = #fileID, line: UInt = #line) {
+        assert(loopThread.map { pthread_equal($0, pthread_self()) != 0 } ?? false, "loop-thread state touched from another thread", file: file, line: line)
+    }
+
     /// Watches `fd` for `task` (loop thread only).
     func watch(_ fd: Int32, events mask: UInt32, for task: LoopTask) throws {
+        assertOnLoopThread()
         try events.register(fd, events: mask)
         owners[fd] = task
     }
 
     /// Changes what is watched on `fd`, already watched by `watch` (loop thread only).
     func rewatch(_ fd: Int32, events mask: UInt32) throws {
+        assertOnLoopThread()
         try events.modify(fd, events: mask)
     }
 
     /// Stops watching `fd`; call before closing it (loop thread only).
     func unwatch(_ fd: Int32) {
+        assertOnLoopThread()
         owners[fd] = nil
         try? events.unregister(fd)
     }
 
     /// Forgets `fd` that is about to be closed (closing removes it from epoll).
     func forget(_ fd: Int32) {
+        assertOnLoopThread()
         owners[fd] = nil
     }
 
@@ -100,6 +112,9 @@ public final class ProbeLoop: @unchecked Sendable {
     }
 
     private func run() {
+        // (A thread that ends leaves its value; the next one starts only after it has
+        // given up the inbox, so this write never races with its last reads.)
+        loopThread = pthread_self()
         while true {
             guard let added = takeInbox() else { return }
             for task in added {
@@ -138,19 +153,47 @@ public final class ProbeLoop: @unchecked Sendable {
     }
 }
 
-/// A prober's run bookkeeping: one run at a time, and the stop flag its loop task polls.
+/// A prober's run bookkeeping: one run at a time, the stop flag its loop task polls, and
+/// the target updates handed in for it.
 final class RunGate: Sendable {
-    private let state = Locked((running: false, stopRequested: false))
+    private struct State {
+        var running = false
+        var stopRequested = false
+        var updates: [TargetUpdate] = []
+        /// Target indices given out so far (the run's targets and every one added since).
+        var targetCount = 0
+    }
+    private let state = Locked(State())
+
+    /// Queues `update` for the running run and gives the added targets their indices.
+    /// - Returns: the indices of `update.added`, in order; nil when no run is going (it has
+    ///   finished or stopped), and the update is dropped.
+    func submit(_ update: TargetUpdate) -> Range<Int>? {
+        state.withLock { state in
+            guard state.running && !state.stopRequested else { return nil }
+            let first = state.targetCount
+            state.targetCount += update.added.count
+            state.updates.append(update)
+            return first..<state.targetCount
+        }
+    }
+
+    /// The updates queued since the last call (loop thread).
+    func takeUpdates() -> [TargetUpdate] {
+        state.withLock { state in
+            defer { state.updates = [] }
+            return state.updates
+        }
+    }
 
     /// Starts a run and makes its event stream; a consumer that cancels stops the run.
     /// - Parameters:
     ///   - owner: names the prober in the message when a second run is started too early.
     ///   - stop: what stopping the run means for the prober.
-    func begin(_ owner: String, stop: @escaping @Sendable () -> Void) -> (AsyncStream<ProbeEvent>, AsyncStream<ProbeEvent>.Continuation) {
+    func begin(_ owner: String, targetCount: Int, stop: @escaping @Sendable () -> Void) -> (AsyncStream<ProbeEvent>, AsyncStream<ProbeEvent>.Continuation) {
         state.withLock { state in
             precondition(!state.running, "\(owner) runs one probe call at a time")
-            state.running = true
-            state.stopRequested = false
+            state = State(running: true, targetCount: targetCount)
         }
         let (stream, continuation) = AsyncStream<ProbeEvent>.makeStream(bufferingPolicy: .unbounded)
         continuation.onTermination = { termination in

@@ -156,6 +156,31 @@ public enum ProbeEvent: Sendable {
     case attempt(AttemptEvent)
     /// A target's round is complete.
     case round(RoundResult)
+    /// Repeating rounds only: a round in flight when the run stopped that could not finish
+    /// within `RoundRun.stopBudgetNanoseconds`. It is not a measurement and has no result.
+    case abandoned(targetIndex: Int, target: ProbeTarget)
+}
+
+/// Changes to the targets of a running `netprobe run`-style probe (repeating rounds),
+/// applied on the loop thread without disturbing any other target's schedule.
+public struct TargetUpdate: Sendable {
+    /// New targets: they take the next free indices, in order (the prober's `update`
+    /// returns them), and start at phase slots of their own within one round interval.
+    public var added: [ProbeTarget]
+    /// Indices of targets to stop: a round in flight finishes and is reported; no other
+    /// round starts.
+    public var removed: [Int]
+    /// Targets with a new address (or a new resolution failure), by index: a round in
+    /// flight finishes on the old address; the next one uses the new.
+    public var changed: [(index: Int, target: ProbeTarget)]
+
+    public init(added: [ProbeTarget] = [], removed: [Int] = [], changed: [(index: Int, target: ProbeTarget)] = []) {
+        self.added = added
+        self.removed = removed
+        self.changed = changed
+    }
+
+    public var isEmpty: Bool { added.isEmpty && removed.isEmpty && changed.isEmpty }
 }
 
 /// The running counts of one target's round (loop thread only).
@@ -233,6 +258,17 @@ struct RoundBook {
             touched.append(index)
             yield &tallies[index]
         }
+    }
+
+    /// Adds `count` targets, with no round yet.
+    mutating func append(count: Int) {
+        tallies.append(contentsOf: repeatElement(RoundTally(), count: count))
+        unreported += count
+    }
+
+    /// Whether the target's current round has begun and is not reported yet.
+    func isInFlight(_ index: Int) -> Bool {
+        tallies[index].sent > 0 && !tallies[index].reported
     }
 
     /// Starts a target's next round with fresh counts (repeating rounds).
@@ -328,6 +364,16 @@ struct RoundCycle {
         for (index, instant) in starts { plannedStart[index] = instant }
     }
 
+    /// Makes room for targets added to a running run.
+    mutating func append(count: Int) {
+        plannedStart.append(contentsOf: repeatElement(0, count: count))
+    }
+
+    /// When the target's current (or next) round is planned to start (CLOCK_MONOTONIC).
+    func plannedStart(of index: Int) -> Int64 {
+        plannedStart[index]
+    }
+
     /// How late a round that starts now is against its plan.
     func slip(of index: Int, now: Int64) -> Int64? {
         roundInterval == nil ? nil : max(0, now - plannedStart[index])
@@ -350,7 +396,19 @@ struct RoundCycle {
 /// round bookkeeping (reporting rounds, planning the next ones). Subclasses probe.
 class RoundRun {
     let kind: ProbeKind
-    let targets: [ProbeTarget]
+    /// Every target the run was given or has been given since, by index; removed ones stay
+    /// (marked in `removed`) so that indices never change.
+    private(set) var targets: [ProbeTarget]
+    /// Targets stopped by an update.
+    private(set) var removed: [Bool]
+    /// New addresses waiting for the round in flight to end.
+    private var pendingTargets: [Int: ProbeTarget] = [:]
+    /// A round's wall-clock start is its planned CLOCK_MONOTONIC instant seen through this
+    /// pair, taken once: consecutive rounds are then exactly one interval apart.
+    private var clockAnchor = (realtime: Clock.realtimeNanoseconds(), monotonic: Clock.monotonicNanoseconds())
+    /// Time between two probes of a round, and how long a probe waits (for the stop budget).
+    private var probeSpacing: Int64 = 0
+    private var probeTimeout: Int64 = 0
     let continuation: AsyncStream<ProbeEvent>.Continuation
     /// False leaves out the per-attempt events.
     let reportingAttempts: Bool
@@ -369,6 +427,7 @@ class RoundRun {
          continuation: AsyncStream<ProbeEvent>.Continuation) {
         self.kind = kind
         self.targets = targets
+        removed = Array(repeating: false, count: targets.count)
         self.roundCount = roundCount
         self.reportingAttempts = reportingAttempts
         self.continuation = continuation
@@ -381,28 +440,108 @@ class RoundRun {
     /// interval), and reports one-off rounds of unresolved targets at once. Repeating rounds
     /// keep unresolved targets in the schedule: each of their rounds reports "unresolved",
     /// so the gap shows in the data instead of silence.
-    func planRounds(now: Int64, interval: Int64, packetsPerSecond: Double) {
+    func planRounds(now: Int64, interval: Int64, timeout: Int64, packetsPerSecond: Double) {
+        probeSpacing = interval
+        probeTimeout = timeout
+        clockAnchor = (Clock.realtimeNanoseconds(), Clock.monotonicNanoseconds())
         schedule = SendSchedule(targets: targets.indices.filter { cycle.isRepeating || targets[$0].address != nil },
                                 interval: interval, phaseWindow: cycle.roundInterval, packetsPerSecond: packetsPerSecond, start: now)
         cycle.plan(schedule.plannedStarts)
         for index in targets.indices where targets[index].address == nil && !cycle.isRepeating {
-            tallies[index].startTime = Date()
+            markRoundStart(index)
             report(index)
         }
     }
 
-    /// On the first look after a stop request: no more sends, and every round looked at.
+    /// Sets the round's start time at its first probe: for repeating rounds the planned
+    /// instant (so a point's timestamp follows the schedule, and slip is measured apart),
+    /// for one-off rounds the moment itself.
+    func markRoundStart(_ index: Int) {
+        guard tallies[index].startTime == nil else { return }
+        if cycle.isRepeating {
+            let realtime = clockAnchor.realtime + (cycle.plannedStart(of: index) - clockAnchor.monotonic)
+            tallies[index].startTime = Date(timeIntervalSince1970: Double(realtime) / 1e9)
+        } else {
+            tallies[index].startTime = Date()
+        }
+    }
+
+    /// How long a stopping run waits for its rounds in flight; a round that needs longer
+    /// (many probes, long spacing) is abandoned instead, so that a stop stays within 5 s.
+    static let stopBudgetNanoseconds: Int64 = 3_000_000_000
+
+    /// On the first look after a stop request: no new round starts. One-off rounds end
+    /// with what was sent (ping's Ctrl-C); a repeating round in flight is finished whole
+    /// if it can be within the stop budget, or else abandoned: a round is reported whole
+    /// or not at all.
     func checkStop(requested: Bool) {
         guard requested && !stopping else { return }
         stopping = true
-        schedule.removeAll()
-        tallies.touchAll()
+        guard cycle.isRepeating else {
+            schedule.removeAll()
+            tallies.touchAll()
+            return
+        }
+        var finishing = Set<Int>()
+        for index in targets.indices where !tallies[index].reported {
+            if tallies.isInFlight(index) {
+                let remaining = Int64(max(0, roundCount - tallies[index].sent)) * probeSpacing + 2 * probeTimeout
+                if remaining <= Self.stopBudgetNanoseconds {
+                    finishing.insert(index)
+                    continue
+                }
+                continuation.yield(.abandoned(targetIndex: index, target: targets[index]))
+            }
+            _ = tallies.markReported(index)
+        }
+        schedule.removeAll { !finishing.contains($0) }
+    }
+
+    /// Takes the updates handed in since the last look, on the loop thread.
+    func applyUpdates(_ updates: [TargetUpdate], now: Int64) {
+        guard !updates.isEmpty, !stopping else { return }
+        loop?.assertOnLoopThread()
+        for update in updates {
+            for (index, target) in update.changed where index < targets.count && !removed[index] {
+                if tallies.isInFlight(index) { pendingTargets[index] = target } else { targets[index] = target }
+            }
+            for index in update.removed where index < targets.count && !removed[index] {
+                removed[index] = true
+                pendingTargets[index] = nil
+                // Between rounds: nothing to finish. (Its next start stays in the schedule
+                // and is dropped when it comes up.)
+                if !tallies.isInFlight(index) { _ = tallies.markReported(index) }
+            }
+            add(update.added, now: now)
+        }
+    }
+
+    /// New targets get the next indices and first rounds spread over one round interval
+    /// from now, at slots of their own; every other target's schedule stays as it is.
+    private func add(_ added: [ProbeTarget], now: Int64) {
+        guard !added.isEmpty else { return }
+        let first = targets.count
+        targets += added
+        removed += repeatElement(false, count: added.count)
+        tallies.append(count: added.count)
+        cycle.append(count: added.count)
+        let window = cycle.roundInterval ?? probeSpacing
+        let step = window / Int64(added.count)
+        let starts = added.indices.map { (targetIndex: first + $0, instant: now + Int64($0) * step) }
+        for start in starts { schedule.retry(start.targetIndex, at: start.instant) }
+        cycle.plan(starts)
+    }
+
+    /// False for a schedule entry of a removed target, which is dropped instead of sent.
+    func isActive(_ index: Int) -> Bool {
+        !removed[index] || tallies.isInFlight(index)
     }
 
     /// Hands over the rounds that just completed and plans the next ones.
     func reportFinished() {
         let now = Clock.monotonicNanoseconds()
-        for index in tallies.takeCompleted(count: roundCount, stopping: stopping, now: now) {
+        // A stopping run's repeating rounds still finish whole: only one-off rounds end early.
+        for index in tallies.takeCompleted(count: roundCount, stopping: stopping && !cycle.isRepeating, now: now) {
             // A repeating round that a stop caught before its first probe is not a round.
             if cycle.isRepeating && tallies[index].sent == 0 { continue }
             outbox.add(roundResult(index))
@@ -411,9 +550,11 @@ class RoundRun {
         }
     }
 
-    /// Repeating rounds: plans the target's next round once this one is reported.
+    /// Repeating rounds: plans the target's next round once this one is reported, on the
+    /// address an update may have left for it; a removed target gets none.
     func startNextRound(_ index: Int, now: Int64) {
-        guard !stopping, let next = cycle.planNextRound(of: index, now: now) else { return }
+        guard !stopping, !removed[index], let next = cycle.planNextRound(of: index, now: now) else { return }
+        if let target = pendingTargets.removeValue(forKey: index) { targets[index] = target }
         tallies.reset(index)
         schedule.retry(index, at: next)
     }

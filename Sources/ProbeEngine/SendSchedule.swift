@@ -66,4 +66,9 @@ struct SendSchedule {
     mutating func removeAll() {
         heap = Heap()
     }
+
+    /// Drops every planned send of the targets `predicate` picks.
+    mutating func removeAll(where predicate: (Int) -> Bool) {
+        heap = Heap(heap.unordered.filter { !predicate($0.targetIndex) })
+    }
 }

@@ -92,9 +92,20 @@ public final class TCPProber: @unchecked Sendable {
     ///     the rounds are wanted).
     public func probe(_ targets: [ProbeTarget], configuration override: TCPProbeConfiguration? = nil, reportingAttempts: Bool = true) -> AsyncStream<ProbeEvent> {
         precondition(targets.allSatisfy { $0.port != nil }, "TCP targets need a port")
-        let (stream, continuation) = gate.begin("a TCPProber") { [weak self] in self?.stop() }
+        let (stream, continuation) = gate.begin("a TCPProber", targetCount: targets.count) { [weak self] in self?.stop() }
         loop.add(TCPRun(prober: self, configuration: override ?? configuration, targets: targets, reportingAttempts: reportingAttempts, continuation: continuation))
         return stream
+    }
+
+    /// Changes the targets of the running repeating probe (`netprobe run`) without
+    /// touching the schedule of any other target. Safe from any thread.
+    /// - Returns: the target indices of `update.added`, as their results will carry them;
+    ///   nil when no probe is running (or it is stopping): the update was dropped.
+    @discardableResult
+    public func update(_ update: TargetUpdate) -> Range<Int>? {
+        precondition(update.added.allSatisfy { $0.port != nil }, "TCP targets need a port")
+        defer { loop.wake() }
+        return gate.submit(update)
     }
 
     /// Stops starting handshakes; those in flight finish or time out, then every unfinished
@@ -152,16 +163,18 @@ private final class TCPRun: RoundRun, LoopTask {
         self.loop = loop
         var rate = configuration.attemptsPerSecond
         if configuration.mode == .connect { rate = min(rate, TCPProbeMode.connectAttemptsPerSecondLimit) }
-        planRounds(now: now, interval: configuration.intervalNanoseconds, packetsPerSecond: rate)
+        planRounds(now: now, interval: configuration.intervalNanoseconds, timeout: configuration.timeoutNanoseconds, packetsPerSecond: rate)
     }
 
     func service(now: Int64) throws {
+        applyUpdates(prober.gate.takeUpdates(), now: now)
         checkStop(requested: prober.gate.isStopRequested)
         while openDescriptors < configuration.maximumInFlight, let due = schedule.popDue(now: now) {
             let index = due.targetIndex
+            guard isActive(index) else { continue }
             if tallies[index].sent == 0 { tallies[index].slipNanoseconds = cycle.slip(of: index, now: now) }
             guard targets[index].address != nil else {
-                tallies[index].startTime = Date()
+                markRoundStart(index)
                 report(index)
                 startNextRound(index, now: now)
                 continue
@@ -219,7 +232,7 @@ private final class TCPRun: RoundRun, LoopTask {
     /// Opens a socket and starts its handshake.
     func start(_ index: Int) throws {
         guard let address = targets[index].address, let port = targets[index].port else { return }
-        if tallies[index].startTime == nil { tallies[index].startTime = Date() }
+        markRoundStart(index)
         let indexInRound = tallies[index].sent
         tallies[index].sent += 1
         let fd: Int32

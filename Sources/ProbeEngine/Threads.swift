@@ -32,7 +32,9 @@ public enum NativeThread {
 }
 
 /// A mutex around a value, for the little state shared between the loop thread and callers.
-public final class Locked<Value>: @unchecked Sendable {
+/// Sendable only when the value is: the lock makes access exclusive, not the value safe to
+/// hand to another thread.
+public final class Locked<Value> {
     private var value: Value
     private var mutex = pthread_mutex_t()
 
@@ -52,6 +54,8 @@ public final class Locked<Value>: @unchecked Sendable {
         return try body(&value)
     }
 }
+
+extension Locked: @unchecked Sendable where Value: Sendable {}
 
 /// Number formatting without Foundation's String(format:).
 public enum DecimalText {

@@ -157,6 +157,7 @@ struct CheckCommand: AsyncParsableCommand, PrivilegedCommand {
             switch event {
             case .attempt(let attempt): progress.count(attempt)
             case .round(let round): rounds.append(round)
+            case .abandoned: break  // repeating rounds only
             }
         }
         return rounds

@@ -152,6 +152,8 @@ func consume(_ events: AsyncStream<ProbeEvent>, printer: ResultPrinter) async ->
             } else {
                 summaries.append((round.targetIndex, ResultPrinter.summaryLine(round)))
             }
+        case .abandoned:
+            break  // repeating rounds only (run)
         }
     }
     printer.printSummaries(summaries)
