@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "NetSim", targets: ["NetSim"]),
         .library(name: "ProbeConfig", targets: ["ProbeConfig"]),
         .library(name: "InfluxSink", targets: ["InfluxSink"]),
+        .library(name: "ProbeService", targets: ["ProbeService"]),
         .executable(name: "netsim", targets: ["netsim"]),
     ],
     dependencies: [
@@ -57,6 +58,15 @@ let package = Package(
             name: "InfluxSink",
             dependencies: [
                 "CZlib",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "ProbeService",
+            dependencies: [
+                "ProbeEngine",
+                "ProbeConfig",
+                "InfluxSink",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -111,6 +121,10 @@ let package = Package(
             name: "DashboardsTests",
             dependencies: ["Dashboards", "ProbeConfig", "TestSupport", "netprobe"],
             resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "ProbeServiceTests",
+            dependencies: ["ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport"]
         ),
         .testTarget(
             name: "IntegrationTests",

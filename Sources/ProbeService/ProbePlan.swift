@@ -1,0 +1,92 @@
+import ProbeConfig
+import ProbeEngine
+
+/// What the config asks to probe, one entry per target of one kind: the identity a target
+/// keeps through reloads and re-resolution.
+public struct PlannedTarget: Hashable, Sendable {
+    /// The targets file's group: the `env` tag.
+    public var env: String
+    /// The host as written in the targets file.
+    public var host: String
+    /// TCP port; nil for ICMP.
+    public var port: UInt16?
+
+    public init(env: String, host: String, port: UInt16? = nil) {
+        self.env = env
+        self.host = host
+        self.port = port
+    }
+
+    /// The ping targets of a configuration, in file order.
+    public static func ping(_ configuration: NetprobeConfiguration) -> [PlannedTarget] {
+        configuration.pingTargets.map { PlannedTarget(env: $0.env, host: $0.host) }
+    }
+
+    /// The TCP targets of a configuration, in file order.
+    public static func tcp(_ configuration: NetprobeConfiguration) -> [PlannedTarget] {
+        configuration.tcpTargets.map { PlannedTarget(env: $0.env, host: $0.host, port: $0.port) }
+    }
+}
+
+/// The targets of one prober as the engine knows them: by engine index, each with the
+/// planned target it stands for and the address it is probed at. Indices never change:
+/// a removed target keeps its index (inactive), an added one takes the next.
+public struct ProbePlan: Sendable {
+    public struct Entry: Sendable {
+        public var planned: PlannedTarget
+        public var target: ProbeTarget
+        /// False once removed.
+        public var isActive: Bool
+    }
+
+    public private(set) var entries: [Entry] = []
+    private var indexByTarget: [PlannedTarget: Int] = [:]
+
+    /// The first plan of a run: the engine is given `targets` in this order.
+    public init(_ resolved: [(planned: PlannedTarget, target: ProbeTarget)]) {
+        for (planned, target) in resolved { append(planned, target) }
+    }
+
+    /// The targets to start the engine with, in index order.
+    public var targets: [ProbeTarget] { entries.map(\.target) }
+
+    /// The planned target behind an engine index (results carry the index).
+    public func planned(at index: Int) -> PlannedTarget? {
+        entries.indices.contains(index) ? entries[index].planned : nil
+    }
+
+    public var activeCount: Int { entries.lazy.filter(\.isActive).count }
+
+    /// What the engine must change to probe `wanted` instead: targets no longer wanted
+    /// are removed, new ones added (taking the next indices, in `wanted`'s order), and
+    /// those whose address or resolution changed are moved; every other target is left
+    /// alone. The plan becomes `wanted`.
+    /// - Returns: the update for the prober (empty when nothing changed).
+    public mutating func update(to wanted: [(planned: PlannedTarget, target: ProbeTarget)]) -> TargetUpdate {
+        var update = TargetUpdate()
+        let wantedTargets = Set(wanted.map(\.planned))
+        for (index, entry) in entries.enumerated() where entry.isActive && !wantedTargets.contains(entry.planned) {
+            update.removed.append(index)
+            entries[index].isActive = false
+            indexByTarget[entry.planned] = nil
+        }
+        for (planned, target) in wanted {
+            if let index = indexByTarget[planned] {
+                let current = entries[index].target
+                if current.address != target.address || current.resolutionError != target.resolutionError {
+                    update.changed.append((index: index, target: target))
+                    entries[index].target = target
+                }
+            } else {
+                update.added.append(target)
+                append(planned, target)
+            }
+        }
+        return update
+    }
+
+    private mutating func append(_ planned: PlannedTarget, _ target: ProbeTarget) {
+        indexByTarget[planned] = entries.count
+        entries.append(Entry(planned: planned, target: target, isActive: true))
+    }
+}
