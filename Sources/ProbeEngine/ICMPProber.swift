@@ -214,7 +214,7 @@ private final class ICMPRun: RoundRun, LoopTask {
     }
 
     var isFinished: Bool {
-        schedule.isEmpty && tallies.unreported == 0
+        roundsAreOver && schedule.isEmpty && tallies.unreported == 0
     }
 
     func handle(fd: Int32, events: UInt32) throws {

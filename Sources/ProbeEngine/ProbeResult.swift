@@ -532,6 +532,12 @@ class RoundRun {
         cycle.plan(starts)
     }
 
+    /// One-off rounds are over when every target's is; repeating rounds only after a stop,
+    /// even with no target left (an update may add some).
+    var roundsAreOver: Bool {
+        !cycle.isRepeating || stopping
+    }
+
     /// False for a schedule entry of a removed target, which is dropped instead of sent.
     func isActive(_ index: Int) -> Bool {
         !removed[index] || tallies.isInFlight(index)

@@ -208,7 +208,7 @@ private final class TCPRun: RoundRun, LoopTask {
     }
 
     var isFinished: Bool {
-        schedule.isEmpty && attempts.isEmpty && closing.isEmpty && tallies.unreported == 0
+        roundsAreOver && schedule.isEmpty && attempts.isEmpty && closing.isEmpty && tallies.unreported == 0
     }
 
     func detach(error: Error?) {

@@ -126,6 +126,23 @@ final class TargetUpdateTests: XCTestCase {
         assertOneIntervalApart(rounds, "an empty update after every round")
     }
 
+    func testARunWithNoTargetLeftWaitsForNewOnesUntilStopped() async {
+        let listener = Listener()
+        let prober = prober()
+        let stream = prober.probe([], reportingAttempts: false)
+        XCTAssertEqual(prober.update(TargetUpdate(added: [listener.target("127.0.0.1", name: "first")])), 0..<1)
+        var rounds: [RoundResult] = []
+        for await event in stream {
+            guard case .round(let round) = event else { continue }
+            rounds.append(round)
+            if rounds.count == 2 { prober.update(TargetUpdate(removed: [0], changed: [])) }
+            if rounds.count == 2 { prober.update(TargetUpdate(added: [listener.target("127.0.0.1", name: "second")])) }
+            if rounds.contains(where: { $0.targetIndex == 1 }) { prober.stop() }
+        }
+        XCTAssertEqual(rounds.map(\.target.name).prefix(2), ["first", "first"])
+        XCTAssertEqual(rounds.last?.target.name, "second", "the empty run was still there to take it")
+    }
+
     func testAStopFinishesTheRoundsInFlightWhole() async {
         let listener = Listener()
         // Four handshakes 40 ms apart per round: a round is in flight most of the time.
