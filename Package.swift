@@ -41,6 +41,7 @@ let package = Package(
                 "ProbeEngine",
                 "ProbeConfig",
                 "InfluxSink",
+                "ProbeService",
                 "Dashboards",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -5,6 +5,7 @@ import InfluxSink
 import Logging
 import ProbeConfig
 import ProbeEngine
+import ProbeService
 
 /// Where `run` writes rounds when no InfluxDB server is configured.
 enum QuickLookFormat: String, ExpressibleByArgument, CaseIterable {

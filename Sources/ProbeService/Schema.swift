@@ -4,13 +4,13 @@ import ProbeEngine
 
 /// netprobe's data schema (README "Schema"): one point per target and round, plus the
 /// self-monitoring measurement. Dashboards and users depend on these names.
-enum Schema {
+public enum Schema {
     /// The point of one round.
     /// - Parameters:
     ///   - round: what the prober measured.
     ///   - env: the targets file's group.
     ///   - probe: this probe's name.
-    static func point(for round: RoundResult, env: String, probe: String) -> InfluxPoint {
+    public static func point(for round: RoundResult, env: String, probe: String) -> InfluxPoint {
         var tags = ["probe": probe, "env": env, "target": round.target.name]
         if let address = round.target.address {
             tags["address"] = address.description
@@ -40,7 +40,7 @@ enum Schema {
         return InfluxPoint(measurement: round.kind.rawValue, tags: tags, fields: fields, timestampNanoseconds: nanoseconds(round.startTime))
     }
 
-    static func nanoseconds(_ date: Date) -> Int64 {
+    public static func nanoseconds(_ date: Date) -> Int64 {
         // Whole microseconds, then scaled: a Double holds the epoch in nanoseconds only to
         // ~256 ns, and a stable value matters (a replayed point must overwrite, not add).
         Int64((date.timeIntervalSince1970 * 1_000_000).rounded()) * 1000
@@ -48,15 +48,17 @@ enum Schema {
 }
 
 /// What `run` counts between two self-monitoring points.
-struct SelfMonitor: Sendable {
-    var rounds = 0
+public struct SelfMonitor: Sendable {
+    public private(set) var rounds = 0
     var kernelTimestamps = 0
     var userTimestamps = 0
     var slipMaximumMilliseconds = 0.0
     var slipTotalMilliseconds = 0.0
     var slipSamples = 0
 
-    mutating func count(_ round: RoundResult) {
+    public init() {}
+
+    public mutating func count(_ round: RoundResult) {
         rounds += 1
         kernelTimestamps += round.kernelTimestamps
         userTimestamps += round.userTimestamps
@@ -68,7 +70,7 @@ struct SelfMonitor: Sendable {
     }
 
     /// The `netprobe` measurement: one point for the probe, one per InfluxDB server.
-    func points(probe: String, servers: [ServerStatistics], now: Date) -> [InfluxPoint] {
+    public func points(probe: String, servers: [ServerStatistics], now: Date) -> [InfluxPoint] {
         let time = Schema.nanoseconds(now)
         var result = [InfluxPoint(measurement: "netprobe", tags: ["probe": probe], fields: [
             ("rounds", .integer(Int64(rounds))),
