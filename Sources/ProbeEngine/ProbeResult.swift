@@ -93,7 +93,10 @@ public struct RoundResult: Sendable {
     public var targetIndex: Int
     public var target: ProbeTarget
     /// Wall-clock time of the round's start.
-    public var startTime: Date
+    public var startTime: Date { Date(timeIntervalSince1970: Double(startNanoseconds) / 1e9) }
+    /// The same instant in whole nanoseconds since the epoch (CLOCK_REALTIME), without a
+    /// Double's rounding: what a point's timestamp is made from.
+    public var startNanoseconds: Int64
     /// Probes sent (ICMP echo requests, TCP connection attempts).
     public var sent: Int
     /// Distinct timely replies (ICMP) or completed handshakes (TCP).
@@ -199,7 +202,8 @@ struct RoundTally {
     var kernelSamples = 0
     var userSamples = 0
     var ttl: Int?
-    var startTime: Date?
+    /// CLOCK_REALTIME nanoseconds of the round's start, once its first probe went.
+    var startRealtime: Int64?
     var reported = false
     /// Lost probes whose reply may still come back late, and until when the round waits
     /// for them (CLOCK_MONOTONIC).
@@ -228,7 +232,7 @@ struct RoundTally {
     func result(kind: ProbeKind, targetIndex: Int, target: ProbeTarget, tcpMode: TCPProbeMode? = nil) -> RoundResult {
         let rtts = samples.sorted { $0.index < $1.index }.map(\.milliseconds)
         return RoundResult(
-            kind: kind, targetIndex: targetIndex, target: target, startTime: startTime ?? Date(),
+            kind: kind, targetIndex: targetIndex, target: target, startNanoseconds: startRealtime ?? Clock.realtimeNanoseconds(),
             sent: sent, received: received, duplicates: duplicates, late: late, unreachable: unreachable,
             refused: refused, errors: errors, completed: completed, tcpMode: tcpMode,
             lossPercent: sent > 0 ? Double(sent - received) / Double(sent) * 100 : 100,
@@ -457,13 +461,10 @@ class RoundRun {
     /// instant (so a point's timestamp follows the schedule, and slip is measured apart),
     /// for one-off rounds the moment itself.
     func markRoundStart(_ index: Int) {
-        guard tallies[index].startTime == nil else { return }
-        if cycle.isRepeating {
-            let realtime = clockAnchor.realtime + (cycle.plannedStart(of: index) - clockAnchor.monotonic)
-            tallies[index].startTime = Date(timeIntervalSince1970: Double(realtime) / 1e9)
-        } else {
-            tallies[index].startTime = Date()
-        }
+        guard tallies[index].startRealtime == nil else { return }
+        tallies[index].startRealtime = cycle.isRepeating
+            ? clockAnchor.realtime + (cycle.plannedStart(of: index) - clockAnchor.monotonic)
+            : Clock.realtimeNanoseconds()
     }
 
     /// How long a stopping run waits for its rounds in flight; a round that needs longer

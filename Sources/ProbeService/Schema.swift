@@ -37,7 +37,10 @@ public enum Schema {
         if round.kind == .tcp { fields.append(("completed", .integer(Int64(round.completed)))) }
         fields.append(("result", .string(round.outcome.rawValue)))
         fields.append(("result_code", .integer(Int64(round.outcome.code))))
-        return InfluxPoint(measurement: round.kind.rawValue, tags: tags, fields: fields, timestampNanoseconds: nanoseconds(round.startTime))
+        // Whole microseconds: a stable value matters (a replayed point must overwrite, not
+        // add), and a repeating round's start is its planned instant, so consecutive points
+        // of a target are exactly one interval apart.
+        return InfluxPoint(measurement: round.kind.rawValue, tags: tags, fields: fields, timestampNanoseconds: round.startNanoseconds / 1000 * 1000)
     }
 
     public static func nanoseconds(_ date: Date) -> Int64 {
@@ -50,6 +53,8 @@ public enum Schema {
 /// What `run` counts between two self-monitoring points.
 public struct SelfMonitor: Sendable {
     public private(set) var rounds = 0
+    /// Rounds cut short by a stop and not written (repeating rounds are written whole or not at all).
+    public private(set) var roundsAbandoned = 0
     var kernelTimestamps = 0
     var userTimestamps = 0
     var slipMaximumMilliseconds = 0.0
@@ -57,6 +62,10 @@ public struct SelfMonitor: Sendable {
     var slipSamples = 0
 
     public init() {}
+
+    public mutating func countAbandoned() {
+        roundsAbandoned += 1
+    }
 
     public mutating func count(_ round: RoundResult) {
         rounds += 1
@@ -74,6 +83,7 @@ public struct SelfMonitor: Sendable {
         let time = Schema.nanoseconds(now)
         var result = [InfluxPoint(measurement: "netprobe", tags: ["probe": probe], fields: [
             ("rounds", .integer(Int64(rounds))),
+            ("rounds_abandoned", .integer(Int64(roundsAbandoned))),
             ("kernel_timestamps", .integer(Int64(kernelTimestamps))),
             ("user_timestamps", .integer(Int64(userTimestamps))),
             ("schedule_slip_max_ms", .float(slipMaximumMilliseconds)),

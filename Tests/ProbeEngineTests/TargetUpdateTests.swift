@@ -42,16 +42,11 @@ final class TargetUpdateTests: XCTestCase {
         return try! TCPProber(configuration: configuration, logger: Logger(label: "test"))
     }
 
-    /// Seconds between consecutive round starts, per target.
-    func gaps(_ rounds: [RoundResult]) -> [Double] {
-        let starts = rounds.map(\.startTime.timeIntervalSince1970)
-        return zip(starts, starts.dropFirst()).map { $1 - $0 }
-    }
-
     func assertOneIntervalApart(_ rounds: [RoundResult], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-        for gap in gaps(rounds) {
-            // Planned instants, not measured ones: exact up to the microsecond rounding of a Date.
-            XCTAssertEqual(gap, Double(Self.roundInterval) / 1e9, accuracy: 0.000_01, "\(what): consecutive rounds one interval apart", file: file, line: line)
+        let starts = rounds.map(\.startNanoseconds)
+        for (earlier, later) in zip(starts, starts.dropFirst()) {
+            // Planned instants, not measured ones: exact.
+            XCTAssertEqual(later - earlier, Self.roundInterval, "\(what): consecutive rounds one interval apart", file: file, line: line)
         }
     }
 

@@ -1,0 +1,395 @@
+import Foundation
+import InfluxSink
+import Logging
+import ProbeConfig
+import ProbeEngine
+
+/// Where rounds go when the configuration names no InfluxDB server: the command line's
+/// quick look, or a test's collector.
+public protocol RoundOutput: Sendable {
+    /// One whole round, with its env and the point a sink would get for it.
+    func write(_ round: RoundResult, env: String, point: InfluxPoint)
+}
+
+/// What the owner of a running service asks of it.
+public enum ServiceControl: Sendable {
+    /// Finish the rounds in flight, write them, deliver or spool everything, return.
+    case stop
+    /// Read the configuration again; apply what changed, keep the old one if it is invalid.
+    case reload
+    /// Look the names up now rather than at the next resolve interval.
+    case reresolve
+}
+
+/// `netprobe run` as a library: configuration -> plan -> engine -> rounds -> points ->
+/// sinks, with reloads and re-resolution applied as changes to the running plan (a target
+/// that did not change keeps its schedule untouched), rounds written whole or not at all,
+/// and self-monitoring. Drive it with `run(control:)`; nothing here needs a process.
+public final class ProbeService: Sendable {
+    let initialConfiguration: NetprobeConfiguration
+    let icmpSockets: ICMPSocketSet?
+    let output: (any RoundOutput)?
+    let logger: Logger
+    let loadConfiguration: @Sendable (String) throws -> NetprobeConfiguration
+    let lookUp: Lookup
+
+    /// Turns planned targets into engine targets (addresses); `PlanResolver.resolve` unless
+    /// a test plays the resolver.
+    public typealias Lookup = @Sendable ([PlannedTarget], AddressPreference) async -> [(planned: PlannedTarget, target: ProbeTarget)]
+
+    /// - Parameters:
+    ///   - configuration: what to probe and where the results go.
+    ///   - icmpSockets: opened with privileges before any thread started; nil when there
+    ///     are no ping targets or ICMP is not allowed (then ping targets are not probed).
+    ///   - output: where rounds go when no InfluxDB server is configured.
+    ///   - logger: where the service reports.
+    ///   - loadConfiguration: reads the configuration again on `.reload` (its file).
+    ///   - lookUp: resolves names (the system's resolver by default).
+    public init(configuration: NetprobeConfiguration, icmpSockets: ICMPSocketSet?, output: (any RoundOutput)? = nil, logger: Logger,
+                loadConfiguration: @escaping @Sendable (String) throws -> NetprobeConfiguration = { try ConfigurationLoader.load(path: $0) },
+                lookUp: @escaping Lookup = { await PlanResolver.resolve($0, preference: $1) }) {
+        self.lookUp = lookUp
+        initialConfiguration = configuration
+        self.icmpSockets = icmpSockets
+        self.output = output
+        self.logger = logger
+        self.loadConfiguration = loadConfiguration
+    }
+
+    /// What the control loop acts on: the owner's requests and the results of work done
+    /// beside it (lookups), so that no lookup ever holds up a stop.
+    enum Event: Sendable {
+        case control(ServiceControl)
+        case resolved(generation: Int, ping: [(planned: PlannedTarget, target: ProbeTarget)], tcp: [(planned: PlannedTarget, target: ProbeTarget)])
+        case reloaded(generation: Int, NetprobeConfiguration, ping: [(planned: PlannedTarget, target: ProbeTarget)], tcp: [(planned: PlannedTarget, target: ProbeTarget)])
+    }
+
+    /// Probes until `.stop` arrives (or `control` ends), then finishes the rounds in flight
+    /// (at most `RoundRun`'s stop budget), writes them and shuts the sink down: within 5 s.
+    /// - Throws: when the engine or the sink cannot start.
+    public func run(control: AsyncStream<ServiceControl>) async throws {
+        let (events, send) = AsyncStream<Event>.makeStream()
+        let forwarder = Task {
+            for await request in control { send.yield(.control(request)) }
+            send.yield(.control(.stop))
+        }
+        defer { forwarder.cancel() }
+
+        var configuration = initialConfiguration
+        let loop = try ProbeLoop(logger: logger)
+        let icmpProber = try icmpSockets.map {
+            try ICMPProber(sockets: $0, configuration: EngineSettings.icmp(configuration.icmp, targetCount: configuration.pingTargets.count), loop: loop, logger: logger)
+        }
+        defer { icmpProber?.close() }
+        let tcpProber = try TCPProber(configuration: EngineSettings.tcp(configuration.tcp, targetCount: configuration.tcpTargets.count, logger: logger),
+                                      loop: loop, logger: logger)
+        let writer = RoundWriter(probe: configuration.probeName, sink: try Self.makeSink(configuration, logger: logger), output: output, logger: logger)
+        let monitorInterval = configuration.icmp.intervalNanoseconds
+        let monitor = Task { await writer.monitor(every: monitorInterval) }
+        logger.info("netprobe run started", metadata: [
+            "probe": "\(configuration.probeName)", "ping_targets": "\(configuration.pingTargets.count)",
+            "tcp_targets": "\(configuration.tcpTargets.count)", "influxdb_servers": "\(configuration.influxServers.count)",
+        ])
+
+        let (pingTargets, tcpTargets) = await self.resolve(initialConfiguration)
+        if icmpProber == nil && !configuration.pingTargets.isEmpty {
+            logger.warning("ping targets are configured but ICMP is not available: only TCP targets are probed")
+        }
+        var icmpRun = icmpProber.map { KindRun.start(icmp: $0, plan: ProbePlan(pingTargets), settings: configuration.icmp, writer: writer) }
+        var tcpRun = KindRun.start(tcp: tcpProber, plan: ProbePlan(tcpTargets), settings: configuration.tcp, writer: writer, logger: logger)
+
+        // Lookups run beside the loop; a generation tells a stale result (from before a
+        // reload) from a current one.
+        var generation = 0
+        var resolving = Task<Void, Never> {}
+        func scheduleLookups() {
+            resolving.cancel()
+            let anyUnresolved = (icmpRun?.plan.entries ?? []).contains { $0.isActive && $0.target.address == nil }
+                || tcpRun.plan.entries.contains { $0.isActive && $0.target.address == nil }
+            // While a name fails, look again every 30 s so probing resumes soon after it resolves.
+            let period = anyUnresolved ? min(configuration.resolveIntervalNanoseconds, 30_000_000_000) : configuration.resolveIntervalNanoseconds
+            let current = configuration, currentGeneration = generation
+            resolving = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(nanoseconds: UInt64(period))
+                    if Task.isCancelled { return }
+                    let (ping, tcp) = await self.resolve(current)
+                    if Task.isCancelled { return }
+                    send.yield(.resolved(generation: currentGeneration, ping: ping, tcp: tcp))
+                }
+            }
+        }
+        scheduleLookups()
+        defer { resolving.cancel() }
+
+        control: for await event in events {
+            switch event {
+            case .control(.stop):
+                break control
+            case .control(.reresolve):
+                let current = configuration, currentGeneration = generation
+                Task { let (ping, tcp) = await self.resolve(current); send.yield(.resolved(generation: currentGeneration, ping: ping, tcp: tcp)) }
+            case .control(.reload):
+                let file = configuration.file
+                do {
+                    let reloaded = try loadConfiguration(file)
+                    generation += 1
+                    let reloadGeneration = generation
+                    Task {
+                        let (ping, tcp) = await self.resolve(reloaded)
+                        send.yield(.reloaded(generation: reloadGeneration, reloaded, ping: ping, tcp: tcp))
+                    }
+                } catch {
+                    logger.error("the new config is invalid; keeping the old one", metadata: ["file": "\(file)", "errors": "\(error)"])
+                }
+            case .resolved(let resolvedGeneration, let ping, let tcp):
+                guard resolvedGeneration == generation else { continue }
+                icmpRun?.apply(ping, prober: icmpProber)
+                tcpRun.apply(tcp, prober: tcpProber)
+                scheduleLookups()
+            case .reloaded(let reloadedGeneration, let reloaded, let ping, let tcp):
+                guard reloadedGeneration == generation else { continue }
+                logger.info("reloaded the config", metadata: ["file": "\(reloaded.file)"])
+                if reloaded.influxServers != configuration.influxServers || reloaded.spoolDirectory != configuration.spoolDirectory
+                    || reloaded.spoolMaximumBytes != configuration.spoolMaximumBytes || reloaded.batchSize != configuration.batchSize
+                    || reloaded.flushIntervalNanoseconds != configuration.flushIntervalNanoseconds {
+                    await writer.replaceSink(with: try Self.makeSink(reloaded, logger: logger))
+                }
+                if reloaded.icmp.ttl != configuration.icmp.ttl || reloaded.icmp.family != configuration.icmp.family {
+                    logger.warning("icmp ttl and family take effect at the next restart (the sockets were opened with the old ones)")
+                }
+                if icmpProber == nil && !reloaded.pingTargets.isEmpty {
+                    logger.warning("ping targets are configured but ICMP is not available (sockets are opened only at start): restart netprobe to probe them")
+                }
+                if let prober = icmpProber, var run = icmpRun {
+                    if run.needsRestart(for: reloaded.icmp, targetCount: ping.count) {
+                        await run.stop(prober)
+                        run = KindRun.start(icmp: prober, plan: ProbePlan(ping), settings: reloaded.icmp, writer: writer)
+                    } else {
+                        run.apply(ping, prober: prober)
+                    }
+                    icmpRun = run
+                }
+                if tcpRun.needsRestart(for: reloaded.tcp, targetCount: tcp.count) {
+                    await tcpRun.stop(tcpProber)
+                    tcpRun = KindRun.start(tcp: tcpProber, plan: ProbePlan(tcp), settings: reloaded.tcp, writer: writer, logger: logger)
+                } else {
+                    tcpRun.apply(tcp, prober: tcpProber)
+                }
+                configuration = reloaded
+                scheduleLookups()
+            }
+        }
+
+        logger.info("stopping: finishing the rounds in flight, then sending or spooling what is left")
+        let stopStarted = Clock.monotonicNanoseconds()
+        icmpProber?.stop()
+        tcpProber.stop()
+        await icmpRun?.consumer.value
+        await tcpRun.consumer.value
+        writer.stopMonitoring()
+        await monitor.value
+        await writer.flushMonitor()
+        // Whatever the rounds in flight took, the whole stop stays within 5 s.
+        let spent = Double(Clock.monotonicNanoseconds() - stopStarted) / 1e9
+        await writer.shutdown(deadlineSeconds: max(0.5, 4.5 - spent))
+    }
+
+    /// Looks up every target of `configuration`, ping and TCP at once.
+    func resolve(_ configuration: NetprobeConfiguration) async -> ([(planned: PlannedTarget, target: ProbeTarget)], [(planned: PlannedTarget, target: ProbeTarget)]) {
+        async let ping = lookUp(PlannedTarget.ping(configuration), configuration.icmp.family.addressPreference)
+        async let tcp = lookUp(PlannedTarget.tcp(configuration), configuration.tcp.family.addressPreference)
+        return await (ping, tcp)
+    }
+
+    /// The InfluxDB sink of a configuration; nil when it names no server.
+    static func makeSink(_ configuration: NetprobeConfiguration, logger: Logger) throws -> InfluxSink? {
+        guard !configuration.influxServers.isEmpty else { return nil }
+        let servers = try configuration.influxServers.map { settings -> InfluxServer in
+            guard let url = URL(string: settings.url) else {
+                throw InfluxSinkError.invalidConfiguration("\(configuration.file): influxdb url '\(settings.url)' is not a URL")
+            }
+            let api: InfluxServer.API = switch settings.api {
+            case .v1(let database, let retentionPolicy, let username, let password):
+                .v1(database: database, retentionPolicy: retentionPolicy, username: username, password: password?.value)
+            case .v2(let org, let bucket, let token):
+                .v2(org: org, bucket: bucket, token: token.value)
+            }
+            return InfluxServer(name: settings.name, url: url, api: api, caFile: settings.caFile, gzip: settings.gzip)
+        }
+        return try InfluxSink(servers: servers, spoolDirectory: configuration.spoolDirectory, spoolLimitBytes: configuration.spoolMaximumBytes,
+                              batchSize: configuration.batchSize, flushIntervalNanoseconds: configuration.flushIntervalNanoseconds, logger: logger)
+    }
+}
+
+/// The envs of a run's targets by engine index, read by its consumer while the control
+/// loop appends the added ones (before the engine is told about them).
+final class EnvTable: Sendable {
+    private let envs: Locked<[String]>
+
+    init(_ envs: [String]) { self.envs = Locked(envs) }
+
+    func append(_ added: [String]) { envs.withLock { $0 += added } }
+
+    func env(at index: Int) -> String { envs.withLock { index < $0.count ? $0[index] : "" } }
+}
+
+/// One prober's current run: its plan (control loop only), the envs its consumer reads,
+/// and the consumer.
+struct KindRun {
+    var plan: ProbePlan
+    let envs: EnvTable
+    let consumer: Task<Void, Never>
+    /// The section and the rate the run was started with.
+    let settings: ProbeSettings
+    let rate: Double
+
+    static func start(icmp prober: ICMPProber, plan: ProbePlan, settings: ProbeSettings, writer: RoundWriter) -> KindRun {
+        let engine = EngineSettings.icmp(settings, targetCount: plan.activeCount)
+        let envs = EnvTable(plan.entries.map(\.planned.env))
+        let stream = prober.probe(plan.targets, configuration: engine, reportingAttempts: false)
+        return KindRun(plan: plan, envs: envs, consumer: Task { await writer.consume(stream, envs: envs) }, settings: settings, rate: engine.packetsPerSecond)
+    }
+
+    static func start(tcp prober: TCPProber, plan: ProbePlan, settings: ProbeSettings, writer: RoundWriter, logger: Logger) -> KindRun {
+        let engine = EngineSettings.tcp(settings, targetCount: plan.activeCount, logger: logger)
+        let envs = EnvTable(plan.entries.map(\.planned.env))
+        let stream = prober.probe(plan.targets, configuration: engine, reportingAttempts: false)
+        return KindRun(plan: plan, envs: envs, consumer: Task { await writer.consume(stream, envs: envs) }, settings: settings, rate: engine.attemptsPerSecond)
+    }
+
+    /// A changed section (count, spacing, interval, timeout, mode...) needs a new run; so
+    /// does a target list grown past what the run's rate was sized for. Anything else is
+    /// applied to the running one.
+    func needsRestart(for settings: ProbeSettings, targetCount: Int) -> Bool {
+        settings != self.settings || EngineSettings.rate(targets: targetCount, settings: settings) > rate
+    }
+
+    /// Hands the prober what changed between the plan and `wanted`; nothing when nothing did.
+    mutating func apply(_ wanted: [(planned: PlannedTarget, target: ProbeTarget)], prober: ICMPProber?) {
+        guard let prober else { return }
+        apply(wanted) { prober.update($0) }
+    }
+
+    mutating func apply(_ wanted: [(planned: PlannedTarget, target: ProbeTarget)], prober: TCPProber) {
+        apply(wanted) { prober.update($0) }
+    }
+
+    private mutating func apply(_ wanted: [(planned: PlannedTarget, target: ProbeTarget)], submit: (TargetUpdate) -> Range<Int>?) {
+        let before = plan.entries.count
+        let update = plan.update(to: wanted)
+        guard !update.isEmpty else { return }
+        envs.append(plan.entries[before...].map(\.planned.env))
+        let given = submit(update)
+        assert(given == nil || given == before..<plan.entries.count, "the engine gave the added targets other indices than the plan")
+    }
+
+    /// Ends the run: rounds in flight finish and are written.
+    func stop(_ prober: ICMPProber) async {
+        prober.stop()
+        await consumer.value
+    }
+
+    func stop(_ prober: TCPProber) async {
+        prober.stop()
+        await consumer.value
+    }
+}
+
+/// Turns rounds into points for the sink (or the output), and writes the self-monitoring
+/// points.
+final class RoundWriter: Sendable {
+    let probe: String
+    let output: (any RoundOutput)?
+    let logger: Logger
+    private let state: Locked<(monitor: SelfMonitor, stopped: Bool, sink: InfluxSink?)>
+    private let wakeMonitor: AsyncStream<Void>.Continuation
+    private let monitorWakes: AsyncStream<Void>
+
+    init(probe: String, sink: InfluxSink?, output: (any RoundOutput)?, logger: Logger) {
+        self.probe = probe
+        self.output = output
+        self.logger = logger
+        state = Locked((SelfMonitor(), false, sink))
+        (monitorWakes, wakeMonitor) = AsyncStream<Void>.makeStream()
+    }
+
+    var sink: InfluxSink? { state.withLock { $0.sink } }
+
+    func consume(_ events: AsyncStream<ProbeEvent>, envs: EnvTable) async {
+        for await event in events {
+            switch event {
+            case .round(let round):
+                state.withLock { $0.monitor.count(round) }
+                let env = envs.env(at: round.targetIndex)
+                let point = Schema.point(for: round, env: env, probe: probe)
+                if let sink {
+                    do {
+                        try sink.write([point])
+                    } catch {
+                        logger.error("cannot spool a round", metadata: ["error": "\(error)"])
+                    }
+                } else {
+                    output?.write(round, env: env, point: point)
+                }
+            case .abandoned:
+                state.withLock { $0.monitor.countAbandoned() }
+            case .attempt:
+                continue
+            }
+        }
+    }
+
+    /// Writes a `netprobe` self-monitoring point every `interval` until stopped.
+    func monitor(every interval: Int64) async {
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: UInt64(interval))
+                wakeMonitor.yield()
+            }
+        }
+        defer { ticker.cancel() }
+        for await _ in monitorWakes {
+            let (monitor, stopped) = state.withLock { state in
+                defer { state.monitor = SelfMonitor() }
+                return (state.monitor, state.stopped)
+            }
+            if stopped { break }
+            write(monitor)
+        }
+    }
+
+    private func write(_ monitor: SelfMonitor) {
+        guard let sink else { return }
+        do {
+            try sink.write(monitor.points(probe: probe, servers: sink.statistics(), now: Date()))
+        } catch {
+            logger.error("cannot spool the self-monitoring point", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func stopMonitoring() {
+        state.withLock { $0.stopped = true }
+        wakeMonitor.finish()
+    }
+
+    /// The last self-monitoring point.
+    func flushMonitor() async {
+        let monitor = state.withLock { $0.monitor }
+        if monitor.rounds > 0 || monitor.roundsAbandoned > 0 { write(monitor) }
+    }
+
+    /// A reload changed the servers: the old sink delivers or spools what it has, the new
+    /// one takes every point from now on.
+    func replaceSink(with sink: InfluxSink?) async {
+        let old = state.withLock { state in
+            defer { state.sink = sink }
+            return state.sink
+        }
+        await old?.shutdown(deadlineSeconds: 2)
+    }
+
+    func shutdown(deadlineSeconds: Double) async {
+        await sink?.shutdown(deadlineSeconds: deadlineSeconds)
+    }
+}
