@@ -64,7 +64,8 @@ struct SelfMonitor: Sendable {
     }
 
     /// The `netprobe` measurement: one point for the probe, one per InfluxDB server.
-    func points(probe: String, servers: [ServerStatistics], now: Date) -> [InfluxPoint] {
+    /// `suppressedLogLines` is cumulative: warnings the log's rate limit held back.
+    func points(probe: String, servers: [ServerStatistics], suppressedLogLines: Int, now: Date) -> [InfluxPoint] {
         let time = Schema.nanoseconds(now)
         var result = [InfluxPoint(measurement: "netprobe", tags: ["probe": probe], fields: [
             ("rounds", .integer(Int64(rounds))),
@@ -72,6 +73,7 @@ struct SelfMonitor: Sendable {
             ("user_timestamps", .integer(Int64(userTimestamps))),
             ("schedule_slip_max_ms", .float(slipMaximumMilliseconds)),
             ("schedule_slip_avg_ms", .float(slipSamples > 0 ? slipTotalMilliseconds / Double(slipSamples) : 0)),
+            ("log_lines_suppressed", .integer(Int64(suppressedLogLines))),
         ], timestampNanoseconds: time)]
         for server in servers {
             result.append(InfluxPoint(measurement: "netprobe", tags: ["probe": probe, "server": server.name], fields: [
