@@ -56,6 +56,7 @@ let package = Package(
             dependencies: [
                 "CZlib",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
         .target(

@@ -77,9 +77,12 @@ struct SelfMonitor: Sendable {
         ], timestampNanoseconds: time)]
         for server in servers {
             result.append(InfluxPoint(measurement: "netprobe", tags: ["probe": probe, "server": server.name], fields: [
+                ("points_produced", .integer(Int64(server.produced))),
                 ("points_written", .integer(Int64(server.written))),
                 ("points_spooled", .integer(Int64(server.spooled))),
+                ("points_buffered", .integer(Int64(server.buffered))),
                 ("points_dropped", .integer(Int64(server.dropped))),
+                ("spool_errors", .integer(Int64(server.spoolErrors))),
                 ("retried", .integer(Int64(server.retried))),
                 ("queue_depth", .integer(Int64(server.spooled))),
                 ("send_errors", .integer(Int64(server.sendErrors))),
