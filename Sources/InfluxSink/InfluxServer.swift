@@ -67,25 +67,36 @@ extension InfluxServer.API: CustomStringConvertible {
     }
 }
 
-/// What happened to the points of one server since the sink started.
+/// What happened to the points of one server since the sink started. The point counts
+/// add up: produced = written + permanentErrors + dropped + spooled.
 public struct ServerStatistics: Sendable, Equatable {
     /// The server's name.
     public var name: String
+    /// Points handed to this server's queue (`InfluxSink.write`), unencodable ones included.
+    public var produced = 0
     /// Points the server acknowledged.
-    public var written: Int
-    /// Points on disk not yet acknowledged (in flight included).
-    public var spooled: Int
-    /// Points thrown away: the oldest, when the spool was over its size limit, and points
-    /// that could not be encoded at all.
-    public var dropped: Int
+    public var written = 0
+    /// Points not yet acknowledged: on disk (in flight included) or in memory (`buffered`).
+    public var spooled = 0
+    /// Of `spooled`, the points held in memory because the spool could not write them.
+    public var buffered = 0
+    /// Points thrown away: the oldest, when the spool was over its size limit or the memory
+    /// queue full, points still in memory at exit, and points that could not be encoded.
+    public var dropped = 0
     /// Requests repeated after a retryable failure (5xx, 429, network error).
-    public var retried: Int
+    public var retried = 0
     /// Failed requests of any kind.
-    public var sendErrors: Int
+    public var sendErrors = 0
     /// Points the server refused for good (4xx other than 429); they are in the dead-letter file.
-    public var permanentErrors: Int
+    public var permanentErrors = 0
+    /// Writes to the spool that failed (ENOSPC, EDQUOT, EIO...), retries included.
+    public var spoolErrors = 0
     /// The last failure, e.g. "HTTP 503: ..." or "network: ..."; nil until one happens.
     public var lastError: String?
+
+    public init(name: String) {
+        self.name = name
+    }
 }
 
 /// How senders pace their requests. The defaults suit production; tests shorten them.
@@ -98,12 +109,16 @@ public struct DeliveryPolicy: Sendable {
     public var maximumRetryAfterSeconds: Double
     /// Per request; URLSession on Linux takes whole seconds only.
     public var requestTimeoutSeconds: Int
+    /// While the spool refuses writes (full disk), it is tried again at most this often.
+    public var diskRetrySeconds: Double
 
-    public init(initialBackoffSeconds: Double = 0.5, maximumBackoffSeconds: Double = 30, maximumRetryAfterSeconds: Double = 300, requestTimeoutSeconds: Int = 10) {
+    public init(initialBackoffSeconds: Double = 0.5, maximumBackoffSeconds: Double = 30, maximumRetryAfterSeconds: Double = 300, requestTimeoutSeconds: Int = 10,
+                diskRetrySeconds: Double = 1) {
         self.initialBackoffSeconds = initialBackoffSeconds
         self.maximumBackoffSeconds = maximumBackoffSeconds
         self.maximumRetryAfterSeconds = maximumRetryAfterSeconds
         self.requestTimeoutSeconds = max(1, requestTimeoutSeconds)
+        self.diskRetrySeconds = max(0, diskRetrySeconds)
     }
 
     /// The wait before retry number `attempt` (1-based): exponential, with jitter in

@@ -15,14 +15,18 @@ public final class InfluxSink: Sendable {
     ///   - servers: the servers; every point goes to each. Names must be unique.
     ///   - spoolDirectory: holds one directory per server (its name, made filesystem-safe).
     ///   - spoolLimitBytes: per server; beyond it the oldest points are dropped.
+    ///   - memoryLimitBytes: per server, for points the spool cannot write (a full or
+    ///     failing disk); beyond it the oldest are dropped. Default: a sixteenth of the
+    ///     spool limit, between 64 KiB and 8 MiB.
     ///   - batchSize: points per request at most; a full batch is sent at once.
     ///   - flushIntervalNanoseconds: a partial batch waits at most this long.
     ///   - logger: where the sink reports.
     ///   - deliveryPolicy: backoff and timeouts; the default suits production.
     /// - Throws: `InfluxSinkError` for duplicate names, an unusable URL, a spool in use by
     ///   another process or that cannot be created.
-    public init(servers: [InfluxServer], spoolDirectory: String, spoolLimitBytes: Int64, batchSize: Int, flushIntervalNanoseconds: Int64,
-                logger: Logger, deliveryPolicy: DeliveryPolicy = DeliveryPolicy()) throws {
+    public init(servers: [InfluxServer], spoolDirectory: String, spoolLimitBytes: Int64, memoryLimitBytes: Int? = nil, batchSize: Int,
+                flushIntervalNanoseconds: Int64, logger: Logger, deliveryPolicy: DeliveryPolicy = DeliveryPolicy()) throws {
+        let memoryLimit = memoryLimitBytes ?? Int(max(64 << 10, min(8 << 20, spoolLimitBytes / 16)))
         self.logger = logger
         var seenDirectories: [String: String] = [:]
         var senders: [ServerSender] = []
@@ -34,9 +38,12 @@ public final class InfluxSink: Sendable {
             }
             seenDirectories[directoryName] = server.name
             if let caFile = server.caFile { try Self.checkCertificateAuthority(caFile, server: server, logger: logger) }
-            let spool = try Spool(directory: spoolDirectory + "/" + directoryName, limitBytes: spoolLimitBytes, serverName: server.name, logger: logger)
+            var serverLogger = logger
+            serverLogger[metadataKey: "influxServer"] = "\(server.name)"
+            let spool = try Spool(directory: spoolDirectory + "/" + directoryName, limitBytes: spoolLimitBytes, serverName: server.name, logger: serverLogger)
             senders.append(try ServerSender(server: server, spool: spool, batchSize: batchSize,
-                                            flushInterval: .nanoseconds(max(1_000_000, flushIntervalNanoseconds)), policy: deliveryPolicy, logger: logger))
+                                            flushInterval: .nanoseconds(max(1_000_000, flushIntervalNanoseconds)), policy: deliveryPolicy,
+                                            memoryLimitBytes: memoryLimit, logger: logger))
             logger.info("InfluxDB server \(server)", metadata: ["spool": "\(spoolDirectory)/\(directoryName)"])
         }
         self.senders = senders
@@ -51,9 +58,9 @@ public final class InfluxSink: Sendable {
 
     /// Appends the points to every server's spool (durable, fsync per call) and returns;
     /// never blocks on the network. Points that cannot be encoded (no writable field) are
-    /// counted as dropped.
-    /// - Throws: `InfluxSinkError.shutDown` after `shutdown`, or the first spool failure
-    ///   (the other servers' spools still got the points).
+    /// counted as dropped. While a spool cannot write (full disk), its server's points wait
+    /// in memory, within `memoryLimitBytes`; the statistics count every point either way.
+    /// - Throws: `InfluxSinkError.shutDown` after `shutdown`.
     public func write(_ points: [InfluxPoint]) throws {
         guard accepting.withLock({ $0 }) else { throw InfluxSinkError.shutDown }
         let lines = points.compactMap(LineProtocol.encode)
@@ -61,17 +68,9 @@ public final class InfluxSink: Sendable {
         if invalid > 0 {
             logger.warning("dropped \(invalid) points that have no measurement or no writable field (NaN and infinity are not writable)")
         }
-        var firstError: Error?
         for sender in senders {
-            if invalid > 0 { sender.countDropped(invalid) }
-            do {
-                try sender.append(lines)
-            } catch {
-                logger.error("cannot spool points for InfluxDB server \(sender.server.name): \(error)")
-                if firstError == nil { firstError = error }
-            }
+            sender.append(lines, produced: points.count)
         }
-        if let firstError { throw firstError }
     }
 
     /// Counters per server, in configuration order.
@@ -91,8 +90,15 @@ public final class InfluxSink: Sendable {
                 group.addTask { await sender.stop(deadline: deadline) }
             }
         }
-        for statistics in statistics() where statistics.spooled > 0 {
-            logger.notice("InfluxDB server \(statistics.name): \(statistics.spooled) points stay spooled for the next start")
+        for statistics in statistics() {
+            if statistics.spooled > 0 {
+                logger.notice("InfluxDB server \(statistics.name): \(statistics.spooled) points stay spooled for the next start")
+            }
+            logger.info("InfluxDB server \(statistics.name) since the start", metadata: [
+                "produced": "\(statistics.produced)", "written": "\(statistics.written)", "dropped": "\(statistics.dropped)",
+                "spooled": "\(statistics.spooled)", "permanentErrors": "\(statistics.permanentErrors)",
+                "spoolErrors": "\(statistics.spoolErrors)", "sendErrors": "\(statistics.sendErrors)",
+            ])
         }
     }
 

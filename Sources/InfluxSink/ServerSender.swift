@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import Logging
 import Synchronization
@@ -50,10 +51,23 @@ final class WakeUp: Sendable {
 
 /// One server's sender: takes batches from its spool, sends them, retries, dead-letters.
 /// Servers never wait for each other: each has its own spool, task and pace.
+///
+/// When the spool cannot write (ENOSPC, EDQUOT, EIO), points wait in a bounded memory
+/// queue in front of it, newest kept, oldest dropped and counted; the disk is tried again
+/// at most once a second (`DeliveryPolicy.diskRetrySeconds`), and the queue goes to the
+/// spool, in order, once it takes writes.
 final class ServerSender: Sendable {
     private struct Control {
         var stopDeadline: ContinuousClock.Instant?
         var task: Task<Void, Never>?
+    }
+
+    /// Points the spool refused, oldest first.
+    private struct MemoryQueue {
+        var lines = Deque<String>()
+        var bytes = 0
+        /// No disk attempt before this (a failing disk is not hammered every round).
+        var nextDiskAttempt = ContinuousClock.now
     }
 
     let server: InfluxServer
@@ -66,10 +80,14 @@ final class ServerSender: Sendable {
     private let counters: Mutex<ServerStatistics>
     private let wakeUp = WakeUp()
     private let control = Mutex(Control())
+    private let memory = Mutex(MemoryQueue())
+    private let memoryLimitBytes: Int
 
-    init(server: InfluxServer, spool: Spool, batchSize: Int, flushInterval: Duration, policy: DeliveryPolicy, logger: Logger) throws {
+    init(server: InfluxServer, spool: Spool, batchSize: Int, flushInterval: Duration, policy: DeliveryPolicy, memoryLimitBytes: Int,
+         logger: Logger) throws {
         self.server = server
         self.spool = spool
+        self.memoryLimitBytes = max(1, memoryLimitBytes)
         self.writer = try ServerWriter(server: server)
         self.batchSize = max(1, batchSize)
         self.flushInterval = flushInterval
@@ -77,7 +95,7 @@ final class ServerSender: Sendable {
         var logger = logger
         logger[metadataKey: "influxServer"] = "\(server.name)"
         self.logger = logger
-        counters = Mutex(ServerStatistics(name: server.name, written: 0, spooled: 0, dropped: 0, retried: 0, sendErrors: 0, permanentErrors: 0, lastError: nil))
+        counters = Mutex(ServerStatistics(name: server.name))
     }
 
     func start() {
@@ -86,21 +104,73 @@ final class ServerSender: Sendable {
         }
     }
 
-    /// Spools lines for this server and wakes its sender.
-    func append(_ lines: [String]) throws {
-        let dropped = try spool.append(lines)
-        if dropped > 0 { counters.withLock { $0.dropped += dropped } }
+    /// Spools lines for this server (or, while the spool cannot write, queues them in
+    /// memory) and wakes its sender. Never fails: what cannot be kept is counted as dropped.
+    /// - Parameter produced: the points these lines came from, unencodable ones included.
+    func append(_ lines: [String], produced: Int) {
+        counters.withLock {
+            $0.produced += produced
+            $0.dropped += produced - lines.count
+        }
+        memory.withLock { memory in
+            memory.lines.append(contentsOf: lines)
+            memory.bytes += lines.reduce(0) { $0 + $1.utf8.count + 1 }
+            moveToSpool(&memory, force: memory.lines.count == lines.count)
+            var dropped = 0
+            while memory.bytes > memoryLimitBytes, let oldest = memory.lines.popFirst() {
+                memory.bytes -= oldest.utf8.count + 1
+                dropped += 1
+            }
+            if dropped > 0 { counters.withLock { $0.dropped += dropped } }
+        }
         wakeUp.signal()
     }
 
-    func countDropped(_ points: Int) {
-        counters.withLock { $0.dropped += points }
+    /// Tries to write the memory queue to the spool (on every call when `force`, else at
+    /// most once per `diskRetrySeconds`); the queue is empty afterwards unless the spool failed.
+    private func moveToSpool(_ memory: inout MemoryQueue, force: Bool) {
+        guard !memory.lines.isEmpty, force || ContinuousClock.now >= memory.nextDiskAttempt else { return }
+        do {
+            let dropped = try spool.append(Array(memory.lines))
+            let recovered = memory.lines.count
+            let wasQueued = !force
+            memory.lines.removeAll()
+            memory.bytes = 0
+            counters.withLock { $0.dropped += dropped }
+            if wasQueued {
+                logger.notice("the spool of InfluxDB server \(server.name) takes writes again: \(recovered) points moved from memory to disk")
+            }
+        } catch {
+            memory.nextDiskAttempt = .now + .milliseconds(Int64(policy.diskRetrySeconds * 1000))
+            counters.withLock { $0.spoolErrors += 1 }
+            logger.error("cannot spool points for InfluxDB server \(server.name), keeping the newest in memory (at most \(memoryLimitBytes) bytes) and retrying: \(error)",
+                         metadata: ["pointsInMemory": "\(memory.lines.count)"])
+        }
     }
 
+    /// Points still in the memory queue when the process stops: a last try at the disk,
+    /// then what is left is counted as dropped (memory does not survive the exit).
+    private func spoolOrDropMemory() {
+        memory.withLock { memory in
+            moveToSpool(&memory, force: true)
+            guard !memory.lines.isEmpty else { return }
+            let lost = memory.lines.count
+            memory.lines.removeAll()
+            memory.bytes = 0
+            counters.withLock { $0.dropped += lost }
+            logger.error("InfluxDB server \(server.name): the spool still refuses writes; \(lost) points held in memory are lost at exit (counted as dropped)")
+        }
+    }
+
+    /// The counters; they add up exactly once no request is in flight (a batch being
+    /// acknowledged is briefly both written and spooled).
     var statistics: ServerStatistics {
-        var statistics = counters.withLock { $0 }
-        statistics.spooled = spool.spooledPoints
-        return statistics
+        memory.withLock { memory in
+            var statistics = counters.withLock { $0 }
+            statistics.buffered = memory.lines.count
+            statistics.spooled = spool.spooledPoints + memory.lines.count
+            return statistics
+        }
     }
 
     /// Sends what it can until the deadline, then returns once the request in flight ended.
@@ -111,6 +181,7 @@ final class ServerSender: Sendable {
         }
         wakeUp.signal()
         await task?.value
+        spoolOrDropMemory()
     }
 
     /// Stops without waiting (the sink was dropped without shutdown).
@@ -128,12 +199,18 @@ final class ServerSender: Sendable {
             let deadline = stopDeadline
             if let deadline, ContinuousClock.now >= deadline { return }
             if batch == nil {
+                // Points waiting in memory for the disk also wait for new rounds to retry it.
+                let waitingInMemory = memory.withLock { memory -> Bool in
+                    moveToSpool(&memory, force: false)
+                    return !memory.lines.isEmpty
+                }
                 let unsent = spool.unsent
                 if deadline != nil && unsent.points == 0 { return }
                 let flushAt = unsent.oldestSince.map { $0 + flushInterval }
                 let due = unsent.points >= batchSize || deadline != nil || (flushAt.map { $0 <= .now } ?? false)
                 guard due else {
-                    await wakeUp.wait(for: flushAt.map { $0 - .now } ?? .seconds(3600))
+                    let idle = flushAt.map { $0 - .now } ?? .seconds(3600)
+                    await wakeUp.wait(for: waitingInMemory ? min(idle, .seconds(1)) : idle)
                     continue
                 }
                 do {

@@ -153,13 +153,18 @@ final class Spool: Sendable {
                 try startSegment(&state)
             }
             let path = Self.segmentPath(directory, state.segments[state.segments.count - 1].number)
-            var written = 0
-            while written < buffer.count {
-                written += try buffer.withUnsafeBytes { bytes in
-                    try SpoolIO.call("write", path) { write(state.appendDescriptor, bytes.baseAddress! + written, bytes.count - written) }
+            do {
+                var written = 0
+                while written < buffer.count {
+                    written += try buffer.withUnsafeBytes { bytes in
+                        try SpoolIO.call("write", path) { write(state.appendDescriptor, bytes.baseAddress! + written, bytes.count - written) }
+                    }
                 }
+                _ = try SpoolIO.call("fsync", path) { fsync(state.appendDescriptor) }
+            } catch {
+                abandonFailedAppend(&state, path: path)
+                throw error
             }
-            _ = try SpoolIO.call("fsync", path) { fsync(state.appendDescriptor) }
             state.segments[state.segments.count - 1].size += Int64(buffer.count)
             if state.unsentPoints == 0 { state.oldestUnsentSince = .now }
             state.unsentPoints += lines.count
@@ -233,6 +238,19 @@ final class Spool: Sendable {
         return dropped
     }
 
+    /// After a failed write (ENOSPC, EDQUOT, EIO): cut off what part of the lines made it,
+    /// so the segment still ends in a whole line, and start the next append in a new
+    /// segment: a full disk may be full of this spool, and only a segment that is no longer
+    /// appended to can be deleted once the server has acknowledged it.
+    private func abandonFailedAppend(_ state: inout State, path: String) {
+        let size = state.segments[state.segments.count - 1].size
+        _ = ftruncate(state.appendDescriptor, off_t(size))
+        if size > 0 {
+            close(state.appendDescriptor)
+            state.appendDescriptor = -1
+        }
+    }
+
     private func startSegment(_ state: inout State) throws {
         if state.appendDescriptor >= 0 {
             close(state.appendDescriptor)
@@ -241,8 +259,9 @@ final class Spool: Sendable {
         let number = (state.segments.last?.number ?? max(state.readCursor.segment, 1) - 1) + 1
         let path = Self.segmentPath(directory, number)
         state.appendDescriptor = try SpoolIO.call("open", path) { open(path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
-        try syncDirectory()
+        // Listed even if the directory sync fails, so that it is reused, not leaked.
         state.segments.append(Segment(number: number, size: 0))
+        try syncDirectory()
         if state.unsentPoints == 0 && state.inFlight == nil {
             // Nothing pending: both cursors may jump to the new segment.
             let start = SpoolPosition(segment: number, offset: 0)
@@ -259,6 +278,13 @@ final class Spool: Sendable {
             cursor = SpoolPosition(segment: state.segments[index + 1].number, offset: 0)
         }
         state.readCursor = max(state.readCursor, cursor)
+        // Segments first, then the cursor: on a full disk the new cursor file needs the space
+        // they free. A crash in between leaves a cursor into a deleted segment, which opening
+        // moves to the start of the first segment left (a repeat, not a loss).
+        while let first = state.segments.first, first.number < cursor.segment {
+            unlink(Self.segmentPath(directory, first.number))
+            state.segments.removeFirst()
+        }
         guard cursor != state.durableCursor else { return }
         let path = directory + "/cursor"
         let temporary = path + ".tmp"
@@ -270,10 +296,6 @@ final class Spool: Sendable {
         _ = try SpoolIO.call("rename", path) { rename(temporary, path) }
         try syncDirectory()
         state.durableCursor = cursor
-        while let first = state.segments.first, first.number < cursor.segment {
-            unlink(Self.segmentPath(directory, first.number))
-            state.segments.removeFirst()
-        }
     }
 
     private func syncDirectory() throws {

@@ -32,6 +32,7 @@ public final class ProbeService: Sendable {
     let logger: Logger
     let loadConfiguration: @Sendable (String) throws -> NetprobeConfiguration
     let lookUp: Lookup
+    let logLimiter: RateLimitedLogHandler.Shared?
 
     /// Turns planned targets into engine targets (addresses); `PlanResolver.resolve` unless
     /// a test plays the resolver.
@@ -45,10 +46,14 @@ public final class ProbeService: Sendable {
     ///   - logger: where the service reports.
     ///   - loadConfiguration: reads the configuration again on `.reload` (its file).
     ///   - lookUp: resolves names (the system's resolver by default).
+    ///   - logLimiter: the rate limit behind `logger`'s handler, whose count of held-back
+    ///     lines goes into self-monitoring.
     public init(configuration: NetprobeConfiguration, icmpSockets: ICMPSocketSet?, output: (any RoundOutput)? = nil, logger: Logger,
+                logLimiter: RateLimitedLogHandler.Shared? = nil,
                 loadConfiguration: @escaping @Sendable (String) throws -> NetprobeConfiguration = { try ConfigurationLoader.load(path: $0) },
                 lookUp: @escaping Lookup = { await PlanResolver.resolve($0, preference: $1) }) {
         self.lookUp = lookUp
+        self.logLimiter = logLimiter
         initialConfiguration = configuration
         self.icmpSockets = icmpSockets
         self.output = output
@@ -83,7 +88,8 @@ public final class ProbeService: Sendable {
         defer { icmpProber?.close() }
         let tcpProber = try TCPProber(configuration: EngineSettings.tcp(configuration.tcp, targetCount: configuration.tcpTargets.count, logger: logger),
                                       loop: loop, logger: logger)
-        let writer = RoundWriter(probe: configuration.probeName, sink: try Self.makeSink(configuration, logger: logger), output: output, logger: logger)
+        let writer = RoundWriter(probe: configuration.probeName, sink: try Self.makeSink(configuration, logger: logger), output: output,
+                                 logLimiter: logLimiter, logger: logger)
         let monitorInterval = configuration.icmp.intervalNanoseconds
         let monitor = Task { await writer.monitor(every: monitorInterval) }
         logger.info("netprobe run started", metadata: [
@@ -301,14 +307,16 @@ struct KindRun {
 final class RoundWriter: Sendable {
     let probe: String
     let output: (any RoundOutput)?
+    let logLimiter: RateLimitedLogHandler.Shared?
     let logger: Logger
     private let state: Locked<(monitor: SelfMonitor, stopped: Bool, sink: InfluxSink?)>
     private let wakeMonitor: AsyncStream<Void>.Continuation
     private let monitorWakes: AsyncStream<Void>
 
-    init(probe: String, sink: InfluxSink?, output: (any RoundOutput)?, logger: Logger) {
+    init(probe: String, sink: InfluxSink?, output: (any RoundOutput)?, logLimiter: RateLimitedLogHandler.Shared?, logger: Logger) {
         self.probe = probe
         self.output = output
+        self.logLimiter = logLimiter
         self.logger = logger
         state = Locked((SelfMonitor(), false, sink))
         (monitorWakes, wakeMonitor) = AsyncStream<Void>.makeStream()
@@ -362,7 +370,7 @@ final class RoundWriter: Sendable {
     private func write(_ monitor: SelfMonitor) {
         guard let sink else { return }
         do {
-            try sink.write(monitor.points(probe: probe, servers: sink.statistics(), now: Date()))
+            try sink.write(monitor.points(probe: probe, servers: sink.statistics(), suppressedLogLines: logLimiter?.suppressedTotal ?? 0, now: Date()))
         } catch {
             logger.error("cannot spool the self-monitoring point", metadata: ["error": "\(error)"])
         }

@@ -79,7 +79,8 @@ public struct SelfMonitor: Sendable {
     }
 
     /// The `netprobe` measurement: one point for the probe, one per InfluxDB server.
-    public func points(probe: String, servers: [ServerStatistics], now: Date) -> [InfluxPoint] {
+    /// `suppressedLogLines` is cumulative: warnings the log's rate limit held back.
+    public func points(probe: String, servers: [ServerStatistics], suppressedLogLines: Int, now: Date) -> [InfluxPoint] {
         let time = Schema.nanoseconds(now)
         var result = [InfluxPoint(measurement: "netprobe", tags: ["probe": probe], fields: [
             ("rounds", .integer(Int64(rounds))),
@@ -88,12 +89,16 @@ public struct SelfMonitor: Sendable {
             ("user_timestamps", .integer(Int64(userTimestamps))),
             ("schedule_slip_max_ms", .float(slipMaximumMilliseconds)),
             ("schedule_slip_avg_ms", .float(slipSamples > 0 ? slipTotalMilliseconds / Double(slipSamples) : 0)),
+            ("log_lines_suppressed", .integer(Int64(suppressedLogLines))),
         ], timestampNanoseconds: time)]
         for server in servers {
             result.append(InfluxPoint(measurement: "netprobe", tags: ["probe": probe, "server": server.name], fields: [
+                ("points_produced", .integer(Int64(server.produced))),
                 ("points_written", .integer(Int64(server.written))),
                 ("points_spooled", .integer(Int64(server.spooled))),
+                ("points_buffered", .integer(Int64(server.buffered))),
                 ("points_dropped", .integer(Int64(server.dropped))),
+                ("spool_errors", .integer(Int64(server.spoolErrors))),
                 ("retried", .integer(Int64(server.retried))),
                 ("queue_depth", .integer(Int64(server.spooled))),
                 ("send_errors", .integer(Int64(server.sendErrors))),

@@ -48,8 +48,12 @@ struct RunCommand: AsyncParsableCommand, PrivilegedCommand {
     @Flag(name: .shortAndLong, help: "Log what netprobe does to standard error.")
     var verbose = false
 
+    /// One limiter for every logger of the daemon: a fault that repeats every round (a full
+    /// disk, a dead server or resolver) writes a line a minute per cause, not one per round.
+    static let logLimiter = RateLimitedLogHandler.Shared()
+
     func makeLogger() -> Logger {
-        var logger = Logger(label: "netprobe") { StreamLogHandler.standardError(label: $0) }
+        var logger = Logger(label: "netprobe") { RateLimitedLogHandler(wrapping: StreamLogHandler.standardError(label: $0), shared: Self.logLimiter) }
         logger.logLevel = verbose ? .debug : .info
         return logger
     }
@@ -417,7 +421,7 @@ final class RoundWriter: Sendable {
     private func writeMonitor(_ monitor: SelfMonitor) {
         guard let sink else { return }
         do {
-            try sink.write(monitor.points(probe: probe, servers: sink.statistics(), now: Date()))
+            try sink.write(monitor.points(probe: probe, servers: sink.statistics(), suppressedLogLines: RunCommand.logLimiter.suppressedTotal, now: Date()))
         } catch {
             logger.error("cannot spool the self-monitoring point", metadata: ["error": "\(error)"])
         }

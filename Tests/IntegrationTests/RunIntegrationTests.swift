@@ -76,16 +76,7 @@ final class RunIntegrationTests: XCTestCase {
     }
 
     func rows(_ server: InfluxDBTestServer, _ query: String) async throws -> [[String: Any]] {
-        let series = try await server.series(query, database: "netprobe")
-        return series.flatMap { series -> [[String: Any]] in
-            guard let columns = series["columns"] as? [String], let values = series["values"] as? [[Any]] else { return [] }
-            let tags = series["tags"] as? [String: Any] ?? [:]
-            return values.map { row in
-                var object = tags
-                for (column, value) in zip(columns, row) where !(value is NSNull) { object[column] = value }
-                return object
-            }
-        }
+        try await Harness.rows(server, query)
     }
 
     static func influxString(_ text: String) -> String {

@@ -171,3 +171,73 @@ final class RunningProcess: @unchecked Sendable {
         return (String(decoding: outputData, as: UTF8.self), String(decoding: errorData, as: UTF8.self))
     }
 }
+
+extension Harness {
+    /// The rows of an InfluxQL query against database "netprobe", each with its series' tags.
+    static func rows(_ server: InfluxDBTestServer, _ query: String) async throws -> [[String: Any]] {
+        let series = try await server.series(query, database: "netprobe")
+        return series.flatMap { series -> [[String: Any]] in
+            guard let columns = series["columns"] as? [String], let values = series["values"] as? [[Any]] else { return [] }
+            let tags = series["tags"] as? [String: Any] ?? [:]
+            return values.map { row in
+                var object = tags
+                for (column, value) in zip(columns, row) where !(value is NSNull) { object[column] = value }
+                return object
+            }
+        }
+    }
+
+    /// Resident memory of a process, in kilobytes (VmRSS).
+    static func residentKilobytes(_ pid: pid_t) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return nil }
+        return Int(line.split(separator: " ").dropFirst().first ?? "")
+    }
+
+    /// netprobe's warning and error lines (swift-log's stream format: "TIME LEVEL label: ...").
+    static func problemLines(_ log: String) -> [Substring] {
+        log.split(separator: "\n").filter { $0.contains(" warning ") || $0.contains(" error ") || $0.contains(" critical ") }
+    }
+
+    /// A line's cause: its text without metadata, numbers and the " (N more ...)" tail.
+    static func cause(of line: Substring) -> String {
+        var text = line
+        if let bracket = text.range(of: "] ") { text = text[bracket.upperBound...] }
+        else if let colon = text.range(of: ": ") { text = text[colon.upperBound...] }
+        if let more = text.range(of: " more since the last such line)") { text = text[..<more.lowerBound] }
+        return String(text.prefix(60).filter { !$0.isNumber })
+    }
+
+    /// The most lines any one cause wrote within any 60 s (by the lines' own timestamps).
+    static func mostLinesPerCausePerMinute(_ lines: [Substring]) -> (count: Int, cause: String) {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyy-MM-dd'T'HH:mm:ss"
+        var byCause: [String: [Date]] = [:]
+        for line in lines {
+            guard let date = formatter.date(from: String(line.prefix(19))) else { continue }
+            byCause[cause(of: line), default: []].append(date)
+        }
+        var worst = (count: 0, cause: "")
+        for (cause, dates) in byCause {
+            let sorted = dates.sorted()
+            for (index, start) in sorted.enumerated() {
+                let inWindow = sorted[index...].prefix { $0.timeIntervalSince(start) < 60 }.count
+                if inWindow > worst.count { worst = (inWindow, cause) }
+            }
+        }
+        return worst
+    }
+
+    /// The key=value metadata of the last log line containing `marker`.
+    static func metadata(ofLastLine marker: String, in log: String) -> [String: Int] {
+        guard let line = log.split(separator: "\n").last(where: { $0.contains(marker) }) else { return [:] }
+        var values: [String: Int] = [:]
+        for token in line.split(separator: " ") {
+            let parts = token.split(separator: "=", maxSplits: 1)
+            if parts.count == 2, let value = Int(parts[1]) { values[String(parts[0])] = value }
+        }
+        return values
+    }
+}
