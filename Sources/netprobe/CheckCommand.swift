@@ -3,8 +3,9 @@ import FoundationEssentials
 import Glibc
 import Logging
 import ProbeEngine
+import ProbeService
 
-struct CheckCommand: AsyncParsableCommand, PrivilegedCommand {
+struct CheckCommand: PrivilegedCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
         abstract: "Is it the network, the server, or neither? ICMP and TCP side by side, then a verdict.",
@@ -80,19 +81,20 @@ struct CheckCommand: AsyncParsableCommand, PrivilegedCommand {
     }
 
     /// Opens the ICMP sockets if allowed (TCP needs nothing), then drops every capability.
-    func acquirePrivilegedResources() throws {
+    func acquirePrivilegedResources() throws -> PrivilegedResources {
         let logger = makeLogger()
         let families: Set<AddressFamily> = ipv4Only ? [.ipv4] : ipv6Only ? [.ipv6] : [.ipv4, .ipv6]
+        var resources = PrivilegedResources()
         do {
-            let sockets = try ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [], ttl: nil, logger: logger)
-            PrivilegedResources.storeICMPSockets(sockets)
+            resources.icmpSockets = try ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [], ttl: nil, logger: logger)
         } catch {
             writeError("netprobe: ICMP is not available, checking TCP only: \(error)\n  (see `netprobe ping --help` for the two ways to allow ICMP)")
         }
         try dropPrivileges()
+        return resources
     }
 
-    func run() async throws {
+    func run(with resources: PrivilegedResources) async throws {
         let logger = makeLogger()
         let endpoints = try targets.map { try Endpoint.parse($0, requirePort: false) }
         var hosts: [String] = []
@@ -101,19 +103,19 @@ struct CheckCommand: AsyncParsableCommand, PrivilegedCommand {
         let tcpTargets = await resolveEndpoints(endpoints, preference: preference)
 
         let loop = try ProbeLoop(logger: logger)
-        let icmpProber = try PrivilegedResources.takeICMPSockets().map { sockets in
+        let icmpProber = try resources.icmpSockets.map { sockets in
             try ICMPProber(sockets: sockets, configuration: ICMPProbeConfiguration(
                 count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
                 payloadLength: 56, ttl: nil, packetsPerSecond: 1000), loop: loop, logger: logger)
         }
-        let tcpProber = try TCPProber(configuration: tcpConfiguration(count: 0, interval: interval, timeout: timeout, rate: 1000,
-                                                                      targetCount: tcpTargets.count, mode: tcp.mode, logger: logger),
+        let tcpProber = try TCPProber(configuration: EngineSettings.tcp(count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
+                                                                       rate: 1000, targetCount: tcpTargets.count, mode: tcp.mode, logger: logger),
                                       loop: loop, logger: logger)
         let stopAll: @Sendable () -> Void = {
             icmpProber?.stop()
             tcpProber.stop()
         }
-        let interrupts = InterruptHandler(onFirst: stopAll)
+        let interrupts = SignalWatcher.onInterrupt(stopAll)
         defer { interrupts.cancel() }
 
         let progress = Progress(hosts: hosts.count, ports: tcpTargets.count, duration: duration.seconds)

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Glibc
+import ProbeConfig
+import ProbeEngine
 
 /// Exit statuses, as fping's: scripts written for fping read netprobe the same way.
 enum ExitStatus {
@@ -37,12 +39,13 @@ struct Netprobe: AsyncParsableCommand {
     static func main() async {
         do {
             var command = try parseAsRoot(splittingAttachedValues(Array(CommandLine.arguments.dropFirst())))
-            if let privileged = command as? PrivilegedCommand {
+            if let privileged = command as? any PrivilegedCommand {
                 // Still on the main thread with no other thread started: capabilities are
-                // per thread, so dropping them here leaves no thread holding one.
-                try privileged.acquirePrivilegedResources()
-            }
-            if let parsed = command as? AsyncParsableCommand {
+                // per thread, so dropping them here leaves no thread holding one. What was
+                // opened goes to the command by value.
+                let resources = try privileged.acquirePrivilegedResources()
+                try await privileged.run(with: resources)
+            } else if let parsed = command as? AsyncParsableCommand {
                 // Only this task ever touches the command: handing it to the nonisolated run() is safe.
                 nonisolated(unsafe) var asyncCommand = parsed
                 try await asyncCommand.run()
@@ -81,8 +84,24 @@ struct Netprobe: AsyncParsableCommand {
     }
 }
 
+/// What a command opened with privileges on the main thread, handed to its run.
+struct PrivilegedResources: Sendable {
+    /// The ICMP sockets, when the command needs them and they could be opened.
+    var icmpSockets: ICMPSocketSet?
+    /// `run`: the configuration, read before the sockets it asks for were opened.
+    var configuration: NetprobeConfiguration?
+}
+
 /// A command that opens privileged resources (raw sockets) and then drops privileges,
-/// before any other thread exists.
-protocol PrivilegedCommand {
-    func acquirePrivilegedResources() throws
+/// before any other thread exists; `Netprobe.main` calls the two in turn.
+protocol PrivilegedCommand: AsyncParsableCommand {
+    /// Main thread, no other thread started yet: open what needs a privilege, drop them all.
+    func acquirePrivilegedResources() throws -> PrivilegedResources
+    func run(with resources: PrivilegedResources) async throws
+}
+
+extension PrivilegedCommand {
+    func run() async throws {
+        try await run(with: acquirePrivilegedResources())
+    }
 }

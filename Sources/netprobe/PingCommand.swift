@@ -1,10 +1,9 @@
 import ArgumentParser
-import Dispatch
 import Glibc
 import Logging
 import ProbeEngine
 
-struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
+struct PingCommand: PrivilegedCommand {
     static let configuration = CommandConfiguration(
         commandName: "ping",
         abstract: "Send ICMP echo requests to many targets at once and report round-trip times.",
@@ -42,7 +41,7 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
         if let ttl, !(1...255).contains(ttl) { throw ValidationError("--ttl must be between 1 and 255, got \(ttl).") }
     }
 
-    func run() async throws {
+    func run(with resources: PrivilegedResources) async throws {
         let logger = options.makeLogger()
         let names = try options.collectTargets(targets)
         let resolved = await Resolver.resolve(names, preference: options.addressPreference)
@@ -52,7 +51,7 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
         let configuration = ICMPProbeConfiguration(
             count: options.count, intervalNanoseconds: options.interval.nanoseconds, timeoutNanoseconds: options.timeout.nanoseconds,
             payloadLength: size, ttl: ttl, packetsPerSecond: options.rate)
-        guard let sockets = PrivilegedResources.takeICMPSockets() else {
+        guard let sockets = resources.icmpSockets else {
             writeError("netprobe: internal error: ICMP sockets were not opened before probing")
             throw ExitCode(ExitStatus.systemError)
         }
@@ -64,7 +63,7 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
             throw ExitCode(ExitStatus.systemError)
         }
 
-        let interrupts = InterruptHandler { prober.stop() }
+        let interrupts = SignalWatcher.onInterrupt { prober.stop() }
         defer { interrupts.cancel() }
 
         let status = await consume(prober.probe(resolved, reportingAttempts: !(options.quiet || options.json)),
@@ -77,7 +76,7 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
     }
 
     /// Opens the ICMP sockets and drops every capability, before any thread is started.
-    func acquirePrivilegedResources() throws {
+    func acquirePrivilegedResources() throws -> PrivilegedResources {
         let logger = options.makeLogger()
         let families: Set<AddressFamily> = options.ipv4Only ? [.ipv4] : options.ipv6Only ? [.ipv6] : [.ipv4, .ipv6]
         // Without -4/-6 either family may be missing on this host; targets of a family
@@ -94,7 +93,7 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
         logger.debug("sockets open, capabilities dropped", metadata: [
             "modes": "\(sockets.modes.map { "\($0.key.rawValue)=\($0.value.rawValue)" }.sorted().joined(separator: ","))",
         ])
-        PrivilegedResources.storeICMPSockets(sockets)
+        return PrivilegedResources(icmpSockets: sockets)
     }
 
     /// The message for a socket that could not be opened, with both ways to fix it.
@@ -120,22 +119,6 @@ struct PingCommand: AsyncParsableCommand, PrivilegedCommand {
     }
 }
 
-/// Resources opened with privileges on the main thread, collected by the command's run().
-enum PrivilegedResources {
-    private static let icmpSockets = Locked<ICMPSocketSet?>(nil)
-
-    static func storeICMPSockets(_ sockets: ICMPSocketSet) {
-        icmpSockets.withLock { $0 = sockets }
-    }
-
-    static func takeICMPSockets() -> ICMPSocketSet? {
-        icmpSockets.withLock { sockets in
-            defer { sockets = nil }
-            return sockets
-        }
-    }
-}
-
 /// Raises the open-file limit (TCP handshakes in flight each hold one) and gives up every
 /// capability; called on the main thread before any other thread exists.
 /// - Throws: `ExitCode` 4 when the capabilities cannot be dropped.
@@ -151,29 +134,4 @@ func dropPrivileges() throws {
 
 func writeError(_ text: String) {
     Terminal.printError(text)
-}
-
-/// SIGINT / SIGTERM: the first asks for a graceful stop (replies in flight get their
-/// timeout, summaries are printed); a second one exits at once.
-final class InterruptHandler: @unchecked Sendable {
-    private var sources: [DispatchSourceSignal] = []
-    private var count = 0
-    private let queue = DispatchQueue(label: "netprobe.signals")
-
-    init(onFirst: @escaping @Sendable () -> Void) {
-        for signalNumber in [SIGINT, SIGTERM] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
-            source.setEventHandler { [unowned self] in
-                count += 1
-                if count == 1 { onFirst() } else { exit(130) }
-            }
-            source.resume()
-            sources.append(source)
-        }
-    }
-
-    func cancel() {
-        for source in sources { source.cancel() }
-    }
 }

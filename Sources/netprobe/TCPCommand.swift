@@ -1,8 +1,9 @@
 import ArgumentParser
 import Logging
 import ProbeEngine
+import ProbeService
 
-struct TCPCommand: AsyncParsableCommand, PrivilegedCommand {
+struct TCPCommand: PrivilegedCommand {
     static let configuration = CommandConfiguration(
         commandName: "tcp",
         abstract: "Measure TCP handshake times (SYN to SYN-ACK) to many host:port targets.",
@@ -45,42 +46,22 @@ struct TCPCommand: AsyncParsableCommand, PrivilegedCommand {
 
     /// No privilege to take, but drop whatever this process holds (run as root, say)
     /// before any thread exists, and raise the open-file limit while we are at it.
-    func acquirePrivilegedResources() throws {
+    func acquirePrivilegedResources() throws -> PrivilegedResources {
         try dropPrivileges()
+        return PrivilegedResources()
     }
 
-    func run() async throws {
+    func run(with resources: PrivilegedResources) async throws {
         let logger = options.makeLogger()
         let endpoints = try options.collectTargets(targets).map { try Endpoint.parse($0, requirePort: true) }
         let resolved = await resolveEndpoints(endpoints, preference: options.addressPreference)
-        let prober = try TCPProber(configuration: tcpConfiguration(
-            count: options.count, interval: options.interval, timeout: options.timeout, rate: options.rate, targetCount: resolved.count, mode: tcp.mode, logger: logger), logger: logger)
-        let interrupts = InterruptHandler { prober.stop() }
+        let prober = try TCPProber(configuration: EngineSettings.tcp(
+            count: options.count, intervalNanoseconds: options.interval.nanoseconds, timeoutNanoseconds: options.timeout.nanoseconds, rate: options.rate,
+            targetCount: resolved.count, mode: tcp.mode, logger: logger), logger: logger)
+        let interrupts = SignalWatcher.onInterrupt { prober.stop() }
         defer { interrupts.cancel() }
         let printer = ResultPrinter(json: options.json, quiet: options.quiet)
         let status = await consume(prober.probe(resolved, reportingAttempts: !(options.quiet || options.json)), printer: printer)
         if status != ExitStatus.allAnswered { throw ExitCode(status) }
     }
-}
-
-/// The TCP prober's settings from the shared options, with the in-flight bound taken from
-/// the open-file limit (and a warning when that limit is what holds probing back).
-func tcpConfiguration(count: Int, interval: DurationArgument, timeout: DurationArgument, rate: Double, targetCount: Int, mode: TCPProbeMode,
-                      logger: Logger) -> TCPProbeConfiguration {
-    let limit = ResourceLimits.raiseOpenFileLimit()
-    let reserve = 64
-    let maximumInFlight = max(1, min(limit - reserve, 65_536))
-    let wanted = min(targetCount, Int(rate * timeout.seconds) + 1)
-    if wanted > maximumInFlight {
-        logger.warning("open-file limit is low for this many targets: handshakes will be held back to fit; raise it with ulimit -n",
-                       metadata: ["limit": "\(limit)", "wanted_in_flight": "\(wanted)"])
-    }
-    // Sends are spread over the interval: each target once per interval, at most `rate`.
-    let needed = min(rate, Double(targetCount) * 1e9 / Double(interval.nanoseconds))
-    if mode == .connect && needed > TCPProbeMode.connectAttemptsPerSecondLimit {
-        logger.warning("connect mode is held to \(Int(TCPProbeMode.connectAttemptsPerSecondLimit)) handshakes a second (each leaves a TIME_WAIT socket here for 60 s); rounds will take longer than asked, or use half-open mode",
-                       metadata: ["needed_per_second": "\(Int(needed))"])
-    }
-    return TCPProbeConfiguration(count: count, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
-                                 attemptsPerSecond: rate, maximumInFlight: maximumInFlight, mode: mode)
 }
