@@ -92,6 +92,12 @@ enum Harness {
         return CommandResult(status: running.process.terminationStatus, standardOutput: output, standardError: error)
     }
 
+    /// SIGTERM, then the process's end (at most 10 s).
+    static func stopGracefully(_ running: RunningProcess) throws -> CommandResult {
+        kill(running.process.processIdentifier, SIGTERM)
+        return try finish(running, timeout: 10)
+    }
+
     /// Waits for something a process does (a line in a log, a counter reaching a value),
     /// looking every 10 ms; false if it has not happened within `seconds`.
     static func wait(within seconds: TimeInterval, until condition: () throws -> Bool) rethrows -> Bool {
