@@ -207,7 +207,7 @@ public enum ConfigurationLoader {
             settings.ttl = ttl
         }
         if let value = entries["family"], let text = reader.string(value, "family") {
-            if let family = AddressFamilyPreference(rawValue: text) {
+            if let family = AddressPreference(rawValue: text) {
                 settings.family = family
             } else {
                 reader.error(value, "family must be any, ipv4 or ipv6, got '\(text)'")

@@ -1,15 +1,5 @@
 import ProbeEngine
 
-/// Which address family to probe when a name resolves to both.
-public enum AddressFamilyPreference: String, Sendable, CaseIterable {
-    /// Whatever the resolver returns first (the system's preference, usually IPv6).
-    case any
-    /// IPv4 addresses only; names without one are reported unresolved.
-    case ipv4
-    /// IPv6 addresses only; names without one are reported unresolved.
-    case ipv6
-}
-
 /// How one kind of probe (ICMP echo or TCP handshake) is run, from the `icmp:` or `tcp:`
 /// section of the config file.
 public struct ProbeSettings: Sendable, Equatable {
@@ -26,7 +16,7 @@ public struct ProbeSettings: Sendable, Equatable {
     /// IP time-to-live / hop limit of sent packets (`ttl`); nil keeps the system default.
     public var ttl: Int?
     /// Which address family to use (`family`).
-    public var family: AddressFamilyPreference
+    public var family: AddressPreference
     /// TCP only: how handshakes end (`mode`: half-open, the default, or connect).
     public var tcpMode: TCPProbeMode
 
@@ -46,7 +36,7 @@ public struct ProbeSettings: Sendable, Equatable {
         timeoutNanoseconds: Int64 = 1_000_000_000,
         payloadSize: Int = 56,
         ttl: Int? = nil,
-        family: AddressFamilyPreference = .any,
+        family: AddressPreference = .any,
         tcpMode: TCPProbeMode = .halfOpen
     ) {
         self.tcpMode = tcpMode

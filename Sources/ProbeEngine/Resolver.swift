@@ -3,12 +3,15 @@ import CSystemShims
 import Glibc
 #endif
 
-/// Which address families a name may resolve to.
-public enum AddressPreference: Sendable {
+/// Which address families a name may resolve to. The raw values are the config file's
+/// words (`family: any | ipv4 | ipv6`).
+public enum AddressPreference: String, Sendable, CaseIterable {
     /// The first address getaddrinfo returns, of either family.
     case any
-    case ipv4Only
-    case ipv6Only
+    /// IPv4 addresses only; names without one are reported unresolved.
+    case ipv4Only = "ipv4"
+    /// IPv6 addresses only; names without one are reported unresolved.
+    case ipv6Only = "ipv6"
 }
 
 /// Turns target names into addresses with getaddrinfo, on threads of its own.

@@ -51,14 +51,3 @@ public enum EngineSettings {
                                      attemptsPerSecond: rate, maximumInFlight: maximumInFlight, mode: mode)
     }
 }
-
-extension AddressFamilyPreference {
-    /// The engine's name for the same choice.
-    public var addressPreference: AddressPreference {
-        switch self {
-        case .any: return .any
-        case .ipv4: return .ipv4Only
-        case .ipv6: return .ipv6Only
-        }
-    }
-}

@@ -203,8 +203,8 @@ public final class ProbeService: Sendable {
 
     /// Looks up every target of `configuration`, ping and TCP at once.
     func resolve(_ configuration: NetprobeConfiguration) async -> ([(planned: PlannedTarget, target: ProbeTarget)], [(planned: PlannedTarget, target: ProbeTarget)]) {
-        async let ping = lookUp(PlannedTarget.ping(configuration), configuration.icmp.family.addressPreference)
-        async let tcp = lookUp(PlannedTarget.tcp(configuration), configuration.tcp.family.addressPreference)
+        async let ping = lookUp(PlannedTarget.ping(configuration), configuration.icmp.family)
+        async let tcp = lookUp(PlannedTarget.tcp(configuration), configuration.tcp.family)
         return await (ping, tcp)
     }
 

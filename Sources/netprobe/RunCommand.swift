@@ -77,8 +77,8 @@ struct RunCommand: PrivilegedCommand {
         var resources = PrivilegedResources(configuration: configuration)
         if !configuration.pingTargets.isEmpty {
             let families: Set<AddressFamily> = switch configuration.icmp.family {
-            case .ipv4: [.ipv4]
-            case .ipv6: [.ipv6]
+            case .ipv4Only: [.ipv4]
+            case .ipv6Only: [.ipv6]
             case .any: [.ipv4, .ipv6]
             }
             do {

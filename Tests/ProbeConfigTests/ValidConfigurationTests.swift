@@ -36,10 +36,10 @@ final class ValidConfigurationTests: XCTestCase {
         XCTAssertEqual(configuration.tcpTargetsPath, fixture("valid-tcp-mapping.yaml"))
         XCTAssertEqual(configuration.icmp, ProbeSettings(
             intervalNanoseconds: 30_000_000_000, count: 3, spacingNanoseconds: 500_000,
-            timeoutNanoseconds: 1_500_000_000, payloadSize: 1400, ttl: 64, family: .ipv6))
+            timeoutNanoseconds: 1_500_000_000, payloadSize: 1400, ttl: 64, family: .ipv6Only))
         XCTAssertEqual(configuration.tcp, ProbeSettings(
             intervalNanoseconds: 120_000_000_000, count: 1, spacingNanoseconds: 1_000_000_000,
-            timeoutNanoseconds: 250_000_000, payloadSize: 56, ttl: nil, family: .ipv4, tcpMode: .connect))
+            timeoutNanoseconds: 250_000_000, payloadSize: 56, ttl: nil, family: .ipv4Only, tcpMode: .connect))
         XCTAssertEqual(configuration.influxServers, [
             InfluxServerSettings(
                 name: "127.0.0.1:8086", url: "http://127.0.0.1:8086",
