@@ -74,7 +74,7 @@ let package = Package(
         ),
         .target(
             name: "Dashboards",
-            dependencies: ["ProbeConfig"]
+            dependencies: ["ProbeConfig", "ProbeService"]
         ),
         .target(
             name: "CZlib",

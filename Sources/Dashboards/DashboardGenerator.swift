@@ -1,4 +1,5 @@
 import ProbeConfig
+import ProbeService
 
 /// Grafana dashboards for netprobe's schema (README "Schema"), generated from the
 /// targets files: one for ICMP, one for TCP.
@@ -20,7 +21,7 @@ public enum DashboardGenerator {
     public static let icmpDashboardUID = "netprobe-icmp"
     public static let tcpDashboardUID = "netprobe-tcp"
     /// The template variables, in display order.
-    public static let variableNames = ["probe", "env", "target"]
+    public static let variableNames = [Schema.Tag.probe, Schema.Tag.env, Schema.Tag.target]
 
     /// One target of a dashboard: a host, or a host and port.
     struct Target {
@@ -169,15 +170,15 @@ public enum DashboardGenerator {
         let kind = measurement == "tcp" ? "handshake" : "RTT"
         let lost = measurement == "tcp" ? "Failed handshakes" : "Lost packets"
         var stats = [
-            SummaryStat(title: "Median \(kind)", select: "median(\(field("rtt_median_ms"))) AS \(field("median"))", unit: "ms", decimals: 2),
-            SummaryStat(title: "Max \(kind)", select: "max(\(field("rtt_max_ms"))) AS \(field("max"))", unit: "ms", decimals: 2),
-            SummaryStat(title: "Loss", select: "mean(\(field("loss_percent"))) AS \(field("loss"))", unit: "percent", decimals: 1),
-            SummaryStat(title: lost, select: "sum(\(field("sent"))) - sum(\(field("received"))) AS \(field("lost"))", unit: "none", decimals: 0),
+            SummaryStat(title: "Median \(kind)", select: "median(\(field(Schema.Field.rttMedian))) AS \(field("median"))", unit: "ms", decimals: 2),
+            SummaryStat(title: "Max \(kind)", select: "max(\(field(Schema.Field.rttMaximum))) AS \(field("max"))", unit: "ms", decimals: 2),
+            SummaryStat(title: "Loss", select: "mean(\(field(Schema.Field.lossPercent))) AS \(field("loss"))", unit: "percent", decimals: 1),
+            SummaryStat(title: lost, select: "sum(\(field(Schema.Field.sent))) - sum(\(field(Schema.Field.received))) AS \(field("lost"))", unit: "none", decimals: 0),
         ]
         if measurement == "tcp" {
             // Connections the probed servers saw (connect mode, or a half-open probe whose
             // final ACK left before netprobe's RST): 0 means no trace in their logs.
-            stats.append(SummaryStat(title: "Completed connections", select: "sum(\(field("completed"))) AS \(field("completed"))", unit: "none", decimals: 0))
+            stats.append(SummaryStat(title: "Completed connections", select: "sum(\(field(Schema.Field.completed))) AS \(field("completed"))", unit: "none", decimals: 0))
         }
         return stats
     }
@@ -211,8 +212,8 @@ public enum DashboardGenerator {
     static func outcomeTimeline(measurement: String, env: String, id: Int, grid: JSONValue) -> JSONValue {
         let groupTags = measurement == "tcp" ? "\"target\", \"port\"" : "\"target\""
         let alias = measurement == "tcp" ? "$tag_target:$tag_port" : "$tag_target"
-        let query = "SELECT last(\(InfluxQL.identifier("result_code"))) AS \(InfluxQL.identifier("result")) "
-            + "FROM \(InfluxQL.identifier(measurement)) \(whereClause(variableConditions + [InfluxQL.tagEquals("env", env)])) "
+        let query = "SELECT last(\(InfluxQL.identifier(Schema.Field.resultCode))) AS \(InfluxQL.identifier("result")) "
+            + "FROM \(InfluxQL.identifier(measurement)) \(whereClause(variableConditions + [InfluxQL.tagEquals(Schema.Tag.env, env)])) "
             + "GROUP BY time($__interval), \(groupTags) fill(null)"
         var mappingOptions: [String: JSONValue] = [:]
         for (index, outcome) in outcomes.enumerated() {
@@ -242,13 +243,13 @@ public enum DashboardGenerator {
     }
 
     static func rttPanel(measurement: String, target: Target, id: Int, grid: JSONValue) -> JSONValue {
-        var conditions = variableConditions + [InfluxQL.tagEquals("env", target.env), InfluxQL.tagEquals("target", target.host)]
-        if let port = target.port { conditions.append(InfluxQL.tagEquals("port", String(port))) }
+        var conditions = variableConditions + [InfluxQL.tagEquals(Schema.Tag.env, target.env), InfluxQL.tagEquals(Schema.Tag.target, target.host)]
+        if let port = target.port { conditions.append(InfluxQL.tagEquals(Schema.Tag.port, String(port))) }
         let field = InfluxQL.identifier
         let from = "FROM \(field(measurement)) \(whereClause(conditions)) GROUP BY time($__interval) fill(null)"
-        let rtt = "SELECT min(\(field("rtt_min_ms"))) AS \(field("min")), mean(\(field("rtt_avg_ms"))) AS \(field("avg")), "
-            + "max(\(field("rtt_max_ms"))) AS \(field("max")), mean(\(field("rtt_median_ms"))) AS \(field("median")) \(from)"
-        let loss = "SELECT mean(\(field("loss_percent"))) AS \(field("loss")) \(from)"
+        let rtt = "SELECT min(\(field(Schema.Field.rttMinimum))) AS \(field("min")), mean(\(field(Schema.Field.rttAverage))) AS \(field("avg")), "
+            + "max(\(field(Schema.Field.rttMaximum))) AS \(field("max")), mean(\(field(Schema.Field.rttMedian))) AS \(field("median")) \(from)"
+        let loss = "SELECT mean(\(field(Schema.Field.lossPercent))) AS \(field("loss")) \(from)"
         let what = measurement == "tcp" ? "handshake (SYN to SYN-ACK)" : "ICMP echo round trip"
         return [
             "type": "timeseries", "title": .string(target.title), "id": .int(id), "gridPos": grid, "datasource": datasource,

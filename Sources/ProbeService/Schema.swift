@@ -5,38 +5,67 @@ import ProbeEngine
 /// netprobe's data schema (README "Schema"): one point per target and round, plus the
 /// self-monitoring measurement. Dashboards and users depend on these names.
 public enum Schema {
+    /// Tag keys of the round points.
+    public enum Tag {
+        public static let probe = "probe", env = "env", target = "target", address = "address", family = "family"
+        /// TCP only.
+        public static let port = "port", mode = "mode"
+    }
+
+    /// Field keys of the round points.
+    public enum Field {
+        public static let sent = "sent", received = "received", duplicates = "duplicates", late = "late", lossPercent = "loss_percent"
+        /// Present only when something was received.
+        public static let rttMinimum = "rtt_min_ms", rttAverage = "rtt_avg_ms", rttMaximum = "rtt_max_ms", rttMedian = "rtt_median_ms",
+                          rttStandardDeviation = "rtt_stddev_ms", jitter = "jitter_ms"
+        /// ICMP, when known.
+        public static let ttl = "ttl"
+        /// TCP only.
+        public static let completed = "completed"
+        public static let result = "result", resultCode = "result_code"
+    }
+
+    /// Every tag and field key a round point of `kind` may carry (README's schema table).
+    public static func keys(of kind: ProbeKind) -> [String] {
+        let tags = [Tag.probe, Tag.env, Tag.target, Tag.address, Tag.family] + (kind == .tcp ? [Tag.port, Tag.mode] : [])
+        let fields = [Field.sent, Field.received, Field.duplicates, Field.late, Field.lossPercent, Field.rttMinimum, Field.rttAverage,
+                      Field.rttMaximum, Field.rttMedian, Field.rttStandardDeviation, Field.jitter]
+            + (kind == .tcp ? [Field.completed] : [Field.ttl]) + [Field.result, Field.resultCode]
+        return tags + fields
+    }
+
     /// The point of one round.
     /// - Parameters:
     ///   - round: what the prober measured.
     ///   - env: the targets file's group.
     ///   - probe: this probe's name.
     public static func point(for round: RoundResult, env: String, probe: String) -> InfluxPoint {
-        var tags = ["probe": probe, "env": env, "target": round.target.name]
+        var tags = [Tag.probe: probe, Tag.env: env, Tag.target: round.target.name]
         if let address = round.target.address {
-            tags["address"] = address.description
-            tags["family"] = address.family.rawValue
+            tags[Tag.address] = address.description
+            tags[Tag.family] = address.family.rawValue
         }
         if round.kind == .tcp {
-            if let port = round.target.port { tags["port"] = String(port) }
-            if let mode = round.tcpMode { tags["mode"] = mode.rawValue }
+            if let port = round.target.port { tags[Tag.port] = String(port) }
+            if let mode = round.tcpMode { tags[Tag.mode] = mode.rawValue }
         }
         var fields: [(key: String, value: FieldValue)] = [
-            ("sent", .integer(Int64(round.sent))),
-            ("received", .integer(Int64(round.received))),
-            ("duplicates", .integer(Int64(round.duplicates))),
-            ("late", .integer(Int64(round.late))),
-            ("loss_percent", .float(round.lossPercent)),
+            (Field.sent, .integer(Int64(round.sent))),
+            (Field.received, .integer(Int64(round.received))),
+            (Field.duplicates, .integer(Int64(round.duplicates))),
+            (Field.late, .integer(Int64(round.late))),
+            (Field.lossPercent, .float(round.lossPercent)),
         ]
         if let stats = round.statistics {
             fields += [
-                ("rtt_min_ms", .float(stats.minimum)), ("rtt_avg_ms", .float(stats.average)), ("rtt_max_ms", .float(stats.maximum)),
-                ("rtt_median_ms", .float(stats.median)), ("rtt_stddev_ms", .float(stats.standardDeviation)), ("jitter_ms", .float(stats.jitter)),
+                (Field.rttMinimum, .float(stats.minimum)), (Field.rttAverage, .float(stats.average)), (Field.rttMaximum, .float(stats.maximum)),
+                (Field.rttMedian, .float(stats.median)), (Field.rttStandardDeviation, .float(stats.standardDeviation)), (Field.jitter, .float(stats.jitter)),
             ]
         }
-        if let ttl = round.ttl { fields.append(("ttl", .integer(Int64(ttl)))) }
-        if round.kind == .tcp { fields.append(("completed", .integer(Int64(round.completed)))) }
-        fields.append(("result", .string(round.outcome.rawValue)))
-        fields.append(("result_code", .integer(Int64(round.outcome.code))))
+        if let ttl = round.ttl { fields.append((Field.ttl, .integer(Int64(ttl)))) }
+        if round.kind == .tcp { fields.append((Field.completed, .integer(Int64(round.completed)))) }
+        fields.append((Field.result, .string(round.outcome.rawValue)))
+        fields.append((Field.resultCode, .integer(Int64(round.outcome.code))))
         // Whole microseconds: a stable value matters (a replayed point must overwrite, not
         // add), and a repeating round's start is its planned instant, so consecutive points
         // of a target are exactly one interval apart.

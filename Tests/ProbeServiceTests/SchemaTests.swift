@@ -1,0 +1,47 @@
+import Foundation
+@testable import ProbeEngine
+import XCTest
+@testable import ProbeService
+
+/// The schema is defined once (Schema) and documented once (README's table): they agree.
+final class SchemaTests: XCTestCase {
+    /// The README's schema table rows, by measurement.
+    func readmeRows() throws -> [String: String] {
+        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("README.md")
+        let text = try String(contentsOf: readme, encoding: .utf8)
+        var rows: [String: String] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("| `") {
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard let measurement = cells.first, ["`icmp`", "`tcp`"].contains(measurement) else { continue }
+            rows[measurement.trimmingCharacters(in: CharacterSet(charactersIn: "`")), default: ""] += line
+        }
+        return rows
+    }
+
+    func testEveryTagAndFieldOfARoundPointIsInTheReadmesTable() throws {
+        let rows = try readmeRows()
+        let icmp = try XCTUnwrap(rows["icmp"], "README has an icmp row")
+        let tcp = try XCTUnwrap(rows["tcp"], "README has a tcp row")
+        for key in Schema.keys(of: .icmp) {
+            XCTAssertTrue(icmp.contains("`\(key)`"), "README's icmp row names \(key)")
+        }
+        // The tcp row says "the same plus ...".
+        for key in Schema.keys(of: .tcp) {
+            XCTAssertTrue(tcp.contains("`\(key)`") || icmp.contains("`\(key)`"), "README's tcp rows name \(key)")
+        }
+    }
+
+    func testARoundPointCarriesOnlyTheSchemasKeys() {
+        var tally = RoundTally()
+        tally.sent = 2
+        tally.concluded = 2
+        tally.recordSample(index: 0, milliseconds: 0.25, source: .kernel)
+        tally.recordSample(index: 1, milliseconds: 0.5, source: .kernel)
+        let round = tally.result(kind: .tcp, targetIndex: 0, target: ProbeTarget(name: "db", address: IPAddress(parsing: "192.0.2.1"), port: 5432), tcpMode: .halfOpen)
+        let point = Schema.point(for: round, env: "prod", probe: "p")
+        let keys = Set(point.tags.keys).union(point.fields.map(\.key))
+        XCTAssertTrue(keys.isSubset(of: Schema.keys(of: .tcp)), "\(keys.subtracting(Schema.keys(of: .tcp)))")
+        XCTAssertEqual(point.tags[Schema.Tag.mode], "half-open")
+    }
+}
