@@ -106,8 +106,11 @@ struct RunCommand: AsyncParsableCommand, PrivilegedCommand {
             "tcp_targets": "\(configuration.tcpTargets.count)", "influxdb_servers": "\(configuration.influxServers.count)",
         ])
 
-        var pingTargets = await resolve(configuration.pingTargets.map(\.host), family: configuration.icmp.family)
-        var tcpTargets = await resolveTCP(configuration.tcpTargets, family: configuration.tcp.family)
+        let (pingHosts, icmpFamily, tcpList, tcpFamily) = (configuration.pingTargets.map(\.host), configuration.icmp.family, configuration.tcpTargets, configuration.tcp.family)
+        async let initialPing = resolve(pingHosts, family: icmpFamily)
+        async let initialTCP = resolveTCP(tcpList, family: tcpFamily)
+        var (pingTargets, tcpTargets) = await (initialPing, initialTCP)
+        _ = keepingLastAddresses(pingTargets + tcpTargets, previous: pingTargets + tcpTargets, logger: logger)  // count and log failures
         while true {
             let writer = RoundWriter(probe: configuration.probeName, sink: sink, format: output, logger: logger)
             let pingEnvs = configuration.pingTargets.map(\.env)
@@ -192,6 +195,8 @@ struct RunCommand: AsyncParsableCommand, PrivilegedCommand {
 /// State handed from the privileged set-up (main thread) to run().
 enum RunState {
     static let configuration = Locked<NetprobeConfiguration?>(nil)
+    /// Name lookups that failed since the start (the `resolve_failures` counter).
+    static let resolveFailures = Locked(0)
 }
 
 // MARK: settings
@@ -229,12 +234,16 @@ private func preference(_ family: AddressFamilyPreference) -> AddressPreference 
     }
 }
 
+/// How long a round of name lookups may take: a resolver that never answers must not hold
+/// up the start, a reload or a stop; names it did not answer are tried again later.
+let resolveTimeoutNanoseconds: Int64 = 5_000_000_000
+
 func resolve(_ hosts: [String], family: AddressFamilyPreference) async -> [ProbeTarget] {
-    await Resolver.resolve(hosts, preference: preference(family))
+    await Resolver.resolve(hosts, preference: preference(family), timeoutNanoseconds: resolveTimeoutNanoseconds)
 }
 
 func resolveTCP(_ targets: [TCPTarget], family: AddressFamilyPreference) async -> [ProbeTarget] {
-    let hosts = await Resolver.resolve(targets.map(\.host), preference: preference(family))
+    let hosts = await Resolver.resolve(targets.map(\.host), preference: preference(family), timeoutNanoseconds: resolveTimeoutNanoseconds)
     return zip(hosts, targets).map { host, target in
         var probe = host
         probe.port = target.port
@@ -247,7 +256,9 @@ func resolveTCP(_ targets: [TCPTarget], family: AddressFamilyPreference) async -
 enum ControlEvent: Sendable {
     case terminate
     case reload
-    case reresolve
+    /// A periodic lookup of the names finished (it runs beside the control loop, so a slow
+    /// resolver never holds up a signal).
+    case resolved(ping: [ProbeTarget], tcp: [ProbeTarget])
 }
 
 enum ControlDecision: Sendable {
@@ -318,7 +329,10 @@ private func controller(control: ControlChannel, configuration: NetprobeConfigur
         while !Task.isCancelled {
             try? await Task.sleep(nanoseconds: UInt64(period))
             if Task.isCancelled { break }
-            control.send(.reresolve)
+            let newPing = await resolve(configuration.pingTargets.map(\.host), family: configuration.icmp.family)
+            let newTCP = await resolveTCP(configuration.tcpTargets, family: configuration.tcp.family)
+            if Task.isCancelled { break }
+            control.send(.resolved(ping: newPing, tcp: newTCP))
         }
     }
     defer { timer.cancel() }
@@ -326,9 +340,11 @@ private func controller(control: ControlChannel, configuration: NetprobeConfigur
         switch event {
         case .terminate:
             return .terminate
-        case .reresolve:
-            let newPing = await resolve(configuration.pingTargets.map(\.host), family: configuration.icmp.family)
-            let newTCP = await resolveTCP(configuration.tcpTargets, family: configuration.tcp.family)
+        case .resolved(let resolvedPing, let resolvedTCP):
+            // A lookup started before a restart or reload is stale.
+            guard resolvedPing.map(\.name) == ping.map(\.name), resolvedTCP.map(\.name) == tcp.map(\.name) else { continue }
+            let newPing = keepingLastAddresses(resolvedPing, previous: ping, logger: logger)
+            let newTCP = keepingLastAddresses(resolvedTCP, previous: tcp, logger: logger)
             if newPing.map(\.address) != ping.map(\.address) || newTCP.map(\.address) != tcp.map(\.address) {
                 return .restart(ping: newPing, tcp: newTCP)
             }
@@ -344,6 +360,25 @@ private func controller(control: ControlChannel, configuration: NetprobeConfigur
         }
     }
     return .terminate
+}
+
+/// The new lookups, except that a name whose lookup failed only for now (the resolver did
+/// not answer) keeps its last address: a dead resolver must not stop the probing of targets
+/// that were resolved. Failures are counted and logged (rate-limited: one cause).
+func keepingLastAddresses(_ resolved: [ProbeTarget], previous: [ProbeTarget], logger: Logger) -> [ProbeTarget] {
+    var failures = 0
+    let result = zip(resolved, previous).map { new, old -> ProbeTarget in
+        guard new.address == nil, let error = new.resolutionError else { return new }
+        failures += 1
+        if new.resolutionFailureIsTemporary, let address = old.address {
+            logger.warning("cannot resolve \(new.name) (\(error)): probing its last address \(address)")
+            return old
+        }
+        logger.warning("cannot resolve \(new.name) (\(error)): its rounds report unresolved")
+        return new
+    }
+    RunState.resolveFailures.withLock { $0 += failures }
+    return result
 }
 
 // MARK: output
@@ -420,7 +455,8 @@ final class RoundWriter: Sendable {
     private func writeMonitor(_ monitor: SelfMonitor) {
         guard let sink else { return }
         do {
-            try sink.write(monitor.points(probe: probe, servers: sink.statistics(), suppressedLogLines: RunCommand.logLimiter.suppressedTotal, now: Date()))
+            try sink.write(monitor.points(probe: probe, servers: sink.statistics(), suppressedLogLines: RunCommand.logLimiter.suppressedTotal,
+                                          resolveFailures: RunState.resolveFailures.withLock { $0 }, now: Date()))
         } catch {
             logger.error("cannot spool the self-monitoring point", metadata: ["error": "\(error)"])
         }
