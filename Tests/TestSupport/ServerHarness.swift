@@ -122,7 +122,7 @@ public class TestServerProcess {
         process.standardInput = FileHandle.nullDevice
         try process.run()
         self.process = process
-        let ready = await TestEnvironment.eventually(within: 30) { await isReady() }
+        let ready = await TestEnvironment.eventually(within: 60) { await isReady() }
         guard ready, process.isRunning else {
             kill()
             let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
