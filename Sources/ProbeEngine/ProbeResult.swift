@@ -57,12 +57,16 @@ public struct ProbeTarget: Hashable, Sendable {
     public var port: UInt16?
     /// Why resolution failed, when it did.
     public var resolutionError: String?
+    /// The failure may pass by itself (no answer from the resolver, EAI_AGAIN), as opposed
+    /// to an answer that the name does not exist.
+    public var resolutionFailureIsTemporary: Bool
 
-    public init(name: String, address: IPAddress?, port: UInt16? = nil, resolutionError: String? = nil) {
+    public init(name: String, address: IPAddress?, port: UInt16? = nil, resolutionError: String? = nil, resolutionFailureIsTemporary: Bool = false) {
         self.name = name
         self.address = address
         self.port = port
         self.resolutionError = resolutionError
+        self.resolutionFailureIsTemporary = resolutionFailureIsTemporary
     }
 }
 

@@ -25,8 +25,11 @@ public enum Resolver {
     ///   - names: host names or numeric addresses; "[::1]" brackets are accepted.
     ///   - preference: which family to accept.
     ///   - threads: how many lookups run at once.
+    ///   - timeoutNanoseconds: return by then at the latest: a name still being looked up
+    ///     (a resolver that never answers) comes back unresolved, as a temporary failure,
+    ///     and its lookup finishes on its thread in the background. Nil: wait for all.
     /// - Returns: one target per name, in the same order.
-    public static func resolve(_ names: [String], preference: AddressPreference, threads: Int = 16) async -> [ProbeTarget] {
+    public static func resolve(_ names: [String], preference: AddressPreference, threads: Int = 16, timeoutNanoseconds: Int64? = nil) async -> [ProbeTarget] {
         var results = [ProbeTarget?](repeating: nil, count: names.count)
         var pending: [Int] = []
         for (index, name) in names.enumerated() {
@@ -38,7 +41,7 @@ public enum Resolver {
             }
         }
         if !pending.isEmpty {
-            let resolved = await lookUp(pending.map { stripBrackets(names[$0]) }, preference: preference, threads: threads)
+            let resolved = await lookUp(pending.map { stripBrackets(names[$0]) }, preference: preference, threads: threads, timeoutNanoseconds: timeoutNanoseconds)
             for (slot, index) in pending.enumerated() {
                 var target = resolved[slot]
                 target.name = names[index]
@@ -85,11 +88,12 @@ public enum Resolver {
             state = Locked(State(results: names.map { ProbeTarget(name: $0, address: nil) }, running: threads))
         }
 
-        /// One resolver thread: takes names until none is left; the last one to finish
-        /// hands the results over.
+        /// One resolver thread: takes names until none is left (or the caller stopped
+        /// waiting); the last one to finish hands the results over.
         func run() {
             while true {
-                let index = state.withLock { state in
+                let index = state.withLock { state -> Int in
+                    guard state.continuation != nil else { return names.count }
                     defer { state.next += 1 }
                     return state.next
                 }
@@ -100,17 +104,44 @@ public enum Resolver {
             let finished: (CheckedContinuation<[ProbeTarget], Never>, [ProbeTarget])? = state.withLock { state in
                 state.running -= 1
                 guard state.running == 0, let continuation = state.continuation else { return nil }
+                state.continuation = nil
                 return (continuation, state.results)
             }
             if let (continuation, results) = finished { continuation.resume(returning: results) }
         }
+
+        /// The caller's time is up: hand over what is known; names still being looked up
+        /// are reported as timed out.
+        func timeOut(after nanoseconds: Int64) {
+            let handOver: (CheckedContinuation<[ProbeTarget], Never>, [ProbeTarget])? = state.withLock { state in
+                guard let continuation = state.continuation else { return nil }
+                state.continuation = nil
+                let results = state.results.map { target in
+                    target.address != nil || target.resolutionError != nil ? target
+                        : ProbeTarget(name: target.name, address: nil, resolutionError: "\(target.name): no answer from the resolver within \(nanoseconds / 1_000_000) ms",
+                                      resolutionFailureIsTemporary: true)
+                }
+                return (continuation, results)
+            }
+            if let (continuation, results) = handOver { continuation.resume(returning: results) }
+        }
     }
 
-    private static func lookUp(_ names: [String], preference: AddressPreference, threads: Int) async -> [ProbeTarget] {
+    private static func lookUp(_ names: [String], preference: AddressPreference, threads: Int, timeoutNanoseconds: Int64?) async -> [ProbeTarget] {
         let threadCount = max(1, min(threads, names.count))
         let work = Work(names: names, preference: preference, threads: threadCount)
+        let timer = Locked<Task<Void, Never>?>(nil)
+        defer { timer.withLock { $0?.cancel() } }
         return await withCheckedContinuation { continuation in
             work.state.withLock { $0.continuation = continuation }
+            if let timeout = timeoutNanoseconds {
+                timer.withLock {
+                    $0 = Task {
+                        try? await Task.sleep(nanoseconds: UInt64(max(0, timeout)))
+                        if !Task.isCancelled { work.timeOut(after: timeout) }
+                    }
+                }
+            }
             for _ in 0..<threadCount {
                 NativeThread.spawn(name: "netprobe-resolve") { work.run() }
             }
@@ -129,7 +160,8 @@ public enum Resolver {
         let status = Glibc.getaddrinfo(name, nil, &hints, &list)
         guard status == 0, let first = list else {
             let reason = status == EAI_SYSTEM ? String(cString: strerror(errno)) : String(cString: gai_strerror(status))
-            return ProbeTarget(name: name, address: nil, resolutionError: "\(name): \(reason)")
+            // EAI_AGAIN: the resolver did not answer (or answered SERVFAIL); it may next time.
+            return ProbeTarget(name: name, address: nil, resolutionError: "\(name): \(reason)", resolutionFailureIsTemporary: status == EAI_AGAIN)
         }
         defer { freeaddrinfo(list) }
         var entry: UnsafeMutablePointer<addrinfo>? = first

@@ -85,6 +85,17 @@ public struct ProbePlan: Sendable {
         return update
     }
 
+    /// `wanted`, except that a name whose lookup failed only for now (the resolver did not
+    /// answer) keeps the address it is probed at: a dead resolver must not stop the probing
+    /// of targets that were resolved. A name that does not exist is unresolved at once.
+    public func keepingKnownAddresses(_ wanted: [(planned: PlannedTarget, target: ProbeTarget)]) -> [(planned: PlannedTarget, target: ProbeTarget)] {
+        wanted.map { planned, target in
+            guard target.address == nil, target.resolutionFailureIsTemporary, let index = indexByTarget[planned],
+                  entries[index].target.address != nil else { return (planned, target) }
+            return (planned, entries[index].target)
+        }
+    }
+
     private mutating func append(_ planned: PlannedTarget, _ target: ProbeTarget) {
         indexByTarget[planned] = entries.count
         entries.append(Entry(planned: planned, target: target, isActive: true))

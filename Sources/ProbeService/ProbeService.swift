@@ -33,6 +33,8 @@ public final class ProbeService: Sendable {
     let loadConfiguration: @Sendable (String) throws -> NetprobeConfiguration
     let lookUp: Lookup
     let logLimiter: RateLimitedLogHandler.Shared?
+    /// Names whose lookup failed, over the run (`resolve_failures`).
+    let resolveFailures = Locked(0)
 
     /// Turns planned targets into engine targets (addresses); `PlanResolver.resolve` unless
     /// a test plays the resolver.
@@ -89,7 +91,7 @@ public final class ProbeService: Sendable {
         let tcpProber = try TCPProber(configuration: EngineSettings.tcp(configuration.tcp, targetCount: configuration.tcpTargets.count, logger: logger),
                                       loop: loop, logger: logger)
         let writer = RoundWriter(probe: configuration.probeName, sink: try Self.makeSink(configuration, logger: logger), output: output,
-                                 logLimiter: logLimiter, logger: logger)
+                                 logLimiter: logLimiter, resolveFailures: resolveFailures, logger: logger)
         let monitorInterval = configuration.icmp.intervalNanoseconds
         let monitor = Task { await writer.monitor(every: monitorInterval) }
         logger.info("netprobe run started", metadata: [
@@ -201,11 +203,19 @@ public final class ProbeService: Sendable {
         await writer.shutdown(deadlineSeconds: max(0.5, 4.5 - spent))
     }
 
-    /// Looks up every target of `configuration`, ping and TCP at once.
+    /// Looks up every target of `configuration`, ping and TCP at once; failures are logged
+    /// (the log's rate limit makes that one line a minute) and counted in `resolve_failures`.
     func resolve(_ configuration: NetprobeConfiguration) async -> ([(planned: PlannedTarget, target: ProbeTarget)], [(planned: PlannedTarget, target: ProbeTarget)]) {
         async let ping = lookUp(PlannedTarget.ping(configuration), configuration.icmp.family)
         async let tcp = lookUp(PlannedTarget.tcp(configuration), configuration.tcp.family)
-        return await (ping, tcp)
+        let (pingTargets, tcpTargets) = await (ping, tcp)
+        var names = Set<String>()
+        for (_, target) in pingTargets + tcpTargets where target.address == nil && names.insert(target.name).inserted {
+            let detail = target.resolutionFailureIsTemporary ? "no answer from the resolver; a known address is kept" : "its rounds report unresolved"
+            logger.warning("cannot resolve \(target.name) (\(target.resolutionError ?? "no address")): \(detail)")
+        }
+        resolveFailures.withLock { $0 += names.count }
+        return (pingTargets, tcpTargets)
     }
 
     /// The InfluxDB sink of a configuration; nil when it names no server.
@@ -283,7 +293,7 @@ struct KindRun {
 
     private mutating func apply(_ wanted: [(planned: PlannedTarget, target: ProbeTarget)], submit: (TargetUpdate) -> Range<Int>?) {
         let before = plan.entries.count
-        let update = plan.update(to: wanted)
+        let update = plan.update(to: plan.keepingKnownAddresses(wanted))
         guard !update.isEmpty else { return }
         envs.append(plan.entries[before...].map(\.planned.env))
         let given = submit(update)
@@ -308,15 +318,17 @@ final class RoundWriter: Sendable {
     let probe: String
     let output: (any RoundOutput)?
     let logLimiter: RateLimitedLogHandler.Shared?
+    let resolveFailures: Locked<Int>
     let logger: Logger
     private let state: Locked<(monitor: SelfMonitor, stopped: Bool, sink: InfluxSink?)>
     private let wakeMonitor: AsyncStream<Void>.Continuation
     private let monitorWakes: AsyncStream<Void>
 
-    init(probe: String, sink: InfluxSink?, output: (any RoundOutput)?, logLimiter: RateLimitedLogHandler.Shared?, logger: Logger) {
+    init(probe: String, sink: InfluxSink?, output: (any RoundOutput)?, logLimiter: RateLimitedLogHandler.Shared?, resolveFailures: Locked<Int>, logger: Logger) {
         self.probe = probe
         self.output = output
         self.logLimiter = logLimiter
+        self.resolveFailures = resolveFailures
         self.logger = logger
         state = Locked((SelfMonitor(), false, sink))
         (monitorWakes, wakeMonitor) = AsyncStream<Void>.makeStream()
@@ -370,7 +382,8 @@ final class RoundWriter: Sendable {
     private func write(_ monitor: SelfMonitor) {
         guard let sink else { return }
         do {
-            try sink.write(monitor.points(probe: probe, servers: sink.statistics(), suppressedLogLines: logLimiter?.suppressedTotal ?? 0, now: Date()))
+            try sink.write(monitor.points(probe: probe, servers: sink.statistics(), suppressedLogLines: logLimiter?.suppressedTotal ?? 0,
+                                          resolveFailures: resolveFailures.withLock { $0 }, now: Date()))
         } catch {
             logger.error("cannot spool the self-monitoring point", metadata: ["error": "\(error)"])
         }

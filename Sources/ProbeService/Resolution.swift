@@ -15,7 +15,7 @@ public enum PlanResolver {
             position[target.host] = hosts.count
             hosts.append(target.host)
         }
-        let resolved = await Resolver.resolve(hosts, preference: preference)
+        let resolved = await Resolver.resolve(hosts, preference: preference, timeoutNanoseconds: timeoutNanoseconds)
         return planned.map { target in
             var probe = resolved[position[target.host]!]
             probe.port = target.port

@@ -108,8 +108,9 @@ public struct SelfMonitor: Sendable {
     }
 
     /// The `netprobe` measurement: one point for the probe, one per InfluxDB server.
-    /// `suppressedLogLines` is cumulative: warnings the log's rate limit held back.
-    public func points(probe: String, servers: [ServerStatistics], suppressedLogLines: Int, now: Date) -> [InfluxPoint] {
+    /// `suppressedLogLines` and `resolveFailures` are cumulative: warnings the log's rate
+    /// limit held back, and name lookups that failed.
+    public func points(probe: String, servers: [ServerStatistics], suppressedLogLines: Int, resolveFailures: Int, now: Date) -> [InfluxPoint] {
         let time = Schema.nanoseconds(now)
         var result = [InfluxPoint(measurement: "netprobe", tags: ["probe": probe], fields: [
             ("rounds", .integer(Int64(rounds))),
@@ -119,6 +120,7 @@ public struct SelfMonitor: Sendable {
             ("schedule_slip_max_ms", .float(slipMaximumMilliseconds)),
             ("schedule_slip_avg_ms", .float(slipSamples > 0 ? slipTotalMilliseconds / Double(slipSamples) : 0)),
             ("log_lines_suppressed", .integer(Int64(suppressedLogLines))),
+            ("resolve_failures", .integer(Int64(resolveFailures))),
         ], timestampNanoseconds: time)]
         for server in servers {
             result.append(InfluxPoint(measurement: "netprobe", tags: ["probe": probe, "server": server.name], fields: [

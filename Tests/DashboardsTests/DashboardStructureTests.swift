@@ -80,8 +80,12 @@ final class DashboardStructureTests: XCTestCase {
             }
             return result
         }
+        // Back-dated, so that a rewrite would show whatever the clock's resolution.
+        for path in paths {
+            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSince1970: 1_000_000_000)],
+                                                  ofItemAtPath: out.url.appendingPathComponent(path).path)
+        }
         let before = try snapshot()
-        Thread.sleep(forTimeInterval: 0.05)
         let second = try NetprobeProcess.run(["dashboards", "--targets", Self.fixture, "--out", out.path])
         XCTAssertEqual(second.status, 0, second.standardError)
         XCTAssertTrue(second.standardOutput.contains("already up to date"), second.standardOutput)

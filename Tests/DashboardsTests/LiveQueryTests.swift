@@ -126,9 +126,22 @@ final class LiveQueryTests: XCTestCase {
         process.standardError = process.standardOutput
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        try await Task.sleep(nanoseconds: 4_500_000_000)
+        // Four rounds of the first and the last target of each kind have arrived (the limit
+        // only keeps a broken run from hanging the suite).
+        func influxString(_ text: String) -> String {
+            "'" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
+        }
+        let watched = [("icmp", targets.ping.first?.host), ("icmp", targets.ping.last?.host), ("tcp", targets.tcp.first?.host), ("tcp", targets.tcp.last?.host)]
+        let fourRounds = try await TestEnvironment.eventually(within: 60) {
+            for case let (measurement, host?) in watched {
+                let rows = try await self.valueRows(server, "SELECT count(\"sent\") FROM \"\(measurement)\" WHERE \"target\" = \(influxString(host))")
+                if ((rows.first?.last as? NSNumber)?.intValue ?? 0) < 4 { return false }
+            }
+            return true
+        }
+        XCTAssertTrue(fourRounds, "four rounds of every watched target")
         kill(process.processIdentifier, SIGTERM)
-        let deadline = Date().addingTimeInterval(10)
+        let deadline = Date().addingTimeInterval(60)
         while process.isRunning && Date() < deadline { usleep(20_000) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()

@@ -60,8 +60,9 @@ enum Harness {
         return try finish(process, timeout: timeout)
     }
 
-    static func start(_ arguments: [String], input: String? = nil) throws -> RunningProcess {
+    static func start(_ arguments: [String], input: String? = nil, environment: [String: String] = [:]) throws -> RunningProcess {
         let process = Process()
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let executable = arguments[0].hasPrefix("/") ? arguments[0] : (which(arguments[0]) ?? arguments[0])
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = Array(arguments.dropFirst())
@@ -245,5 +246,18 @@ extension Harness {
             if parts.count == 2, let value = Int(parts[1]) { values[String(parts[0])] = value }
         }
         return values
+    }
+
+    /// Probing went on on schedule: the target's rounds since `after` leave no interval out
+    /// (spool order is FIFO, so what arrived is a gap-free run; a round may be late, never
+    /// skipped). Counts, not durations: n rounds span at most n + 1 intervals.
+    static func checkNoRoundMissing(_ server: InfluxDBTestServer, target: String, after: Date, intervalSeconds: Double = 1) async throws {
+        let times = try await rows(server, "SELECT result_code FROM icmp WHERE target = '\(target)' AND time > \(Int64(after.timeIntervalSince1970 * 1e9)) ORDER BY time")
+            .compactMap { ($0["time"] as? NSNumber)?.int64Value }
+        XCTAssertGreaterThanOrEqual(times.count, 3, "rounds of \(target) after \(after)")
+        guard let first = times.first, let last = times.last else { return }
+        let intervals = Double(last - first) / 1e9 / intervalSeconds
+        print("rounds of \(target): \(times.count) over \(String(format: "%.1f", intervals)) intervals")
+        XCTAssertGreaterThanOrEqual(Double(times.count), intervals - 1, "no round of \(target) skipped")
     }
 }

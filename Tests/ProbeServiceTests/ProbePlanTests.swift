@@ -41,6 +41,17 @@ final class ProbePlanTests: XCTestCase {
         XCTAssertTrue(update.added.isEmpty && update.removed.isEmpty)
     }
 
+    func testANameTheResolverDidNotAnswerKeepsItsAddressAndOneThatIsGoneDoesNot() {
+        var plan = ProbePlan([entry("prod", "db", "192.0.2.1"), entry("prod", "old", "192.0.2.2")])
+        var silent = entry("prod", "db", nil)
+        silent.target.resolutionFailureIsTemporary = true
+        let gone = entry("prod", "old", nil)
+        let update = plan.update(to: plan.keepingKnownAddresses([silent, gone]))
+        XCTAssertEqual(update.changed.map(\.index), [1], "only the name that does not exist any more changes")
+        XCTAssertNil(update.changed.first?.target.address)
+        XCTAssertEqual(plan.entries[0].target.address?.description, "192.0.2.1", "probed at its last address")
+    }
+
     func testTheSameHostInTwoEnvsAndOnTwoPortsIsFourTargets() {
         let targets = [entry("prod", "db", "192.0.2.1", port: 5432), entry("prod", "db", "192.0.2.1", port: 6432),
                        entry("staging", "db", "192.0.2.1", port: 5432), entry("staging", "db", "192.0.2.1", port: 6432)]

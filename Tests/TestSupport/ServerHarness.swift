@@ -122,7 +122,7 @@ public class TestServerProcess {
         process.standardInput = FileHandle.nullDevice
         try process.run()
         self.process = process
-        let ready = await TestEnvironment.eventually(within: 30) { await isReady() }
+        let ready = await TestEnvironment.eventually(within: 60) { await isReady() }
         guard ready, process.isRunning else {
             kill()
             let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
@@ -397,6 +397,51 @@ public final class StubHTTPServer: @unchecked Sendable {
         text += "\r\n" + reply.body
         let bytes = Array(text.utf8)
         _ = bytes.withUnsafeBytes { send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+}
+
+/// A server that accepts TCP connections on 127.0.0.1 and never answers (nor reads): a
+/// hung InfluxDB. `stop` closes every connection it holds.
+public final class HangingTCPServer: @unchecked Sendable {
+    public let port: Int
+    private let listener: Int32
+    private let lock = NSLock()
+    private var connections: [Int32] = []
+
+    public init(port: Int = TestEnvironment.freePort()) throws {
+        self.port = port
+        listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(listener, 64) == 0 else {
+            close(listener)
+            throw NSError(domain: "HangingTCPServer", code: Int(errno))
+        }
+        Thread { [self] in
+            while true {
+                let connection = accept(listener, nil, nil)
+                guard connection >= 0 else { return }
+                lock.withLock { connections.append(connection) }
+            }
+        }.start()
+    }
+
+    public var url: URL { URL(string: "http://127.0.0.1:\(port)")! }
+
+    /// Connections accepted so far.
+    public var accepted: Int { lock.withLock { connections.count } }
+
+    public func stop() {
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+        for connection in lock.withLock({ connections }) { close(connection) }
     }
 }
 
