@@ -50,8 +50,10 @@ let package = Package(
         .target(
             name: "ProbeConfig",
             dependencies: [
-                // The config decodes into the engine's own vocabulary (TCPProbeMode), not a twin of it.
+                // The config decodes into the engine's and the sink's own vocabulary
+                // (TCPProbeMode, AddressPreference, InfluxServer.API), not twins of them.
                 "ProbeEngine",
+                "InfluxSink",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
@@ -104,7 +106,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ProbeConfigTests",
-            dependencies: ["ProbeConfig"],
+            dependencies: ["ProbeConfig", "InfluxSink"],
             resources: [.copy("Fixtures")]
         ),
         .target(

@@ -3,11 +3,11 @@ import Foundation
 /// One server every point is written to (servers are replicas, not fail-overs).
 public struct InfluxServer: Sendable, CustomStringConvertible {
     /// How the server is written to and authenticated against.
-    public enum API: Sendable {
+    public enum API: Sendable, Equatable {
         /// InfluxDB 1.x (and InfluxDB 3, VictoriaMetrics): POST /write, Basic auth when a username is given.
-        case v1(database: String, retentionPolicy: String?, username: String?, password: String?)
+        case v1(database: String, retentionPolicy: String?, username: String?, password: Secret?)
         /// InfluxDB 2.x (and InfluxDB 3, VictoriaMetrics): POST /api/v2/write with `Authorization: Token`.
-        case v2(org: String, bucket: String, token: String)
+        case v2(org: String, bucket: String, token: Secret)
     }
 
     /// The name in logs and statistics, and (sanitized) the server's spool directory.

@@ -50,11 +50,11 @@ struct ServerWriter: Sendable {
         case .v1(let database, let retentionPolicy, let username, let password):
             path += "/write"
             query = [("db", database), ("rp", retentionPolicy), ("precision", "ns")]
-            authorization = username.map { "Basic " + Data("\($0):\(password ?? "")".utf8).base64EncodedString() }
+            authorization = username.map { "Basic " + Data("\($0):\(password?.value ?? "")".utf8).base64EncodedString() }
         case .v2(let org, let bucket, let token):
             path += "/api/v2/write"
             query = [("org", org), ("bucket", bucket), ("precision", "ns")]
-            authorization = "Token \(token)"
+            authorization = "Token \(token.value)"
         }
         components.percentEncodedPath = path
         // Encoded by hand: URLComponents leaves "+" alone, which the servers read as a space.

@@ -1,4 +1,5 @@
 import Foundation
+import InfluxSink
 import Yams
 
 /// The `influxdb:` list. Secrets come only from the environment or a private file, so a
@@ -67,7 +68,7 @@ struct InfluxServersReader {
         if url == nil { failed = true }
 
         let api = decideAPI(node, entries)
-        let settingsAPI: InfluxAPI?
+        let settingsAPI: InfluxServer.API?
         switch api {
         case "v1": settingsAPI = readV1(node, entries)
         case "v2": settingsAPI = readV2(node, entries)
@@ -128,7 +129,7 @@ struct InfluxServersReader {
         }
     }
 
-    private mutating func readV1(_ node: Node, _ entries: Entries) -> InfluxAPI? {
+    private mutating func readV1(_ node: Node, _ entries: Entries) -> InfluxServer.API? {
         var failed = false
         var database: String?
         if let databaseNode = entries["database"] {
@@ -157,7 +158,7 @@ struct InfluxServersReader {
         return .v1(database: database, retentionPolicy: retentionPolicy, username: username, password: password)
     }
 
-    private mutating func readV2(_ node: Node, _ entries: Entries) -> InfluxAPI? {
+    private mutating func readV2(_ node: Node, _ entries: Entries) -> InfluxServer.API? {
         var values: [String: String] = [:]
         for key in ["org", "bucket"] {
             if let valueNode = entries[key] {

@@ -1,3 +1,4 @@
+import InfluxSink
 import ProbeEngine
 
 /// How one kind of probe (ICMP echo or TCP handshake) is run, from the `icmp:` or `tcp:`
@@ -54,34 +55,6 @@ public struct ProbeSettings: Sendable, Equatable {
     public static let defaults = ProbeSettings()
 }
 
-/// A password or token. It prints as `<redacted>` everywhere (description, debug
-/// description, `dump`, string interpolation of anything that contains it) so it cannot
-/// leak into logs; only `value` gives it out, to the code that sends it.
-public struct Secret: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    /// The secret itself. Read it only to put it into a request.
-    public let value: String
-
-    /// - Parameter value: the secret.
-    public init(_ value: String) {
-        self.value = value
-    }
-
-    /// Always `<redacted>`.
-    public var description: String { "<redacted>" }
-    /// Always `<redacted>`.
-    public var debugDescription: String { "<redacted>" }
-    /// No children, so `dump` and mirrors show nothing but `<redacted>`.
-    public var customMirror: Mirror { Mirror(self, children: [], displayStyle: nil) }
-}
-
-/// How to talk to one InfluxDB server, decided by the keys present (or `api:`).
-public enum InfluxAPI: Sendable, Equatable {
-    /// InfluxDB 1.x `/write?db=...`; username and password only when the server wants auth.
-    case v1(database: String, retentionPolicy: String?, username: String?, password: Secret?)
-    /// InfluxDB 2.x/3.x `/api/v2/write?org=...&bucket=...` with `Authorization: Token ...`.
-    case v2(org: String, bucket: String, token: Secret)
-}
-
 /// One InfluxDB server from the `influxdb:` list.
 public struct InfluxServerSettings: Sendable, Equatable {
     /// Distinct name of the server (`name`, default host[:port] of the URL): used in logs
@@ -90,7 +63,7 @@ public struct InfluxServerSettings: Sendable, Equatable {
     /// Base URL, e.g. `https://influx.example.com:8086` (no `/write` path).
     public var url: String
     /// API version and its settings.
-    public var api: InfluxAPI
+    public var api: InfluxServer.API
     /// PEM file of the CA that signed the server's certificate (https only), path resolved
     /// against the config file's directory.
     public var caFile: String?
@@ -103,7 +76,7 @@ public struct InfluxServerSettings: Sendable, Equatable {
     ///   - api: API version and its settings.
     ///   - caFile: CA certificate file for https.
     ///   - gzip: whether to gzip request bodies.
-    public init(name: String, url: String, api: InfluxAPI, caFile: String? = nil, gzip: Bool = true) {
+    public init(name: String, url: String, api: InfluxServer.API, caFile: String? = nil, gzip: Bool = true) {
         self.name = name
         self.url = url
         self.api = api

@@ -225,13 +225,7 @@ public final class ProbeService: Sendable {
             guard let url = URL(string: settings.url) else {
                 throw InfluxSinkError.invalidConfiguration("\(configuration.file): influxdb url '\(settings.url)' is not a URL")
             }
-            let api: InfluxServer.API = switch settings.api {
-            case .v1(let database, let retentionPolicy, let username, let password):
-                .v1(database: database, retentionPolicy: retentionPolicy, username: username, password: password?.value)
-            case .v2(let org, let bucket, let token):
-                .v2(org: org, bucket: bucket, token: token.value)
-            }
-            return InfluxServer(name: settings.name, url: url, api: api, caFile: settings.caFile, gzip: settings.gzip)
+            return InfluxServer(name: settings.name, url: url, api: settings.api, caFile: settings.caFile, gzip: settings.gzip)
         }
         return try InfluxSink(servers: servers, spoolDirectory: configuration.spoolDirectory, spoolLimitBytes: configuration.spoolMaximumBytes,
                               batchSize: configuration.batchSize, flushIntervalNanoseconds: configuration.flushIntervalNanoseconds, logger: logger)

@@ -16,7 +16,7 @@ func sequencePoint(_ index: Int, measurement: String = "seq") -> InfluxPoint {
                 timestampNanoseconds: 1_700_000_000_000_000_000 + Int64(index) * 1000)
 }
 
-func v1(_ name: String, _ url: URL, database: String = "probes", username: String? = nil, password: String? = nil, gzip: Bool = false) -> InfluxServer {
+func v1(_ name: String, _ url: URL, database: String = "probes", username: String? = nil, password: Secret? = nil, gzip: Bool = false) -> InfluxServer {
     InfluxServer(name: name, url: url, api: .v1(database: database, retentionPolicy: nil, username: username, password: password), gzip: gzip)
 }
 
@@ -145,8 +145,8 @@ final class DeliveryTests: XCTestCase {
     func testBasicAuthWorksAndAWrongPasswordIsAPermanentErrorNotARetryLoop() async throws {
         let server = try await InfluxDBTestServer.start(authEnabled: true)
         try await server.createDatabase("probes")
-        let sink = try makeSink([v1("good", server.url, username: "admin", password: "admin-secret", gzip: true),
-                                 v1("bad", server.url, username: "admin", password: "wrong")])
+        let sink = try makeSink([v1("good", server.url, username: "admin", password: Secret("admin-secret"), gzip: true),
+                                 v1("bad", server.url, username: "admin", password: Secret("wrong"))])
         try sink.write((0..<20).map { sequencePoint($0) })
         let settled = await TestEnvironment.eventually(within: 60) {
             statistics(sink, "good").written == 20 && statistics(sink, "bad").permanentErrors == 20
@@ -198,7 +198,7 @@ final class DeliveryTests: XCTestCase {
 
     func testV2APIWritesToVictoriaMetrics() async throws {
         let victoria = try await VictoriaMetricsTestServer.start()
-        let sink = try makeSink([InfluxServer(name: "vm", url: victoria.url, api: .v2(org: "netprobe", bucket: "probes", token: "secret-token"), gzip: true)])
+        let sink = try makeSink([InfluxServer(name: "vm", url: victoria.url, api: .v2(org: "netprobe", bucket: "probes", token: Secret("secret-token")), gzip: true)])
         let base: Int64 = 1_700_000_000_000_000_000
         try sink.write((0..<40).map { index in
             InfluxPoint(measurement: "probe", tags: ["target": "host \(index % 2)", "kind": "icmp"],
@@ -235,7 +235,7 @@ final class DeliveryTests: XCTestCase {
             }
         }
         defer { stub.stop() }
-        let sink = try makeSink([InfluxServer(name: "v2", url: stub.url.appendingPathComponent("prefix"), api: .v2(org: "my org+", bucket: "b/1", token: "T0K"), gzip: true)])
+        let sink = try makeSink([InfluxServer(name: "v2", url: stub.url.appendingPathComponent("prefix"), api: .v2(org: "my org+", bucket: "b/1", token: Secret("T0K")), gzip: true)])
         try sink.write((0..<5).map { sequencePoint($0) })
         let done = await TestEnvironment.eventually(within: 60) { statistics(sink, "v2").written == 5 }
         await sink.shutdown(deadlineSeconds: 2)
@@ -262,7 +262,7 @@ final class DeliveryTests: XCTestCase {
             refusing.stop()
         }
         let policy = DeliveryPolicy(initialBackoffSeconds: 0.2, maximumBackoffSeconds: 1, requestTimeoutSeconds: 2)
-        let sink = try makeSink([v1("failing", failing.url, username: "u", password: "p"), v1("refusing", refusing.url)], policy: policy)
+        let sink = try makeSink([v1("failing", failing.url, username: "u", password: Secret("p")), v1("refusing", refusing.url)], policy: policy)
         try sink.write((0..<3).map { sequencePoint($0) })
         let done = await TestEnvironment.eventually(within: 60) {
             statistics(sink, "failing").written == 3 && statistics(sink, "refusing").permanentErrors == 3

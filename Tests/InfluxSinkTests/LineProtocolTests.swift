@@ -65,8 +65,8 @@ final class LineProtocolTests: XCTestCase {
     }
 
     func testServerDescriptionRedactsSecrets() {
-        let v1 = InfluxServer(name: "a", url: URL(string: "http://user:pw@127.0.0.1:8086")!, api: .v1(database: "d", retentionPolicy: nil, username: "u", password: "hunter2"))
-        let v2 = InfluxServer(name: "b", url: URL(string: "http://127.0.0.1:8086")!, api: .v2(org: "o", bucket: "b", token: "tok-secret"))
+        let v1 = InfluxServer(name: "a", url: URL(string: "http://user:pw@127.0.0.1:8086")!, api: .v1(database: "d", retentionPolicy: nil, username: "u", password: Secret("hunter2")))
+        let v2 = InfluxServer(name: "b", url: URL(string: "http://127.0.0.1:8086")!, api: .v2(org: "o", bucket: "b", token: Secret("tok-secret")))
         for text in [v1.description, v2.description, "\(v1.api)", "\(v2.api)", String(describing: v1)] {
             XCTAssertFalse(text.contains("hunter2") || text.contains("tok-secret") || text.contains("pw@"), text)
         }

@@ -1,4 +1,5 @@
 import Foundation
+import InfluxSink
 import XCTest
 @testable import ProbeConfig
 
