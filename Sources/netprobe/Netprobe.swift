@@ -38,7 +38,7 @@ struct Netprobe: AsyncParsableCommand {
     /// default is 64, which fping-style scripts would not expect).
     static func main() async {
         do {
-            var command = try parseAsRoot(splittingAttachedValues(Array(CommandLine.arguments.dropFirst())))
+            var command = try LongTargetLists.parse(splittingAttachedValues(Array(CommandLine.arguments.dropFirst())))
             if let privileged = command as? any PrivilegedCommand {
                 // Still on the main thread with no other thread started: capabilities are
                 // per thread, so dropping them here leaves no thread holding one. What was
