@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# The daemon's cost: `netprobe run` probing loopback targets once a second each and
+# writing every round to a real influxd, side by side in one run with `fping -l` (and
+# prometheus-smokeping-prober where installed) over the same targets at the same rate.
+#
+#   sudo Tests/Benchmarks/daemon.sh [--targets "1000 10000"] [--seconds 15] [--profile]
+#
+# --profile records netprobe's measured window with perf and prints where its CPU goes.
+#
+# CPU is read from /proc/PID/stat over the measured window (after a 3 s warm-up), peak
+# RSS from VmHWM; the points that reached InfluxDB in the window are counted.
+#
+# Safety: every probe goes to 127.0.0.0/8 (the kernel answers); nothing leaves the machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+
+sizes="1000 10000"
+seconds=15
+warmup=3
+profile=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --profile) profile=true; shift ;;
+    --targets) sizes="$2"; shift 2 ;;
+    --seconds) seconds="$2"; shift 2 ;;
+    *) echo "usage: $0 [--targets \"1000 10000\"] [--seconds N]" >&2; exit 3 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "daemon benchmark: run as root (raw sockets for every tool)" >&2; exit 4; }
+
+need=()
+for pair in fping:fping influxd:influxdb curl:curl python3:python3 curl-config:libcurl4-openssl-dev; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "daemon benchmark: installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+smokeping=$(command -v prometheus-smokeping-prober || command -v smokeping_prober || true)
+
+echo "daemon benchmark: building the release binary as deployed (static Swift runtime)"
+scratch="$root/.build-bench"
+swift build -c release --static-swift-stdlib --scratch-path "$scratch" --product netprobe >/dev/null
+netprobe="$(swift build -c release --static-swift-stdlib --scratch-path "$scratch" --show-bin-path)/netprobe"
+
+work=$(mktemp -d /tmp/netprobe-daemon.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# influxd on a free loopback port, its data in $work, quiet.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$work/influxdb.conf" <<EOF
+reporting-disabled = true
+bind-address = "127.0.0.1:$((port + 1))"
+[meta]
+  dir = "$work/influx/meta"
+[data]
+  dir = "$work/influx/data"
+  wal-dir = "$work/influx/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$port"
+  log-enabled = false
+[logging]
+  level = "error"
+EOF
+influxd -config "$work/influxdb.conf" >"$work/influxd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done
+influx_query() { curl -sf -G "http://127.0.0.1:$port/query" --data-urlencode "db=netprobe" --data-urlencode "q=$1"; }
+curl -sf -XPOST "http://127.0.0.1:$port/query" --data-urlencode "q=CREATE DATABASE netprobe" >/dev/null
+
+ticks=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+peak_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# Measures PID over the window: "cpu_percent peak_mb".
+measure() {
+  local pid=$1
+  sleep "$warmup"
+  local before; before=$(cpu_ticks "$pid")
+  sleep "$seconds"
+  local after; after=$(cpu_ticks "$pid")
+  python3 -c "print(f'{($after - $before) / $ticks / $seconds * 100:.1f} {$(peak_kb "$pid") / 1024:.1f}')"
+}
+
+results="$work/results"
+: >"$results"
+for n in $sizes; do
+  python3 -c "
+for i in range($n): print('127.%d.%d.%d' % (1 + i // 62500, (i // 250) % 250, i % 250 + 1))" >"$work/targets-$n"
+  { echo "bench:"; sed 's/^/  - /' "$work/targets-$n"; } >"$work/ping-$n.yaml"
+  cat >"$work/netprobe-$n.yaml" <<EOF
+probe: bench
+targets: {ping: ping-$n.yaml, tcp: null}
+icmp: {interval: 1s, count: 1, spacing: 1s, timeout: 500ms}
+spool: {directory: spool-$n, max_size: 256MB}
+influxdb:
+  - url: http://127.0.0.1:$port
+    database: netprobe
+EOF
+
+  echo "daemon benchmark: $n targets: netprobe run"
+  start_ns=$(date +%s%N)
+  "$netprobe" run --config "$work/netprobe-$n.yaml" >"$work/netprobe-$n.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  if $profile; then
+    (sleep "$warmup"; perf record -q -g -o "$work/perf-$n.data" -p "$pid" -- sleep "$seconds" >/dev/null 2>&1) &
+  fi
+  read -r cpu rss < <(measure "$pid")
+  window_end=$(date +%s%N)
+  if $profile; then
+    wait %% 2>/dev/null || sleep 1
+    echo "daemon benchmark: where netprobe run's CPU goes at $n targets (perf, self time by symbol):"
+    perf report -q -i "$work/perf-$n.data" --no-children --sort sym 2>/dev/null | grep -v '^$' | head -30 | cut -c1-160
+  fi
+  kill -TERM "$pid"; wait "$pid" || true
+  # Rounds that started in the measured window, as InfluxDB has them.
+  sleep 1
+  window_start=$((start_ns + warmup * 1000000000))
+  points=$(influx_query "SELECT count(sent) FROM icmp WHERE probe = 'bench' AND time >= ${window_start} AND time < ${window_end}" \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin)["results"][0]; print(r["series"][0]["values"][0][1] if "series" in r else 0)')
+  echo "netprobe-run $n $cpu $rss $points" >>"$results"
+  influx_query "DROP SERIES FROM icmp" >/dev/null || true
+
+  echo "daemon benchmark: $n targets: fping -l"
+  interval_ms=$(python3 -c "print(max(0.1, 1000 / $n))")
+  fping -l -q -p 1000 -i "$interval_ms" -t 500 -f "$work/targets-$n" >/dev/null 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  read -r cpu rss < <(measure "$pid")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "fping-l $n $cpu $rss -" >>"$results"
+
+  if [ -n "$smokeping" ] && [ "$n" -le 1000 ]; then
+    echo "daemon benchmark: $n targets: prometheus-smokeping-prober"
+    sport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$smokeping" --privileged --ping.interval=1s --web.listen-address="127.0.0.1:$sport" $(cat "$work/targets-$n") >/dev/null 2>&1 &
+    pid=$!
+    pids+=("$pid")
+    read -r cpu rss < <(measure "$pid")
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    echo "smokeping-prober $n $cpu $rss -" >>"$results"
+  fi
+done
+
+python3 - "$results" "$seconds" <<'EOF'
+import sys
+rows = [line.split() for line in open(sys.argv[1])]
+seconds = int(sys.argv[2])
+print()
+print("| targets | program | CPU (% of a core) | peak RSS MB | points in InfluxDB | CPU vs fping -l |")
+print("| ---: | --- | ---: | ---: | ---: | ---: |")
+for n in sorted({int(r[1]) for r in rows}):
+    fping = next((float(r[2]) for r in rows if r[0] == "fping-l" and int(r[1]) == n), None)
+    for name, count, cpu, rss, points in (r for r in rows if int(r[1]) == n):
+        ratio = f"{float(cpu) / fping:.2f}x" if fping else "-"
+        shown = f"{points} of {n * seconds}" if points != "-" else "-"
+        print(f"| {n} | {name} | {cpu} | {rss} | {shown} | {ratio} |")
+EOF
