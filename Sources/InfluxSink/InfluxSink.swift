@@ -56,8 +56,10 @@ public final class InfluxSink: Sendable {
         for sender in senders { sender.abandon() }
     }
 
-    /// Appends the points to every server's spool (durable, fsync per call) and returns;
-    /// never blocks on the network. Points that cannot be encoded (no writable field) are
+    /// Hands the points to every server's spool and returns; never blocks on the network.
+    /// They are on disk (one write and one fsync for all points of a server's group
+    /// commit) within `ServerSender.commitInterval` (100 ms), or at once when a batch's worth
+    /// waits: a crash loses at most that window. Points that cannot be encoded (no writable field) are
     /// counted as dropped. While a spool cannot write (full disk), its server's points wait
     /// in memory, within `memoryLimitBytes`; the statistics count every point either way.
     /// - Throws: `InfluxSinkError.shutDown` after `shutdown`.

@@ -62,13 +62,23 @@ final class ServerSender: Sendable {
         var task: Task<Void, Never>?
     }
 
-    /// Points the spool refused, oldest first.
+    /// Points on their way to the spool, oldest first: those of the last `commitInterval`
+    /// (group commit: one write and one fsync for all of them), or, while the spool cannot
+    /// write, everything it refused.
     private struct MemoryQueue {
         var lines = Deque<String>()
         var bytes = 0
+        /// Lines taken out for the spool write under way (still counted as spooled).
+        var inCommit = 0
         /// No disk attempt before this (a failing disk is not hammered every round).
         var nextDiskAttempt = ContinuousClock.now
+        /// The last spool write failed.
+        var diskFailing = false
     }
+
+    /// How long an accepted point may wait in memory before it is on disk: the durability
+    /// window (a crash loses at most this much), and the price of one fsync for many points.
+    static let commitInterval: Duration = .milliseconds(100)
 
     let server: InfluxServer
     let spool: Spool
@@ -82,6 +92,9 @@ final class ServerSender: Sendable {
     private let control = Mutex(Control())
     private let memory = Mutex(MemoryQueue())
     private let memoryLimitBytes: Int
+    /// One spool write at a time, so lines reach the disk in the order they came.
+    private let committing = Mutex(())
+    private let committer = Mutex<Task<Void, Never>?>(nil)
 
     init(server: InfluxServer, spool: Spool, batchSize: Int, flushInterval: Duration, policy: DeliveryPolicy, memoryLimitBytes: Int,
          logger: Logger) throws {
@@ -102,57 +115,95 @@ final class ServerSender: Sendable {
         control.withLock { control in
             control.task = Task { [self] in await run() }
         }
+        committer.withLock { committer in
+            committer = Task { [self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: Self.commitInterval)
+                    commit(force: false)
+                }
+            }
+        }
     }
 
-    /// Spools lines for this server (or, while the spool cannot write, queues them in
-    /// memory) and wakes its sender. Never fails: what cannot be kept is counted as dropped.
+    /// Queues lines for this server's spool; they are on disk within `commitInterval`, or
+    /// at once when a batch's worth waits. Never blocks on the disk in the common case and
+    /// never fails: what cannot be kept within the memory limit is counted as dropped.
     /// - Parameter produced: the points these lines came from, unencodable ones included.
     func append(_ lines: [String], produced: Int) {
         counters.withLock {
             $0.produced += produced
             $0.dropped += produced - lines.count
         }
-        memory.withLock { memory in
+        let full = memory.withLock { memory -> Bool in
             memory.lines.append(contentsOf: lines)
             memory.bytes += lines.reduce(0) { $0 + $1.utf8.count + 1 }
-            moveToSpool(&memory, force: memory.lines.count == lines.count)
-            var dropped = 0
-            while memory.bytes > memoryLimitBytes, let oldest = memory.lines.popFirst() {
-                memory.bytes -= oldest.utf8.count + 1
-                dropped += 1
-            }
-            if dropped > 0 { counters.withLock { $0.dropped += dropped } }
+            return memory.lines.count >= batchSize || memory.bytes > memoryLimitBytes
         }
-        wakeUp.signal()
+        guard full else { return }
+        // The disk first: only what it refuses is dropped beyond the limit.
+        commit(force: false)
+        memory.withLock { dropOverLimit(&$0) }
     }
 
-    /// Tries to write the memory queue to the spool (on every call when `force`, else at
-    /// most once per `diskRetrySeconds`); the queue is empty afterwards unless the spool failed.
-    private func moveToSpool(_ memory: inout MemoryQueue, force: Bool) {
-        guard !memory.lines.isEmpty, force || ContinuousClock.now >= memory.nextDiskAttempt else { return }
-        do {
-            let dropped = try spool.append(Array(memory.lines))
-            let recovered = memory.lines.count
-            let wasQueued = !force
-            memory.lines.removeAll()
-            memory.bytes = 0
-            counters.withLock { $0.dropped += dropped }
-            if wasQueued {
-                logger.notice("the spool of InfluxDB server \(server.name) takes writes again: \(recovered) points moved from memory to disk")
+    /// Drops the oldest queued lines beyond the memory limit, counted.
+    private func dropOverLimit(_ memory: inout MemoryQueue) {
+        var dropped = 0
+        while memory.bytes > memoryLimitBytes, let oldest = memory.lines.popFirst() {
+            memory.bytes -= oldest.utf8.count + 1
+            dropped += 1
+        }
+        if dropped > 0 { counters.withLock { $0.dropped += dropped } }
+    }
+
+    /// Writes what waits in memory to the spool, one write and one fsync for all of it, and
+    /// wakes the sender. While the spool refuses writes, at most once per
+    /// `diskRetrySeconds` (unless `force`); refused lines go back to the front of the queue.
+    private func commit(force: Bool) {
+        committing.withLock { _ in
+            let taken = memory.withLock { memory -> [String]? in
+                guard !memory.lines.isEmpty, force || ContinuousClock.now >= memory.nextDiskAttempt else { return nil }
+                let lines = Array(memory.lines)
+                memory.lines.removeAll()
+                memory.bytes = 0
+                memory.inCommit = lines.count
+                return lines
             }
-        } catch {
-            memory.nextDiskAttempt = .now + .milliseconds(Int64(policy.diskRetrySeconds * 1000))
-            counters.withLock { $0.spoolErrors += 1 }
-            logger.error("cannot spool points for InfluxDB server \(server.name), keeping the newest in memory (at most \(memoryLimitBytes) bytes) and retrying: \(error)",
-                         metadata: ["pointsInMemory": "\(memory.lines.count)"])
+            guard let lines = taken else { return }
+            do {
+                let dropped = try spool.append(lines)
+                let recovered = memory.withLock { memory -> Bool in
+                    memory.inCommit = 0
+                    defer { memory.diskFailing = false }
+                    return memory.diskFailing
+                }
+                counters.withLock { $0.dropped += dropped }
+                if recovered {
+                    logger.notice("the spool of InfluxDB server \(server.name) takes writes again: \(lines.count) points moved from memory to disk")
+                }
+                wakeUp.signal()
+            } catch {
+                let waiting = memory.withLock { memory -> Int in
+                    memory.inCommit = 0
+                    memory.lines.prepend(contentsOf: lines)
+                    memory.bytes += lines.reduce(0) { $0 + $1.utf8.count + 1 }
+                    memory.nextDiskAttempt = .now + .milliseconds(Int64(policy.diskRetrySeconds * 1000))
+                    memory.diskFailing = true
+                    dropOverLimit(&memory)
+                    return memory.lines.count
+                }
+                counters.withLock { $0.spoolErrors += 1 }
+                logger.error("cannot spool points for InfluxDB server \(server.name), keeping the newest in memory (at most \(memoryLimitBytes) bytes) and retrying: \(error)",
+                             metadata: ["pointsInMemory": "\(waiting)"])
+            }
         }
     }
 
     /// Points still in the memory queue when the process stops: a last try at the disk,
     /// then what is left is counted as dropped (memory does not survive the exit).
     private func spoolOrDropMemory() {
+        committer.withLock { $0?.cancel() }
+        commit(force: true)
         memory.withLock { memory in
-            moveToSpool(&memory, force: true)
             guard !memory.lines.isEmpty else { return }
             let lost = memory.lines.count
             memory.lines.removeAll()
@@ -167,8 +218,8 @@ final class ServerSender: Sendable {
     var statistics: ServerStatistics {
         memory.withLock { memory in
             var statistics = counters.withLock { $0 }
-            statistics.buffered = memory.lines.count
-            statistics.spooled = spool.spooledPoints + memory.lines.count
+            statistics.buffered = memory.lines.count + memory.inCommit
+            statistics.spooled = spool.spooledPoints + memory.lines.count + memory.inCommit
             return statistics
         }
     }
@@ -186,6 +237,7 @@ final class ServerSender: Sendable {
 
     /// Stops without waiting (the sink was dropped without shutdown).
     func abandon() {
+        committer.withLock { $0?.cancel() }
         control.withLock { $0.stopDeadline = .now }
         wakeUp.signal()
     }
@@ -199,18 +251,15 @@ final class ServerSender: Sendable {
             let deadline = stopDeadline
             if let deadline, ContinuousClock.now >= deadline { return }
             if batch == nil {
-                // Points waiting in memory for the disk also wait for new rounds to retry it.
-                let waitingInMemory = memory.withLock { memory -> Bool in
-                    moveToSpool(&memory, force: false)
-                    return !memory.lines.isEmpty
-                }
+                // At a stop, what waits in memory goes to the spool first, to be sent too.
+                if deadline != nil { commit(force: false) }
                 let unsent = spool.unsent
                 if deadline != nil && unsent.points == 0 { return }
                 let flushAt = unsent.oldestSince.map { $0 + flushInterval }
                 let due = unsent.points >= batchSize || deadline != nil || (flushAt.map { $0 <= .now } ?? false)
                 guard due else {
                     let idle = flushAt.map { $0 - .now } ?? .seconds(3600)
-                    await wakeUp.wait(for: waitingInMemory ? min(idle, .seconds(1)) : idle)
+                    await wakeUp.wait(for: idle)
                     continue
                 }
                 do {

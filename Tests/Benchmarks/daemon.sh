@@ -120,7 +120,8 @@ EOF
   if $profile; then
     wait %% 2>/dev/null || sleep 1
     echo "daemon benchmark: where netprobe run's CPU goes at $n targets (perf, self time by symbol):"
-    perf report -q -i "$work/perf-$n.data" --no-children --sort sym 2>/dev/null | grep -v '^$' | head -30 | cut -c1-160
+    perf report -q -i "$work/perf-$n.data" --no-children --sort sym -g none >"$work/perf-$n.txt" 2>/dev/null || true
+    grep -v '^$' "$work/perf-$n.txt" | head -30 | cut -c1-160 || true
   fi
   kill -TERM "$pid"; wait "$pid" || true
   # Rounds that started in the measured window, as InfluxDB has them.

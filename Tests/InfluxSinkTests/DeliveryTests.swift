@@ -289,6 +289,9 @@ final class DeliveryTests: XCTestCase {
         for start in stride(from: 0, to: 200, by: 20) {
             try sink.write((start..<start + 20).map { sequencePoint($0) })
         }
+        // Group commit: the points reach the spool (and its limit) within the commit interval.
+        let committed = await TestEnvironment.eventually(within: 10) { statistics(sink, "late").buffered == 0 }
+        XCTAssertTrue(committed)
         let full = statistics(sink, "late")
         XCTAssertGreaterThan(full.dropped, 0)
         XCTAssertLessThanOrEqual(full.spooled * lineBytes, 2000)
