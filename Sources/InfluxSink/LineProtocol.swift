@@ -67,12 +67,24 @@ public enum LineProtocol {
         var line = ""
         line.reserveCapacity(64 + 16 * (point.tags.count + point.fields.count))
         appendEscaped(measurement, escaping: measurementSpecials, to: &line)
-        var tags: [String: String] = [:]
-        for (key, value) in point.tags {
-            let key = identifier(key)
-            let value = identifier(value)
-            guard !key.isEmpty, !value.isEmpty, key != "time" else { continue }
-            tags[key] = value
+        var tags: [(key: String, value: String)] = []
+        tags.reserveCapacity(point.tags.count)
+        if point.tags.keys.allSatisfy(isPlain) {
+            // Plain keys stay as they are, so they stay distinct: no dictionary needed.
+            for (key, value) in point.tags {
+                let value = identifier(value)
+                guard !key.isEmpty, !value.isEmpty, key != "time" else { continue }
+                tags.append((key, value))
+            }
+        } else {
+            var cleaned: [String: String] = [:]
+            for (key, value) in point.tags {
+                let key = identifier(key)
+                let value = identifier(value)
+                guard !key.isEmpty, !value.isEmpty, key != "time" else { continue }
+                cleaned[key] = value
+            }
+            tags = cleaned.map { ($0.key, $0.value) }
         }
         // Byte order, as the server sorts them (Swift's String order is not byte order).
         for (key, value) in tags.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) {
@@ -81,10 +93,11 @@ public enum LineProtocol {
             line.append("=")
             appendEscaped(value, escaping: keySpecials, to: &line)
         }
-        var lastIndexOfKey: [String: Int] = [:]
-        for (index, field) in point.fields.enumerated() { lastIndexOfKey[field.key] = index }
         var separator = " "
-        for (index, field) in point.fields.enumerated() where lastIndexOfKey[field.key] == index {
+        // The last of fields with the same key wins (a point has a dozen: a scan is cheaper
+        // than hashing them).
+        let fields = point.fields
+        for (index, field) in fields.enumerated() where !fields[(index + 1)...].contains(where: { $0.key == field.key }) {
             let key = identifier(field.key)
             guard !key.isEmpty, key != "time" else { continue }
             let text: String
@@ -121,7 +134,20 @@ public enum LineProtocol {
     /// Newlines to spaces; backslashes removed at the end and right before `,`, `=`,
     /// space or `"`: 1.x's line splitter takes every backslash as escaping the next byte,
     /// so no spelling of such a backslash survives all of its parsers.
+    /// Bytes that never need escaping or cleaning anywhere in a line: printable ASCII but
+    /// the separators, the quote and the backslash.
+    private static let plainBytes: [Bool] = (0..<256).map { byte in
+        byte > 0x20 && byte < 0x7f && ![UInt8(ascii: ","), UInt8(ascii: "="), UInt8(ascii: "\""), UInt8(ascii: "\\")].contains(UInt8(byte))
+    }
+
+    /// The fast path: names and values made of plain ASCII (almost all of them) are
+    /// written as they are, without looking at Unicode scalars.
+    static func isPlain(_ text: String) -> Bool {
+        text.utf8.allSatisfy { plainBytes[Int($0)] }
+    }
+
     static func identifier(_ text: String) -> String {
+        if isPlain(text) { return text }
         // Backwards, so that a whole run of backslashes before such a character goes;
         // the end of the text counts as such a character.
         var kept: [Unicode.Scalar] = []
@@ -142,6 +168,10 @@ public enum LineProtocol {
     }
 
     private static func appendEscaped(_ text: String, escaping specials: Set<Unicode.Scalar>, to line: inout String) {
+        if isPlain(text) {
+            line.append(text)
+            return
+        }
         for scalar in text.unicodeScalars {
             if specials.contains(scalar) { line.unicodeScalars.append("\\") }
             line.unicodeScalars.append(scalar)
@@ -149,6 +179,7 @@ public enum LineProtocol {
     }
 
     private static func quoted(_ text: String) -> String {
+        if isPlain(text) { return "\"" + text + "\"" }
         var result = "\""
         for scalar in withoutNewlines(text) {
             if scalar == "\"" || scalar == "\\" { result.unicodeScalars.append("\\") }
