@@ -172,7 +172,7 @@ public final class ProbeService: Sendable {
                 if let prober = icmpProber, var run = icmpRun {
                     if run.needsRestart(for: reloaded.icmp, targetCount: ping.count) {
                         await run.stop(prober)
-                        run = KindRun.start(icmp: prober, plan: ProbePlan(ping), settings: reloaded.icmp, writer: writer)
+                        run = KindRun.start(icmp: prober, plan: ProbePlan(run.plan.keepingKnownAddresses(ping)), settings: reloaded.icmp, writer: writer)
                     } else {
                         run.apply(ping, prober: prober)
                     }
@@ -180,7 +180,7 @@ public final class ProbeService: Sendable {
                 }
                 if tcpRun.needsRestart(for: reloaded.tcp, targetCount: tcp.count) {
                     await tcpRun.stop(tcpProber)
-                    tcpRun = KindRun.start(tcp: tcpProber, plan: ProbePlan(tcp), settings: reloaded.tcp, writer: writer, logger: logger)
+                    tcpRun = KindRun.start(tcp: tcpProber, plan: ProbePlan(tcpRun.plan.keepingKnownAddresses(tcp)), settings: reloaded.tcp, writer: writer, logger: logger)
                 } else {
                     tcpRun.apply(tcp, prober: tcpProber)
                 }
