@@ -353,7 +353,8 @@ private func controller(control: ControlChannel, configuration: NetprobeConfigur
                 let reloaded = try ConfigurationLoader.load(path: configuration.file)
                 let newPing = await resolve(reloaded.pingTargets.map(\.host), family: reloaded.icmp.family)
                 let newTCP = await resolveTCP(reloaded.tcpTargets, family: reloaded.tcp.family)
-                return .reload(reloaded, ping: newPing, tcp: newTCP)
+                return .reload(reloaded, ping: keepingLastAddresses(newPing, previous: ping, logger: logger),
+                               tcp: keepingLastAddresses(newTCP, previous: tcp, logger: logger))
             } catch {
                 logger.error("SIGHUP: the new config is invalid; keeping the old one", metadata: ["errors": "\(error.description)"])
             }
@@ -366,13 +367,19 @@ private func controller(control: ControlChannel, configuration: NetprobeConfigur
 /// not answer) keeps its last address: a dead resolver must not stop the probing of targets
 /// that were resolved. Failures are counted and logged (rate-limited: one cause).
 func keepingLastAddresses(_ resolved: [ProbeTarget], previous: [ProbeTarget], logger: Logger) -> [ProbeTarget] {
+    var lastAddresses: [String: IPAddress] = [:]
+    for target in previous { lastAddresses[target.name] = target.address ?? lastAddresses[target.name] }
     var failures = 0
-    let result = zip(resolved, previous).map { new, old -> ProbeTarget in
+    let result = resolved.map { new -> ProbeTarget in
         guard new.address == nil, let error = new.resolutionError else { return new }
         failures += 1
-        if new.resolutionFailureIsTemporary, let address = old.address {
+        if new.resolutionFailureIsTemporary, let address = lastAddresses[new.name] {
             logger.warning("cannot resolve \(new.name) (\(error)): probing its last address \(address)")
-            return old
+            var kept = new
+            kept.address = address
+            kept.resolutionError = nil
+            kept.resolutionFailureIsTemporary = false
+            return kept
         }
         logger.warning("cannot resolve \(new.name) (\(error)): its rounds report unresolved")
         return new
