@@ -118,7 +118,7 @@ final class Spool: Sendable {
         if backlog.0 > 0 {
             logger.info("replaying spool of InfluxDB server \(serverName)", metadata: ["points": "\(backlog.0)", "bytes": "\(backlog.1)", "directory": "\(directory)"])
         }
-        _ = try enforceLimit()
+        _ = enforceLimit()
     }
 
     deinit {
@@ -170,7 +170,7 @@ final class Spool: Sendable {
             state.unsentPoints += lines.count
             state.unsentBytes += Int64(buffer.count)
         }
-        return try enforceLimit()
+        return enforceLimit()
     }
 
     /// Takes up to `maximumPoints` of the oldest unsent lines for one request. Only one
@@ -220,16 +220,31 @@ final class Spool: Sendable {
     // MARK: - Internals (called with the lock held)
 
     /// Drops the oldest unsent points while the spool is over its limit.
-    private func enforceLimit() throws -> Int {
-        let dropped = try state.withLock { state -> Int in
+    /// Never throws: the lines appended before it are on disk already, and a caller that
+    /// saw an error would keep them a second time. A cursor that cannot be saved now is
+    /// saved with the next acknowledgement.
+    private func enforceLimit() -> Int {
+        let dropped = state.withLock { state -> Int in
             let total = state.unsentBytes + (state.inFlight?.bytes ?? 0)
             guard total > limitBytes, state.unsentPoints > 0 else { return 0 }
-            let scanned = try scan(&state, from: state.readCursor, maximumLines: .max, maximumBytes: total - limitBytes, collect: false)
+            let scanned: (lines: [String], count: Int, bytes: Int64, end: SpoolPosition)
+            do {
+                scanned = try scan(&state, from: state.readCursor, maximumLines: .max, maximumBytes: total - limitBytes, collect: false)
+            } catch {
+                logger.error("spool of InfluxDB server \(serverName) is over its limit but cannot be read to drop the oldest points: \(error)")
+                return 0
+            }
             state.readCursor = scanned.end
             state.unsentPoints -= scanned.count
             state.unsentBytes -= scanned.bytes
             if state.unsentPoints == 0 { state.oldestUnsentSince = nil }
-            if state.inFlight == nil { try advanceDurableCursor(&state) }
+            if state.inFlight == nil {
+                do {
+                    try advanceDurableCursor(&state)
+                } catch {
+                    logger.error("cannot save the spool cursor of InfluxDB server \(serverName) (dropped points may be sent after a restart): \(error)")
+                }
+            }
             return scanned.count
         }
         if dropped > 0 {

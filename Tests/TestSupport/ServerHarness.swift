@@ -67,7 +67,19 @@ public enum TestEnvironment {
         request.timeoutInterval = TimeInterval(timeoutSeconds)
         request.httpBody = body
         for (key, value) in headers { request.setValue(value, forHTTPHeaderField: key) }
-        let (data, response) = try await URLSession.shared.data(for: request)
+        // With a watchdog: FoundationNetworking has left requests hanging for good (a server
+        // restarting under them), which would hang the whole test run.
+        let finished = request
+        let (data, response) = try await withThrowingTaskGroup(of: (Data, URLResponse)?.self) { group in
+            group.addTask { try await URLSession.shared.data(for: finished) }
+            group.addTask {
+                try await Task.sleep(for: .seconds(timeoutSeconds + 5))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let result = first else { throw URLError(.timedOut) }
+            return result
+        }
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
     }
 
@@ -342,8 +354,14 @@ public final class StubHTTPServer: @unchecked Sendable {
 
     public var requests: [Received] { lock.withLock { received } }
 
+    /// A second call does nothing (closing the listener twice would close whatever reused
+    /// its descriptor number).
     public func stop() {
-        lock.withLock { stopped = true }
+        let first = lock.withLock { () -> Bool in
+            defer { stopped = true }
+            return !stopped
+        }
+        guard first else { return }
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
     }
@@ -407,6 +425,8 @@ public final class HangingTCPServer: @unchecked Sendable {
     private let listener: Int32
     private let lock = NSLock()
     private var connections: [Int32] = []
+    private var stopped = false
+    private var acceptedCount = 0
 
     public init(port: Int = TestEnvironment.freePort()) throws {
         self.port = port
@@ -428,20 +448,36 @@ public final class HangingTCPServer: @unchecked Sendable {
             while true {
                 let connection = accept(listener, nil, nil)
                 guard connection >= 0 else { return }
-                lock.withLock { connections.append(connection) }
+                let kept = lock.withLock { () -> Bool in
+                    if !stopped {
+                        connections.append(connection)
+                        acceptedCount += 1
+                    }
+                    return !stopped
+                }
+                if !kept { close(connection) }
             }
         }.start()
     }
 
     public var url: URL { URL(string: "http://127.0.0.1:\(port)")! }
 
-    /// Connections accepted so far.
-    public var accepted: Int { lock.withLock { connections.count } }
+    /// Connections accepted so far (until `stop`).
+    public var accepted: Int { lock.withLock { acceptedCount } }
 
+    /// Closes the listener and every connection; a second call does nothing (closing a
+    /// descriptor twice would close whatever reused its number).
     public func stop() {
+        let held: [Int32]? = lock.withLock {
+            guard !stopped else { return nil }
+            stopped = true
+            defer { connections = [] }
+            return connections
+        }
+        guard let held else { return }
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
-        for connection in lock.withLock({ connections }) { close(connection) }
+        for connection in held { close(connection) }
     }
 }
 
