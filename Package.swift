@@ -119,7 +119,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ProbeEngineTests",
-            dependencies: ["ProbeEngine", "CSystemShims"]
+            dependencies: ["ProbeEngine", "CSystemShims", "TestSupport"]
         ),
         .testTarget(
             name: "DashboardsTests",

@@ -1,4 +1,5 @@
 import Logging
+import TestSupport
 import XCTest
 @testable import ProbeEngine
 #if canImport(Glibc)
@@ -9,30 +10,7 @@ import Glibc
 /// moved on a running loop task, and stops, without disturbing any other target's schedule.
 /// Each test acts on what the stream reports, never on elapsed time.
 final class TargetUpdateTests: XCTestCase {
-    /// A TCP listener on 0.0.0.0 (so 127.0.0.1 and 127.0.0.2 both reach it); the kernel
-    /// answers every SYN, which is all a half-open probe needs.
-    final class Listener {
-        let fd: Int32
-        let port: UInt16
-
-        init() {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            self.fd = fd
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-            listen(fd, 256)
-            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-            port = UInt16(bigEndian: address.sin_port)
-        }
-
-        deinit { close(fd) }
-
-        func target(_ address: String, name: String? = nil) -> ProbeTarget {
-            ProbeTarget(name: name ?? address, address: IPAddress(parsing: address), port: port)
-        }
-    }
+    typealias Listener = AnyAddressListener
 
     static let roundInterval: Int64 = 200_000_000
 
@@ -209,5 +187,11 @@ final class TargetUpdateTests: XCTestCase {
         XCTAssertTrue(stopped)
         XCTAssertTrue(rounds.allSatisfy { $0.sent == 5 && $0.received == 5 }, "whole rounds only: \(rounds.map { ($0.targetIndex, $0.sent) })")
         assertOneIntervalApart(rounds.filter { $0.targetIndex == 0 }, "ICMP rounds")
+    }
+}
+
+extension AnyAddressListener {
+    func target(_ address: String, name: String? = nil) -> ProbeTarget {
+        ProbeTarget(name: name ?? address, address: IPAddress(parsing: address), port: port)
     }
 }

@@ -3,6 +3,7 @@ import InfluxSink
 import Logging
 import ProbeConfig
 import ProbeEngine
+import TestSupport
 import XCTest
 @testable import ProbeService
 #if canImport(Glibc)
@@ -32,25 +33,7 @@ final class ProbeServiceTests: XCTestCase {
         func finish() { continuation.finish() }
     }
 
-    /// A TCP listener on 0.0.0.0: every 127.x address reaches it.
-    final class Listener {
-        let fd: Int32
-        let port: UInt16
-
-        init() {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            self.fd = fd
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-            listen(fd, 256)
-            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-            port = UInt16(bigEndian: address.sin_port)
-        }
-
-        deinit { close(fd) }
-    }
+    typealias Listener = AnyAddressListener
 
     static let interval = 0.2
 
