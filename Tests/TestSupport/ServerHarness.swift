@@ -23,6 +23,27 @@ import Glibc
 #endif
 
 public enum TestEnvironment {
+    /// A TCP socket listening on 127.0.0.1:`port` (SO_REUSEADDR), for the stub servers.
+    /// - Throws: an NSError in `owner`'s domain with the errno of bind or listen.
+    public static func listenOnLoopback(port: Int, backlog: Int32, owner: String) throws -> Int32 {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(listener, backlog) == 0 else {
+            let error = errno
+            close(listener)
+            throw NSError(domain: owner, code: Int(error))
+        }
+        return listener
+    }
+
     /// CI installs every server: there a missing one is a failure, not a skip.
     public static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
 
@@ -331,20 +352,7 @@ public final class StubHTTPServer: @unchecked Sendable {
     public init(port: Int = TestEnvironment.freePort(), respond: @escaping @Sendable (Int) -> Reply) throws {
         self.port = port
         self.respond = respond
-        listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(listener, 16) == 0 else {
-            close(listener)
-            throw NSError(domain: "StubHTTPServer", code: Int(errno))
-        }
+        listener = try TestEnvironment.listenOnLoopback(port: port, backlog: 16, owner: "StubHTTPServer")
         let thread = Thread { [self] in serve() }
         self.thread = thread
         thread.start()
@@ -430,20 +438,7 @@ public final class HangingTCPServer: @unchecked Sendable {
 
     public init(port: Int = TestEnvironment.freePort()) throws {
         self.port = port
-        listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(listener, 64) == 0 else {
-            close(listener)
-            throw NSError(domain: "HangingTCPServer", code: Int(errno))
-        }
+        listener = try TestEnvironment.listenOnLoopback(port: port, backlog: 64, owner: "HangingTCPServer")
         Thread { [self] in
             while true {
                 let connection = accept(listener, nil, nil)
