@@ -16,9 +16,8 @@ public struct InfluxServer: Sendable, CustomStringConvertible {
     public var url: URL
     /// The write API and its credentials.
     public var api: API
-    /// A PEM file of the CA that signed the server's certificate. URLSession on Linux
-    /// always verifies against the system bundle (it sets CURLOPT_CAINFO itself), so this
-    /// CA must also be in the system trust store; the sink warns when it is not.
+    /// A PEM file of the CA (or CAs) that signed the server's certificate, trusted beside
+    /// the system's roots for this server only.
     public var caFile: String?
     /// Compress request bodies with gzip (`Content-Encoding: gzip`).
     public var gzip: Bool
@@ -107,7 +106,7 @@ public struct DeliveryPolicy: Sendable {
     public var maximumBackoffSeconds: Double
     /// A Retry-After longer than this is cut to it.
     public var maximumRetryAfterSeconds: Double
-    /// Per request; URLSession on Linux takes whole seconds only.
+    /// Per request: connecting, sending and the server's answer, in whole seconds.
     public var requestTimeoutSeconds: Int
     /// While the spool refuses writes (full disk), it is tried again at most this often.
     public var diskRetrySeconds: Double

@@ -37,7 +37,6 @@ public final class InfluxSink: Sendable {
                     : InfluxSinkError.invalidConfiguration("InfluxDB servers \"\(other)\" and \"\(server.name)\" would share spool directory \(directoryName): rename one")
             }
             seenDirectories[directoryName] = server.name
-            if let caFile = server.caFile { try Self.checkCertificateAuthority(caFile, server: server, logger: logger) }
             var serverLogger = logger
             serverLogger[metadataKey: "influxServer"] = "\(server.name)"
             let spool = try Spool(directory: spoolDirectory + "/" + directoryName, limitBytes: spoolLimitBytes, serverName: server.name, logger: serverLogger)
@@ -72,6 +71,20 @@ public final class InfluxSink: Sendable {
         }
         for sender in senders {
             sender.append(lines, produced: points.count)
+        }
+    }
+
+    /// `write(_:)` for lines already encoded by `LineProtocol` (`seriesKey` then `line`):
+    /// the cheap path for a producer that makes each series key once and reuses it.
+    /// - Parameters:
+    ///   - lines: one point each, without newlines.
+    ///   - unwritable: points the producer could not encode (no writable field), counted
+    ///     as produced and dropped.
+    /// - Throws: `InfluxSinkError.shutDown` after `shutdown`.
+    public func write(encoded lines: [String], unwritable: Int = 0) throws {
+        guard accepting.withLock({ $0 }) else { throw InfluxSinkError.shutDown }
+        for sender in senders {
+            sender.append(lines, produced: lines.count + unwritable)
         }
     }
 
@@ -116,27 +129,5 @@ public final class InfluxSink: Sendable {
             name = (name.hasPrefix(".") ? "_" + name.dropFirst() : name) + "-" + String(hash, radix: 16)
         }
         return name
-    }
-
-    /// URLSession on Linux verifies against the system bundle only (FoundationNetworking
-    /// sets CURLOPT_CAINFO to it itself; SSL_CERT_FILE and CURL_CA_BUNDLE do not apply), so
-    /// a private CA must be installed system-wide: copy it to
-    /// /usr/local/share/ca-certificates/NAME.crt and run update-ca-certificates.
-    private static func checkCertificateAuthority(_ path: String, server: InfluxServer, logger: Logger) throws {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw InfluxSinkError.invalidConfiguration("InfluxDB server \(server.name): cannot read CA file \(path)")
-        }
-        let bundle = (try? String(contentsOfFile: "/etc/ssl/certs/ca-certificates.crt", encoding: .utf8)) ?? ""
-        let certificates = text.components(separatedBy: "-----END CERTIFICATE-----").dropLast().map { block -> String in
-            let body = block.components(separatedBy: "-----BEGIN CERTIFICATE-----").last ?? ""
-            return body.filter { !$0.isWhitespace }
-        }
-        let compactBundle = bundle.filter { !$0.isWhitespace }
-        if certificates.isEmpty || !certificates.allSatisfy({ compactBundle.contains($0) }) {
-            logger.warning("""
-                InfluxDB server \(server.name): CA file \(path) is not in the system trust store, and URLSession on Linux \
-                trusts only that: copy it to /usr/local/share/ca-certificates/\(directoryName(for: server.name)).crt and run update-ca-certificates
-                """)
-        }
     }
 }

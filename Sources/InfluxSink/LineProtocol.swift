@@ -61,65 +61,80 @@ public enum LineProtocol {
     /// - Parameter point: the point.
     /// - Returns: the line, or nil when the point has no writable field or measurement.
     public static func encode(_ point: InfluxPoint) -> String? {
-        var measurement = identifier(point.measurement)
+        guard let key = seriesKey(measurement: point.measurement, tags: point.tags) else { return nil }
+        return line(seriesKey: key, fields: point.fields, timestampNanoseconds: point.timestampNanoseconds)
+    }
+
+    /// The start of every line of one series: the measurement and its tags, escaped and
+    /// sorted. Made once per series and reused, it saves a point most of its encoding.
+    /// - Returns: nil when the measurement is empty (such a point cannot be written).
+    public static func seriesKey(measurement: String, tags: [String: String]) -> String? {
+        var measurement = identifier(measurement)
         guard !measurement.isEmpty else { return nil }
         if let first = measurement.unicodeScalars.first, first == "#" || first == "\t" { measurement = "_" + measurement }
         var line = ""
-        line.reserveCapacity(64 + 16 * (point.tags.count + point.fields.count))
+        line.reserveCapacity(64 + 16 * tags.count)
         appendEscaped(measurement, escaping: measurementSpecials, to: &line)
-        var tags: [(key: String, value: String)] = []
-        tags.reserveCapacity(point.tags.count)
-        if point.tags.keys.allSatisfy(isPlain) {
+        var cleanedTags: [(key: String, value: String)] = []
+        cleanedTags.reserveCapacity(tags.count)
+        if tags.keys.allSatisfy(isPlain) {
             // Plain keys stay as they are, so they stay distinct: no dictionary needed.
-            for (key, value) in point.tags {
+            for (key, value) in tags {
                 let value = identifier(value)
                 guard !key.isEmpty, !value.isEmpty, key != "time" else { continue }
-                tags.append((key, value))
+                cleanedTags.append((key, value))
             }
         } else {
             var cleaned: [String: String] = [:]
-            for (key, value) in point.tags {
+            for (key, value) in tags {
                 let key = identifier(key)
                 let value = identifier(value)
                 guard !key.isEmpty, !value.isEmpty, key != "time" else { continue }
                 cleaned[key] = value
             }
-            tags = cleaned.map { ($0.key, $0.value) }
+            cleanedTags = cleaned.map { ($0.key, $0.value) }
         }
         // Byte order, as the server sorts them (Swift's String order is not byte order).
-        for (key, value) in tags.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) {
+        for (key, value) in cleanedTags.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) {
             line.append(",")
             appendEscaped(key, escaping: keySpecials, to: &line)
             line.append("=")
             appendEscaped(value, escaping: keySpecials, to: &line)
         }
+        return line
+    }
+
+    /// One line: a series key (`seriesKey`), the fields, the timestamp.
+    /// - Returns: nil when no field is writable.
+    public static func line(seriesKey: String, fields: [(key: String, value: FieldValue)], timestampNanoseconds: Int64) -> String? {
+        var line = seriesKey
+        line.reserveCapacity(seriesKey.utf8.count + 24 + 24 * fields.count)
         var separator = " "
         // The last of fields with the same key wins (a point has a dozen: a scan is cheaper
         // than hashing them).
-        let fields = point.fields
         for (index, field) in fields.enumerated() where !fields[(index + 1)...].contains(where: { $0.key == field.key }) {
             let key = identifier(field.key)
             guard !key.isEmpty, key != "time" else { continue }
-            let text: String
-            switch field.value {
-            case .integer(let value): text = "\(value)i"
-            case .float(let value):
-                guard value.isFinite else { continue }
-                // Swift's shortest round-trip form ("1e-07", "1.0", "-1.5e+300") is what
-                // Go's ParseFloat, and so every InfluxDB, accepts.
-                text = value.description
-            case .boolean(let value): text = value ? "true" : "false"
-            case .string(let value): text = quoted(value)
-            }
+            if case .float(let value) = field.value, !value.isFinite { continue }
             line.append(separator)
             separator = ","
             appendEscaped(key, escaping: fieldKeySpecials, to: &line)
             line.append("=")
-            line.append(text)
+            switch field.value {
+            case .integer(let value):
+                line.append(String(value))
+                line.append("i")
+            case .float(let value):
+                // Swift's shortest round-trip form ("1e-07", "1.0", "-1.5e+300") is what
+                // Go's ParseFloat, and so every InfluxDB, accepts.
+                line.append(value.description)
+            case .boolean(let value): line.append(value ? "true" : "false")
+            case .string(let value): line.append(quoted(value))
+            }
         }
         guard separator == "," else { return nil }
         line.append(" ")
-        line.append(String(point.timestampNanoseconds))
+        line.append(String(timestampNanoseconds))
         return line
     }
 

@@ -232,6 +232,10 @@ final class ServerSender: Sendable {
         }
         wakeUp.signal()
         await task?.value
+        // The committer holds the sender (and its spool's lock) until it has ended.
+        let committerTask = committer.withLock { $0 }
+        committerTask?.cancel()
+        await committerTask?.value
         spoolOrDropMemory()
     }
 

@@ -1,7 +1,9 @@
+import AsyncHTTPClient
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
+import NIOFoundationCompat
+import NIOPosix
+import NIOSSL
 
 /// What one write request came to.
 enum WriteOutcome: Sendable, Equatable {
@@ -15,27 +17,21 @@ enum WriteOutcome: Sendable, Equatable {
     case refused(status: Int, reason: String, partial: Bool)
 }
 
-/// Builds and sends write requests for one server.
-struct ServerWriter: Sendable {
-    /// One session for the whole process: creating and invalidating sessions per request
-    /// has crashed FoundationNetworking in teardown.
-    static let session: URLSession = {
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.urlCache = nil
-        configuration.httpCookieStorage = nil
-        configuration.httpShouldSetCookies = false
-        configuration.urlCredentialStorage = nil
-        return URLSession(configuration: configuration, delegate: challengeRefuser, delegateQueue: nil)
-    }()
-
-    static let challengeRefuser = ChallengeRefuser()
-
-    /// Header naming each request, so that a refused challenge can be matched to it.
-    static let requestIdentifierHeader = "X-Netprobe-Request"
+/// Builds and sends write requests for one server, on AsyncHTTPClient (SwiftNIO).
+///
+/// Not URLSession: on Linux it runs on libcurl through Dispatch sources, and while a write
+/// was in flight its manager thread spun on the connection's always-writable socket
+/// (epoll_ctl, epoll_wait, TIOCOUTQ, a futex wake-up: 24,000 times a second), which at
+/// 10,000 targets a second cost half a core, more than the probing (BENCHMARKS.md).
+final class ServerWriter: Sendable {
+    /// One event-loop thread serves every server's connections: the sink sends a request
+    /// every few seconds per server, and it never waits on the probe loop.
+    static let eventLoopGroup: MultiThreadedEventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     let server: InfluxServer
     let writeURL: URL
     private let authorization: String?
+    private let client: HTTPClient
 
     init(server: InfluxServer) throws {
         self.server = server
@@ -67,72 +63,83 @@ struct ServerWriter: Sendable {
             throw InfluxSinkError.invalidConfiguration("InfluxDB server \(server.name): cannot build the write URL from \(InfluxServer.redacted(server.url))")
         }
         writeURL = url
+
+        var configuration = HTTPClient.Configuration()
+        // A write is never redirected (credentials would follow it) and its answer is small.
+        configuration.redirectConfiguration = .disallow
+        configuration.decompression = .disabled
+        configuration.timeout = .init(connect: .seconds(5))
+        // Keep-alive connections to the server; a few, since one request is in flight at a time.
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 2)
+        if let caFile = server.caFile {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            do {
+                // The system's roots and the configured CA: the server's certificate is
+                // verified against either.
+                tls.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMFile(caFile))]
+            } catch {
+                throw InfluxSinkError.invalidConfiguration("InfluxDB server \(server.name): cannot read CA file \(caFile) as PEM certificates: \(error)")
+            }
+            configuration.tlsConfiguration = tls
+        }
+        client = HTTPClient(eventLoopGroup: Self.eventLoopGroup, configuration: configuration)
     }
 
-    /// The request for a batch (lines without newlines).
-    func request(for lines: [String], timeoutSeconds: Int) throws -> URLRequest {
-        var body: [UInt8] = []
-        body.reserveCapacity(lines.reduce(0) { $0 + $1.utf8.count + 1 })
+    deinit {
+        // Closes the client's idle connections; nothing waits for that (and a blocking
+        // shutdown must not run on its event loop, where a last release may happen).
+        client.shutdown { _ in }
+    }
+
+    /// The body of a batch (lines without newlines), gzipped when the server wants that;
+    /// made in one buffer of its final size (or compressed as it is read), no copies.
+    func body(for lines: [String]) throws -> ByteBuffer {
+        if server.gzip { return try Gzip.compress(lines: lines) }
+        var body = ByteBufferAllocator().buffer(capacity: lines.reduce(0) { $0 + $1.utf8.count + 1 })
         for line in lines {
-            body.append(contentsOf: line.utf8)
-            body.append(UInt8(ascii: "\n"))
+            body.writeString(line)
+            body.writeInteger(UInt8(ascii: "\n"))
         }
-        var request = URLRequest(url: writeURL)
-        request.httpMethod = "POST"
-        request.setValue(UUID().uuidString, forHTTPHeaderField: Self.requestIdentifierHeader)
-        // The setter, in whole seconds: FoundationNetworking ignores the initializer's
-        // timeout and truncates fractions (0.5 would be 0, an immediate failure).
-        request.timeoutInterval = TimeInterval(max(1, timeoutSeconds))
-        request.setValue("text/plain; charset=utf-8", forHTTPHeaderField: "Content-Type")
-        if let authorization { request.setValue(authorization, forHTTPHeaderField: "Authorization") }
-        if server.gzip {
-            request.setValue("gzip", forHTTPHeaderField: "Content-Encoding")
-            request.httpBody = try Gzip.compress(body)
-        } else {
-            request.httpBody = Data(body)
-        }
-        return request
+        return body
     }
 
     /// Sends one batch and classifies the answer.
     func send(_ lines: [String], timeoutSeconds: Int) async -> WriteOutcome {
-        let request: URLRequest
+        var request = HTTPClientRequest(url: writeURL.absoluteString)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+        if let authorization { request.headers.add(name: "Authorization", value: authorization) }
         do {
-            request = try self.request(for: lines, timeoutSeconds: timeoutSeconds)
+            let body = try self.body(for: lines)
+            if server.gzip { request.headers.add(name: "Content-Encoding", value: "gzip") }
+            request.body = .bytes(body)
         } catch {
             return .retry(retryAfter: nil, reason: "\(error)")
         }
         do {
-            let (data, response) = try await Self.dataWithWatchdog(for: request, seconds: timeoutSeconds + 5)
-            guard let http = response as? HTTPURLResponse else {
-                return .retry(retryAfter: nil, reason: "not an HTTP response")
-            }
-            return Self.classify(status: http.statusCode, retryAfter: http.value(forHTTPHeaderField: "Retry-After"), body: data)
+            // The deadline covers the whole exchange: connect, send, the server's answer.
+            let response = try await client.execute(request, timeout: .seconds(Int64(max(1, timeoutSeconds))))
+            let answer = try await response.body.collect(upTo: 1 << 20)
+            return Self.classify(status: Int(response.status.code), retryAfter: response.headers.first(name: "Retry-After"),
+                                 body: Data(answer.readableBytesView))
         } catch {
-            if let identifier = request.value(forHTTPHeaderField: Self.requestIdentifierHeader),
-               let status = Self.challengeRefuser.takeRefusedStatus(identifier) {
-                return Self.classify(status: status, retryAfter: nil, body: Data("the server refused the credentials".utf8))
-            }
-            return .retry(retryAfter: nil, reason: "network: \((error as NSError).localizedDescription)")
+            return .retry(retryAfter: nil, reason: "network: \(Self.describe(error))")
         }
     }
 
-    /// data(for:), cancelled if it outlives its own timeout by far: FoundationNetworking
-    /// has left requests hanging (see ChallengeRefuser), which would stall this server's
-    /// sender for good.
-    static func dataWithWatchdog(for request: URLRequest, seconds: Int) async throws -> (Data, URLResponse) {
-        try await withThrowingTaskGroup(of: (Data, URLResponse)?.self) { group in
-            group.addTask { try await session.data(for: request) }
-            group.addTask {
-                try await Task.sleep(for: .seconds(seconds))
-                return nil
-            }
-            defer { group.cancelAll() }
-            while let result = try await group.next() {
-                if let result { return result }
-                throw URLError(.timedOut)
-            }
-            throw URLError(.unknown)
+    /// A network failure in a few words (NIO's errors print their type names otherwise).
+    static func describe(_ error: Error) -> String {
+        switch error {
+        case let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout:
+            return "the request timed out"
+        case let error as HTTPClientError where error == .remoteConnectionClosed:
+            return "the server closed the connection"
+        case let error as NIOConnectionError:
+            return "cannot connect to \(error.host):\(error.port)" + (error.connectionErrors.first.map { ": \($0.error)" } ?? "")
+        case let error as IOError:
+            return error.description
+        default:
+            return "\(error)"
         }
     }
 
@@ -172,28 +179,5 @@ struct ServerWriter: Sendable {
 
     static func percentEncoded(_ text: String) -> String {
         text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? text
-    }
-}
-
-/// FoundationNetworking (Swift 6.3.1) never completes a request answered with 401 and a
-/// WWW-Authenticate challenge when no stored credential applies (swift-corelibs-foundation
-/// issue 5456): InfluxDB 1.x does exactly that for a wrong password. The sink sends its
-/// credentials in the Authorization header up front, so a challenge always means they were
-/// refused: cancel it, and remember the status for `send` to report.
-final class ChallengeRefuser: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
-    private let lock = NSLock()
-    private var refused: [String: Int] = [:]
-
-    func urlSession(_ session: URLSession, task: URLSessionTask, didReceive challenge: URLAuthenticationChallenge,
-                    completionHandler: @escaping @Sendable (URLSession.AuthChallengeDisposition, URLCredential?) -> Void) {
-        if let identifier = task.originalRequest?.value(forHTTPHeaderField: ServerWriter.requestIdentifierHeader) {
-            let status = (challenge.failureResponse as? HTTPURLResponse)?.statusCode ?? 401
-            lock.withLock { refused[identifier] = status }
-        }
-        completionHandler(.cancelAuthenticationChallenge, nil)
-    }
-
-    func takeRefusedStatus(_ identifier: String) -> Int? {
-        lock.withLock { refused.removeValue(forKey: identifier) }
     }
 }

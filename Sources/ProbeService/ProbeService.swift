@@ -331,20 +331,23 @@ final class RoundWriter: Sendable {
     var sink: InfluxSink? { state.withLock { $0.sink } }
 
     func consume(_ events: AsyncStream<ProbeEvent>, envs: EnvTable) async {
+        var encoder = RoundLineEncoder(probe: probe)
         for await event in events {
             switch event {
             case .round(let round):
                 state.withLock { $0.monitor.count(round) }
                 let env = envs.env(at: round.targetIndex)
-                let point = Schema.point(for: round, env: env, probe: probe)
                 if let sink {
+                    // Encoded here, with the target's series key made once: the sink
+                    // takes the line as it is.
+                    let line = encoder.line(for: round, env: env)
                     do {
-                        try sink.write([point])
+                        try sink.write(encoded: line.map { [$0] } ?? [], unwritable: line == nil ? 1 : 0)
                     } catch {
                         logger.error("cannot spool a round", metadata: ["error": "\(error)"])
                     }
                 } else {
-                    output?.write(round, env: env, point: point)
+                    output?.write(round, env: env, point: Schema.point(for: round, env: env, probe: probe))
                 }
             case .abandoned:
                 state.withLock { $0.monitor.countAbandoned() }

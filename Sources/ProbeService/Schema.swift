@@ -40,6 +40,12 @@ public enum Schema {
     ///   - env: the targets file's group.
     ///   - probe: this probe's name.
     public static func point(for round: RoundResult, env: String, probe: String) -> InfluxPoint {
+        InfluxPoint(measurement: round.kind.rawValue, tags: tags(for: round, env: env, probe: probe), fields: fields(for: round),
+                    timestampNanoseconds: timestamp(of: round))
+    }
+
+    /// The tags of a round's point: what tells its series apart.
+    public static func tags(for round: RoundResult, env: String, probe: String) -> [String: String] {
         var tags = [Tag.probe: probe, Tag.env: env, Tag.target: round.target.name]
         if let address = round.target.address {
             tags[Tag.address] = address.description
@@ -49,7 +55,14 @@ public enum Schema {
             if let port = round.target.port { tags[Tag.port] = String(port) }
             if let mode = round.tcpMode { tags[Tag.mode] = mode.rawValue }
         }
-        var fields: [(key: String, value: FieldValue)] = [
+        return tags
+    }
+
+    /// The fields of a round's point, in the order they are written.
+    public static func fields(for round: RoundResult) -> [(key: String, value: FieldValue)] {
+        var fields: [(key: String, value: FieldValue)] = []
+        fields.reserveCapacity(14)
+        fields += [
             (Field.sent, .integer(Int64(round.sent))),
             (Field.received, .integer(Int64(round.received))),
             (Field.duplicates, .integer(Int64(round.duplicates))),
@@ -66,16 +79,56 @@ public enum Schema {
         if round.kind == .tcp { fields.append((Field.completed, .integer(Int64(round.completed)))) }
         fields.append((Field.result, .string(round.outcome.rawValue)))
         fields.append((Field.resultCode, .integer(Int64(round.outcome.code))))
-        // Whole microseconds: a stable value matters (a replayed point must overwrite, not
-        // add), and a repeating round's start is its planned instant, so consecutive points
-        // of a target are exactly one interval apart.
-        return InfluxPoint(measurement: round.kind.rawValue, tags: tags, fields: fields, timestampNanoseconds: round.startNanoseconds / 1000 * 1000)
+        return fields
+    }
+
+    /// Whole microseconds: a stable value matters (a replayed point must overwrite, not
+    /// add), and a repeating round's start is its planned instant, so consecutive points
+    /// of a target are exactly one interval apart.
+    public static func timestamp(of round: RoundResult) -> Int64 {
+        round.startNanoseconds / 1000 * 1000
     }
 
     public static func nanoseconds(_ date: Date) -> Int64 {
         // Whole microseconds, then scaled: a Double holds the epoch in nanoseconds only to
         // ~256 ns, and a stable value matters (a replayed point must overwrite, not add).
         Int64((date.timeIntervalSince1970 * 1_000_000).rounded()) * 1000
+    }
+}
+
+/// Round points as line protocol, the series key (measurement and escaped tags) of each
+/// target made once and reused until its tags change: the same lines as
+/// `LineProtocol.encode(Schema.point(...))`, for a fraction of the work per round.
+struct RoundLineEncoder {
+    private struct Series: Equatable {
+        var kind: ProbeKind
+        var name: String
+        var env: String
+        var address: IPAddress?
+        var port: UInt16?
+        var mode: TCPProbeMode?
+    }
+
+    let probe: String
+    private var keys: [ProbeKind: [Int: (series: Series, key: String?)]] = [:]
+
+    init(probe: String) {
+        self.probe = probe
+    }
+
+    /// The round's line; nil when it cannot be written (no measurement).
+    mutating func line(for round: RoundResult, env: String) -> String? {
+        let series = Series(kind: round.kind, name: round.target.name, env: env, address: round.target.address, port: round.target.port,
+                            mode: round.kind == .tcp ? round.tcpMode : nil)
+        let key: String?
+        if let cached = keys[round.kind]?[round.targetIndex], cached.series == series {
+            key = cached.key
+        } else {
+            key = LineProtocol.seriesKey(measurement: round.kind.rawValue, tags: Schema.tags(for: round, env: env, probe: probe))
+            keys[round.kind, default: [:]][round.targetIndex] = (series, key)
+        }
+        guard let key else { return nil }
+        return LineProtocol.line(seriesKey: key, fields: Schema.fields(for: round), timestampNanoseconds: Schema.timestamp(of: round))
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import TestSupport
+import NIOCore
 import XCTest
 @testable import InfluxSink
 
@@ -124,6 +125,30 @@ final class LineProtocolTests: XCTestCase {
         process.waitUntilExit()
         XCTAssertEqual(process.terminationStatus, 0)
         XCTAssertEqual(FileManager.default.contents(atPath: path + ".out"), Data(text))
+    }
+
+    /// A batch compressed line by line, bigger than the output's first allocation and
+    /// hard to compress (so the output grows many times), gunzips to exactly its lines.
+    func testGzipOfManyLinesGrowsItsOutputAndDecompressesToTheLines() throws {
+        var generator = SystemRandomNumberGenerator()
+        let lines = (0..<20_000).map { index in
+            "m,host=h\(index) value=\(UInt64.random(in: 0...UInt64.max, using: &generator))i,x=\(Double.random(in: 0..<1, using: &generator)) \(index)"
+        }
+        var compressed = try Gzip.compress(lines: lines)
+        let bytes = compressed.readBytes(length: compressed.readableBytes) ?? []
+        let directory = try TestEnvironment.temporaryDirectory("gzip-lines")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("x.gz").path
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "gzip -dc \(path) > \(path).out"]
+        try process.run()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        let expected = lines.map { $0 + "\n" }.joined()
+        XCTAssertGreaterThan(bytes.count, expected.utf8.count / 8, "incompressible enough to grow the output")
+        XCTAssertEqual(FileManager.default.contents(atPath: path + ".out"), Data(expected.utf8))
     }
 }
 

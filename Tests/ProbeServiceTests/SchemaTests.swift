@@ -1,4 +1,5 @@
 import Foundation
+import InfluxSink
 @testable import ProbeEngine
 import XCTest
 @testable import ProbeService
@@ -43,5 +44,37 @@ final class SchemaTests: XCTestCase {
         let keys = Set(point.tags.keys).union(point.fields.map(\.key))
         XCTAssertTrue(keys.isSubset(of: Schema.keys(of: .tcp)), "\(keys.subtracting(Schema.keys(of: .tcp)))")
         XCTAssertEqual(point.tags[Schema.Tag.mode], "half-open")
+    }
+
+    /// `run` encodes rounds with each target's series key made once; its lines must be
+    /// byte for byte those of the general encoder, also when a target's tags change.
+    func testTheRoundLineEncoderWritesExactlyTheGeneralEncodersLines() throws {
+        var encoder = RoundLineEncoder(probe: "edge probe,1")
+        let names = ["db.example", "a b,c=d", "back\\slash\\", "#hash", "quo\"te", "ünï", ""]
+        let addresses = ["192.0.2.1", "2001:db8::7", nil]
+        var checked = 0
+        for pass in 0..<3 {
+            for (index, name) in names.enumerated() {
+                for kind in [ProbeKind.icmp, .tcp] {
+                    var tally = RoundTally()
+                    tally.sent = 3
+                    tally.concluded = 3
+                    if (index + pass) % 3 != 0 {
+                        tally.recordSample(index: 0, milliseconds: 0.125 * Double(index + 1), source: .kernel)
+                        tally.recordSample(index: 1, milliseconds: 1e-7 + Double(pass), source: .user)
+                    }
+                    // The address and env change between passes for some targets: the cached
+                    // series key must follow.
+                    let address = addresses[(index + (index % 2 == 0 ? pass : 0)) % addresses.count].flatMap(IPAddress.init(parsing:))
+                    let target = ProbeTarget(name: name, address: address, port: kind == .tcp ? UInt16(5432 + pass) : nil)
+                    let round = tally.result(kind: kind, targetIndex: index, target: target, tcpMode: kind == .tcp ? (pass == 1 ? .connect : .halfOpen) : nil)
+                    let env = index == 3 ? "env \(pass)" : "prod"
+                    let expected = LineProtocol.encode(Schema.point(for: round, env: env, probe: "edge probe,1"))
+                    XCTAssertEqual(encoder.line(for: round, env: env), expected, "pass \(pass), target \(name), \(kind)")
+                    checked += 1
+                }
+            }
+        }
+        XCTAssertEqual(checked, 42)
     }
 }
