@@ -9,7 +9,7 @@ import Yams
 /// the way is collected, so one run of `netprobe validate` lists them all.
 public enum ConfigurationLoader {
     /// The top-level keys of the config file.
-    static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval"]
+    static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval", "shard", "watch_interval"]
     static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family", "mode"]
     static let defaultPingTargets = "targets/ping.yaml"
     static let defaultTCPTargets = "targets/tcp.yaml"
@@ -94,9 +94,15 @@ public enum ConfigurationLoader {
             configuration.resolveIntervalNanoseconds = interval
         }
 
+        if let node = top["watch_interval"], !node.isNull,
+           let interval = reader.duration(node, "watch_interval", minimum: 100_000_000) {
+            configuration.watchIntervalNanoseconds = interval
+        }
+        configuration.shard = readShard(top["shard"], reader: &reader, environment: environment, hostName: localHostName())
+
         diagnostics = reader.diagnostics
         if targetsFound.ping, let pingPath = configuration.pingTargetsPath {
-            configuration.pingTargets = TargetsFiles.readPing(path: pingPath, diagnostics: &diagnostics)
+            configuration.pingTargets = TargetsFiles.readPing(path: pingPath, diagnostics: &diagnostics, meshGroups: &configuration.meshGroups)
         }
         if targetsFound.tcp, let tcpPath = configuration.tcpTargetsPath {
             configuration.tcpTargets = TargetsFiles.readTCP(path: tcpPath, diagnostics: &diagnostics)
