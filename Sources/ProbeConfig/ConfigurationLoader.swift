@@ -12,6 +12,8 @@ public enum ConfigurationLoader {
     static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval", "shard", "watch_interval"]
     static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family", "mode"]
     static let defaultPingTargets = "targets/ping.yaml"
+    /// The `probe` tag's default when set (else the host name); `probe:` in the file wins.
+    public static let probeNameVariable = "NETPROBE_PROBE_NAME"
     static let defaultTCPTargets = "targets/tcp.yaml"
 
     /// Loads and validates the config file and the targets files it names.
@@ -40,7 +42,8 @@ public enum ConfigurationLoader {
         var reader = Reader(file: path, diagnostics: diagnostics)
         var configuration = NetprobeConfiguration(
             file: path,
-            probeName: localHostName(),
+            // A DaemonSet names each probe after its node: NETPROBE_PROBE_NAME from spec.nodeName.
+            probeName: environment[probeNameVariable].flatMap { $0.isEmpty ? nil : $0 } ?? localHostName(),
             pingTargetsPath: Paths.resolve(defaultPingTargets, against: directory),
             tcpTargetsPath: Paths.resolve(defaultTCPTargets, against: directory)
         )
