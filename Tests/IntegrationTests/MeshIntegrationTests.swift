@@ -117,4 +117,64 @@ final class MeshIntegrationTests: XCTestCase {
         let pairs = Set(try query("SELECT count(sent) FROM icmp GROUP BY probe, target").map { [$0[0] as? String ?? "", $0[1] as? String ?? ""] })
         XCTAssertEqual(pairs, expected)
     }
+
+    /// peers_dns: the peers are every A record of a name (a headless Service's), from the
+    /// test's own DNS responder in the test's own namespace, through a private resolv.conf
+    /// (no lookup can reach the machine's resolver). The instance leaves out its own
+    /// address (127.0.0.1, its loopback) and follows the name's records as they change.
+    func testPeersFromADNSNameFollowItsRecordsAndLeaveThisInstanceOut() async throws {
+        try Harness.requireRoot()
+        try Harness.requireTools(["ip", "unshare"])
+        let directory = try TestEnvironment.temporaryDirectory("mesh-dns")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let namespace = "np-mesh-dns-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try Harness.run(["ip", "netns", "add", namespace])
+        defer { _ = try? Harness.run(["ip", "netns", "delete", namespace]) }
+        try Harness.run(["ip", "-n", namespace, "link", "set", "lo", "up"])
+        let zone = directory.appendingPathComponent("zone")
+        try "mesh.test 127.0.0.1\nmesh.test 127.0.0.2\nmesh.test 127.0.0.3\n".write(to: zone, atomically: true, encoding: .utf8)
+        let responder = try DNSResponder.start(namespace: namespace, zone: zone)
+        defer { kill(responder.process.processIdentifier, SIGKILL) }
+        try "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n".write(to: directory.appendingPathComponent("resolv.conf"), atomically: true, encoding: .utf8)
+        try "hosts: files dns\n".write(to: directory.appendingPathComponent("nsswitch.conf"), atomically: true, encoding: .utf8)
+        try "127.0.0.1 localhost\n".write(to: directory.appendingPathComponent("hosts"), atomically: true, encoding: .utf8)
+        try "mesh: {peers_dns: mesh.test}\n".write(to: directory.appendingPathComponent("ping.yaml"), atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("netprobe.yaml").path
+        try """
+            probe: mesh-dns
+            targets: {ping: ping.yaml, tcp: null}
+            icmp: {interval: 200ms, count: 1, spacing: 10ms, timeout: 150ms, family: ipv4}
+            resolve_interval: 1s
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let running = try Harness.start(["ip", "netns", "exec", namespace, "unshare", "-m", "--", "sh", "-c",
+                                         "for f in resolv.conf nsswitch.conf hosts; do mount --bind \"$1/$f\" /etc/$f || exit 1; done; exec \"$2\" run --config \"$3\" --output json",
+                                         "sh", directory.path, Harness.netprobePath, config])
+        defer { if running.process.isRunning { kill(running.process.processIdentifier, SIGKILL) } }
+        func answered(since: Date) -> Set<String> {
+            Set(FaultIntegrationTests.rounds(running.outputSoFar).compactMap { target, rounds in
+                rounds.contains { $0.time > since && $0.result == "ok" } ? target : nil
+            })
+        }
+        let started = Date.distantPast
+        let first = await TestEnvironment.eventually(within: 30) { answered(since: started) == ["127.0.0.2", "127.0.0.3"] }
+        XCTAssertTrue(first, "the name's records but not this instance's own address: \(answered(since: started)); \(running.errorSoFar.suffix(1500))")
+
+        // A pod goes, another comes: the next lookup moves the mesh.
+        try "mesh.test 127.0.0.1\nmesh.test 127.0.0.2\nmesh.test 127.0.0.4\n".write(to: zone, atomically: true, encoding: .utf8)
+        let changed = Date()
+        // Probed now: a round in the last 2 s (rounds are 200 ms apart), once the old
+        // records' last rounds are more than 2 s old.
+        let moved = await TestEnvironment.eventually(within: 30) {
+            let now = Date()
+            let recent = Set(FaultIntegrationTests.rounds(running.outputSoFar).compactMap { target, rounds in
+                rounds.contains { $0.time > now.addingTimeInterval(-2) } ? target : nil
+            })
+            return now > changed.addingTimeInterval(2) && recent == ["127.0.0.2", "127.0.0.4"]
+        }
+        XCTAssertTrue(moved, "after the change: \(answered(since: changed)); \(running.errorSoFar.suffix(1500))")
+        kill(running.process.processIdentifier, SIGTERM)
+        let result = try Harness.finish(running, timeout: 30)
+        XCTAssertEqual(result.status, 0, result.standardError.suffix(1500).description)
+        XCTAssertNil(FaultIntegrationTests.rounds(result.standardOutput)["127.0.0.1"], "never itself")
+    }
 }
