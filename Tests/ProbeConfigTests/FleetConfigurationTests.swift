@@ -100,4 +100,10 @@ final class FleetConfigurationTests: XCTestCase {
         XCTAssertNil(try ConfigurationLoader.load(path: try makeConfig(""), environment: [:]).watchIntervalNanoseconds)
         XCTAssertEqual(try ConfigurationLoader.load(path: try makeConfig("watch_interval: 2s\n"), environment: [:]).watchIntervalNanoseconds, 2_000_000_000)
     }
+
+    func testTheProbeNameCanComeFromTheEnvironment() throws {
+        // A DaemonSet sets NETPROBE_PROBE_NAME to the node's name; the file's probe: wins.
+        XCTAssertEqual(try ConfigurationLoader.load(path: try makeConfig(""), environment: ["NETPROBE_PROBE_NAME": "node-7"]).probeName, "node-7")
+        XCTAssertEqual(try ConfigurationLoader.load(path: try makeConfig("probe: fixed\n"), environment: ["NETPROBE_PROBE_NAME": "node-7"]).probeName, "fixed")
+    }
 }
