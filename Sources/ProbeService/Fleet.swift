@@ -157,7 +157,8 @@ public enum Fleet {
     }
 
     /// The ping targets of this instance: its shard of the file's hosts, then its peers of
-    /// every mesh group (a peer already listed as a host is not probed twice).
+    /// every mesh group (a peer is a target of its own, env = the mesh group, even where its
+    /// host is also listed as a host of another group).
     /// - Parameter dnsPeers: the addresses of each `peers_dns` name, by name.
     public static func ping(_ configuration: NetprobeConfiguration, identity: LocalIdentity, dnsPeers: [String: [String]] = [:]) -> [PlannedTarget] {
         var targets = select(PlannedTarget.ping(configuration), kind: "ping", shard: configuration.shard)
