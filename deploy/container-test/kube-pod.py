@@ -8,7 +8,8 @@ shipped: args, env, securityContext, resources, mounts. What the test swaps, and
 the image (the locally built one), the targets (loopback only: network safety), the
 InfluxDB URL and password (the test's own InfluxDB on its podman network).
 
-Also prints the ping targets shard 0 of the StatefulSet's count must probe, computed here
+Prints the Secret's and the ConfigMap's names (podman makes a volume of that name for
+the ConfigMap), then the ping targets shard 0 of the StatefulSet's count must probe, computed here
 independently of netprobe (FNV-1a and SplitMix64, as Sources/ProbeService/Fleet.swift).
 
 Usage: kube-pod.py OUT_DIR IMAGE SPOOL_VOLUME INFLUX_PASSWORD
@@ -49,6 +50,7 @@ secret = yaml.safe_load(open(f"{kubernetes}/secret.yaml"))
 values = {key: password for key in secret["stringData"]}
 json.dump({key: base64.b64encode(value.encode()).decode() for key, value in values.items()}, open(f"{out}/secret.json", "w"))
 print(secret["metadata"]["name"])
+print(configmap["metadata"]["name"])
 
 MASK = (1 << 64) - 1
 def fnv1a(text):

@@ -86,7 +86,7 @@ cleanup() {
   if [ "$compose_up" = true ]; then
     "${compose[@]}" down -v >/dev/null 2>&1
   fi
-  for container in "${containers[@]}"; do podman rm -f -t 0 "$container" >/dev/null 2>&1; done
+  for container in "${containers[@]}"; do podman rm -f -v -t 0 "$container" >/dev/null 2>&1; done
   for volume in "${volumes[@]}"; do podman volume rm -f "$volume" >/dev/null 2>&1; done
   for network in "${networks[@]}"; do podman network rm -f "$network" >/dev/null 2>&1; done
   rm -rf "$scratch"
@@ -229,7 +229,7 @@ start_netprobe "$offline" np-offline
 spooled() { [ -n "$(podman exec "$offline" find /var/lib/netprobe/spool -type f -size +0)" ]; }
 wait_for 60 "nothing was spooled while InfluxDB was down" "$offline" spooled
 stop_netprobe "$offline"
-podman rm "$offline" >/dev/null
+podman rm -v "$offline" >/dev/null
 podman start "$influx" >/dev/null
 wait_for 120 "InfluxDB did not come back" "$influx" influx_ready
 [ "$(influx_value "SELECT count(sent) FROM icmp WHERE probe='np-offline'")" = 0 ] || fail "np-offline's rounds reached InfluxDB while it was down?"
@@ -246,9 +246,11 @@ phase "spool volume survives the container's removal; spooled rounds delivered b
 mkdir -p "$scratch/kube"
 kube_spool=$tag-kube-spool
 volumes+=("$kube_spool")
-{ read -r secret_name; read -r expected_targets; } < <(python3 "$here/kube-pod.py" "$scratch/kube" "$image" "$kube_spool" "$influx_password")
+{ read -r secret_name; read -r configmap_name; read -r expected_targets; } < <(python3 "$here/kube-pod.py" "$scratch/kube" "$image" "$kube_spool" "$influx_password")
 [ -n "$expected_targets" ] || fail "kube-pod.py gave shard 0 no targets"
 if podman secret inspect "$secret_name" >/dev/null 2>&1; then fail "a podman secret $secret_name exists already (not the test's): remove it or run elsewhere"; fi
+if podman volume exists "$configmap_name"; then fail "a podman volume $configmap_name exists already (kube play keeps the ConfigMap in a volume of that name): remove it or run elsewhere"; fi
+volumes+=("$configmap_name")
 podman secret create "$secret_name" "$scratch/kube/secret.json" >/dev/null
 kube_secret=$secret_name
 podman kube play --network "$network" --configmap "$scratch/kube/configmap.yaml" "$scratch/kube/pod.yaml" >"$scratch/kube.log" 2>&1 \
@@ -270,7 +272,7 @@ podman kube down "$scratch/kube/pod.yaml" >/dev/null 2>&1
 kube_up=false
 say "netprobe-shard-0 (ordinal from its host name, count from the StatefulSet's env) probed its share: $expected_targets"
 phase "podman kube play of the StatefulSet's pod: non-root, CapEff 0, its shard of 40 loopback targets into InfluxDB"
-podman rm -f -t 0 "$after" "$first" "$influx" >/dev/null
+podman rm -f -v -t 0 "$after" "$first" "$influx" >/dev/null
 
 # --- the compose stack ----------------------------------------------------------------------
 compose_password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
@@ -284,6 +286,7 @@ cp targets/ping.yaml targets/tcp.yaml "$stack/targets/"
 sed -e "s/=change-me-.*/=$compose_password/" -e "s/^NETPROBE_PROBE_NAME=.*/NETPROBE_PROBE_NAME=$tag/" deploy/.env.example >"$stack/deploy/.env"
 compose=(podman-compose -p "$tag" -f "$stack/deploy/docker-compose.yml" -f "$stack/deploy/compose.override.yml")
 compose_up=true
+networks+=("${tag}_default")
 "${compose[@]}" up -d influxdb >"$scratch/compose.log" 2>&1 || fail "podman-compose up influxdb: $(tail -n 20 "$scratch/compose.log")"
 influx=${tag}_influxdb_1
 influx_password=$compose_password
@@ -293,6 +296,9 @@ compose_rounds() { [ "$(influx_value "SELECT count(sent) FROM icmp WHERE probe='
 wait_for 90 "the compose stack's netprobe wrote nothing" "${tag}_netprobe_1" compose_rounds
 dashboards_done() { [ "$(podman inspect -f '{{.State.Status}} {{.State.ExitCode}}' "${tag}_dashboards_1")" = "exited 0" ]; }
 wait_for 60 "the dashboards service did not finish with 0" "${tag}_dashboards_1" dashboards_done
+# The stack's containers with their anonymous volumes (the image's VOLUME of the one-shot
+# dashboards service), which `down -v` of podman-compose 1.0.3 leaves behind.
+podman ps -aq --filter "label=io.podman.compose.project=$tag" | xargs -r podman rm -f -v -t 0 >/dev/null
 "${compose[@]}" down -v >>"$scratch/compose.log" 2>&1 || fail "podman-compose down: $(tail -n 20 "$scratch/compose.log")"
 compose_up=false
 phase "compose stack (influxdb, netprobe, dashboards) with podman-compose, results in InfluxDB"
