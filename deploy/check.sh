@@ -5,6 +5,8 @@
 #   - deploy/influxdb.conf with `influxd config`, which parses it as InfluxDB does
 #   - deploy/docker-compose.yml with `docker-compose config` (needs no engine)
 #   - the structure of the compose file and the CI definitions with python3-yaml
+#   - deploy/kubernetes/ against the Kubernetes API schemas with kubernetes-validate (PyPI),
+#     and its securityContext, resources, spool and ConfigMap/Secret wiring with python3-yaml
 # Debian packages: shellcheck systemd influxdb docker-compose python3-yaml (.ci/run
 # installs them). A missing tool is an error under CI=true and a warning otherwise.
 set -euo pipefail
@@ -23,7 +25,7 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 # --- scripts ---------------------------------------------------------------------------------
-scripts=(deploy/deployment.sh deploy/check.sh .ci/run)
+scripts=(deploy/deployment.sh deploy/check.sh .ci/run deploy/container-test/run.sh deploy/container-test/influxdb-entrypoint.sh)
 if command -v shellcheck >/dev/null 2>&1; then
   if shellcheck --shell=bash "${scripts[@]}"; then pass "shellcheck ${scripts[*]}"; else fail "shellcheck ${scripts[*]}"; fi
 else
@@ -148,6 +150,98 @@ sys.exit(1 if problems else 0)
 EOF
 else
   missing_tool "python3 yaml module" python3-yaml
+fi
+
+# --- Kubernetes manifests --------------------------------------------------------------------
+# kubernetes-validate (PyPI; .ci/run installs it in .build/ci-python) bundles the API
+# schemas, so it needs no cluster and no network. --strict: unknown fields are errors.
+validator=$(command -v kubernetes-validate || true)
+if [ -z "$validator" ] && [ -x .build/ci-python/bin/kubernetes-validate ]; then validator=.build/ci-python/bin/kubernetes-validate; fi
+if [ -n "$validator" ]; then
+  if output=$("$validator" --strict deploy/kubernetes/*.yaml 2>&1); then
+    pass "kubernetes-validate --strict deploy/kubernetes/*.yaml ($(grep -c passed <<<"$output") resources)"
+  else
+    fail "kubernetes-validate deploy/kubernetes: $(grep -v '^INFO' <<<"$output")"
+  fi
+else
+  missing_tool kubernetes-validate "kubernetes-validate (pip)"
+fi
+if "$python" -c 'import yaml' 2>/dev/null; then
+  if "$python" - <<'EOF'; then pass "Kubernetes securityContext, resources, spool, ConfigMap and Secret wiring"; else fail "Kubernetes manifests (above)"; fi
+import glob
+import sys
+import yaml
+
+problems = []
+resources = {}
+for path in sorted(glob.glob("deploy/kubernetes/*.yaml")):
+    for document in yaml.safe_load_all(open(path)):
+        resources[(document["kind"], document["metadata"]["name"])] = document
+configmap = resources[("ConfigMap", "netprobe")]
+for kind, name in [("StatefulSet", "netprobe-shard"), ("DaemonSet", "netprobe-mesh")]:
+    workload = resources.get((kind, name))
+    if workload is None:
+        problems.append(f"no {kind} {name}")
+        continue
+    spec = workload["spec"]["template"]["spec"]
+    if spec.get("securityContext", {}).get("runAsNonRoot") is not True:
+        problems.append(f"{name}: runAsNonRoot")
+    for container in spec["containers"]:
+        context = container.get("securityContext", {})
+        if context.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{name}: readOnlyRootFilesystem")
+        if context.get("capabilities") != {"drop": ["ALL"], "add": ["NET_RAW"]}:
+            problems.append(f"{name}: capabilities must drop ALL and add NET_RAW only")
+        for bound in ["requests", "limits"]:
+            if set(container.get("resources", {}).get(bound, {})) != {"cpu", "memory"}:
+                problems.append(f"{name}: resources.{bound} for cpu and memory")
+        mounts = {mount["mountPath"]: mount["name"] for mount in container.get("volumeMounts", [])}
+        if "/var/lib/netprobe/spool" not in mounts:
+            problems.append(f"{name}: the spool on a volume")
+        config = container["args"][container["args"].index("--config") + 1]
+        key = config.removeprefix("/etc/netprobe/")
+        if mounts.get("/etc/netprobe") != "config" or key not in configmap["data"]:
+            problems.append(f"{name}: --config {config} is not a key of the ConfigMap mounted at /etc/netprobe")
+            continue
+        settings = yaml.safe_load(configmap["data"][key])
+        if not settings.get("watch_interval"):
+            problems.append(f"{name}: {key} sets no watch_interval (ConfigMap changes would need a restart)")
+        for file in settings.get("targets", {}).values():
+            if file is not None and file not in configmap["data"]:
+                problems.append(f"{name}: targets file {file} is not in the ConfigMap")
+        for server in settings.get("influxdb", []):
+            if "password" in server or "token" in server:
+                problems.append(f"{name}: an inline secret in {key}")
+            variable = server.get("password_env") or server.get("token_env")
+            if variable and not any(e["name"] == variable and "secretKeyRef" in e.get("valueFrom", {}) for e in container.get("env", [])):
+                problems.append(f"{name}: {variable} does not come from a Secret")
+statefulset = resources[("StatefulSet", "netprobe-shard")]
+count = [e.get("value") for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "NETPROBE_SHARD_COUNT"]
+if count != [str(statefulset["spec"]["replicas"])]:
+    problems.append(f"StatefulSet: NETPROBE_SHARD_COUNT {count} must equal replicas {statefulset['spec']['replicas']}")
+for problem in problems:
+    print("check:", problem, file=sys.stderr)
+sys.exit(1 if problems else 0)
+EOF
+fi
+
+# The ConfigMap's configs and targets, checked as netprobe reads them (the release build
+# .ci/run makes; the Secret's variable and the StatefulSet's shard count set as there).
+binary=.build/release/netprobe
+if [ -x "$binary" ] && "$python" -c 'import yaml' 2>/dev/null; then
+  mkdir -p "$scratch/configmap"
+  "$python" -c 'import sys, yaml
+for key, value in yaml.safe_load(open("deploy/kubernetes/configmap.yaml"))["data"].items():
+    open(sys.argv[1] + "/" + key, "w").write(value)' "$scratch/configmap"
+  for config in shards.yaml mesh.yaml; do
+    if output=$(NETPROBE_INFLUXDB_WRITE_PASSWORD=x NETPROBE_SHARD_COUNT=4 NETPROBE_SHARD_INDEX=0 "$binary" validate --config "$scratch/configmap/$config" 2>&1); then
+      pass "netprobe validate of the ConfigMap's $config"
+    else
+      fail "netprobe validate of the ConfigMap's $config: $output"
+    fi
+  done
+else
+  printf 'check: skipped: netprobe validate of the ConfigMap (no %s; .ci/run builds it first)\n' "$binary"
 fi
 
 if [ "$failures" -gt 0 ]; then

@@ -9,9 +9,11 @@ import Yams
 /// the way is collected, so one run of `netprobe validate` lists them all.
 public enum ConfigurationLoader {
     /// The top-level keys of the config file.
-    static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval"]
+    static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval", "shard", "watch_interval"]
     static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family", "mode"]
     static let defaultPingTargets = "targets/ping.yaml"
+    /// The `probe` tag's default when set (else the host name); `probe:` in the file wins.
+    public static let probeNameVariable = "NETPROBE_PROBE_NAME"
     static let defaultTCPTargets = "targets/tcp.yaml"
 
     /// Loads and validates the config file and the targets files it names.
@@ -40,7 +42,8 @@ public enum ConfigurationLoader {
         var reader = Reader(file: path, diagnostics: diagnostics)
         var configuration = NetprobeConfiguration(
             file: path,
-            probeName: localHostName(),
+            // A DaemonSet names each probe after its node: NETPROBE_PROBE_NAME from spec.nodeName.
+            probeName: environment[probeNameVariable].flatMap { $0.isEmpty ? nil : $0 } ?? localHostName(),
             pingTargetsPath: Paths.resolve(defaultPingTargets, against: directory),
             tcpTargetsPath: Paths.resolve(defaultTCPTargets, against: directory)
         )
@@ -94,9 +97,15 @@ public enum ConfigurationLoader {
             configuration.resolveIntervalNanoseconds = interval
         }
 
+        if let node = top["watch_interval"], !node.isNull,
+           let interval = reader.duration(node, "watch_interval", minimum: 100_000_000) {
+            configuration.watchIntervalNanoseconds = interval
+        }
+        configuration.shard = readShard(top["shard"], reader: &reader, environment: environment, hostName: localHostName())
+
         diagnostics = reader.diagnostics
         if targetsFound.ping, let pingPath = configuration.pingTargetsPath {
-            configuration.pingTargets = TargetsFiles.readPing(path: pingPath, diagnostics: &diagnostics)
+            configuration.pingTargets = TargetsFiles.readPing(path: pingPath, diagnostics: &diagnostics, meshGroups: &configuration.meshGroups)
         }
         if targetsFound.tcp, let tcpPath = configuration.tcpTargetsPath {
             configuration.tcpTargets = TargetsFiles.readTCP(path: tcpPath, diagnostics: &diagnostics)

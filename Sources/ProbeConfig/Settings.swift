@@ -172,6 +172,23 @@ public struct NetprobeConfiguration: Sendable, Equatable {
     public var tcpTargets: [TCPTarget]
     /// Things that work but look unintended, for `validate` and `run` to print.
     public var warnings: [ConfigurationWarning]
+    /// This instance's share of the targets (`shard:`); nil: all of them.
+    public var shard: ShardSettings? = nil
+    /// How often `run` checks the config, targets and peers files for a change, which
+    /// reloads them as SIGHUP does (`watch_interval`); nil (the default): only on SIGHUP.
+    public var watchIntervalNanoseconds: Int64? = nil
+    /// The ping targets file's mesh groups (peers lists), in file order.
+    public var meshGroups: [MeshGroup] = []
+
+    /// The files a change of which is a reload: the config, the targets files and the
+    /// peers files (what `run` watches).
+    public var sourceFiles: [String] {
+        var files = [file]
+        if let pingTargetsPath { files.append(pingTargetsPath) }
+        if let tcpTargetsPath { files.append(tcpTargetsPath) }
+        for group in meshGroups { if case .file(let path) = group.source { files.append(path) } }
+        return files
+    }
 
     /// - Parameters: one per property; see each property.
     public init(

@@ -14,6 +14,13 @@ import Yams
 /// The group is any text (usually the environment) and becomes the `env` tag.
 enum TargetsFiles {
     static func readPing(path: String, diagnostics: inout Diagnostics) -> [PingTarget] {
+        var meshGroups: [MeshGroup] = []
+        return readPing(path: path, diagnostics: &diagnostics, meshGroups: &meshGroups)
+    }
+
+    /// The hosts of a ping targets file, and its mesh groups (a group written as a
+    /// mapping with peers_file or peers_dns, see `MeshGroup`).
+    static func readPing(path: String, diagnostics: inout Diagnostics, meshGroups: inout [MeshGroup]) -> [PingTarget] {
         guard let root = parse(path: path, kind: "ping", diagnostics: &diagnostics) else { return [] }
         var reader = Reader(file: path, diagnostics: diagnostics)
         var targets: [PingTarget] = []
@@ -24,8 +31,12 @@ enum TargetsFiles {
                 reader.error(groupNode, "group '\(env)' has no hosts; list at least one, as '\(env): [127.0.0.1]', or delete the group")
                 continue
             }
+            if case .mapping = hostsNode {
+                if let mesh = readMeshGroup(env: env, groupNode: groupNode, node: hostsNode, path: path, reader: &reader) { meshGroups.append(mesh) }
+                continue
+            }
             guard case .sequence(let hosts) = hostsNode else {
-                reader.error(hostsNode, "group '\(env)' must be a list of hosts, as '\(env): [host, host]', got \(hostsNode.shownAs)")
+                reader.error(hostsNode, "group '\(env)' must be a list of hosts, as '\(env): [host, host]' (or a mesh: '\(env): {peers_file: FILE}'), got \(hostsNode.shownAs)")
                 continue
             }
             for hostNode in hosts {

@@ -35,6 +35,8 @@ public final class ProbeService: Sendable {
     let logLimiter: RateLimitedLogHandler.Shared?
     /// Names whose lookup failed, over the run (`resolve_failures`).
     let resolveFailures = Locked(0)
+    /// The last addresses of each `peers_dns` name, kept while its lookups fail for now.
+    let knownMeshPeers = Locked<[String: [String]]>([:])
 
     /// Turns planned targets into engine targets (addresses); `PlanResolver.resolve` unless
     /// a test plays the resolver.
@@ -97,10 +99,11 @@ public final class ProbeService: Sendable {
         logger.info("netprobe run started", metadata: [
             "probe": "\(configuration.probeName)", "ping_targets": "\(configuration.pingTargets.count)",
             "tcp_targets": "\(configuration.tcpTargets.count)", "influxdb_servers": "\(configuration.influxServers.count)",
+            "shard": "\(configuration.shard.map { "\($0.index) of \($0.count)" } ?? "none")", "mesh_groups": "\(configuration.meshGroups.count)",
         ])
 
         let (pingTargets, tcpTargets) = await self.resolve(initialConfiguration)
-        if icmpProber == nil && !configuration.pingTargets.isEmpty {
+        if icmpProber == nil && !(configuration.pingTargets.isEmpty && configuration.meshGroups.isEmpty) {
             logger.warning("ping targets are configured but ICMP is not available: only TCP targets are probed")
         }
         var icmpRun = icmpProber.map { KindRun.start(icmp: $0, plan: ProbePlan(pingTargets), settings: configuration.icmp, writer: writer) }
@@ -129,6 +132,16 @@ public final class ProbeService: Sendable {
         }
         scheduleLookups()
         defer { resolving.cancel() }
+        // watch_interval: a changed config, targets or peers file is a reload (FileWatch.swift).
+        let fileWatch = FileWatch(files: configuration.sourceFiles)
+        if let interval = configuration.watchIntervalNanoseconds {
+            let logger = self.logger
+            fileWatch.start(intervalNanoseconds: interval) { changed in
+                logger.info("config files changed: reloading", metadata: ["files": "\(changed.joined(separator: ", "))"])
+                send.yield(.control(.reload))
+            }
+        }
+        defer { fileWatch.stop() }
 
         control: for await event in events {
             switch event {
@@ -185,6 +198,7 @@ public final class ProbeService: Sendable {
                     tcpRun.apply(tcp, prober: tcpProber)
                 }
                 configuration = reloaded
+                fileWatch.watch(reloaded.sourceFiles)
                 scheduleLookups()
             }
         }
@@ -206,8 +220,11 @@ public final class ProbeService: Sendable {
     /// Looks up every target of `configuration`, ping and TCP at once; failures are logged
     /// (the log's rate limit makes that one line a minute) and counted in `resolve_failures`.
     func resolve(_ configuration: NetprobeConfiguration) async -> ([(planned: PlannedTarget, target: ProbeTarget)], [(planned: PlannedTarget, target: ProbeTarget)]) {
-        async let ping = lookUp(PlannedTarget.ping(configuration), configuration.icmp.family)
-        async let tcp = lookUp(PlannedTarget.tcp(configuration), configuration.tcp.family)
+        // Sharding and meshes (Fleet.swift): this instance's share of the targets, and its peers.
+        let dnsPeers = await meshPeersByName(configuration)
+        let identity = LocalIdentity.current(probeName: configuration.probeName)
+        async let ping = lookUp(Fleet.ping(configuration, identity: identity, dnsPeers: dnsPeers), configuration.icmp.family)
+        async let tcp = lookUp(Fleet.tcp(configuration), configuration.tcp.family)
         let (pingTargets, tcpTargets) = await (ping, tcp)
         var names = Set<String>()
         for (_, target) in pingTargets + tcpTargets where target.address == nil && names.insert(target.name).inserted {
@@ -216,6 +233,31 @@ public final class ProbeService: Sendable {
         }
         resolveFailures.withLock { $0 += names.count }
         return (pingTargets, tcpTargets)
+    }
+
+    /// The addresses of every `peers_dns` name of the mesh groups; a name whose lookup
+    /// failed only for now keeps its last addresses (a resolver outage must not empty a mesh).
+    func meshPeersByName(_ configuration: NetprobeConfiguration) async -> [String: [String]] {
+        let names = configuration.meshGroups.compactMap { group -> String? in
+            if case .dns(let name) = group.source { return name }
+            return nil
+        }
+        guard !names.isEmpty else { return [:] }
+        let outcomes = await PeerLookup.resolve(names, preference: configuration.icmp.family)
+        return knownMeshPeers.withLock { known in
+            var peers: [String: [String]] = [:]
+            for (name, outcome) in outcomes {
+                switch outcome {
+                case .addresses(let addresses):
+                    peers[name] = addresses
+                    known[name] = addresses
+                case .failed(let reason, let temporary):
+                    peers[name] = temporary ? known[name] ?? [] : []
+                    logger.warning("cannot look up the mesh peers \(name) (\(reason)): \(temporary ? "the last known peers are kept" : "no peers")")
+                }
+            }
+            return peers
+        }
     }
 
     /// The InfluxDB sink of a configuration; nil when it names no server.

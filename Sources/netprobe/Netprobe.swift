@@ -45,12 +45,17 @@ struct Netprobe: AsyncParsableCommand {
                 // opened goes to the command by value.
                 let resources = try privileged.acquirePrivilegedResources()
                 try await privileged.run(with: resources)
-            } else if let parsed = command as? AsyncParsableCommand {
-                // Only this task ever touches the command: handing it to the nonisolated run() is safe.
-                nonisolated(unsafe) var asyncCommand = parsed
-                try await asyncCommand.run()
             } else {
-                try command.run()
+                // A command that needs no privilege gives up what the binary's file
+                // capability (setcap, as in the image) handed a non-root user on exec.
+                if getuid() != 0, !Privileges.holdsNoCapabilities { try dropPrivileges() }
+                if let parsed = command as? AsyncParsableCommand {
+                    // Only this task ever touches the command: handing it to the nonisolated run() is safe.
+                    nonisolated(unsafe) var asyncCommand = parsed
+                    try await asyncCommand.run()
+                } else {
+                    try command.run()
+                }
             }
         } catch {
             let code = exitCode(for: error)

@@ -75,7 +75,7 @@ struct RunCommand: PrivilegedCommand {
             throw ExitCode(2)
         }
         var resources = PrivilegedResources(configuration: configuration)
-        if !configuration.pingTargets.isEmpty {
+        if !configuration.pingTargets.isEmpty || !configuration.meshGroups.isEmpty {
             let families: Set<AddressFamily> = switch configuration.icmp.family {
             case .ipv4Only: [.ipv4]
             case .ipv6Only: [.ipv6]

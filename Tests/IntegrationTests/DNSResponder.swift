@@ -8,8 +8,8 @@ import Glibc
 /// test's own: it runs as a child process of this test binary (`ip netns exec NS
 /// <test binary> IntegrationTests.DNSResponderProcess/testServe`).
 ///
-/// Its zone is a file of "name address" lines (IPv4), re-read for every query; a name not
-/// in it is NXDOMAIN, AAAA questions get an empty answer. While the file `silent` exists
+/// Its zone is a file of "name address" lines (IPv4; a name on several lines has several
+/// A records), re-read for every query; a name not in it is NXDOMAIN, AAAA questions get an empty answer. While the file `silent` exists
 /// next to the zone, queries are read and never answered (a hung resolver).
 struct DNSResponder {
     let zone: URL
@@ -31,7 +31,7 @@ struct DNSResponder {
     }
 
     /// One response to a query, or nil to stay silent. Pure: bytes in, bytes out.
-    static func answer(_ query: [UInt8], zone: [String: [UInt8]]) -> [UInt8]? {
+    static func answer(_ query: [UInt8], zone: [String: [[UInt8]]]) -> [UInt8]? {
         guard query.count >= 12, query[2] & 0x80 == 0 else { return nil }
         var offset = 12
         var labels: [String] = []
@@ -45,27 +45,27 @@ struct DNSResponder {
         let questionEnd = offset + 5
         let type = UInt16(query[offset + 1]) << 8 | UInt16(query[offset + 2])
         let name = labels.joined(separator: ".").lowercased()
-        let address = zone[name]
+        let addresses = zone[name]
         var response = Array(query[0..<2])
-        let rcode: UInt8 = address == nil ? 3 : 0  // NXDOMAIN : NOERROR
+        let rcode: UInt8 = addresses == nil ? 3 : 0  // NXDOMAIN : NOERROR
         response += [0x84 | (query[2] & 0x01), 0x80 | rcode]  // QR, AA, RD copied; RA
-        let answers = address != nil && type == 1 ? 1 : 0
+        let answers = type == 1 ? min(addresses?.count ?? 0, 100) : 0
         response += [0, 1, 0, UInt8(answers), 0, 0, 0, 0]
         response += query[12..<questionEnd]
-        if answers == 1, let address {
+        for address in (addresses ?? []).prefix(answers) {
             response += [0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4] + address  // pointer to the name, A, IN, TTL 1 s
         }
         return response
     }
 
-    static func readZone(_ path: String) -> [String: [UInt8]] {
+    static func readZone(_ path: String) -> [String: [[UInt8]]] {
         let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-        var zone: [String: [UInt8]] = [:]
+        var zone: [String: [[UInt8]]] = [:]
         for line in text.split(separator: "\n") {
             let parts = line.split(separator: " ")
             guard parts.count == 2 else { continue }
             let octets = parts[1].split(separator: ".").compactMap { UInt8($0) }
-            if octets.count == 4 { zone[parts[0].lowercased()] = octets }
+            if octets.count == 4 { zone[parts[0].lowercased(), default: []].append(octets) }
         }
         return zone
     }
