@@ -18,7 +18,7 @@ final class FaultIntegrationTests: XCTestCase {
         (0..<count).map { "127.1.\($0 / 250).\($0 % 250 + 1)" }
     }
 
-    func writeConfig(_ directory: URL, targets: [String], influx: [(name: String, url: String)], extra: String = "") throws -> String {
+    func writeConfig(_ directory: URL, targets: [String], influx: [(name: String, url: String)], spoolLimit: String = "1MB", extra: String = "") throws -> String {
         try ("local: [" + targets.map { "\"\($0)\"" }.joined(separator: ", ") + "]\n")
             .write(to: directory.appendingPathComponent("ping.yaml"), atomically: true, encoding: .utf8)
         // Uncompressed, so that the stubs' request bodies can be read as they are.
@@ -29,7 +29,7 @@ final class FaultIntegrationTests: XCTestCase {
             targets: {ping: ping.yaml, tcp: null}
             icmp: {interval: 1s, count: 1, spacing: 10ms, timeout: 500ms}
             resolve_interval: 1h
-            spool: {directory: spool, max_size: 1MB}
+            spool: {directory: spool, max_size: \(spoolLimit)}
             batch: {size: 1000, flush_interval: 200ms}
             \(extra)
             influxdb:
@@ -301,7 +301,7 @@ final class FaultIntegrationTests: XCTestCase {
         let config = try writeConfig(directory, targets: targets, influx: [
             ("healthy", healthy.url.absoluteString), ("hung", hung.url.absoluteString),
             ("failing", failing.url.absoluteString), ("throttling", throttling.url.absoluteString),
-        ])
+        ], spoolLimit: "64MB")  // room for however long a loaded machine takes: nothing may be forced out
         let running = try Harness.start([netprobe, "run", "--config", config])
         defer { if running.process.isRunning { kill(running.process.processIdentifier, SIGKILL) } }
         let pid = running.process.processIdentifier
