@@ -42,6 +42,7 @@ let package = Package(
         .executableTarget(
             name: "netprobe",
             dependencies: [
+                "CSystemShims",
                 "ProbeEngine",
                 "ProbeConfig",
                 "InfluxSink",

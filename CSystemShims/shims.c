@@ -61,4 +61,6 @@ const int CSystemShims_IFF_TUN = IFF_TUN;
 const int CSystemShims_IFF_NO_PI = IFF_NO_PI;
 const int CSystemShims_CLONE_NEWNET = CLONE_NEWNET;
 int CSystemShims_setns(int fd, int nstype) { return setns(fd, nstype); }
+#include <malloc.h>
+int CSystemShims_mallopt_arena_max(int count) { return mallopt(M_ARENA_MAX, count); }
 #endif

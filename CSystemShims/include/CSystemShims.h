@@ -99,6 +99,8 @@ extern const int CSystemShims_IFF_TUN;
 extern const int CSystemShims_IFF_NO_PI;
 extern const int CSystemShims_CLONE_NEWNET;
 int CSystemShims_setns(int fd, int nstype);
+/// mallopt(M_ARENA_MAX, count): <malloc.h> is not in Swift's Glibc module.
+int CSystemShims_mallopt_arena_max(int count);
 #endif
 
 #endif

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSystemShims
 import Glibc
 import ProbeConfig
 import ProbeEngine
@@ -37,6 +38,10 @@ struct Netprobe: AsyncParsableCommand {
     /// Runs the command, mapping argument errors to exit status 3 (ArgumentParser's own
     /// default is 64, which fping-style scripts would not expect).
     static func main() async {
+        // Two malloc arenas, not eight per core: the threads (probe loop, concurrency pool,
+        // HTTP client) allocate little each, and an arena per thread kept about 2 MB more
+        // resident at 10,000 targets (BENCHMARKS.md, "The daemon").
+        _ = CSystemShims_mallopt_arena_max(2)
         do {
             var command = try LongTargetLists.parse(splittingAttachedValues(Array(CommandLine.arguments.dropFirst())))
             if let privileged = command as? any PrivilegedCommand {

@@ -146,6 +146,7 @@ EOF
   if [ -n "$smokeping" ] && [ "$n" -le 1000 ]; then
     echo "daemon benchmark: $n targets: prometheus-smokeping-prober"
     sport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # shellcheck disable=SC2046 # one argument per target, on purpose
     "$smokeping" --privileged --ping.interval=1s --web.listen-address="127.0.0.1:$sport" $(cat "$work/targets-$n") >/dev/null 2>&1 &
     pid=$!
     pids+=("$pid")
@@ -169,3 +170,54 @@ for n in sorted({int(r[1]) for r in rows}):
         shown = f"{points} of {expected}" if points != "-" else "-"
         print(f"| {n} | {name} | {cpu} | {rss} | {shown} | {ratio} |")
 EOF
+
+# One-off rounds: `netprobe ping -c1` over 5,000 and 10,000 loopback targets, from a file
+# and (5,000) as arguments, against fping -C1 -q at its fastest loss-free interval
+# (-i 0.1 ms here); CPU (user+sys) and peak RSS from /usr/bin/time, median of 3 runs each.
+oneshot="$work/oneshot"
+: >"$oneshot"
+head -5000 "$work/targets-10000" >"$work/targets-5000" 2>/dev/null || python3 -c "
+for i in range(5000): print('127.%d.%d.%d' % (1 + i // 62500, (i // 250) % 250, i % 250 + 1))" >"$work/targets-5000"
+[ -s "$work/targets-10000" ] || python3 -c "
+for i in range(10000): print('127.%d.%d.%d' % (1 + i // 62500, (i // 250) % 250, i % 250 + 1))" >"$work/targets-10000"
+timed() {  # timed NAME TARGETS COMMAND...: appends "NAME TARGETS cpu_s rss_mb lost"
+  local name=$1 count=$2; shift 2
+  local out; out=$( { /usr/bin/time -f "TIME %U %S %M" "$@" >/dev/null 2>"$work/oneshot.err"; } 2>&1; cat "$work/oneshot.err")
+  python3 - "$name" "$count" "$out" >>"$oneshot" <<'PY'
+import sys, re
+name, count, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+user, system, rss = re.search(r"TIME (\S+) (\S+) (\d+)", out).groups()
+# fping -C prints "host : rtt" with "-" for a lost probe; netprobe -q prints a summary line.
+# netprobe -q prints "host : sent N, received M, ..." per target.
+pairs = re.findall(r"sent (\d+), received (\d+)", out)
+if pairs:
+    lost = sum(int(sent) - int(received) for sent, received in pairs)
+else:
+    lost = sum(line.split(":", 1)[1].split().count("-") for line in out.splitlines() if " : " in line)
+print(name, count, float(user) + float(system), int(rss) / 1024, lost)
+PY
+}
+echo "daemon benchmark: one-off rounds (ping -c1 against fping -C1), 3 runs each"
+for _ in 1 2 3; do
+  for n in 5000 10000; do
+    timed "netprobe-ping-file" "$n" "$netprobe" ping -c 1 -i 1 --rate 10000 -q -f "$work/targets-$n"
+    timed "fping-C1" "$n" fping -C1 -q -i 0.1 -f "$work/targets-$n"
+  done
+  # shellcheck disable=SC2046 # one argument per target, on purpose
+  timed "netprobe-ping-args" 5000 "$netprobe" ping -c 1 -i 1 --rate 10000 -q $(cat "$work/targets-5000")
+done
+python3 - "$oneshot" <<'PY'
+import sys, statistics, collections
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    name, count, cpu, rss, lost = line.split()
+    runs[(int(count), name)].append((float(cpu), float(rss), int(lost)))
+print()
+print("| targets | program | CPU s (median of 3) | peak RSS MB | lost (all runs) | CPU vs fping -C1 |")
+print("| ---: | --- | ---: | ---: | ---: | ---: |")
+for (count, name), values in sorted(runs.items()):
+    cpu = statistics.median(v[0] for v in values)
+    fping = runs.get((count, "fping-C1"))
+    ratio = f"{cpu / statistics.median(v[0] for v in fping):.2f}x" if fping else "-"
+    print(f"| {count} | {name} | {cpu:.2f} | {max(v[1] for v in values):.1f} | {sum(v[2] for v in values)} | {ratio} |")
+PY
