@@ -182,10 +182,11 @@ for i in range(5000): print('127.%d.%d.%d' % (1 + i // 62500, (i // 250) % 250, 
 for i in range(10000): print('127.%d.%d.%d' % (1 + i // 62500, (i // 250) % 250, i % 250 + 1))" >"$work/targets-10000"
 timed() {  # timed NAME TARGETS COMMAND...: appends "NAME TARGETS cpu_s rss_mb lost"
   local name=$1 count=$2; shift 2
-  local out; out=$( { /usr/bin/time -f "TIME %U %S %M" "$@" >/dev/null 2>"$work/oneshot.err"; } 2>&1; cat "$work/oneshot.err")
-  python3 - "$name" "$count" "$out" >>"$oneshot" <<'PY'
+  /usr/bin/time -o "$work/oneshot.time" -f "TIME %U %S %M" "$@" >"$work/oneshot.out" 2>&1 || true
+  cat "$work/oneshot.time" >>"$work/oneshot.out"
+  python3 - "$name" "$count" "$work/oneshot.out" >>"$oneshot" <<'PY'
 import sys, re
-name, count, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+name, count, out = sys.argv[1], int(sys.argv[2]), open(sys.argv[3]).read()
 user, system, rss = re.search(r"TIME (\S+) (\S+) (\d+)", out).groups()
 # fping -C prints "host : rtt" with "-" for a lost probe; netprobe -q prints a summary line.
 # netprobe -q prints "host : sent N, received M, ..." per target.
