@@ -192,6 +192,9 @@ final class PathRun: LoopTask {
     /// Per target and flow: the smallest TTL the destination (or an unreachable) answered.
     var endTTL: [[Int?]]
     var roundsStarted: [Int]
+    /// Probes of each target waiting in `queue`: a round starts only once the target's
+    /// last one is sent (more probes than the rate allows delay rounds, never pile them up).
+    var queued: [Int]
     var sendOrder: [Int]
     var roundStarts = Heap<RoundStart>()
     var queue = Deque<Pending>()
@@ -218,6 +221,7 @@ final class PathRun: LoopTask {
         tallies = Array(repeating: Array(repeating: Array(repeating: Tally(), count: hops), count: configuration.flows), count: targets.count)
         endTTL = Array(repeating: Array(repeating: nil, count: configuration.flows), count: targets.count)
         roundsStarted = Array(repeating: 0, count: targets.count)
+        queued = Array(repeating: 0, count: targets.count)
         sendOrder = Array(repeating: 0, count: targets.count)
         spacing = max(1, Int64(1_000_000_000 / configuration.packetsPerSecond))
     }
@@ -242,6 +246,7 @@ final class PathRun: LoopTask {
             stopping = true
             roundStarts = Heap()
             queue.removeAll()
+            queued = Array(repeating: 0, count: targets.count)
         }
         while let first = roundStarts.min, first.instant <= now {
             _ = roundStarts.removeMin()
@@ -275,11 +280,17 @@ final class PathRun: LoopTask {
     // MARK: sending
 
     func startRound(_ index: Int, plannedAt instant: Int64) {
+        if queued[index] > 0 {
+            // The last round is still being sent: start this one once it is.
+            roundStarts.insert(RoundStart(instant: max(instant, nextSendAt) + spacing * Int64(queued[index]), targetIndex: index))
+            return
+        }
         roundsStarted[index] += 1
         for flow in 0..<configuration.flows {
             let last = min(configuration.maxHops, endTTL[index][flow] ?? configuration.maxHops)
             guard last >= configuration.firstHop else { continue }
             for ttl in configuration.firstHop...last { queue.append(Pending(targetIndex: index, flow: flow, ttl: ttl)) }
+            queued[index] += last - configuration.firstHop + 1
         }
         if configuration.rounds == 0 || roundsStarted[index] < configuration.rounds {
             roundStarts.insert(RoundStart(instant: instant + configuration.intervalNanoseconds, targetIndex: index))
@@ -295,6 +306,7 @@ final class PathRun: LoopTask {
                 return
             }
             queue.removeFirst()
+            queued[pending.targetIndex] -= 1
             nextSendAt = max(nextSendAt + spacing, clock - 10 * spacing)
             clock = Clock.monotonicNanoseconds()
         }

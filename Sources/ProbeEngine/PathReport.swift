@@ -1,4 +1,7 @@
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One hop of a trace: every probe sent with this TTL (the destination's hop also takes
 /// the probes sent with larger TTLs, which the destination answered too).
@@ -82,16 +85,21 @@ public struct PathTrace: Sendable {
 /// slowly or rate-limit their own ICMP.
 ///
 /// Rules (`netprobe trace --help` prints them):
-/// 1. A hop's forwarded loss is the least loss of it and every hop after it, the
-///    destination included: whatever a router drops, every later hop misses too; what
-///    only one hop misses is its own.
-/// 2. A hop rate-limits (or answers slowly) when its own loss exceeds its forwarded loss
-///    by more than 3 binomial standard deviations (and at least 2 probes): "rate-limits",
-///    never loss.
-/// 3. Loss starts at the first hop whose forwarded loss is at least half the
-///    destination's, when the destination loses `significantLossPercent` or more (and at
-///    least 2 probes). A rate-limiting hop cannot show it: the first hop after it that
-///    does not rate-limit is named.
+/// 1. A hop rate-limits (its ICMP, or it answers slowly) when it loses more than the hops
+///    after it do together (those that do not rate-limit, the destination included), by
+///    more than 5 standard deviations of a two-proportion test and at least 2 probes: its
+///    loss is its own, shown as "rate-limits", never as loss. Found from the destination
+///    backwards.
+/// 2. A hop's forwarded loss is the loss the traffic through it suffers: what a router
+///    drops, every later hop misses too, so it never falls along the path. It is the
+///    best non-decreasing fit (isotonic regression, weighted by probes) of the loss of
+///    the hops that do not rate-limit; a rate-limiting hop gets the value of the hop
+///    before it.
+/// 3. When the destination loses `significantLossPercent` or more (and at least 2
+///    probes), loss starts at the hop that best splits the hops that do not rate-limit
+///    into "before: one loss rate" and "from here on: another" (the maximum-likelihood
+///    change point of a binomial step), when that split is significant at 99 %
+///    (likelihood ratio); else at the first hop.
 /// 4. Latency is added at the hop whose forwarded median RTT (least median of it and
 ///    every later hop) rises most over the hop before it, when that rise is at least 1 ms
 ///    and half of the destination's median.
@@ -99,9 +107,9 @@ public struct PathAnalysis: Sendable, Equatable {
     /// Loss at the destination below this is noise, not a problem to locate.
     public static let significantLossPercent = 1.0
 
-    /// Forwarded loss per hop (rule 1), in percent, in hop order.
+    /// Forwarded loss per hop (rule 2), in percent, in hop order.
     public var forwardedLossPercent: [Double]
-    /// Hops (1-based) whose own loss is rate limiting (rule 2).
+    /// Hops (1-based) whose own loss is rate limiting (rule 1).
     public var rateLimitingHops: [Int]
     /// The hop where loss starts (rule 3), nil when the destination loses nothing significant.
     public var lossStartHop: Int?
@@ -113,31 +121,83 @@ public struct PathAnalysis: Sendable, Equatable {
 
     /// Analyses `hops` (hop 1 first, destination last when reached).
     public init(hops: [HopReport], reached: Bool) {
+        let measured = hops.indices.filter { hops[$0].sent > 0 }
+        // Rule 1, from the end: compare each hop with the pool of later trusted hops.
+        var limiting = Set<Int>()
+        var pool = (lost: 0, sent: 0)
+        for (position, index) in measured.enumerated().reversed() {
+            let hop = hops[index]
+            let lost = hop.sent - hop.received
+            if position < measured.count - 1 && pool.sent > 0 {
+                // Two-proportion z-test of the hop against the pool, one-sided, at 5 sigma:
+                // a hop that truly loses what the later hops lose is flagged about once in
+                // 3 million traces; a rate limit (90 % against 0-10 %) scores 15 or more.
+                let own = Double(lost) / Double(hop.sent)
+                let later = Double(pool.lost) / Double(pool.sent)
+                let pooled = Double(lost + pool.lost) / Double(hop.sent + pool.sent)
+                let deviation = (pooled * (1 - pooled) * (1 / Double(hop.sent) + 1 / Double(pool.sent))).squareRoot()
+                let excessProbes = Double(lost) - later * Double(hop.sent)
+                if excessProbes >= 2 && deviation > 0 && (own - later) / deviation > 5 {
+                    limiting.insert(index)
+                    continue
+                }
+            }
+            pool.lost += lost
+            pool.sent += hop.sent
+        }
+        rateLimitingHops = measured.filter { limiting.contains($0) }.map { hops[$0].hop }
+        let trusted = measured.filter { !limiting.contains($0) }
+
+        // Rule 2: pool adjacent violators over the trusted hops.
+        var blocks: [(lost: Double, sent: Double, count: Int)] = []
+        for index in trusted {
+            blocks.append((Double(hops[index].sent - hops[index].received), Double(hops[index].sent), 1))
+            while blocks.count > 1, blocks[blocks.count - 2].lost / blocks[blocks.count - 2].sent > blocks[blocks.count - 1].lost / blocks[blocks.count - 1].sent {
+                let last = blocks.removeLast()
+                blocks[blocks.count - 1].lost += last.lost
+                blocks[blocks.count - 1].sent += last.sent
+                blocks[blocks.count - 1].count += last.count
+            }
+        }
+        var fitted: [Int: Double] = [:]
+        var cursor = 0
+        for block in blocks {
+            for _ in 0..<block.count {
+                fitted[trusted[cursor]] = block.lost / block.sent * 100
+                cursor += 1
+            }
+        }
         var forwarded = [Double](repeating: 0, count: hops.count)
-        var least = Double.infinity
-        for index in hops.indices.reversed() {
-            if hops[index].sent > 0 { least = min(least, hops[index].lossPercent) }
-            forwarded[index] = least.isFinite ? least : 100
+        var previous = 0.0
+        for index in hops.indices {
+            if let value = fitted[index] { previous = value }
+            forwarded[index] = previous
         }
         forwardedLossPercent = forwarded
-        rateLimitingHops = hops.indices.compactMap { index in
-            let hop = hops[index]
-            guard hop.sent > 0 else { return nil }
-            let lost = Double(hop.sent - hop.received)
-            let p = forwarded[index] / 100
-            let expected = p * Double(hop.sent)
-            let deviation = (Double(hop.sent) * p * (1 - p)).squareRoot()
-            return lost - expected > max(2, 3 * deviation) ? hop.hop : nil
-        }
+
+        // Rule 3: the change point of a binomial step over the trusted hops.
         let destination = reached ? hops.last : nil
         destinationLossPercent = destination?.lossPercent
-        if let destination, destination.lossPercent >= Self.significantLossPercent, destination.sent - destination.received >= 2 {
-            // A hop that rate-limits hides whether the loss begins there: name the first
-            // hop after it whose own answers show the loss.
-            let limiting = Set(rateLimitingHops)
-            lossStartHop = hops.indices.first { forwarded[$0] >= destination.lossPercent / 2 && !limiting.contains(hops[$0].hop) }.map { hops[$0].hop }
-        } else {
-            lossStartHop = nil
+        lossStartHop = nil
+        if let destination, destination.lossPercent >= Self.significantLossPercent, destination.sent - destination.received >= 2, !trusted.isEmpty {
+            func logLikelihood(_ range: ArraySlice<Int>) -> Double {
+                let lost = range.reduce(0) { $0 + hops[$1].sent - hops[$1].received }
+                let sent = range.reduce(0) { $0 + hops[$1].sent }
+                guard sent > 0, lost > 0, lost < sent else { return 0 }
+                let p = Double(lost) / Double(sent)
+                return Double(lost) * Glibc.log(p) + Double(sent - lost) * Glibc.log(1 - p)
+            }
+            // A split always fits a little better: take it only when the likelihood ratio
+            // is significant at 99 % (chi-square, 1 degree of freedom: 6.63); otherwise
+            // the loss is the same everywhere and starts at the first hop.
+            let unsplit = logLikelihood(trusted[...])
+            var best = (position: 0, value: unsplit)
+            for split in trusted.indices.dropFirst() {
+                let value = logLikelihood(trusted[..<split]) + logLikelihood(trusted[split...])
+                if value > best.value + 1e-9 { best = (split, value) }
+            }
+            if 2 * (best.value - unsplit) < 6.63 { best.position = 0 }
+            lossStartHop = hops[trusted[best.position]].hop
         }
         // Rule 4 on the medians.
         var medians = [Double?](repeating: nil, count: hops.count)

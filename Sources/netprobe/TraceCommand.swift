@@ -22,14 +22,16 @@ struct TraceCommand: PrivilegedCommand {
             is printed.
 
             Reading the report (the rules):
-              1. A hop's forwarded loss is the least loss of it and every later hop,
-                 the destination included: what a router drops, every later hop misses.
-              2. A hop rate-limits (its ICMP, or answers slowly) when its own loss exceeds
-                 its forwarded loss by more than 3 binomial standard deviations (at least
-                 2 probes): shown as "rate-limits (not loss)", never as loss.
-              3. Loss starts at the first hop whose forwarded loss is at least half the
-                 destination's, when the destination loses 1% or more (2 probes at least);
-                 a rate-limiting hop cannot show it, so the next hop that does not is named.
+              1. A hop rate-limits (its ICMP, or answers slowly) when it loses more than
+                 the later hops together (the destination included), by more than 5
+                 standard deviations (two-proportion test) and 2 probes: shown as
+                 "rate-limits (not loss)", never as loss.
+              2. Forwarded loss ("fwd loss") is the loss of the traffic through a hop: what
+                 a router drops every later hop misses, so it never falls along the path
+                 (the best non-decreasing fit of the hops that do not rate-limit).
+              3. When the destination loses 1% or more (2 probes at least), loss starts at
+                 the hop that best splits the path into "before" and "from here on" loss
+                 rates (maximum likelihood, significant at 99%; else at hop 1).
               4. Latency is added at the hop whose forwarded median RTT rises most over the
                  hop before it, when the rise is 1 ms or more and half the destination's.
 
