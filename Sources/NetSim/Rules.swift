@@ -54,6 +54,9 @@ public struct HostRule: Equatable, Sendable {
     public var tcpDefault: PortBehaviour = .closed
     /// The host answers everything with ICMP host unreachable.
     public var unreachable = false
+    /// The host drops ICMP echo requests (a firewall that filters ping); routers in front
+    /// of it still answer TTL-limited ones.
+    public var icmpFiltered = false
     /// The routers in front of the hosts, nearest first: one list per hop, of equal-cost
     /// alternatives a packet's flow hash chooses between (empty: the hosts are one hop away).
     /// Each router behaves as the rule for its own address says (see `RouterBehaviour`).
@@ -83,7 +86,7 @@ public struct HostRule: Equatable, Sendable {
         lhs.prefix == rhs.prefix && lhs.delay == rhs.delay && lhs.loss == rhs.loss && lhs.ttl == rhs.ttl
             && lhs.tcpPorts.map(\.ports) == rhs.tcpPorts.map(\.ports) && lhs.tcpPorts.map(\.behaviour) == rhs.tcpPorts.map(\.behaviour)
             && lhs.tcpDefault == rhs.tcpDefault && lhs.unreachable == rhs.unreachable
-            && lhs.path == rhs.path && lhs.icmpRatePerSecond == rhs.icmpRatePerSecond && lhs.mtu == rhs.mtu && lhs.quoteBytes == rhs.quoteBytes
+            && lhs.icmpFiltered == rhs.icmpFiltered && lhs.path == rhs.path && lhs.icmpRatePerSecond == rhs.icmpRatePerSecond && lhs.mtu == rhs.mtu && lhs.quoteBytes == rhs.quoteBytes
     }
 }
 
@@ -105,6 +108,7 @@ extension HostRule {
           tcp=80:open,81:closed,82:filtered,83:rejected,1000-1010:open
           tcp-default=closed              unlisted ports (default closed)
           unreachable                     answer all with ICMP host unreachable
+          icmp=filtered                   drop ICMP echo requests (default: answer)
           path=R1,R2|R2b,R3               routers in front of the hosts, nearest first;
                                           R2|R2b: equal-cost branches picked by flow hash
                                           (src, dst, protocol, first 4 transport bytes)
@@ -217,11 +221,14 @@ extension HostRule {
         case "quote":
             guard let parsed = Int(value), (8...1500).contains(parsed) else { throw RuleError("quote='\(value)': write 8 to 1500 bytes") }
             quoteBytes = parsed
+        case "icmp":
+            guard value == "filtered" || value == "answer" else { throw RuleError("icmp='\(value)': write filtered (drop echo requests) or answer") }
+            icmpFiltered = value == "filtered"
         case "tcp-default":
             guard let behaviour = PortBehaviour(rawValue: value) else { throw RuleError("tcp-default='\(value)': write open, closed, filtered or rejected") }
             tcpDefault = behaviour
         default:
-            throw RuleError("unknown key '\(key)': use delay, jitter, loss, ttl, tcp, tcp-default, unreachable, path, icmp-rate, mtu or quote")
+            throw RuleError("unknown key '\(key)': use delay, jitter, loss, ttl, tcp, tcp-default, icmp, unreachable, path, icmp-rate, mtu or quote")
         }
     }
 

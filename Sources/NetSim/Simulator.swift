@@ -345,6 +345,11 @@ public final class Simulator: @unchecked Sendable {
             verdict = .hostUnreachable
         } else {
             switch request {
+            case .echoRequest where rule.icmpFiltered:
+                hosts[header.destination]!.ignored += 1
+                kinds[.filtered, default: 0] += 1
+                record?.write(.filtered, source: header.source, destination: header.destination, details: details, holdNanoseconds: nil)
+                return
             case .echoRequest:
                 verdict = .echoReply
             case .tcpSyn(_, let port, _):

@@ -62,6 +62,8 @@ public final class PathProber: @unchecked Sendable {
     public let configuration: PathProbeConfiguration
     let logger: Logger
     let sockets: [AddressFamily: ICMPSocket]
+    /// Raw TCP sockets for targets with a port (TCP SYN traces); empty without.
+    let tcpSockets: [AddressFamily: PathTCPSockets.Socket]
     let loop: ProbeLoop
     let cookie: UInt64
     private var nextProbeNumber: UInt32
@@ -69,24 +71,32 @@ public final class PathProber: @unchecked Sendable {
 
     /// - Parameters:
     ///   - sockets: raw ICMP sockets; the prober owns them from now on and closes them.
+    ///     They read the routers' errors for TCP traces too.
+    ///   - tcpSockets: raw TCP sockets for targets with a port (SYN probes); owned from now on.
     ///   - loop: the event loop to run on (shared with other probers); nil makes one.
     /// - Throws: `PathProberError.needsRawSocket` for datagram sockets; `SystemCallError`
     ///   when a new loop cannot be created.
-    public init(sockets: ICMPSocketSet, configuration: PathProbeConfiguration, loop: ProbeLoop? = nil, logger: Logger) throws {
+    public init(sockets: ICMPSocketSet, tcpSockets: PathTCPSockets? = nil, configuration: PathProbeConfiguration, loop: ProbeLoop? = nil, logger: Logger) throws {
         precondition(configuration.payloadLength >= PathPacket.minimumPayloadLength)
         precondition(configuration.flows >= 1 && configuration.maxHops >= configuration.firstHop && configuration.firstHop >= 1 && configuration.maxHops <= 255)
         let taken = sockets.take()
-        if let datagram = taken.values.first(where: { $0.mode != .raw }) {
+        let takenTCP = tcpSockets?.take() ?? [:]
+        func closeAll() {
             for socket in taken.values { try? socket.close() }
+            for socket in takenTCP.values { socket.close() }
+        }
+        if let datagram = taken.values.first(where: { $0.mode != .raw }) {
+            closeAll()
             throw PathProberError.needsRawSocket(datagram.family)
         }
         do {
             self.loop = try loop ?? ProbeLoop(logger: logger)
         } catch {
-            for socket in taken.values { try? socket.close() }
+            closeAll()
             throw error
         }
         self.sockets = taken
+        self.tcpSockets = takenTCP
         self.configuration = configuration
         self.logger = logger
         var generator = SystemRandomNumberGenerator()
@@ -95,7 +105,10 @@ public final class PathProber: @unchecked Sendable {
     }
 
     deinit {
-        if !shared.withLock({ $0.closed }) { for socket in sockets.values { try? socket.close() } }
+        if !shared.withLock({ $0.closed }) {
+            for socket in sockets.values { try? socket.close() }
+            for socket in tcpSockets.values { socket.close() }
+        }
     }
 
     /// Closes the sockets, after the last stream finished.
@@ -105,10 +118,14 @@ public final class PathProber: @unchecked Sendable {
             defer { state.closed = true }
             return !state.closed
         }
-        if wasOpen { for socket in sockets.values { try? socket.close() } }
+        if wasOpen {
+            for socket in sockets.values { try? socket.close() }
+            for socket in tcpSockets.values { socket.close() }
+        }
     }
 
-    /// Traces `targets` (their addresses; targets without one are reported unreached at once).
+    /// Traces `targets` (their addresses; targets without one are reported unreached at once):
+    /// with ICMP echo requests, or with TCP SYNs to the target's port when it has one.
     /// - Returns: one `PathTrace` per target once its rounds are done (or after `stop()`);
     ///   the stream then finishes.
     public func trace(_ targets: [ProbeTarget]) -> AsyncStream<PathTrace> {
@@ -209,6 +226,9 @@ final class PathRun: LoopTask {
     var currentTTL: [AddressFamily: Int] = [:]
     var packet: [UInt8] = []
     var ignored: [String: Int] = [:]
+    /// Our IPv4 source address towards each TCP target.
+    var sources: [Int: IPAddress] = [:]
+    var currentTCPTTL: [AddressFamily: Int] = [:]
     var stopping = false
     var reported = false
 
@@ -232,6 +252,13 @@ final class PathRun: LoopTask {
         self.loop = loop
         for socket in prober.sockets.values {
             try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue, for: self)
+        }
+        for socket in prober.tcpSockets.values {
+            try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue, for: self)
+        }
+        for (index, target) in targets.enumerated() where target.port != nil {
+            // The IPv4 TCP checksum covers our source address: ask the routing table.
+            if let address = target.address, address.family == .ipv4 { sources[index] = PathTCPSockets.sourceAddress(towards: address) }
         }
         let traced = targets.indices.filter { targets[$0].address != nil }
         let phase = traced.isEmpty ? 0 : configuration.intervalNanoseconds / Int64(traced.count)
@@ -264,6 +291,9 @@ final class PathRun: LoopTask {
     var isFinished: Bool { roundStarts.isEmpty && queue.isEmpty && inFlight.isEmpty }
 
     func handle(fd: Int32, events: UInt32) throws {
+        if let tcp = prober.tcpSockets.values.first(where: { $0.descriptor.rawValue == fd }) {
+            return try drainTCP(tcp, limit: 16)
+        }
         guard let socket = prober.sockets.values.first(where: { $0.descriptor.rawValue == fd }) else { return }
         if events & EPOLLERR.rawValue != 0 { try drainErrorQueue(socket, limit: 4) }
         if events & EPOLLIN.rawValue != 0 { try drainReplies(socket, limit: 16) }
@@ -272,6 +302,7 @@ final class PathRun: LoopTask {
     func detach(error: Error?) {
         if let error { prober.logger.error("tracing stopped", metadata: ["error": "\(error)"]) }
         for socket in prober.sockets.values { loop?.unwatch(socket.descriptor.rawValue) }
+        for socket in prober.tcpSockets.values { loop?.unwatch(socket.descriptor.rawValue) }
         if !reported { reportAll() }
         prober.ended()
         continuation.finish()
@@ -314,6 +345,7 @@ final class PathRun: LoopTask {
 
     /// Sends one probe; false when the socket would block.
     func send(_ pending: Pending) throws -> Bool {
+        if targets[pending.targetIndex].port != nil { return try sendSYN(pending) }
         let target = targets[pending.targetIndex]
         guard let address = target.address, let socket = prober.sockets[address.family] else {
             tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
@@ -350,6 +382,44 @@ final class PathRun: LoopTask {
         deadlines.append((deadline, probeNumber))
         tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
         try drainErrorQueue(socket, limit: 1)
+        return true
+    }
+
+    /// Sends one TCP SYN probe; false when the socket would block.
+    func sendSYN(_ pending: Pending) throws -> Bool {
+        let target = targets[pending.targetIndex]
+        guard let address = target.address, let port = target.port, let socket = prober.tcpSockets[address.family] else {
+            tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
+            ignore("no_tcp_socket")
+            return true
+        }
+        if currentTCPTTL[address.family] != pending.ttl {
+            if address.family == .ipv4 {
+                try Posix.setsockopt(socket.descriptor.rawValue, Int32(IPPROTO_IP), IP_TTL, Int32(pending.ttl))
+            } else {
+                try Posix.setsockopt(socket.descriptor.rawValue, Int32(IPPROTO_IPV6), IPV6_UNICAST_HOPS, Int32(pending.ttl))
+            }
+            currentTCPTTL[address.family] = pending.ttl
+        }
+        let probeNumber = prober.takeProbeNumber()
+        let segment = PathTCPSegment.syn(sourcePort: socket.ports[pending.flow % socket.ports.count], destinationPort: port, sequence: probeNumber,
+                                         source: sources[pending.targetIndex], destination: address)
+        let sentAt = Clock.realtimeNanoseconds()
+        let deadline = Clock.monotonicNanoseconds() + configuration.timeoutNanoseconds
+        do {
+            guard try socket.send(segment, to: address) else { return false }
+        } catch {
+            tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
+            ignore("send_\(error.errno == ENETUNREACH || error.errno == EHOSTUNREACH ? "unreachable" : "error")")
+            return true
+        }
+        lastProbeNumber = probeNumber
+        let order = sendOrder[pending.targetIndex]
+        sendOrder[pending.targetIndex] += 1
+        inFlight[probeNumber] = Probe(targetIndex: pending.targetIndex, flow: pending.flow, ttl: pending.ttl, order: order,
+                                      userSentRealtime: sentAt, kernelSentRealtime: nil, deadline: deadline)
+        deadlines.append((deadline, probeNumber))
+        tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
         return true
     }
 
@@ -402,10 +472,20 @@ final class PathRun: LoopTask {
         guard reply.cookie == prober.cookie else { return ignore("wrong_cookie") }
         guard reply.sequence == UInt16(truncatingIfNeeded: reply.probeNumber) else { return ignore("sequence_mismatch") }
         guard reply.payloadLength == configuration.payloadLength else { return ignore("wrong_length") }
-        try conclude(probeNumber: reply.probeNumber, from: source, isDestination: true, unreachable: false, socket: socket, received: received)
+        try conclude(probeNumber: reply.probeNumber, from: source, isDestination: true, unreachable: false, socket: socket,
+                     kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime)
     }
 
     func handleError(_ report: PathPacket.ErrorReport, from source: IPAddress, socket: ICMPSocket, received: ICMPSocket.Received) throws {
+        if case .tcp(let sourcePort, let destinationPort, let sequence) = report.probe {
+            guard let tcp = prober.tcpSockets[socket.family], tcp.ports.contains(sourcePort) else { return }  // not our SYN
+            guard let probe = inFlight[sequence] ?? recent[sequence], targets[probe.targetIndex].port == destinationPort,
+                  tcp.ports[probe.flow % tcp.ports.count] == sourcePort else { return ignore("unknown_probe") }
+            guard report.quotedDestination == targets[probe.targetIndex].address else { return ignore("wrong_destination") }
+            let isDestination = source == targets[probe.targetIndex].address && report.kind != .timeExceeded
+            return try conclude(probeNumber: sequence, from: source, isDestination: isDestination, unreachable: report.kind == .unreachable && !isDestination,
+                                socket: socket, kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime)
+        }
         guard case .echo(let identifier, let sequence, let cookie, let quotedNumber) = report.probe, identifier == socket.identifier else {
             return  // about someone else's packet
         }
@@ -418,26 +498,44 @@ final class PathRun: LoopTask {
         guard report.quotedDestination == targets[probe.targetIndex].address else { return ignore("wrong_destination") }
         let isDestination = source == targets[probe.targetIndex].address
         try conclude(probeNumber: probeNumber, from: source, isDestination: isDestination && report.kind != .timeExceeded,
-                     unreachable: report.kind == .unreachable, socket: socket, received: received)
+                     unreachable: report.kind == .unreachable, socket: socket, kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime)
     }
 
     func ignore(_ reason: String) {
         ignored[reason, default: 0] += 1
     }
 
-    func conclude(probeNumber: UInt32, from source: IPAddress, isDestination: Bool, unreachable: Bool, socket: ICMPSocket, received: ICMPSocket.Received) throws {
+    /// A SYN-ACK or RST from a TCP target: the destination answered the probe whose
+    /// sequence number it acknowledges.
+    func drainTCP(_ socket: PathTCPSockets.Socket, limit: Int) throws {
+        for _ in 0..<limit {
+            guard let received = try socket.receive() else { return }
+            guard let source = received.source, let answer = PathTCPSegment.decodeAnswer(received.packet, family: socket.family),
+                  socket.ports.contains(answer.destinationPort) else { continue }  // every TCP segment of the host comes here
+            let probeNumber = answer.acknowledgment &- 1
+            guard let probe = inFlight[probeNumber] ?? recent[probeNumber] else { ignore("unknown_probe"); continue }
+            guard targets[probe.targetIndex].address == source, targets[probe.targetIndex].port == answer.sourcePort,
+                  socket.ports[probe.flow % socket.ports.count] == answer.destinationPort else { ignore("wrong_source"); continue }
+            try conclude(probeNumber: probeNumber, from: source, isDestination: true, unreachable: false, socket: nil, kernelRealtime: nil, userRealtime: received.realtime)
+        }
+    }
+
+    func conclude(probeNumber: UInt32, from source: IPAddress, isDestination: Bool, unreachable: Bool, socket: ICMPSocket?,
+                  kernelRealtime: Int64?, userRealtime: Int64) throws {
         guard var probe = inFlight[probeNumber] else {
             ignore(recent[probeNumber] == nil ? "unknown_probe" : "late_or_duplicate")
             return
         }
         // An echo reply must come from the target itself.
         if isDestination && !unreachable && source != targets[probe.targetIndex].address { return ignore("wrong_source") }
-        if probe.kernelSentRealtime == nil {
+        if probe.kernelSentRealtime == nil, let socket, targets[probe.targetIndex].port == nil {
             try drainErrorQueue(socket, limit: 64)
             probe.kernelSentRealtime = inFlight[probeNumber]?.kernelSentRealtime
         }
+        // Kernel stamps at both ends, or user-space reads at both (TCP probes: their raw
+        // socket is not stamped).
         let sent = probe.kernelSentRealtime ?? probe.userSentRealtime
-        let arrived = (probe.kernelSentRealtime != nil ? received.kernelRealtime : nil) ?? received.userRealtime
+        let arrived = (probe.kernelSentRealtime != nil ? kernelRealtime : nil) ?? userRealtime
         let rtt = max(0, arrived - sent)
         inFlight[probeNumber] = nil
         probe.answered = true

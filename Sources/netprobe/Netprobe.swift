@@ -90,6 +90,8 @@ struct PrivilegedResources: Sendable {
     var icmpSockets: ICMPSocketSet?
     /// `check`: raw ICMP sockets of the path prober, when raw sockets are allowed.
     var pathSockets: ICMPSocketSet?
+    /// `trace` of HOST:PORT targets: raw TCP sockets for SYN probes.
+    var pathTCPSockets: PathTCPSockets?
     /// `run`: the configuration, read before the sockets it asks for were opened.
     var configuration: NetprobeConfiguration?
 }

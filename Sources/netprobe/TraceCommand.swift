@@ -6,7 +6,7 @@ import ProbeEngine
 struct TraceCommand: PrivilegedCommand {
     static let configuration = CommandConfiguration(
         commandName: "trace",
-        abstract: "Trace the path to many hosts at once, hop by hop, and say where loss starts.",
+        abstract: "Trace the path to many hosts at once, hop by hop (ICMP, or TCP SYN to HOST:PORT), and say where loss starts.",
         discussion: """
             An mtr-like report: every round sends one TTL-limited ICMP echo request per hop \
             (and flow); routers answer with time exceeded, the destination with an echo \
@@ -14,6 +14,14 @@ struct TraceCommand: PrivilegedCommand {
             sequence, destination; cookie and probe number when quoted), times come from \
             the kernel's timestamps. After the first round, hops beyond the destination are \
             no longer probed.
+
+            HOST:PORT traces with TCP SYNs to the port instead (for hosts that filter ICMP \
+            echo): half-open, as `netprobe tcp`: the destination's SYN-ACK is answered by \
+            this host's kernel with a RST, so its application never sees a connection. All \
+            SYNs of a flow share one 5-tuple (source port reserved by a bound socket); the \
+            probe's number is the sequence number, which routers quote and the SYN-ACK or \
+            RST acknowledges. TCP times are user-space clock reads (the raw TCP socket is \
+            not kernel-stamped).
 
             One flow identifier per trace (Paris traceroute): the ICMP checksum stays the \
             same for every probe, so a per-flow load balancer sends all of them down one \
@@ -76,7 +84,7 @@ struct TraceCommand: PrivilegedCommand {
     @Flag(name: .shortAndLong, help: "Log what netprobe does to standard error.")
     var verbose = false
 
-    @Argument(help: ArgumentHelp("Host names or addresses.", valueName: "host"))
+    @Argument(help: ArgumentHelp("HOST (ICMP) or HOST:PORT (TCP SYN), [IPv6]:PORT.", valueName: "host[:port]"))
     var targets: [String]
 
     func validate() throws {
@@ -88,12 +96,7 @@ struct TraceCommand: PrivilegedCommand {
         guard (1...16).contains(flows) else { throw ValidationError("--flows must be between 1 and 16, got \(flows).") }
         guard rate > 0, rate <= 100_000 else { throw ValidationError("--rate must be between 1 and 100000 probes per second, got \(rate).") }
         guard !(ipv4Only && ipv6Only) else { throw ValidationError("-4 and -6 exclude each other: give at most one.") }
-        for target in targets {
-            let endpoint = try Endpoint.parse(target, requirePort: false)
-            if !endpoint.ports.isEmpty {
-                throw ValidationError("'\(target)': TCP traces (HOST:PORT) are not supported yet; trace the host with ICMP: netprobe trace \(endpoint.host)")
-            }
-        }
+        for target in targets { _ = try Endpoint.parse(target, requirePort: false) }
     }
 
     var preference: AddressPreference { ipv4Only ? .ipv4Only : ipv6Only ? .ipv6Only : .any }
@@ -114,8 +117,17 @@ struct TraceCommand: PrivilegedCommand {
             writeError(PingCommand.explain(error))
             throw ExitCode(ExitStatus.systemError)
         }
+        var resources = PrivilegedResources(icmpSockets: sockets)
+        if (try? targets.contains { !(try Endpoint.parse($0, requirePort: false)).ports.isEmpty }) == true {
+            do {
+                resources.pathTCPSockets = try PathTCPSockets.open(families: families, flows: flows, optional: families.count > 1 ? families : [])
+            } catch {
+                writeError("netprobe: cannot open a raw TCP socket for TCP traces: \(error) (needs CAP_NET_RAW, as ICMP traces)")
+                throw ExitCode(ExitStatus.systemError)
+            }
+        }
         try dropPrivileges()
-        return PrivilegedResources(icmpSockets: sockets)
+        return resources
     }
 
     func run(with resources: PrivilegedResources) async throws {
@@ -124,11 +136,21 @@ struct TraceCommand: PrivilegedCommand {
             writeError("netprobe: internal error: ICMP sockets were not opened before tracing")
             throw ExitCode(ExitStatus.systemError)
         }
-        let hosts = try targets.map { try Endpoint.parse($0, requirePort: false).host }
-        let resolved = await Resolver.resolve(hosts, preference: preference)
+        // HOST traces with ICMP, HOST:PORT (one trace per port) with TCP SYNs.
+        let endpoints = try targets.map { try Endpoint.parse($0, requirePort: false) }
+        let hostTargets = await Resolver.resolve(endpoints.map(\.host), preference: preference)
+        var resolved: [ProbeTarget] = []
+        for (endpoint, target) in zip(endpoints, hostTargets) {
+            if endpoint.ports.isEmpty { resolved.append(target) }
+            for port in endpoint.ports {
+                var withPort = target
+                withPort.port = port
+                resolved.append(withPort)
+            }
+        }
         let prober: PathProber
         do {
-            prober = try PathProber(sockets: sockets, configuration: pathConfiguration, logger: logger)
+            prober = try PathProber(sockets: sockets, tcpSockets: resources.pathTCPSockets, configuration: pathConfiguration, logger: logger)
         } catch {
             writeError("netprobe: cannot trace: \(error)")
             throw ExitCode(ExitStatus.systemError)

@@ -17,14 +17,25 @@ final class TraceAccuracyTests: XCTestCase {
     }
 
     /// Runs `netprobe trace --json`; one object per target.
-    func trace(_ namespace: String, _ arguments: [String]) throws -> (status: Int32, traces: [String: [String: Any]], standardError: String) {
-        let output = try SimulatedNetwork.execute([try SimulatorHarness.binary("netprobe"), "trace", "--json"] + arguments, inNamespace: namespace)
-        var traces: [String: [String: Any]] = [:]
-        for line in output.standardOutput.split(separator: "\n") {
-            let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not a JSON object: \(line)")
-            traces[try XCTUnwrap(object["target"] as? String)] = object
+    struct Traced {
+        var status: Int32
+        var traces: [String: [String: Any]]
+        var standardOutput: String
+        var standardError: String
+
+        func standardOutputLines() throws -> [[String: Any]] {
+            try standardOutput.split(separator: "\n").map { line in
+                try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not a JSON object: \(line)")
+            }
         }
-        return (output.status, traces, output.standardError)
+    }
+
+    /// Runs `netprobe trace --json`; one object per target (by name; see `standardOutputLines` for ports).
+    func trace(_ namespace: String, _ arguments: [String]) throws -> Traced {
+        let output = try SimulatedNetwork.execute([try SimulatorHarness.binary("netprobe"), "trace", "--json"] + arguments, inNamespace: namespace)
+        var traced = Traced(status: output.status, traces: [:], standardOutput: output.standardOutput, standardError: output.standardError)
+        for object in try traced.standardOutputLines() { traced.traces[try XCTUnwrap(object["target"] as? String)] = object }
+        return traced
     }
 
     /// Runs `netprobe check --json`; one object per host.
@@ -184,5 +195,36 @@ final class TraceAccuracyTests: XCTestCase {
                 XCTAssertEqual([flowPath[1], flowPath[2]], [prefix + "2", prefix + "3"], "\(target): each flow keeps its branch at every hop")
             }
         }
+    }
+
+    // Acceptance 4: TCP traces reach a destination that drops ICMP echo; IPv6 as IPv4.
+    func testTCPTracesReachAHostThatDropsICMPEchoOnIPv4AndIPv6() throws {
+        let rules = ["198.18.70.0/24 path=198.18.130.1,198.18.130.2,198.18.130.3 icmp=filtered tcp=443:open,80:closed",
+                     "2001:db8:70::/48 path=2001:db8:130::1,2001:db8:130::2,2001:db8:130::3 icmp=filtered tcp=443:open,80:closed"]
+        let (traced, summary) = try simulate(rules) { namespace in
+            try trace(namespace, ["-c", "10", "-i", "0.05", "-W", "0.5", "--max-hops", "8",
+                                  "198.18.70.9", "198.18.70.9:443,80", "2001:db8:70::9", "[2001:db8:70::9]:443,80"])
+        }
+        XCTAssertEqual(traced.status, 1, "the ICMP traces do not reach the hosts: exit status 1")
+        let byKey = Dictionary(uniqueKeysWithValues: try traced.standardOutputLines().map { object in
+            ("\(object["target"] as? String ?? "?"):\((object["port"] as? Int).map { "\($0)" } ?? "icmp")", object)
+        })
+        for (host, routers) in [("198.18.70.9", ["198.18.130.1", "198.18.130.2", "198.18.130.3"]),
+                                ("2001:db8:70::9", ["2001:db8:130::1", "2001:db8:130::2", "2001:db8:130::3"])] {
+            let icmp = try XCTUnwrap(byKey["\(host):icmp"], "no ICMP trace of \(host): \(byKey.keys)")
+            XCTAssertEqual(icmp["reached"] as? Bool, false, "\(host) drops echo requests")
+            XCTAssertEqual(try hops(icmp).compactMap { $0["address"] as? String }, routers, "the routers still answer TTL-limited echo")
+            for port in ["443", "80"] {
+                let tcp = try XCTUnwrap(byKey["\(host):\(port)"], "no TCP trace of \(host):\(port)")
+                XCTAssertEqual(tcp["reached"] as? Bool, true, "\(host):\(port): a SYN-ACK (443) or RST (80) is the destination answering")
+                let list = try hops(tcp)
+                XCTAssertEqual(list.compactMap { $0["address"] as? String }, routers + [host])
+                for hop in list { XCTAssertEqual(lost(hop), 0, "\(host):\(port) hop \(hop["hop"]!)") }
+                XCTAssertEqual(list.last?["destination"] as? Bool, true)
+            }
+        }
+        XCTAssertEqual(summary.kinds["echo_reply"], 0)
+        XCTAssertGreaterThan(summary.kinds["syn_ack"] ?? 0, 0)
+        XCTAssertGreaterThan(summary.kinds["rst"] ?? 0, 0)
     }
 }

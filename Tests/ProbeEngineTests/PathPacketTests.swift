@@ -156,6 +156,46 @@ final class PathPacketTests: XCTestCase {
     }
 }
 
+extension PathPacketTests {
+    func testSYNProbesCarryThePortsTheProbeNumberAsSequenceAndAValidChecksum() throws {
+        let from = try XCTUnwrap(IPAddress(parsing: "198.18.0.1")), to = try XCTUnwrap(IPAddress(parsing: "198.18.70.9"))
+        let segment = PathTCPSegment.syn(sourcePort: 40000, destinationPort: 443, sequence: 0xdead_beef, source: from, destination: to)
+        XCTAssertEqual(segment.count, 24)
+        XCTAssertEqual(Array(segment[0..<8]), [0x9c, 0x40, 0x01, 0xbb, 0xde, 0xad, 0xbe, 0xef])
+        XCTAssertEqual(segment[13], 0x02, "SYN only")
+        let pseudo: [UInt8] = [198, 18, 0, 1, 198, 18, 70, 9, 0, 6, 0, 24]
+        XCTAssertEqual(ICMPEcho.checksum(pseudo + segment), 0, "the TCP checksum with the IPv4 pseudo-header")
+        let v6 = PathTCPSegment.syn(sourcePort: 1, destinationPort: 2, sequence: 3, source: nil, destination: try XCTUnwrap(IPAddress(parsing: "2001:db8::9")))
+        XCTAssertEqual(Array(v6[16..<18]), [0, 0], "IPv6: the kernel fills the checksum (IPV6_CHECKSUM)")
+    }
+
+    func testOnlySynAckAndResetAnswersDecode() {
+        func segment(flags: UInt8, acknowledgment: UInt32 = 0xdead_bef0) -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: 20)
+            bytes[0] = 0x01; bytes[1] = 0xbb; bytes[2] = 0x9c; bytes[3] = 0x40
+            bytes[8] = UInt8(acknowledgment >> 24); bytes[9] = UInt8(acknowledgment >> 16 & 0xff)
+            bytes[10] = UInt8(acknowledgment >> 8 & 0xff); bytes[11] = UInt8(acknowledgment & 0xff)
+            bytes[12] = 5 << 4
+            bytes[13] = flags
+            return bytes
+        }
+        func decode(_ bytes: [UInt8], _ family: AddressFamily = .ipv6) -> PathTCPSegment.Answer? {
+            bytes.withUnsafeBytes { PathTCPSegment.decodeAnswer($0, family: family) }
+        }
+        XCTAssertEqual(decode(segment(flags: 0x12)), PathTCPSegment.Answer(sourcePort: 443, destinationPort: 40000, acknowledgment: 0xdead_bef0, isSynAck: true, isReset: false))
+        XCTAssertEqual(decode(segment(flags: 0x14))?.isReset, true)
+        XCTAssertNil(decode(segment(flags: 0x02)), "our own SYN (seen on loopback) is no answer")
+        XCTAssertNil(decode(segment(flags: 0x10)), "a bare ACK is no answer to a SYN")
+        XCTAssertNil(decode(Array(segment(flags: 0x12).prefix(19))))
+        let ipv4 = [0x45, 0, 0, 40, 0, 0, 0, 0, 60, 6, 0, 0, 198, 18, 70, 9, 198, 18, 0, 1] + segment(flags: 0x12)
+        XCTAssertEqual(decode(ipv4, .ipv4)?.sourcePort, 443)
+        XCTAssertNil(decode(Array(ipv4.prefix(30)), .ipv4))
+        var udp = ipv4
+        udp[9] = 17
+        XCTAssertNil(decode(udp, .ipv4))
+    }
+}
+
 /// A small seedable generator for the fuzz cases.
 struct SplitMix {
     var state: UInt64
