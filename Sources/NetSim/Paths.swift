@@ -40,7 +40,7 @@ struct PathWalker {
         case delivered(delay: Int64, hops: Int)
     }
 
-    let rules: RuleSet
+    private(set) var rules: RuleSet
     let seed: UInt64
     private(set) var routers: [SimulatedAddress: Router] = [:]
 
@@ -112,6 +112,12 @@ struct PathWalker {
             return .icmpError(router: address, hop: hop, bytes: bytes, delay: delay, tooBig: tooBig)
         }
         return .delivered(delay: delay, hops: path.count)
+    }
+
+    /// New rules for every router (a reload); generators, buckets and counters stay.
+    mutating func replaceRules(_ rules: RuleSet) {
+        self.rules = rules
+        for address in routers.keys { routers[address]!.rule = rules.rule(for: address) }
     }
 
     private func makeRouter(_ address: SimulatedAddress) -> Router {

@@ -95,6 +95,8 @@ public final class Simulator: @unchecked Sendable {
     }
 
     public let options: Options
+    /// The rules in force: `options.rules` until a reload (SIGHUP) replaces them.
+    private var rules: RuleSet
     private let logger: Logger
     private let packetDescriptor: Int32
     private let epoll: Int32
@@ -138,6 +140,7 @@ public final class Simulator: @unchecked Sendable {
         let seed = options.seed ?? UInt64.random(in: 0...UInt64.max)
         generator = Xoshiro256(seed: seed)
         paths = PathWalker(rules: options.rules, seed: seed)
+        rules = options.rules
         epoll = try Posix.epoll_create1(Int32(EPOLL_CLOEXEC))
         timer = try Posix.timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC))
         wakeup = try Posix.retryingEINTR("eventfd") { CSystemShims.eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
@@ -162,13 +165,24 @@ public final class Simulator: @unchecked Sendable {
         _ = Glibc.write(wakeup, &one, 8)
     }
 
+    /// Puts new rules in force (loop thread): every host and router takes its rule from
+    /// them from the next packet on (a path that changed at run time); the counters stay.
+    public func replaceRules(_ rules: RuleSet) {
+        self.rules = rules
+        for address in hosts.keys { hosts[address]!.rule = rules.rule(for: address) }
+        paths.replaceRules(rules)
+    }
+
     /// Runs the loop until `stop()` or SIGTERM/SIGINT on `signalDescriptor`.
     /// - Parameters:
-    ///   - signalDescriptor: a signalfd for SIGTERM, SIGINT and SIGUSR1, or nil.
+    ///   - signalDescriptor: a signalfd for SIGTERM, SIGINT, SIGUSR1 and SIGHUP, or nil.
     ///   - summaryRequested: called on the loop thread for each SIGUSR1.
+    ///   - reloadRequested: called on the loop thread for each SIGHUP: the new rules, or
+    ///     nil to keep the old ones.
     /// - Returns: the final summary, after every held reply was sent (or 10 s passed).
     /// - Throws: `SystemCallError` when reading or waiting fails.
-    public func run(signalDescriptor: Int32? = nil, summaryRequested: (SimulationSummary) -> Void = { _ in }) throws -> SimulationSummary {
+    public func run(signalDescriptor: Int32? = nil, summaryRequested: (SimulationSummary) -> Void = { _ in },
+                    reloadRequested: () -> RuleSet? = { nil }) throws -> SimulationSummary {
         if let signalDescriptor { try register(signalDescriptor) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
         defer { buffer.deallocate() }
@@ -215,6 +229,8 @@ public final class Simulator: @unchecked Sendable {
                     while case .processed = try Posix.read(fd, &information, MemoryLayout<signalfd_siginfo>.size) {
                         if information.ssi_signo == UInt32(SIGUSR1) {
                             summaryRequested(summary())
+                        } else if information.ssi_signo == UInt32(SIGHUP) {
+                            if let reloaded = reloadRequested() { replaceRules(reloaded) }
                         } else {
                             logger.info("stopping on signal \(information.ssi_signo); sending held replies first")
                             stopping = true
@@ -300,7 +316,7 @@ public final class Simulator: @unchecked Sendable {
             return
         }
         if hosts[header.destination] == nil {
-            hosts[header.destination] = HostState(rule: options.rules.rule(for: header.destination))
+            hosts[header.destination] = HostState(rule: rules.rule(for: header.destination))
         }
         let rule = hosts[header.destination]!.rule
         let parsed = try? SimulatedPacket.request(packet, header: header)

@@ -172,6 +172,8 @@ public struct NetprobeConfiguration: Sendable, Equatable {
     public var tcpTargets: [TCPTarget]
     /// Things that work but look unintended, for `validate` and `run` to print.
     public var warnings: [ConfigurationWarning]
+    /// Path traces (`trace:`); off unless configured.
+    public var trace: TraceSettings = .off
 
     /// - Parameters: one per property; see each property.
     public init(
