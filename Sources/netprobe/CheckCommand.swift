@@ -26,8 +26,9 @@ struct CheckCommand: PrivilegedCommand {
               8. handshake median > 2 x ICMP median + 1 ms      -> server problem: slow to accept
               9. otherwise                                      -> neither: look at the application
 
-            Side by side, check traces the path to every host (TTL-limited ICMP, as \
-            `netprobe trace`; needs raw sockets, skip it with --no-trace). For a network \
+            Side by side, check traces the path to every host (TTL-limited ICMP, or TCP \
+            SYNs to the first port given, as `netprobe trace`; needs raw sockets, skip it \
+            with --no-trace). For a network \
             problem the verdict names the first hop from which loss or added latency \
             persists to the host ("loss starts at hop 4, 198.51.100.1: 12% from there to \
             the target"), or where the path ends; otherwise it says the path is clean and \
@@ -102,6 +103,11 @@ struct CheckCommand: PrivilegedCommand {
         }
         if !noTrace, resources.icmpSockets?.modes.values.allSatisfy({ $0 == .raw }) == true {
             resources.pathSockets = try? ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [], ttl: nil, logger: logger)
+            // A host given with a port is traced with TCP SYNs to its first port: that
+            // reaches hosts that filter ICMP echo.
+            if (try? targets.contains { !(try Endpoint.parse($0, requirePort: false)).ports.isEmpty }) == true {
+                resources.pathTCPSockets = try? PathTCPSockets.open(families: families, optional: families.count > 1 ? families : [])
+            }
         }
         try dropPrivileges()
         return resources
@@ -125,7 +131,7 @@ struct CheckCommand: PrivilegedCommand {
                                                                        rate: 1000, targetCount: tcpTargets.count, mode: tcp.mode, logger: logger),
                                       loop: loop, logger: logger)
         let pathProber = try resources.pathSockets.map { sockets in
-            try PathProber(sockets: sockets, configuration: PathProbeConfiguration(
+            try PathProber(sockets: sockets, tcpSockets: resources.pathTCPSockets, configuration: PathProbeConfiguration(
                 rounds: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds), loop: loop, logger: logger)
         }
         let stopAll: @Sendable () -> Void = {
@@ -150,7 +156,12 @@ struct CheckCommand: PrivilegedCommand {
         }
         async let icmpRounds = collect(icmpEvents, progress: progress)
         async let tcpRounds = collect(tcpEvents, progress: progress)
-        async let pathTraces = collect(pathProber?.trace(hostTargets))
+        let traceTargets = hostTargets.map { host in
+            var target = host
+            if resources.pathTCPSockets != nil { target.port = endpoints.first { $0.host == host.name }?.ports.first }
+            return target
+        }
+        async let pathTraces = collect(pathProber?.trace(traceTargets))
         let (icmp, tcp, traces) = await (icmpRounds, tcpRounds, pathTraces)
         timer.cancel()
         progress.finish()

@@ -201,9 +201,15 @@ final class TraceAccuracyTests: XCTestCase {
     func testTCPTracesReachAHostThatDropsICMPEchoOnIPv4AndIPv6() throws {
         let rules = ["198.18.70.0/24 path=198.18.130.1,198.18.130.2,198.18.130.3 icmp=filtered tcp=443:open,80:closed",
                      "2001:db8:70::/48 path=2001:db8:130::1,2001:db8:130::2,2001:db8:130::3 icmp=filtered tcp=443:open,80:closed"]
-        let (traced, summary) = try simulate(rules) { namespace in
-            try trace(namespace, ["-c", "10", "-i", "0.05", "-W", "0.5", "--max-hops", "8",
-                                  "198.18.70.9", "198.18.70.9:443,80", "2001:db8:70::9", "[2001:db8:70::9]:443,80"])
+        let ((traced, checked), summary) = try simulate(rules) { namespace in
+            (try trace(namespace, ["-c", "10", "-i", "0.05", "-W", "0.5", "--max-hops", "8",
+                                   "198.18.70.9", "198.18.70.9:443,80", "2001:db8:70::9", "[2001:db8:70::9]:443,80"]),
+             try check(namespace, ["-i", "0.05", "--duration", "2", "-W", "0.5", "198.18.70.9:443", "[2001:db8:70::9]:443"]))
+        }
+        for host in ["198.18.70.9", "2001:db8:70::9"] {
+            // check traces a host given with a port by TCP: the path shows though ICMP is filtered.
+            let text = try XCTUnwrap(checked[host]?["summary"] as? String, "no verdict for \(host): \(checked.keys)")
+            XCTAssertTrue(text.contains("ICMP filtered") && text.contains("path clean: 4 hops"), "\(host): \(text)")
         }
         XCTAssertEqual(traced.status, 1, "the ICMP traces do not reach the hosts: exit status 1")
         let byKey = Dictionary(uniqueKeysWithValues: try traced.standardOutputLines().map { object in
