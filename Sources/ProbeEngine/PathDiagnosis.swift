@@ -30,11 +30,11 @@ extension Diagnosis {
             if let start = analysis.latencyStartHop, let hop = hops.first(where: { $0.hop == start }), let added = analysis.addedLatencyMilliseconds {
                 return "latency added at \(name(hop)): +\(Diagnosis.ms(added))\(limitingNote)"
             }
-            return "the trace finds no hop to blame (\(hops.count) hops, no loss persists to the target)\(limitingNote)"
+            return "the trace finds no hop to blame (\(hops.count == 1 ? "1 hop" : "\(hops.count) hops"), no loss persists to the target)\(limitingNote)"
         }
         guard trace.reached else { return "the trace did not reach the target (ICMP with a TTL may be filtered on the way)" }
         if analysis.lossStartHop == nil {
-            return "path clean: \(hops.count) hops, no loss persists to the target\(limitingNote)"
+            return "path clean: \(hops.count == 1 ? "1 hop" : "\(hops.count) hops"), no loss persists to the target\(limitingNote)"
         }
         return analysis.summary(hops: hops)
     }

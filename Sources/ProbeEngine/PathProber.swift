@@ -97,6 +97,18 @@ public final class PathProber: @unchecked Sendable {
         }
         self.sockets = taken
         self.tcpSockets = takenTCP
+        // Let the kernel drop what no trace can use (every other ICMP packet and TCP
+        // segment of the host); without the filter tracing still works, at more wake-ups.
+        for socket in taken.values {
+            do { try SocketFilter.attach(SocketFilter.icmp(family: socket.family, identifier: socket.identifier), to: socket.descriptor.rawValue) } catch {
+                logger.warning("cannot filter the trace's ICMP socket in the kernel; it reads every ICMP packet of the host", metadata: ["error": "\(error)"])
+            }
+        }
+        for socket in takenTCP.values {
+            do { try SocketFilter.attach(SocketFilter.tcp(family: socket.family, ports: socket.ports), to: socket.descriptor.rawValue) } catch {
+                logger.warning("cannot filter the trace's TCP socket in the kernel; it reads every TCP segment of the host", metadata: ["error": "\(error)"])
+            }
+        }
         self.configuration = configuration
         self.logger = logger
         var generator = SystemRandomNumberGenerator()

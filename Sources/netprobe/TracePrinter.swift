@@ -11,7 +11,7 @@ enum TracePrinter {
             return "\(who): unresolved (\(trace.target.resolutionError ?? "no address"))"
         }
         let flows = trace.flows == 1 ? "1 flow" : "\(trace.flows) flows"
-        var lines = ["\(who): \(trace.hops.count) hops, \(trace.rounds) rounds, \(flows): \(trace.analysis.summary(hops: trace.hops))"]
+        var lines = ["\(who): \(trace.hops.count == 1 ? "1 hop" : "\(trace.hops.count) hops"), \(trace.rounds == 1 ? "1 round" : "\(trace.rounds) rounds"), \(flows): \(trace.analysis.summary(hops: trace.hops))"]
         lines.append(" hop  address                                  sent  recv    loss  fwd loss     min     avg     max  median  stddev")
         for (position, hop) in trace.hops.enumerated() {
             let address = hop.address?.description ?? "???"
