@@ -110,4 +110,47 @@ final class PathProberTests: XCTestCase {
         XCTAssertEqual(trace.ignored["unknown_probe"], 1, "\(trace.ignored)")
         XCTAssertEqual(trace.ignored["sequence_mismatch"], 1, "\(trace.ignored)")
     }
+
+    func testTheKernelFilterPassesErrorsAndOwnEchoRepliesOnly() throws {
+        guard geteuid() == 0 else { throw XCTSkip("needs root for raw ICMP sockets; CI runs as root") }
+        let receiver = socket(AF_INET, Int32(SOCK_RAW.rawValue), Int32(IPPROTO_ICMP))
+        let sender = socket(AF_INET, Int32(SOCK_RAW.rawValue), Int32(IPPROTO_ICMP))
+        defer { close(receiver); close(sender) }
+        try SocketFilter.attach(SocketFilter.icmp(family: .ipv4, identifier: 0x1111), to: receiver)
+        var scratch = [UInt8](repeating: 0, count: 2048)
+        while recv(receiver, &scratch, scratch.count, Int32(MSG_DONTWAIT)) > 0 {}  // what came before the filter
+        var loopback = sockaddr_in()
+        loopback.sin_family = sa_family_t(AF_INET)
+        loopback.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        func send(type: UInt8, identifier: UInt16, sequence: UInt16) {
+            var message: [UInt8] = [type, 0, 0, 0, UInt8(identifier >> 8), UInt8(identifier & 0xff), UInt8(sequence >> 8), UInt8(sequence & 0xff)]
+            message += [UInt8](repeating: 0x42, count: 28)
+            let sum = ICMPEcho.checksum(message)
+            message[2] = UInt8(sum >> 8)
+            message[3] = UInt8(sum & 0xff)
+            _ = message.withUnsafeBytes { bytes in
+                withUnsafePointer(to: &loopback) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(sender, bytes.baseAddress, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                } }
+            }
+        }
+        send(type: 0, identifier: 0x2222, sequence: 1)   // someone else's echo reply: dropped
+        send(type: 8, identifier: 0x1111, sequence: 2)   // an echo request: dropped (the kernel's reply to it is kept)
+        send(type: 0, identifier: 0x1111, sequence: 3)   // ours: kept
+        send(type: 11, identifier: 0x3333, sequence: 4)  // time exceeded (any): kept
+        send(type: 13, identifier: 0x1111, sequence: 5)  // a timestamp request: dropped
+        send(type: 0, identifier: 0x1111, sequence: 6)   // the end marker
+        var sequences: [UInt16] = []
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        var descriptor = pollfd(fd: receiver, events: Int16(POLLIN), revents: 0)
+        // Loopback delivers at once; the limit only keeps a broken filter from hanging the test.
+        while sequences.last != 6, poll(&descriptor, 1, 5000) == 1 {
+            let count = recv(receiver, &buffer, buffer.count, 0)
+            guard count >= 28 else { break }
+            // Other sessions' ICMP errors on loopback pass the filter too: keep ours (the 0x42 fill).
+            guard count >= 36, buffer[28..<36].allSatisfy({ $0 == 0x42 }) else { continue }
+            sequences.append(UInt16(buffer[26]) << 8 | UInt16(buffer[27]))
+        }
+        XCTAssertEqual(sequences, [2, 3, 4, 6], "2 is the kernel's echo reply to our request, with our identifier")
+    }
 }
