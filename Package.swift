@@ -112,7 +112,8 @@ let package = Package(
         ),
         .testTarget(
             name: "NetSimTests",
-            dependencies: ["NetSim", "ProbeEngine", "netprobe", "netsim"]
+            // ProbeService, ProbeConfig, InfluxSink and TestSupport: `run` with traces into a real influxd (TracedRunTests).
+            dependencies: ["NetSim", "ProbeEngine", "netprobe", "netsim", "ProbeService", "ProbeConfig", "InfluxSink", "TestSupport"]
         ),
         .testTarget(
             name: "ProbeConfigTests",

@@ -36,12 +36,12 @@ public enum DashboardFiles {
     ///   - dashboardsPath: where Grafana will find the `dashboards/` folder (written
     ///     into the provider file).
     /// - Returns: dashboards, datasource and provider files, in a fixed order.
-    public static func files(ping: [PingTarget], tcp: [TCPTarget], dashboardsPath: String) -> [GeneratedFile] {
+    public static func files(ping: [PingTarget], tcp: [TCPTarget], dashboardsPath: String, paths: Bool = false) -> [GeneratedFile] {
         [
             GeneratedFile(path: "dashboards/\(DashboardGenerator.icmpDashboardUID).json",
-                          contents: DashboardGenerator.icmpDashboard(targets: ping).rendered),
+                          contents: DashboardGenerator.icmpDashboard(targets: ping, paths: paths).rendered),
             GeneratedFile(path: "dashboards/\(DashboardGenerator.tcpDashboardUID).json",
-                          contents: DashboardGenerator.tcpDashboard(targets: tcp).rendered),
+                          contents: DashboardGenerator.tcpDashboard(targets: tcp, paths: paths).rendered),
             GeneratedFile(path: "provisioning/datasources/netprobe.yaml", contents: Provisioning.datasource),
             GeneratedFile(path: "provisioning/dashboards/netprobe.yaml",
                           contents: Provisioning.dashboardProvider(path: dashboardsPath)),

@@ -36,22 +36,26 @@ public enum DashboardGenerator {
     }
 
     /// The ICMP dashboard for the ping targets.
-    /// - Parameter targets: the ping targets, in file order.
+    /// - Parameters:
+    ///   - targets: the ping targets, in file order.
+    ///   - paths: add a path panel per target (for `run` with `trace:`).
     /// - Returns: the dashboard JSON (Grafana schema 39).
-    public static func icmpDashboard(targets: [PingTarget]) -> JSONValue {
+    public static func icmpDashboard(targets: [PingTarget], paths: Bool = false) -> JSONValue {
         dashboard(measurement: "icmp", title: "netprobe ICMP", uid: icmpDashboardUID,
-                  targets: targets.map { Target(env: $0.env, host: $0.host, port: nil) })
+                  targets: targets.map { Target(env: $0.env, host: $0.host, port: nil) }, paths: paths)
     }
 
     /// The TCP dashboard for the tcp targets.
-    /// - Parameter targets: the tcp targets (one per host and port), in file order.
+    /// - Parameters:
+    ///   - targets: the tcp targets (one per host and port), in file order.
+    ///   - paths: add a path panel per target and port (TCP SYN traces).
     /// - Returns: the dashboard JSON (Grafana schema 39).
-    public static func tcpDashboard(targets: [TCPTarget]) -> JSONValue {
+    public static func tcpDashboard(targets: [TCPTarget], paths: Bool = false) -> JSONValue {
         dashboard(measurement: "tcp", title: "netprobe TCP", uid: tcpDashboardUID,
-                  targets: targets.map { Target(env: $0.env, host: $0.host, port: $0.port) })
+                  targets: targets.map { Target(env: $0.env, host: $0.host, port: $0.port) }, paths: paths)
     }
 
-    static func dashboard(measurement: String, title: String, uid: String, targets: [Target]) -> JSONValue {
+    static func dashboard(measurement: String, title: String, uid: String, targets: [Target], paths: Bool = false) -> JSONValue {
         var ids = PanelIDs(namespace: measurement)
         var panels: [JSONValue] = []
         var y = 0
@@ -86,6 +90,13 @@ public enum DashboardGenerator {
                                        id: ids.next("rtt", target.env, target.host, target.port.map { String($0) } ?? ""),
                                        grid: grid(x: x, y: y, width: 12, height: 8)))
                 if index % 2 == 1 || index == members.count - 1 { y += 8 }
+            }
+            guard paths else { continue }
+            for (index, target) in members.enumerated() {
+                let x = index % 2 == 0 ? 0 : 12
+                panels.append(pathPanel(target: target, id: ids.next("path", target.env, target.host, target.port.map { String($0) } ?? ""),
+                                        grid: grid(x: x, y: y, width: 12, height: 6)))
+                if index % 2 == 1 || index == members.count - 1 { y += 6 }
             }
         }
 
@@ -239,6 +250,25 @@ public enum DashboardGenerator {
                 "legend": ["showLegend": true, "displayMode": "list", "placement": "bottom"],
                 "tooltip": ["mode": "single", "sort": "none"],
             ],
+        ]
+    }
+
+    /// Every path change of a target (the `path` points: one per change of its hop list),
+    /// newest first: when, how many hops, which, and where loss started.
+    static func pathPanel(target: Target, id: Int, grid: JSONValue) -> JSONValue {
+        var conditions = [InfluxQL.tagMatchesVariable(Schema.Tag.probe, variable: Schema.Tag.probe), InfluxQL.tagEquals(Schema.Tag.env, target.env),
+                          InfluxQL.tagEquals(Schema.Tag.target, target.host),
+                          InfluxQL.tagEquals(Schema.PathTag.traceProtocol, target.port == nil ? "icmp" : "tcp")]
+        if let port = target.port { conditions.append(InfluxQL.tagEquals(Schema.Tag.port, String(port))) }
+        let field = InfluxQL.identifier
+        let query = "SELECT \(field(Schema.PathField.hopCount)), \(field(Schema.PathField.hops)), \(field(Schema.PathField.lossStartHop)), "
+            + "\(field(Schema.PathField.hash)) FROM \(field("path")) \(whereClause(conditions)) ORDER BY time DESC"
+        return [
+            "type": "table", "title": .string("path: \(target.title)"), "id": .int(id), "gridPos": grid, "datasource": datasource,
+            "description": .string("The path to the target each time it changed (netprobe run with trace:): hop count, the hops, the hop where loss starts, a hash of the hop list."),
+            "targets": [["refId": "A", "datasource": datasource, "query": .string(query), "rawQuery": true, "resultFormat": "table"]],
+            "fieldConfig": ["defaults": [:], "overrides": []],
+            "options": ["showHeader": true, "cellHeight": "sm"],
         ]
     }
 

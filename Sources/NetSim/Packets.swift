@@ -36,6 +36,12 @@ public enum SimulatedPacket {
         case icmpOther(type: UInt8)
         /// Anything else (UDP, ...).
         case other(transport: UInt8)
+
+        /// ICMP errors, neighbour discovery, MLD: never answered, never expire on a path.
+        var isICMPOther: Bool {
+            if case .icmpOther = self { return true }
+            return false
+        }
     }
 
     /// Why a packet did not parse.
@@ -161,15 +167,40 @@ public enum SimulatedPacket {
     /// An ICMP / ICMPv6 destination unreachable from the request's destination, quoting
     /// as much of the request as fits in 576 (v4) / 1280 (v6) bytes.
     public static func unreachable(_ kind: Unreachable, quoting packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8) -> [UInt8] {
+        let (type, code) = kind.typeAndCode(isIPv6: header.isIPv6)
+        return icmpError(type: type, code: code, from: header.destination, quoting: packet, header: header, ttl: ttl)
+    }
+
+    /// An ICMP time exceeded in transit (v4 type 11 code 0, v6 type 3 code 0) from `router`,
+    /// as a router sends it for a packet whose TTL / hop limit ran out there.
+    /// - Parameter quoteBytes: bytes past the quoted IP header (8 as RFC 792); nil quotes
+    ///   as much as fits 576 / 1280 bytes (RFC 1812 4.3.2.3, RFC 4443 2.4(c)).
+    public static func timeExceeded(from router: SimulatedAddress, quoting packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8, quoteBytes: Int? = nil) -> [UInt8] {
+        icmpError(type: header.isIPv6 ? 3 : 11, code: 0, from: router, quoting: packet, header: header, ttl: ttl, quoteBytes: quoteBytes)
+    }
+
+    /// "Fragmentation needed and DF set" (v4 type 3 code 4, next-hop MTU in bytes 6-7) or
+    /// "packet too big" (v6 type 2, MTU in bytes 4-7) from `router`.
+    public static func tooBig(from router: SimulatedAddress, mtu: Int, quoting packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8, quoteBytes: Int? = nil) -> [UInt8] {
+        let mtuWord = UInt32(clamping: mtu)
+        return icmpError(type: header.isIPv6 ? 2 : 3, code: header.isIPv6 ? 0 : 4, from: router, quoting: packet, header: header, ttl: ttl,
+                         quoteBytes: quoteBytes, restOfHeader: header.isIPv6 ? mtuWord : mtuWord & 0xffff)
+    }
+
+    /// An ICMP error from `source` to the request's source, quoting the request from its
+    /// IP header on, as far as `quoteBytes` past that header or the minimum-MTU limit allow.
+    static func icmpError(type: UInt8, code: UInt8, from source: SimulatedAddress, quoting packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8,
+                          quoteBytes: Int? = nil, restOfHeader: UInt32 = 0) -> [UInt8] {
         let ipHeaderLength = header.isIPv6 ? 40 : 20
-        let limit = (header.isIPv6 ? maximumICMPErrorLengthV6 : maximumICMPErrorLengthV4) - ipHeaderLength - 8
+        var limit = (header.isIPv6 ? maximumICMPErrorLengthV6 : maximumICMPErrorLengthV4) - ipHeaderLength - 8
+        if let quoteBytes { limit = min(limit, header.transportOffset + quoteBytes) }
         let quoted = packet[0..<min(header.end, limit)]
         var message = [UInt8](repeating: 0, count: 8)
-        let (type, code) = kind.typeAndCode(isIPv6: header.isIPv6)
         message[0] = type
         message[1] = code
+        store(restOfHeader, into: &message, at: 4)
         message.append(contentsOf: quoted)
-        return ipPacket(source: header.destination, destination: header.source, transport: header.isIPv6 ? protocolICMPv6 : protocolICMP,
+        return ipPacket(source: source, destination: header.source, transport: header.isIPv6 ? protocolICMPv6 : protocolICMP,
                         ttl: ttl, transportMessage: message, checksumOffset: 2)
     }
 

@@ -54,6 +54,22 @@ public struct HostRule: Equatable, Sendable {
     public var tcpDefault: PortBehaviour = .closed
     /// The host answers everything with ICMP host unreachable.
     public var unreachable = false
+    /// The host drops ICMP echo requests (a firewall that filters ping); routers in front
+    /// of it still answer TTL-limited ones.
+    public var icmpFiltered = false
+    /// The routers in front of the hosts, nearest first: one list per hop, of equal-cost
+    /// alternatives a packet's flow hash chooses between (empty: the hosts are one hop away).
+    /// Each router behaves as the rule for its own address says (see `RouterBehaviour`).
+    public var path: [[SimulatedAddress]] = []
+    /// As a router: ICMP errors (time exceeded, too big) it generates per second, at most;
+    /// nil for no limit.
+    public var icmpRatePerSecond: Double?
+    /// As a router: the MTU of its next link; bigger packets (IPv4 with DF set, all IPv6)
+    /// get "fragmentation needed" / "packet too big". Nil for no limit.
+    public var mtu: Int?
+    /// As a router: how many bytes past the quoted IP header its ICMP errors quote (8 as
+    /// RFC 792, many old routers); nil quotes as much as fits 576 (IPv4) / 1280 (IPv6) bytes.
+    public var quoteBytes: Int?
 
     public init(prefix: AddressPrefix) {
         self.prefix = prefix
@@ -70,6 +86,7 @@ public struct HostRule: Equatable, Sendable {
         lhs.prefix == rhs.prefix && lhs.delay == rhs.delay && lhs.loss == rhs.loss && lhs.ttl == rhs.ttl
             && lhs.tcpPorts.map(\.ports) == rhs.tcpPorts.map(\.ports) && lhs.tcpPorts.map(\.behaviour) == rhs.tcpPorts.map(\.behaviour)
             && lhs.tcpDefault == rhs.tcpDefault && lhs.unreachable == rhs.unreachable
+            && lhs.icmpFiltered == rhs.icmpFiltered && lhs.path == rhs.path && lhs.icmpRatePerSecond == rhs.icmpRatePerSecond && lhs.mtu == rhs.mtu && lhs.quoteBytes == rhs.quoteBytes
     }
 }
 
@@ -91,6 +108,19 @@ extension HostRule {
           tcp=80:open,81:closed,82:filtered,83:rejected,1000-1010:open
           tcp-default=closed              unlisted ports (default closed)
           unreachable                     answer all with ICMP host unreachable
+          icmp=filtered                   drop ICMP echo requests (default: answer)
+          path=R1,R2|R2b,R3               routers in front of the hosts, nearest first;
+                                          R2|R2b: equal-cost branches picked by flow hash
+                                          (src, dst, protocol, first 4 transport bytes)
+        As a router (a rule covering a router's address), the same keys mean:
+          delay, jitter                   round-trip time this hop adds
+          loss                            probability a packet reaching it is dropped
+          ttl                             TTL / hop limit of the ICMP errors it sends
+          icmp-rate=1                     time-exceeded / too-big it sends per second
+          mtu=1400                        MTU of its next link (DF / IPv6: too big)
+          quote=8                         bytes past the IP header its errors quote
+                                          (default: as much as fits 576 / 1280 bytes)
+        Router addresses must lie inside 198.18.0.0/15 or 2001:db8::/32.
         Durations take ns, us, ms or s (bare numbers are ms). The longest
         matching prefix wins; addresses no rule covers answer at once, TTL 64,
         every TCP port closed.
@@ -162,11 +192,43 @@ extension HostRule {
                 }
                 tcpPorts.append((low...high, behaviour))
             }
+        case "path":
+            var hops: [[SimulatedAddress]] = []
+            for hop in value.split(separator: ",", omittingEmptySubsequences: false) {
+                var branches: [SimulatedAddress] = []
+                for text in hop.split(separator: "|", omittingEmptySubsequences: false) {
+                    guard let router = SimulatedAddress(String(text)) else {
+                        throw RuleError("path='\(value)': '\(text)' is not an address: write R1,R2|R2b,R3 with literal addresses")
+                    }
+                    guard router.isIPv6 == prefix.address.isIPv6 else { throw RuleError("path='\(value)': router \(text) is not of the prefix's address family") }
+                    guard Self.simulatedRanges.contains(where: { $0.contains(router) }) else {
+                        throw RuleError("path='\(value)': router \(text) is outside 198.18.0.0/15 and 2001:db8::/32")
+                    }
+                    branches.append(router)
+                }
+                hops.append(branches)
+            }
+            guard hops.count <= 64 else { throw RuleError("path='\(value)': at most 64 routers") }
+            path = hops
+        case "icmp-rate":
+            guard let rate = Double(value.hasSuffix("/s") ? String(value.dropLast(2)) : value), rate.isFinite, rate > 0 else {
+                throw RuleError("icmp-rate='\(value)': write ICMP errors per second, e.g. 1 or 0.5")
+            }
+            icmpRatePerSecond = rate
+        case "mtu":
+            guard let parsed = Int(value), (68...65535).contains(parsed) else { throw RuleError("mtu='\(value)': write 68 to 65535") }
+            mtu = parsed
+        case "quote":
+            guard let parsed = Int(value), (8...1500).contains(parsed) else { throw RuleError("quote='\(value)': write 8 to 1500 bytes") }
+            quoteBytes = parsed
+        case "icmp":
+            guard value == "filtered" || value == "answer" else { throw RuleError("icmp='\(value)': write filtered (drop echo requests) or answer") }
+            icmpFiltered = value == "filtered"
         case "tcp-default":
             guard let behaviour = PortBehaviour(rawValue: value) else { throw RuleError("tcp-default='\(value)': write open, closed, filtered or rejected") }
             tcpDefault = behaviour
         default:
-            throw RuleError("unknown key '\(key)': use delay, jitter, loss, ttl, tcp, tcp-default or unreachable")
+            throw RuleError("unknown key '\(key)': use delay, jitter, loss, ttl, tcp, tcp-default, icmp, unreachable, path, icmp-rate, mtu or quote")
         }
     }
 
@@ -181,6 +243,9 @@ extension HostRule {
         default: throw RuleError("jitter='\(jitter)': the distribution is normal or uniform")
         }
     }
+
+    /// Where routers may be: the simulator's own ranges.
+    static let simulatedRanges = [AddressPrefix("198.18.0.0/15")!, AddressPrefix("2001:db8::/32")!]
 
     /// "10ms", "250us", "1.5s", "100ns" in nanoseconds; a bare number is milliseconds.
     static func duration(_ text: String) -> Int64? {

@@ -76,6 +76,25 @@ public enum SimulatedNetwork {
     /// - Throws: `Failure`, or whatever `body` throws (the namespace is deleted either way).
     public static func run<Value>(rules: [String], netsimPath: String, extraArguments: [String] = [], recordPath: String? = nil,
                                   readyTimeout: TimeInterval = 10, _ body: (_ namespace: String) throws -> Value) throws -> (value: Value, summary: SimulationSummary) {
+        try run(rules: rules, netsimPath: netsimPath, extraArguments: extraArguments, recordPath: recordPath, readyTimeout: readyTimeout) { namespace, _ in
+            try body(namespace)
+        }
+    }
+
+    /// The running simulator, for a body that changes it while it runs.
+    public struct Handle: Sendable {
+        fileprivate let process: ChildProcess
+
+        /// Sends SIGHUP: netsim reads its --config again (a path that changes at run time).
+        public func reload() { process.signal(SIGHUP) }
+
+        /// What netsim wrote to standard error so far (its log: "reloaded N rules ...").
+        public var standardError: String { process.standardError }
+    }
+
+    /// As `run(rules:netsimPath:...)`, with a handle on the simulator for the body.
+    public static func run<Value>(rules: [String], netsimPath: String, extraArguments: [String] = [], recordPath: String? = nil,
+                                  readyTimeout: TimeInterval = 10, _ body: (_ namespace: String, _ simulator: Handle) throws -> Value) throws -> (value: Value, summary: SimulationSummary) {
         guard isPrivileged else { throw Failure.notPrivileged }
         guard let ip = ipPath else { throw Failure.missingTool("ip") }
         let namespace = "netsim-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
@@ -104,7 +123,7 @@ public enum SimulatedNetwork {
             usleep(5_000)
         }
 
-        let value = try body(namespace)
+        let value = try body(namespace, Handle(process: simulator))
 
         simulator.terminate()
         stopped = simulator.wait(timeout: 15)
@@ -192,7 +211,11 @@ final class ChildProcess: @unchecked Sendable {
     var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
 
     func terminate() {
-        if process.isRunning { Glibc.kill(process.processIdentifier, SIGTERM) }
+        signal(SIGTERM)
+    }
+
+    func signal(_ number: Int32) {
+        if process.isRunning { Glibc.kill(process.processIdentifier, number) }
     }
 
     func kill() {

@@ -51,6 +51,12 @@ public final class Simulator: @unchecked Sendable {
         case reset = "rst"
         case portUnreachable = "port_unreachable"
         case hostUnreachable = "host_unreachable"
+        /// A router on the path: TTL ran out there.
+        case timeExceeded = "time_exceeded"
+        /// A router on the path: bigger than its next link's MTU.
+        case tooBig = "too_big"
+        /// A router on the path let the TTL run out but its ICMP rate limit held the error back.
+        case rateLimited = "rate_limited"
         case filtered
         case dropped
         case ignored
@@ -72,6 +78,8 @@ public final class Simulator: @unchecked Sendable {
         var source: SimulatedAddress
         var destination: SimulatedAddress
         var details: RequestDetails
+        /// The router that sends this reply (an ICMP error from the path), nil for the host.
+        var router: SimulatedAddress? = nil
 
         static func < (lhs: PendingReply, rhs: PendingReply) -> Bool { (lhs.release, lhs.order) < (rhs.release, rhs.order) }
         static func == (lhs: PendingReply, rhs: PendingReply) -> Bool { lhs.release == rhs.release && lhs.order == rhs.order }
@@ -87,6 +95,8 @@ public final class Simulator: @unchecked Sendable {
     }
 
     public let options: Options
+    /// The rules in force: `options.rules` until a reload (SIGHUP) replaces them.
+    private var rules: RuleSet
     private let logger: Logger
     private let packetDescriptor: Int32
     private let epoll: Int32
@@ -110,6 +120,8 @@ public final class Simulator: @unchecked Sendable {
     private var pending = Heap<PendingReply>()
     private var order: UInt64 = 0
     private var generator: Xoshiro256
+    /// The routers of multi-hop paths, with their ground truth.
+    private var paths: PathWalker
     private var record: RecordWriter?
     private let startedAt = monotonicNanoseconds()
     /// True when the caller put the loop thread at real-time priority.
@@ -125,7 +137,10 @@ public final class Simulator: @unchecked Sendable {
         self.packetDescriptor = packetDescriptor
         self.options = options
         self.logger = logger
-        generator = Xoshiro256(seed: options.seed ?? UInt64.random(in: 0...UInt64.max))
+        let seed = options.seed ?? UInt64.random(in: 0...UInt64.max)
+        generator = Xoshiro256(seed: seed)
+        paths = PathWalker(rules: options.rules, seed: seed)
+        rules = options.rules
         epoll = try Posix.epoll_create1(Int32(EPOLL_CLOEXEC))
         timer = try Posix.timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC))
         wakeup = try Posix.retryingEINTR("eventfd") { CSystemShims.eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
@@ -150,13 +165,24 @@ public final class Simulator: @unchecked Sendable {
         _ = Glibc.write(wakeup, &one, 8)
     }
 
+    /// Puts new rules in force (loop thread): every host and router takes its rule from
+    /// them from the next packet on (a path that changed at run time); the counters stay.
+    public func replaceRules(_ rules: RuleSet) {
+        self.rules = rules
+        for address in hosts.keys { hosts[address]!.rule = rules.rule(for: address) }
+        paths.replaceRules(rules)
+    }
+
     /// Runs the loop until `stop()` or SIGTERM/SIGINT on `signalDescriptor`.
     /// - Parameters:
-    ///   - signalDescriptor: a signalfd for SIGTERM, SIGINT and SIGUSR1, or nil.
+    ///   - signalDescriptor: a signalfd for SIGTERM, SIGINT, SIGUSR1 and SIGHUP, or nil.
     ///   - summaryRequested: called on the loop thread for each SIGUSR1.
+    ///   - reloadRequested: called on the loop thread for each SIGHUP: the new rules, or
+    ///     nil to keep the old ones.
     /// - Returns: the final summary, after every held reply was sent (or 10 s passed).
     /// - Throws: `SystemCallError` when reading or waiting fails.
-    public func run(signalDescriptor: Int32? = nil, summaryRequested: (SimulationSummary) -> Void = { _ in }) throws -> SimulationSummary {
+    public func run(signalDescriptor: Int32? = nil, summaryRequested: (SimulationSummary) -> Void = { _ in },
+                    reloadRequested: () -> RuleSet? = { nil }) throws -> SimulationSummary {
         if let signalDescriptor { try register(signalDescriptor) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
         defer { buffer.deallocate() }
@@ -203,6 +229,8 @@ public final class Simulator: @unchecked Sendable {
                     while case .processed = try Posix.read(fd, &information, MemoryLayout<signalfd_siginfo>.size) {
                         if information.ssi_signo == UInt32(SIGUSR1) {
                             summaryRequested(summary())
+                        } else if information.ssi_signo == UInt32(SIGHUP) {
+                            if let reloaded = reloadRequested() { replaceRules(reloaded) }
                         } else {
                             logger.info("stopping on signal \(information.ssi_signo); sending held replies first")
                             stopping = true
@@ -255,9 +283,11 @@ public final class Simulator: @unchecked Sendable {
             case .processed:
                 kinds[reply.verdict, default: 0] += 1
                 holds.append(hold)
-                hosts[reply.destination]?.answered += 1
-                hosts[reply.destination]?.holds.append(hold)
-                record?.write(reply.verdict, source: reply.source, destination: reply.destination, details: reply.details, holdNanoseconds: hold)
+                if reply.router == nil {
+                    hosts[reply.destination]?.answered += 1
+                    hosts[reply.destination]?.holds.append(hold)
+                }
+                record?.write(reply.verdict, source: reply.source, destination: reply.destination, details: reply.details, holdNanoseconds: hold, router: reply.router)
             case .wouldBlock, nil:
                 writeErrors += 1
                 if writeErrors <= 10 { logger.warning("write of a \(reply.verdict.rawValue) to \(reply.source) failed") }
@@ -286,22 +316,40 @@ public final class Simulator: @unchecked Sendable {
             return
         }
         if hosts[header.destination] == nil {
-            hosts[header.destination] = HostState(rule: options.rules.rule(for: header.destination))
+            hosts[header.destination] = HostState(rule: rules.rule(for: header.destination))
+        }
+        let rule = hosts[header.destination]!.rule
+        let parsed = try? SimulatedPacket.request(packet, header: header)
+        var pathDelay: Int64 = 0
+        var replyTTL = rule.ttl
+        if !rule.path.isEmpty, let parsed, !parsed.isICMPOther {
+            // Routers first: the host sees only what the path lets through.
+            switch paths.walk(packet, header: header, path: rule.path, now: readAt, delayGenerator: &generator) {
+            case .delivered(let delay, let hops):
+                pathDelay = delay
+                replyTTL = UInt8(max(1, Int(rule.ttl) - hops))
+            case .dropped(let router, _):
+                kinds[.dropped, default: 0] += 1
+                record?.write(.dropped, source: header.source, destination: header.destination, details: Self.details(parsed), holdNanoseconds: nil, router: router)
+                return
+            case .rateLimited(let router, _):
+                kinds[.rateLimited, default: 0] += 1
+                record?.write(.rateLimited, source: header.source, destination: header.destination, details: Self.details(parsed), holdNanoseconds: nil, router: router)
+                return
+            case .icmpError(let router, _, let bytes, let delay, let tooBig):
+                order &+= 1
+                pending.insert(PendingReply(release: readAt + delay, order: order, readAt: readAt, bytes: bytes, verdict: tooBig ? .tooBig : .timeExceeded,
+                                            source: header.source, destination: header.destination, details: Self.details(parsed), router: router))
+                return
+            }
         }
         hosts[header.destination]!.packetsIn += 1
-        let rule = hosts[header.destination]!.rule
-        guard let request = try? SimulatedPacket.request(packet, header: header) else {
+        guard let request = parsed else {
             ignore(header)
             return
         }
 
-        let details: RequestDetails
-        switch request {
-        case .echoRequest(let identifier, let sequence): details = .icmp(identifier: identifier, sequence: sequence)
-        case .tcpSyn(let sourcePort, let destinationPort, _), .tcpOther(let sourcePort, let destinationPort): details = .tcp(sourcePort: sourcePort, destinationPort: destinationPort)
-        case .icmpOther(let type): details = .icmp(identifier: UInt16(type), sequence: 0)
-        case .other(let transport): details = .other(transport: transport)
-        }
+        let details = Self.details(request)
 
         if case .icmpOther = request {
             // Never answer an ICMP error, neighbour discovery or MLD, not even from an unreachable host.
@@ -313,6 +361,11 @@ public final class Simulator: @unchecked Sendable {
             verdict = .hostUnreachable
         } else {
             switch request {
+            case .echoRequest where rule.icmpFiltered:
+                hosts[header.destination]!.ignored += 1
+                kinds[.filtered, default: 0] += 1
+                record?.write(.filtered, source: header.source, destination: header.destination, details: details, holdNanoseconds: nil)
+                return
             case .echoRequest:
                 verdict = .echoReply
             case .tcpSyn(_, let port, _):
@@ -343,21 +396,30 @@ public final class Simulator: @unchecked Sendable {
         let bytes: [UInt8]
         switch verdict {
         case .echoReply:
-            bytes = SimulatedPacket.echoReply(to: packet, header: header, ttl: rule.ttl)
+            bytes = SimulatedPacket.echoReply(to: packet, header: header, ttl: replyTTL)
         case .synAck:
-            bytes = SimulatedPacket.tcpSynAck(to: packet, header: header, ttl: rule.ttl, initialSequence: UInt32(truncatingIfNeeded: generator.next()),
+            bytes = SimulatedPacket.tcpSynAck(to: packet, header: header, ttl: replyTTL, initialSequence: UInt32(truncatingIfNeeded: generator.next()),
                                               maximumSegmentSize: header.isIPv6 ? 1440 : 1460)
         case .reset:
-            bytes = SimulatedPacket.tcpResetAck(to: packet, header: header, ttl: rule.ttl)
+            bytes = SimulatedPacket.tcpResetAck(to: packet, header: header, ttl: replyTTL)
         case .portUnreachable:
-            bytes = SimulatedPacket.unreachable(.port, quoting: packet, header: header, ttl: rule.ttl)
+            bytes = SimulatedPacket.unreachable(.port, quoting: packet, header: header, ttl: replyTTL)
         default:
-            bytes = SimulatedPacket.unreachable(.host, quoting: packet, header: header, ttl: rule.ttl)
+            bytes = SimulatedPacket.unreachable(.host, quoting: packet, header: header, ttl: replyTTL)
         }
-        let delay = rule.delay.sample(using: &generator)
+        let delay = rule.delay.sample(using: &generator) + pathDelay
         order &+= 1
         pending.insert(PendingReply(release: readAt + delay, order: order, readAt: readAt, bytes: bytes, verdict: verdict,
                                     source: header.source, destination: header.destination, details: details))
+    }
+
+    static func details(_ request: SimulatedPacket.Request) -> RequestDetails {
+        switch request {
+        case .echoRequest(let identifier, let sequence): return .icmp(identifier: identifier, sequence: sequence)
+        case .tcpSyn(let sourcePort, let destinationPort, _), .tcpOther(let sourcePort, let destinationPort): return .tcp(sourcePort: sourcePort, destinationPort: destinationPort)
+        case .icmpOther(let type): return .icmp(identifier: UInt16(type), sequence: 0)
+        case .other(let transport): return .other(transport: transport)
+        }
     }
 
     private func ignore(_ header: SimulatedPacket.Header) {
@@ -371,7 +433,7 @@ public final class Simulator: @unchecked Sendable {
     public func summary() -> SimulationSummary {
         var kindCounts: [String: Int] = [:]
         for verdict in Verdict.allCases { kindCounts[verdict.rawValue] = kinds[verdict] ?? 0 }
-        let answered = [Verdict.echoReply, .synAck, .reset, .portUnreachable, .hostUnreachable].reduce(0) { $0 + (kinds[$1] ?? 0) }
+        let answered = [Verdict.echoReply, .synAck, .reset, .portUnreachable, .hostUnreachable, .timeExceeded, .tooBig].reduce(0) { $0 + (kinds[$1] ?? 0) }
         var hostSummaries: [String: HostSummary] = [:]
         for (address, state) in hosts {
             hostSummaries[address.description] = HostSummary(packetsIn: state.packetsIn, answered: state.answered, dropped: state.dropped,
@@ -383,9 +445,10 @@ public final class Simulator: @unchecked Sendable {
             queueDropped = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
         }
         return SimulationSummary(packetsIn: packetsIn, answered: answered, dropped: kinds[.dropped] ?? 0, queueDropped: queueDropped,
-                                 ignored: (kinds[.ignored] ?? 0) + (kinds[.filtered] ?? 0), pending: pending.count, writeErrors: writeErrors,
+                                 ignored: (kinds[.ignored] ?? 0) + (kinds[.filtered] ?? 0) + (kinds[.rateLimited] ?? 0), pending: pending.count, writeErrors: writeErrors,
                                  kinds: kindCounts, holdMicroseconds: HoldTimeSummary(nanoseconds: holds), hosts: hostSummaries,
-                                 realtimePriority: realtimePriority, durationSeconds: Double(monotonicNanoseconds() - startedAt) / 1e9)
+                                 realtimePriority: realtimePriority, durationSeconds: Double(monotonicNanoseconds() - startedAt) / 1e9,
+                                 routers: paths.summaries)
     }
 }
 
@@ -405,7 +468,8 @@ final class RecordWriter {
         Posix.closeQuietly(fd)
     }
 
-    func write(_ verdict: Simulator.Verdict, source: SimulatedAddress, destination: SimulatedAddress, details: Simulator.RequestDetails, holdNanoseconds: Int64?) {
+    func write(_ verdict: Simulator.Verdict, source: SimulatedAddress, destination: SimulatedAddress, details: Simulator.RequestDetails, holdNanoseconds: Int64?,
+               router: SimulatedAddress? = nil) {
         var line = "{\"protocol\":"
         switch details {
         case .icmp(let identifier, let sequence):
@@ -417,6 +481,7 @@ final class RecordWriter {
         }
         line += ",\"source\":\"\(source)\",\"destination\":\"\(destination)\",\"verdict\":\"\(verdict.rawValue)\",\"hold_ns\":"
         line += holdNanoseconds.map { "\($0)" } ?? "null"
+        if let router { line += ",\"router\":\"\(router)\"" }
         line += "}\n"
         buffer.append(contentsOf: line.utf8)
         if buffer.count >= 65_536 { flush() }

@@ -89,6 +89,8 @@ public struct SimulationSummary: Codable, Equatable, Sendable {
     public var realtimePriority: Bool
     /// Seconds from start to this summary.
     public var durationSeconds: Double
+    /// Per router of the rules' paths (absent from summaries without paths).
+    public var routers: [String: RouterSummary]? = nil
 
     enum CodingKeys: String, CodingKey {
         case packetsIn = "packets_in"
@@ -98,12 +100,19 @@ public struct SimulationSummary: Codable, Equatable, Sendable {
         case holdMicroseconds = "hold_us"
         case realtimePriority = "realtime_priority"
         case durationSeconds = "duration_s"
+        case routers
     }
 
     /// The summary of one host; an all-zero summary when the host saw no packet.
     public func host(_ address: String) -> HostSummary {
         let key = SimulatedAddress(address)?.description ?? address
         return hosts[key] ?? HostSummary(packetsIn: 0, answered: 0, dropped: 0, ignored: 0, holdMicroseconds: nil)
+    }
+
+    /// The ground truth of one router; all zero when no packet reached it.
+    public func router(_ address: String) -> RouterSummary {
+        let key = SimulatedAddress(address)?.description ?? address
+        return routers?[key] ?? RouterSummary()
     }
 
     /// JSON with sorted keys.

@@ -119,6 +119,26 @@ public enum NetworkNamespace {
     /// Opens a socket inside the named namespace (`ip netns add NAME`), from a thread of
     /// this process, and returns it; the socket stays in that namespace for its lifetime.
     /// - Throws: `SystemCallError` naming the call that failed.
+    /// Runs `body` on a thread of this process inside the named namespace: sockets it opens
+    /// (e.g. `ICMPSocketSet.open`) stay in that namespace, used from any thread after.
+    public static func perform<Value>(inNamespace name: String, _ body: @escaping () throws -> Value) throws -> Value {
+        nonisolated(unsafe) var outcome: Result<Value, Error> = .failure(SystemCallError(call: "thread", errno: EAGAIN))
+        nonisolated(unsafe) let work = body
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            outcome = Result {
+                let namespace = try Posix.open("/run/netns/\(name)", O_RDONLY)
+                defer { Posix.closeQuietly(namespace) }
+                try Posix.setns(namespace, CSystemShims_CLONE_NEWNET)
+                return try work()
+            }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        return try outcome.get()
+    }
+
     public static func socket(inNamespace name: String, domain: Int32, type: Int32, protocol: Int32) throws -> Int32 {
         // setns changes only the calling thread, so do it on a thread of its own.
         nonisolated(unsafe) var outcome: Result<Int32, SystemCallError> = .failure(SystemCallError(call: "thread", errno: EAGAIN))

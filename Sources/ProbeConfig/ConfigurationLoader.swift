@@ -9,7 +9,7 @@ import Yams
 /// the way is collected, so one run of `netprobe validate` lists them all.
 public enum ConfigurationLoader {
     /// The top-level keys of the config file.
-    static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval", "shard", "watch_interval"]
+    static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval", "shard", "watch_interval", "trace"]
     static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family", "mode"]
     static let defaultPingTargets = "targets/ping.yaml"
     /// The `probe` tag's default when set (else the host name); `probe:` in the file wins.
@@ -91,6 +91,9 @@ public enum ConfigurationLoader {
                let flush = reader.duration(flushNode, "flush_interval", minimum: 1_000_000) {
                 configuration.flushIntervalNanoseconds = flush
             }
+        }
+        if let node = top["trace"] {
+            configuration.trace = TraceSettings.read(node, reader: &reader)
         }
         if let node = top["resolve_interval"],
            let interval = reader.duration(node, "resolve_interval", minimum: 1_000_000_000) {

@@ -189,6 +189,8 @@ public struct NetprobeConfiguration: Sendable, Equatable {
         for group in meshGroups { if case .file(let path) = group.source { files.append(path) } }
         return files
     }
+    /// Path traces (`trace:`); off unless configured.
+    public var trace: TraceSettings = .off
 
     /// - Parameters: one per property; see each property.
     public init(

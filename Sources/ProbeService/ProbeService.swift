@@ -28,6 +28,9 @@ public enum ServiceControl: Sendable {
 public final class ProbeService: Sendable {
     let initialConfiguration: NetprobeConfiguration
     let icmpSockets: ICMPSocketSet?
+    /// Raw sockets of the path prober (`trace:`), opened with privileges; nil: no traces.
+    let pathSockets: ICMPSocketSet?
+    let pathTCPSockets: PathTCPSockets?
     let output: (any RoundOutput)?
     let logger: Logger
     let loadConfiguration: @Sendable (String) throws -> NetprobeConfiguration
@@ -55,7 +58,10 @@ public final class ProbeService: Sendable {
     public init(configuration: NetprobeConfiguration, icmpSockets: ICMPSocketSet?, output: (any RoundOutput)? = nil, logger: Logger,
                 logLimiter: RateLimitedLogHandler.Shared? = nil,
                 loadConfiguration: @escaping @Sendable (String) throws -> NetprobeConfiguration = { try ConfigurationLoader.load(path: $0) },
-                lookUp: @escaping Lookup = { await PlanResolver.resolve($0, preference: $1) }) {
+                lookUp: @escaping Lookup = { await PlanResolver.resolve($0, preference: $1) },
+                pathSockets: ICMPSocketSet? = nil, pathTCPSockets: PathTCPSockets? = nil) {
+        self.pathSockets = pathSockets
+        self.pathTCPSockets = pathTCPSockets
         self.lookUp = lookUp
         self.logLimiter = logLimiter
         initialConfiguration = configuration
@@ -96,6 +102,8 @@ public final class ProbeService: Sendable {
                                  logLimiter: logLimiter, resolveFailures: resolveFailures, logger: logger)
         let monitorInterval = configuration.icmp.intervalNanoseconds
         let monitor = Task { await writer.monitor(every: monitorInterval) }
+        let tracing = try makeTracing(configuration, loop: loop, writer: writer)
+        let tracingTask = tracing.map { tracing in Task { await tracing.run() } }
         logger.info("netprobe run started", metadata: [
             "probe": "\(configuration.probeName)", "ping_targets": "\(configuration.pingTargets.count)",
             "tcp_targets": "\(configuration.tcpTargets.count)", "influxdb_servers": "\(configuration.influxServers.count)",
@@ -199,6 +207,7 @@ public final class ProbeService: Sendable {
                 }
                 configuration = reloaded
                 fileWatch.watch(reloaded.sourceFiles)
+                tracing?.update(reloaded)
                 scheduleLookups()
             }
         }
@@ -209,6 +218,10 @@ public final class ProbeService: Sendable {
         tcpProber.stop()
         await icmpRun?.consumer.value
         await tcpRun.consumer.value
+        tracing?.prober.stop()
+        tracingTask?.cancel()
+        await tracingTask?.value
+        tracing?.prober.close()
         writer.stopMonitoring()
         await monitor.value
         await writer.flushMonitor()
@@ -258,6 +271,27 @@ public final class ProbeService: Sendable {
             }
             return peers
         }
+    }
+
+    /// The traces of `trace:`, on the probe loop; nil when the section is off or the path
+    /// prober's raw sockets were not opened.
+    func makeTracing(_ configuration: NetprobeConfiguration, loop: ProbeLoop, writer: RoundWriter) throws -> PathTracing? {
+        let settings = configuration.trace
+        guard settings.isEnabled else { return nil }
+        guard let pathSockets else {
+            logger.warning("trace: is configured but the raw ICMP sockets it needs could not be opened (CAP_NET_RAW): no traces")
+            return nil
+        }
+        let prober = try PathProber(sockets: pathSockets, tcpSockets: pathTCPSockets, configuration: PathProbeConfiguration(
+            rounds: settings.rounds, intervalNanoseconds: settings.spacingNanoseconds, timeoutNanoseconds: settings.timeoutNanoseconds,
+            maxHops: settings.maxHops), loop: loop, logger: logger)
+        let logger = self.logger
+        return PathTracing(prober: prober, configuration: configuration, probe: configuration.probeName, logger: logger,
+                           resolve: { [self] current in await self.resolve(current) },
+                           write: { points in
+                               guard let sink = writer.sink, !points.isEmpty else { return }
+                               do { try sink.write(points) } catch { logger.error("cannot spool trace points", metadata: ["error": "\(error)"]) }
+                           })
     }
 
     /// The InfluxDB sink of a configuration; nil when it names no server.

@@ -26,6 +26,14 @@ struct CheckCommand: PrivilegedCommand {
               8. handshake median > 2 x ICMP median + 1 ms      -> server problem: slow to accept
               9. otherwise                                      -> neither: look at the application
 
+            Side by side, check traces the path to every host (TTL-limited ICMP, or TCP \
+            SYNs to the first port given, as `netprobe trace`; needs raw sockets, skip it \
+            with --no-trace). For a network \
+            problem the verdict names the first hop from which loss or added latency \
+            persists to the host ("loss starts at hop 4, 198.51.100.1: 12% from there to \
+            the target"), or where the path ends; otherwise it says the path is clean and \
+            which hops only rate-limit their ICMP (see `netprobe trace --help` for the rules).
+
             TCP probes are half-open unless --tcp-mode connect is given: the server's \
             application never sees a connection, so a production database logs nothing \
             (see `netprobe tcp --help`).
@@ -54,6 +62,9 @@ struct CheckCommand: PrivilegedCommand {
     var ipv6Only = false
 
     @OptionGroup var tcp: TCPModeOption
+
+    @Flag(name: .long, help: "Do not trace the path to the hosts.")
+    var noTrace = false
 
     @Flag(help: "Print one JSON object per host with the verdict and the rounds behind it.")
     var json = false
@@ -90,6 +101,14 @@ struct CheckCommand: PrivilegedCommand {
         } catch {
             writeError("netprobe: ICMP is not available, checking TCP only: \(error)\n  (see `netprobe ping --help` for the two ways to allow ICMP)")
         }
+        if !noTrace, resources.icmpSockets?.modes.values.allSatisfy({ $0 == .raw }) == true {
+            resources.pathSockets = try? ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [], ttl: nil, logger: logger)
+            // A host given with a port is traced with TCP SYNs to its first port: that
+            // reaches hosts that filter ICMP echo.
+            if (try? targets.contains { !(try Endpoint.parse($0, requirePort: false)).ports.isEmpty }) == true {
+                resources.pathTCPSockets = try? PathTCPSockets.open(families: families, optional: families.count > 1 ? families : [])
+            }
+        }
         try dropPrivileges()
         return resources
     }
@@ -111,9 +130,14 @@ struct CheckCommand: PrivilegedCommand {
         let tcpProber = try TCPProber(configuration: EngineSettings.tcp(count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
                                                                        rate: 1000, targetCount: tcpTargets.count, mode: tcp.mode, logger: logger),
                                       loop: loop, logger: logger)
+        let pathProber = try resources.pathSockets.map { sockets in
+            try PathProber(sockets: sockets, tcpSockets: resources.pathTCPSockets, configuration: PathProbeConfiguration(
+                rounds: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds), loop: loop, logger: logger)
+        }
         let stopAll: @Sendable () -> Void = {
             icmpProber?.stop()
             tcpProber.stop()
+            pathProber?.stop()
         }
         let interrupts = SignalWatcher.onInterrupt(stopAll)
         defer { interrupts.cancel() }
@@ -132,7 +156,13 @@ struct CheckCommand: PrivilegedCommand {
         }
         async let icmpRounds = collect(icmpEvents, progress: progress)
         async let tcpRounds = collect(tcpEvents, progress: progress)
-        let (icmp, tcp) = await (icmpRounds, tcpRounds)
+        let traceTargets = hostTargets.map { host in
+            var target = host
+            if resources.pathTCPSockets != nil { target.port = endpoints.first { $0.host == host.name }?.ports.first }
+            return target
+        }
+        async let pathTraces = collect(pathProber?.trace(traceTargets))
+        let (icmp, tcp, traces) = await (icmpRounds, tcpRounds, pathTraces)
         timer.cancel()
         progress.finish()
 
@@ -140,8 +170,10 @@ struct CheckCommand: PrivilegedCommand {
         for (index, host) in hostTargets.enumerated() {
             let icmpRound = icmp.first { $0.targetIndex == index }
             let tcpRoundsForHost = tcp.filter { $0.target.name == host.name }.sorted { $0.targetIndex < $1.targetIndex }
-            let diagnosis = Diagnosis.diagnose(icmp: icmpRound, tcp: tcpRoundsForHost)
-            print(report(host: host, diagnosis: diagnosis, icmp: icmpRound, tcp: tcpRoundsForHost))
+            let trace = traces.first { $0.targetIndex == index && host.address != nil }
+            var diagnosis = Diagnosis.diagnose(icmp: icmpRound, tcp: tcpRoundsForHost)
+            if let trace, diagnosis.culprit != .name { diagnosis = diagnosis.locating(in: trace) }
+            print(report(host: host, diagnosis: diagnosis, icmp: icmpRound, tcp: tcpRoundsForHost, trace: trace))
             switch diagnosis.culprit {
             case .name: statuses.append(ExitStatus.unresolved)
             case .network, .server: statuses.append(ExitStatus.someUnanswered)
@@ -165,7 +197,14 @@ struct CheckCommand: PrivilegedCommand {
         return rounds
     }
 
-    func report(host: ProbeTarget, diagnosis: Diagnosis, icmp: RoundResult?, tcp: [RoundResult]) -> String {
+    func collect(_ traces: AsyncStream<PathTrace>?) async -> [PathTrace] {
+        guard let traces else { return [] }
+        var collected: [PathTrace] = []
+        for await trace in traces { collected.append(trace) }
+        return collected
+    }
+
+    func report(host: ProbeTarget, diagnosis: Diagnosis, icmp: RoundResult?, tcp: [RoundResult], trace: PathTrace? = nil) -> String {
         if json {
             var object = JSONObject()
             object.add("target", .string(host.name))
@@ -174,6 +213,7 @@ struct CheckCommand: PrivilegedCommand {
             object.add("summary", .string(diagnosis.summary))
             object.add("icmp", icmp.map { .raw(ResultPrinter.jsonLine($0)) } ?? .null)
             object.add("tcp", .array(tcp.map { .raw(ResultPrinter.jsonLine($0)) }))
+            object.add("path", trace.map { .raw(TracePrinter.json($0)) } ?? .null)
             return object.serialized
         }
         let headline: String
@@ -186,6 +226,9 @@ struct CheckCommand: PrivilegedCommand {
         var lines = ["\(ResultPrinter.label(host)): \(headline): \(diagnosis.summary)"]
         if let icmp { lines.append("  icmp     " + ResultPrinter.summaryLine(icmp)) }
         for round in tcp { lines.append("  tcp      " + ResultPrinter.summaryLine(round)) }
+        if let trace {
+            lines.append("  path     " + TracePrinter.text(trace).split(separator: "\n").joined(separator: "\n           "))
+        }
         return lines.joined(separator: "\n")
     }
 }

@@ -33,6 +33,9 @@ struct DashboardsCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The dashboards folder as Grafana sees it (default: OUT/dashboards, absolute).", valueName: "path"))
     var dashboardsPath: String?
 
+    @Flag(help: "Add a path panel per target: the path changes that `netprobe run` records with a trace: section.")
+    var paths = false
+
     func run() throws {
         let loaded: (ping: [PingTarget], tcp: [TCPTarget])
         do {
@@ -43,7 +46,7 @@ struct DashboardsCommand: ParsableCommand {
         }
         let absoluteOut = URL(fileURLWithPath: out).standardizedFileURL.path
         let providerPath = dashboardsPath ?? (absoluteOut as NSString).appendingPathComponent("dashboards")
-        let files = DashboardFiles.files(ping: loaded.ping, tcp: loaded.tcp, dashboardsPath: providerPath)
+        let files = DashboardFiles.files(ping: loaded.ping, tcp: loaded.tcp, dashboardsPath: providerPath, paths: paths)
         do {
             let written = try DashboardFiles.write(files, to: out)
             Terminal.printLine("\(out): \(loaded.ping.count) ping target(s), \(loaded.tcp.count) tcp target(s); "

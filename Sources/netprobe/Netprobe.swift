@@ -32,7 +32,7 @@ struct Netprobe: AsyncParsableCommand {
             not resolve, 3 bad arguments, 4 system error (e.g. no privilege).
             """,
         version: "0.1.0",
-        subcommands: [RunCommand.self, ValidateCommand.self, PingCommand.self, TCPCommand.self, CheckCommand.self, DashboardsCommand.self]
+        subcommands: [RunCommand.self, ValidateCommand.self, PingCommand.self, TCPCommand.self, CheckCommand.self, TraceCommand.self, DashboardsCommand.self]
     )
 
     /// Runs the command, mapping argument errors to exit status 3 (ArgumentParser's own
@@ -98,6 +98,10 @@ struct Netprobe: AsyncParsableCommand {
 struct PrivilegedResources: Sendable {
     /// The ICMP sockets, when the command needs them and they could be opened.
     var icmpSockets: ICMPSocketSet?
+    /// `check`: raw ICMP sockets of the path prober, when raw sockets are allowed.
+    var pathSockets: ICMPSocketSet?
+    /// `trace` of HOST:PORT targets: raw TCP sockets for SYN probes.
+    var pathTCPSockets: PathTCPSockets?
     /// `run`: the configuration, read before the sockets it asks for were opened.
     var configuration: NetprobeConfiguration?
 }

@@ -89,6 +89,18 @@ struct RunCommand: PrivilegedCommand {
                 throw ExitCode(ExitStatus.systemError)
             }
         }
+        if configuration.trace.isEnabled {
+            // The path prober's own raw sockets (time exceeded reaches only raw sockets).
+            let families: Set<AddressFamily> = [.ipv4, .ipv6]
+            resources.pathSockets = try? ICMPSocketSet.open(families: families, optional: families, ttl: nil, logger: makeLogger())
+            if configuration.trace.tcpIntervalNanoseconds != nil {
+                resources.pathTCPSockets = try? PathTCPSockets.open(families: families, optional: families)
+            }
+            if resources.pathSockets?.modes.values.contains(where: { $0 != .raw }) != false {
+                Terminal.printError("netprobe: trace: needs raw ICMP sockets (CAP_NET_RAW); traces are off for this run")
+                resources.pathSockets = nil
+            }
+        }
         try dropPrivileges()
         return resources
     }
@@ -97,7 +109,8 @@ struct RunCommand: PrivilegedCommand {
     func run(with resources: PrivilegedResources) async throws {
         guard let configuration = resources.configuration else { throw ExitCode(ExitStatus.systemError) }
         let service = ProbeService(configuration: configuration, icmpSockets: resources.icmpSockets, output: QuickLook(format: output, probe: configuration.probeName),
-                                   logger: makeLogger(), logLimiter: Self.logLimiter)
+                                   logger: makeLogger(), logLimiter: Self.logLimiter,
+                                   pathSockets: resources.pathSockets, pathTCPSockets: resources.pathTCPSockets)
         let (control, send) = AsyncStream<ServiceControl>.makeStream()
         let signals = Task {
             for await signal in SignalWatcher.signals { send.yield(signal == SIGHUP ? .reload : .stop) }

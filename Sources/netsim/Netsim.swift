@@ -22,7 +22,9 @@ struct Netsim: ParsableCommand {
 
             Prints "netsim ready" once the device, addresses and routes are in place. \
             SIGTERM / SIGINT: send the held replies, write the summary, exit 0. SIGUSR1: \
-            rewrite the summary.
+            rewrite the summary. SIGHUP: read --config again and put its rules (with the \
+            --rule ones) in force from the next packet on, e.g. a path that changes; a \
+            file that does not parse keeps the old rules.
 
             Rules (--rule, repeatable; or --config FILE with a 'rules:' list of mappings \
             using the same keys plus 'prefix'):
@@ -89,7 +91,7 @@ struct Netsim: ParsableCommand {
     func run() throws {
         // Signals become readable on a signalfd of the packet loop: block them first, before
         // any thread exists, so every thread inherits the mask.
-        let signalDescriptor = try SignalDescriptor.blockAndOpen([SIGTERM, SIGINT, SIGUSR1])
+        let signalDescriptor = try SignalDescriptor.blockAndOpen([SIGTERM, SIGINT, SIGUSR1, SIGHUP])
         defer { close(signalDescriptor) }
 
         LoggingSystem.bootstrap { label in
@@ -128,9 +130,22 @@ struct Netsim: ParsableCommand {
         FileHandle.standardOutput.write(Data("netsim ready\n".utf8))
 
         let summaryPath = summary
-        let final = try simulator.run(signalDescriptor: signalDescriptor) { current in
+        let flagRules = try rule.map { try HostRule(parsing: $0) }
+        let configPath = config
+        let final = try simulator.run(signalDescriptor: signalDescriptor, summaryRequested: { current in
             Self.write(current, to: summaryPath, logger: logger)
-        }
+        }, reloadRequested: {
+            guard let configPath else { return RuleSet(flagRules) }
+            do {
+                let text = try String(contentsOfFile: configPath, encoding: .utf8)
+                let reloaded = try RuleSet.rules(yaml: text, file: configPath)
+                logger.notice("reloaded \(reloaded.count) rules from \(configPath)")
+                return RuleSet(flagRules + reloaded)
+            } catch {
+                logger.error("cannot reload \(configPath), keeping the old rules: \(error)")
+                return nil
+            }
+        })
         Self.write(final, to: summaryPath, logger: logger)
         logger.info("done: \(final.packetsIn) packets in, \(final.answered) answered, \(final.dropped) dropped, \(final.ignored) ignored")
     }

@@ -48,6 +48,20 @@ final class DashboardStructureTests: XCTestCase {
         XCTAssertTrue(text.contains("\"uid\": \"netprobe-icmp\""))
     }
 
+    func testPathPanelsAreOnlyAddedWhenAskedOneTablePerTargetOnThePathMeasurement() throws {
+        let targets = try DashboardFiles.loadTargets(directory: Self.fixture)
+        XCTAssertTrue(DashboardGenerator.tcpDashboard(targets: targets.tcp)["panels"]!.elements.allSatisfy { $0["type"]?.stringValue != "table" })
+        let tcp = DashboardGenerator.tcpDashboard(targets: targets.tcp, paths: true)
+        XCTAssertTrue(DashboardChecker.noOverlap(tcp["panels"]!.elements), "no two panels overlap")
+        let tables = tcp["panels"]!.elements.filter { $0["type"]?.stringValue == "table" }
+        XCTAssertEqual(tables.compactMap { $0["title"]?.stringValue }, ["path: 127.0.0.1:22", "path: 127.0.0.1:5432", "path: localhost:443", "path: [::1]:80", "path: [::1]:8080"])
+        let query = try XCTUnwrap(tables.first?["targets"]?.elements.first?["query"]?.stringValue)
+        XCTAssertTrue(query.contains("FROM \"path\""), query)
+        XCTAssertTrue(query.contains("\"protocol\" = 'tcp'") && query.contains("\"port\" = '22'"), query)
+        let ids = tcp["panels"]!.elements.compactMap { $0["id"]?.intValue }
+        XCTAssertEqual(Set(ids).count, ids.count, "panel ids stay unique")
+    }
+
     func testPanelIDsDoNotChangeWhenATargetIsAdded() throws {
         let targets = try DashboardFiles.loadTargets(directory: Self.fixture)
         let before = DashboardGenerator.icmpDashboard(targets: targets.ping)

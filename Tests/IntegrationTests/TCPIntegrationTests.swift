@@ -189,7 +189,9 @@ final class TCPIntegrationTests: XCTestCase {
         XCTAssertEqual(down.status, 1)
         let verdict = try XCTUnwrap(try down.jsonLines().first)
         XCTAssertEqual(verdict["verdict"] as? String, "server")
-        XCTAssertTrue((verdict["summary"] as? String)?.hasSuffix("refused: service down") == true, "\(verdict)")
+        // check adds its trace of the path after the verdict (loopback: one hop, clean).
+        XCTAssertTrue((verdict["summary"] as? String)?.hasSuffix("refused: service down; path clean: 1 hop, no loss persists to the target") == true, "\(verdict)")
+        XCTAssertEqual((verdict["path"] as? [String: Any])?["reached"] as? Bool, true, "the TCP trace reaches the closed port: its RST is the destination answering")
         XCTAssertEqual((verdict["icmp"] as? [String: Any])?["result"] as? String, "ok")
     }
 }

@@ -1,0 +1,177 @@
+import ArgumentParser
+import Glibc
+import Logging
+import ProbeEngine
+
+struct TraceCommand: PrivilegedCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trace",
+        abstract: "Trace the path to many hosts at once, hop by hop (ICMP, or TCP SYN to HOST:PORT), and say where loss starts.",
+        discussion: """
+            An mtr-like report: every round sends one TTL-limited ICMP echo request per hop \
+            (and flow); routers answer with time exceeded, the destination with an echo \
+            reply. Answers are matched by the header the router quotes (identifier, \
+            sequence, destination; cookie and probe number when quoted), times come from \
+            the kernel's timestamps. After the first round, hops beyond the destination are \
+            no longer probed.
+
+            HOST:PORT traces with TCP SYNs to the port instead (for hosts that filter ICMP \
+            echo): half-open, as `netprobe tcp`: the destination's SYN-ACK is answered by \
+            this host's kernel with a RST, so its application never sees a connection. All \
+            SYNs of a flow share one 5-tuple (source port reserved by a bound socket); the \
+            probe's number is the sequence number, which routers quote and the SYN-ACK or \
+            RST acknowledges. TCP times are user-space clock reads (the raw TCP socket is \
+            not kernel-stamped).
+
+            One flow identifier per trace (Paris traceroute): the ICMP checksum stays the \
+            same for every probe, so a per-flow load balancer sends all of them down one \
+            branch and the hop list is one path. --flows N probes N flow identifiers: the \
+            equal-cost branches show as several addresses at a hop, and each flow's path \
+            is printed.
+
+            Reading the report (the rules):
+              1. A hop rate-limits (its ICMP, or answers slowly) when it loses more than
+                 the later hops together (the destination included), by more than 5
+                 standard deviations (two-proportion test) and 2 probes: shown as
+                 "rate-limits (not loss)", never as loss.
+              2. Forwarded loss ("fwd loss") is the loss of the traffic through a hop: what
+                 a router drops every later hop misses, so it never falls along the path
+                 (the best non-decreasing fit of the hops that do not rate-limit).
+              3. When the destination loses 1% or more (2 probes at least), loss starts at
+                 the hop that best splits the path into "before" and "from here on" loss
+                 rates (maximum likelihood, significant at 99%; else at hop 1).
+              4. Latency is added at the hop whose forwarded median RTT rises most over the
+                 hop before it, when the rise is 1 ms or more and half the destination's.
+
+            Needs raw ICMP sockets (CAP_NET_RAW: root, or setcap cap_net_raw+ep netprobe), \
+            dropped as soon as they are open.
+
+            Exit status: 0 every target was reached, 1 some was not, 2 a name did not \
+            resolve, 3 bad arguments, 4 system error (e.g. no privilege).
+            """
+    )
+
+    @Option(name: .shortAndLong, help: "Rounds per target; 0 traces until interrupted (Ctrl-C).")
+    var count: Int = 10
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Time between two rounds to the same target (seconds, or with a unit: 200ms).", valueName: "interval"))
+    var interval = DurationArgument(nanoseconds: 1_000_000_000)
+
+    @Option(name: [.customShort("W"), .long], help: ArgumentHelp("How long to wait for each answer; later answers count as lost.", valueName: "timeout"))
+    var timeout = DurationArgument(nanoseconds: 1_000_000_000)
+
+    @Option(name: [.customShort("m"), .long], help: "The largest TTL / hop limit probed (1 to 255).")
+    var maxHops: Int = 30
+
+    @Option(name: .long, help: "The first TTL probed (hops before it are skipped).")
+    var firstHop: Int = 1
+
+    @Option(name: .long, help: "Flow identifiers per target: 1 is one consistent path; more show equal-cost branches (1 to 16).")
+    var flows: Int = 1
+
+    @Option(help: ArgumentHelp("Most probes per second over all targets.", valueName: "per-second"))
+    var rate: Double = 1000
+
+    @Flag(name: .customShort("4"), help: "Use IPv4 only.")
+    var ipv4Only = false
+
+    @Flag(name: .customShort("6"), help: "Use IPv6 only.")
+    var ipv6Only = false
+
+    @Flag(help: "Print one JSON object per target (JSON Lines) instead of the text report.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "Log what netprobe does to standard error.")
+    var verbose = false
+
+    @Argument(help: ArgumentHelp("HOST (ICMP) or HOST:PORT (TCP SYN), [IPv6]:PORT.", valueName: "host[:port]"))
+    var targets: [String]
+
+    func validate() throws {
+        guard count >= 0 else { throw ValidationError("--count must be 0 (until interrupted) or more, got \(count).") }
+        guard interval.nanoseconds >= 1_000_000 else { throw ValidationError("--interval must be at least 1ms, got \(interval).") }
+        guard timeout.nanoseconds >= 1_000_000 else { throw ValidationError("--timeout must be at least 1ms, got \(timeout).") }
+        guard (1...255).contains(maxHops) else { throw ValidationError("--max-hops must be between 1 and 255, got \(maxHops).") }
+        guard (1...maxHops).contains(firstHop) else { throw ValidationError("--first-hop must be between 1 and --max-hops (\(maxHops)), got \(firstHop).") }
+        guard (1...16).contains(flows) else { throw ValidationError("--flows must be between 1 and 16, got \(flows).") }
+        guard rate > 0, rate <= 100_000 else { throw ValidationError("--rate must be between 1 and 100000 probes per second, got \(rate).") }
+        guard !(ipv4Only && ipv6Only) else { throw ValidationError("-4 and -6 exclude each other: give at most one.") }
+        for target in targets { _ = try Endpoint.parse(target, requirePort: false) }
+    }
+
+    var preference: AddressPreference { ipv4Only ? .ipv4Only : ipv6Only ? .ipv6Only : .any }
+
+    func makeLogger() -> Logger {
+        var logger = Logger(label: "netprobe") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = verbose ? .debug : .warning
+        return logger
+    }
+
+    func acquirePrivilegedResources() throws -> PrivilegedResources {
+        let logger = makeLogger()
+        let families: Set<AddressFamily> = ipv4Only ? [.ipv4] : ipv6Only ? [.ipv6] : [.ipv4, .ipv6]
+        let sockets: ICMPSocketSet
+        do {
+            sockets = try ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [], ttl: nil, logger: logger)
+        } catch {
+            writeError(PingCommand.explain(error))
+            throw ExitCode(ExitStatus.systemError)
+        }
+        var resources = PrivilegedResources(icmpSockets: sockets)
+        if (try? targets.contains { !(try Endpoint.parse($0, requirePort: false)).ports.isEmpty }) == true {
+            do {
+                resources.pathTCPSockets = try PathTCPSockets.open(families: families, flows: flows, optional: families.count > 1 ? families : [])
+            } catch {
+                writeError("netprobe: cannot open a raw TCP socket for TCP traces: \(error) (needs CAP_NET_RAW, as ICMP traces)")
+                throw ExitCode(ExitStatus.systemError)
+            }
+        }
+        try dropPrivileges()
+        return resources
+    }
+
+    func run(with resources: PrivilegedResources) async throws {
+        let logger = makeLogger()
+        guard let sockets = resources.icmpSockets else {
+            writeError("netprobe: internal error: ICMP sockets were not opened before tracing")
+            throw ExitCode(ExitStatus.systemError)
+        }
+        // HOST traces with ICMP, HOST:PORT (one trace per port) with TCP SYNs.
+        let endpoints = try targets.map { try Endpoint.parse($0, requirePort: false) }
+        let hostTargets = await Resolver.resolve(endpoints.map(\.host), preference: preference)
+        var resolved: [ProbeTarget] = []
+        for (endpoint, target) in zip(endpoints, hostTargets) {
+            if endpoint.ports.isEmpty { resolved.append(target) }
+            for port in endpoint.ports {
+                var withPort = target
+                withPort.port = port
+                resolved.append(withPort)
+            }
+        }
+        let prober: PathProber
+        do {
+            prober = try PathProber(sockets: sockets, tcpSockets: resources.pathTCPSockets, configuration: pathConfiguration, logger: logger)
+        } catch {
+            writeError("netprobe: cannot trace: \(error)")
+            throw ExitCode(ExitStatus.systemError)
+        }
+        let interrupts = SignalWatcher.onInterrupt { prober.stop() }
+        defer { interrupts.cancel() }
+        var traces: [PathTrace] = []
+        for await trace in prober.trace(resolved) { traces.append(trace) }
+        prober.close()
+        var statuses: [Int32] = []
+        for trace in traces.sorted(by: { $0.targetIndex < $1.targetIndex }) {
+            print(json ? TracePrinter.json(trace) : TracePrinter.text(trace))
+            if !json { print("") }
+            statuses.append(trace.target.address == nil ? ExitStatus.unresolved : trace.reached ? ExitStatus.allAnswered : ExitStatus.someUnanswered)
+        }
+        let status = statuses.contains(ExitStatus.unresolved) ? ExitStatus.unresolved : (statuses.max() ?? 0)
+        if status != ExitStatus.allAnswered { throw ExitCode(status) }
+    }
+
+    var pathConfiguration: PathProbeConfiguration {
+        PathProbeConfiguration(rounds: count, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
+                               maxHops: maxHops, firstHop: firstHop, flows: flows, packetsPerSecond: rate)
+    }
+}

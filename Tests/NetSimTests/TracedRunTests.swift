@@ -1,0 +1,136 @@
+import Foundation
+import Logging
+@testable import NetSim
+import ProbeConfig
+import ProbeEngine
+import ProbeService
+import TestSupport
+import XCTest
+
+/// Acceptance 5: `run` with traces writes `hop` and `path` points to a real influxd, and a
+/// path that changes at run time (netsim's rules swapped by SIGHUP) shows as a new `path`
+/// point from the first trace after the change. The service runs in this process on raw
+/// sockets opened inside the simulator's namespace; influxd listens on this namespace's
+/// loopback, where the sink (in this process's namespace) reaches it.
+final class TracedRunTests: XCTestCase {
+    /// Runs async work from a synchronous test body (the simulated network's body is synchronous).
+    /// (The test servers and JSON values are not Sendable; one task at a time touches them.)
+    func blocking<Value>(_ work: @escaping () async throws -> Value) throws -> Value {
+        nonisolated(unsafe) var outcome: Result<Value, Error>?
+        nonisolated(unsafe) let job = work
+        let done = DispatchSemaphore(value: 0)
+        Task.detached {
+            do { outcome = .success(try await job()) } catch { outcome = .failure(error) }
+            done.signal()
+        }
+        done.wait()
+        return try outcome!.get()
+    }
+
+    func rules(routers: [String]) -> String {
+        """
+        rules:
+          - prefix: 198.18.80.0/24
+            path: \(routers.joined(separator: ","))
+        """
+    }
+
+    func testRunWritesHopAndPathPointsAndAPathChangeShowsInTheFirstTraceAfterIt() throws {
+        try SimulatorHarness.requirePrivileges()
+        let directory = try TestEnvironment.temporaryDirectory("traced-run")
+        let rulesFile = directory.appendingPathComponent("rules.yaml")
+        let before = ["198.18.140.1", "198.18.140.2"], after = ["198.18.140.1", "198.18.141.2", "198.18.141.3"]
+        try rules(routers: before).write(to: rulesFile, atomically: true, encoding: .utf8)
+        let server = try blocking { try await InfluxDBTestServer.start() }
+        defer { server.stop() }
+        try blocking { try await server.createDatabase("netprobe") }
+        try "sim: [198.18.80.9]\n".write(to: directory.appendingPathComponent("ping.yaml"), atomically: true, encoding: .utf8)
+        try """
+            probe: traced
+            targets: {ping: ping.yaml, tcp: null}
+            icmp: {interval: 1s, count: 2, spacing: 100ms, timeout: 300ms}
+            trace: {icmp: 2s, rounds: 3, spacing: 100ms, timeout: 300ms, max_hops: 8}
+            resolve_interval: 1h
+            spool: {directory: spool, max_size: 16MB}
+            batch: {size: 100, flush_interval: 100ms}
+            influxdb:
+              - url: http://127.0.0.1:\(server.port)
+                database: netprobe
+            """.write(to: directory.appendingPathComponent("netprobe.yaml"), atomically: true, encoding: .utf8)
+        let configuration = try ConfigurationLoader.load(path: directory.appendingPathComponent("netprobe.yaml").path)
+        XCTAssertEqual(configuration.trace.icmpIntervalNanoseconds, 2_000_000_000)
+
+        let netsim = try SimulatorHarness.binary("netsim")
+        _ = try SimulatedNetwork.run(rules: [], netsimPath: netsim, extraArguments: ["--config", rulesFile.path, "--seed", "5"]) { namespace, simulator in
+            let logger = Logger(label: "traced-run")
+            let (icmp, path) = try NetworkNamespace.perform(inNamespace: namespace) {
+                (try ICMPSocketSet.open(families: [.ipv4], ttl: nil, logger: logger), try ICMPSocketSet.open(families: [.ipv4], ttl: nil, logger: logger))
+            }
+            let service = ProbeService(configuration: configuration, icmpSockets: icmp, logger: logger, pathSockets: path)
+            let (control, send) = AsyncStream<ServiceControl>.makeStream()
+            let running = Task.detached { try await service.run(control: control) }
+            defer {
+                send.yield(.stop)
+                send.finish()
+                _ = try? self.blocking { try await running.value }
+            }
+
+            /// The `path` points so far: (time, hash, hop_count, hops).
+            func paths() throws -> [(time: Int64, hash: String, count: Int, hops: String)] {
+                try blocking {
+                    let series = try await server.series("SELECT \"hash\", \"hop_count\", \"hops\" FROM \"path\" WHERE \"target\" = '198.18.80.9'", database: "netprobe")
+                    return ((series.first?["values"] as? [[Any]]) ?? []).map { row in
+                        ((row[0] as? NSNumber)?.int64Value ?? 0, row[1] as? String ?? "", (row[2] as? NSNumber)?.intValue ?? 0, row[3] as? String ?? "")
+                    }
+                }
+            }
+            /// The distinct start times of the traces written so far (from their `hop` points).
+            func traceTimes() throws -> [Int64] {
+                try blocking {
+                    let series = try await server.series("SELECT \"sent\" FROM \"hop\" WHERE \"target\" = '198.18.80.9'", database: "netprobe")
+                    return Array(Set(((series.first?["values"] as? [[Any]]) ?? []).compactMap { ($0[0] as? NSNumber)?.int64Value })).sorted()
+                }
+            }
+            func eventually(_ what: String, _ condition: () throws -> Bool) throws {
+                // The limit only keeps a broken run from hanging the suite.
+                let deadline = Date().addingTimeInterval(60)
+                while try !condition() {
+                    guard Date() < deadline else { return XCTFail("gave up waiting: \(what)") }
+                    usleep(100_000)
+                }
+            }
+
+            try eventually("the first path point") { try !paths().isEmpty }
+            let first = try XCTUnwrap(try paths().first)
+            XCTAssertEqual(first.count, 3, "two routers and the destination")
+            XCTAssertEqual(first.hops, (before + ["198.18.80.9"]).joined(separator: ","))
+            try eventually("two more traces") { try traceTimes().count >= 3 }
+            XCTAssertEqual(try paths().count, 1, "an unchanged path writes no new path point")
+            let hops = try blocking {
+                try await server.series("SELECT \"loss_percent\", \"received\" FROM \"hop\" WHERE \"target\" = '198.18.80.9' GROUP BY \"hop\", \"hop_address\"", database: "netprobe")
+            }
+            let tagged = Set(hops.compactMap { ($0["tags"] as? [String: String]).map { "\($0["hop"] ?? "?")=\($0["hop_address"] ?? "?")" } })
+            XCTAssertEqual(tagged, ["1=198.18.140.1", "2=198.18.140.2", "3=198.18.80.9"])
+
+            // Swap the rule: the path now has three routers, two of them new.
+            try rules(routers: after).write(to: rulesFile, atomically: true, encoding: .utf8)
+            let reloadSentAt = Int64(Date().timeIntervalSince1970 * 1e9)
+            simulator.reload()
+            try eventually("netsim's reload") { simulator.standardError.contains("reloaded 1 rules") }
+            let changedAt = Int64(Date().timeIntervalSince1970 * 1e9)
+            let newHops = (after + ["198.18.80.9"]).joined(separator: ",")
+            try eventually("a path point of the new path") { try paths().contains { $0.hops == newHops } }
+            let points = try paths()
+            let second = try XCTUnwrap(points.first { $0.hops == newHops })
+            XCTAssertNotEqual(second.hash, first.hash)
+            XCTAssertEqual(second.count, 4)
+            for point in points where point.time < reloadSentAt { XCTAssertEqual(point.hops, first.hops, "before the change, the old path") }
+            // A trace under way at the change may mix both paths (its own point); the first
+            // trace started after the change has the new one: within one trace interval.
+            try eventually("a trace started after the change") { try traceTimes().contains { $0 > changedAt } }
+            let firstTraceAfterChange = try XCTUnwrap(try traceTimes().first { $0 > changedAt })
+            XCTAssertLessThanOrEqual(second.time, firstTraceAfterChange, "the new path is written by the first trace after the change at the latest")
+            XCTAssertGreaterThan(second.time, reloadSentAt)
+        }
+    }
+}

@@ -1,0 +1,29 @@
+import Foundation
+import XCTest
+@testable import ProbeConfig
+
+/// The `trace:` section: off by default, its keys, and a trace that does not fit its interval.
+final class TraceConfigurationTests: XCTestCase {
+    func testTracesAreOffUnlessConfiguredAndEveryKeyIsRead() throws {
+        let directory = try temporaryDirectory(self)
+        let path = directory + "/netprobe.yaml"
+        try write("targets: {ping: null, tcp: null}\n", to: path, mode: 0o644)
+        XCTAssertEqual(try ConfigurationLoader.load(path: path).trace, .off)
+        XCTAssertFalse(TraceSettings.off.isEnabled)
+        try write("targets: {ping: null, tcp: null}\ntrace: {icmp: 5m, tcp: 10m, rounds: 20, spacing: 500ms, timeout: 2s, max_hops: 16}\n", to: path, mode: 0o644)
+        let trace = try ConfigurationLoader.load(path: path).trace
+        XCTAssertEqual(trace, TraceSettings(icmpIntervalNanoseconds: 300_000_000_000, tcpIntervalNanoseconds: 600_000_000_000, rounds: 20,
+                                            spacingNanoseconds: 500_000_000, timeoutNanoseconds: 2_000_000_000, maxHops: 16))
+        XCTAssertEqual(trace.traceNanoseconds, 19 * 500_000_000 + 2_000_000_000)
+    }
+
+    func testATraceLongerThanItsIntervalAndUnknownKeysAreErrorsWithTheArithmetic() throws {
+        let directory = try temporaryDirectory(self)
+        let path = directory + "/netprobe.yaml"
+        try write("targets: {ping: null, tcp: null}\ntrace:\n  icmp: 5s\n  rounds: 10\n  spacing: 1s\n  max_hop: 8\n", to: path, mode: 0o644)
+        assertErrors(configErrors(path), in: path, [
+            Expected(3, 3, "trace icmp: a trace lasts (rounds - 1) × spacing + timeout = 10s, longer than its interval 5s; raise the interval or lower rounds or spacing"),
+            Expected(6, 3, "unknown key 'max_hop' in trace; did you mean 'max_hops'?"),
+        ])
+    }
+}
