@@ -18,6 +18,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // The /metrics and /probe HTTP server (PrometheusExporter): swift-nio underneath,
+        // on its own event-loop threads, never on the probe loop's.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
     ],
     targets: [
         .target(
@@ -43,6 +46,7 @@ let package = Package(
                 "InfluxSink",
                 "ProbeService",
                 "Dashboards",
+                "PrometheusExporter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -71,6 +75,18 @@ let package = Package(
                 "ProbeEngine",
                 "ProbeConfig",
                 "InfluxSink",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "PrometheusExporter",
+            dependencies: [
+                "ProbeEngine",
+                "ProbeConfig",
+                "ProbeService",
+                "InfluxSink",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -129,6 +145,10 @@ let package = Package(
         .testTarget(
             name: "ProbeServiceTests",
             dependencies: ["ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport"]
+        ),
+        .testTarget(
+            name: "PrometheusExporterTests",
+            dependencies: ["PrometheusExporter", "ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport", "netprobe", "Dashboards"]
         ),
         .testTarget(
             name: "IntegrationTests",

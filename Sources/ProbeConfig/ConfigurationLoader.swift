@@ -9,7 +9,7 @@ import Yams
 /// the way is collected, so one run of `netprobe validate` lists them all.
 public enum ConfigurationLoader {
     /// The top-level keys of the config file.
-    static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval"]
+    static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval", "prometheus"]
     static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family", "mode"]
     static let defaultPingTargets = "targets/ping.yaml"
     static let defaultTCPTargets = "targets/tcp.yaml"
@@ -92,6 +92,10 @@ public enum ConfigurationLoader {
         if let node = top["resolve_interval"],
            let interval = reader.duration(node, "resolve_interval", minimum: 1_000_000_000) {
             configuration.resolveIntervalNanoseconds = interval
+        }
+
+        if let node = top["prometheus"] {
+            configuration.prometheus = readPrometheus(node, reader: &reader)
         }
 
         diagnostics = reader.diagnostics

@@ -172,6 +172,8 @@ public struct NetprobeConfiguration: Sendable, Equatable {
     public var tcpTargets: [TCPTarget]
     /// Things that work but look unintended, for `validate` and `run` to print.
     public var warnings: [ConfigurationWarning]
+    /// The Prometheus exporter (`prometheus:`); nil (off) when the section is absent.
+    public var prometheus: PrometheusSettings? = nil
 
     /// - Parameters: one per property; see each property.
     public init(
