@@ -21,6 +21,8 @@ let package = Package(
         // The /metrics and /probe HTTP server (PrometheusExporter): swift-nio underneath,
         // on its own event-loop threads, never on the probe loop's.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        // Hummingbird's own lifecycle library: a graceful stop of the server at `run`'s end.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         .target(
@@ -87,6 +89,7 @@ let package = Package(
                 "InfluxSink",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

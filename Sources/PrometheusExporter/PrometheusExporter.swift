@@ -5,6 +5,7 @@ import Logging
 import ProbeConfig
 import ProbeEngine
 import ProbeService
+import ServiceLifecycle
 
 /// The `prometheus:` endpoint of `netprobe run`: `/metrics` (every target's rounds, from the
 /// run's writer) and `/probe` (blackbox_exporter's multi-target pattern, on netprobe's
@@ -16,7 +17,7 @@ public final class PrometheusExporter: Sendable {
     public let blackbox: BlackboxProber
     let settings: PrometheusSettings
     let logger: Logger
-    private let server: Locked<Task<Void, any Error>?> = Locked(nil)
+    private let server: Locked<(task: Task<Void, any Error>, group: ServiceGroup)?> = Locked(nil)
     /// The port actually bound (the configured one, or the system's choice for port 0).
     public let boundPort: Locked<Int?> = Locked(nil)
 
@@ -71,11 +72,12 @@ public final class PrometheusExporter: Sendable {
             // swift-nio's shared event-loop threads (one per core): threads of NIO's own.
             eventLoopGroupProvider: .singleton,
             logger: serverLogger)
+        let group = ServiceGroup(configuration: .init(services: [application], gracefulShutdownSignals: [], logger: serverLogger))
         let task = Task {
             defer { reportBound.finish() }
-            try await application.run()
+            try await group.run()
         }
-        server.withLock { $0 = task }
+        server.withLock { $0 = (task, group) }
         var iterator = bound.makeAsyncIterator()
         guard let port = await iterator.next() else {
             // The server ended before it was running: its error says why.
@@ -89,9 +91,17 @@ public final class PrometheusExporter: Sendable {
 
     /// Stops the server and `/probe`'s prober.
     public func stop() async {
-        let task = server.withLock { $0 }
-        task?.cancel()
-        _ = try? await task?.value
+        guard let (task, group) = server.withLock({ $0 }) else { return blackbox.close() }
+        // Graceful: requests in flight are answered, then the listener closes.
+        // A scraper's keep-alive connection or a long /probe gets 2 s, so that `run` still
+        // stops within its 5 s.
+        await group.triggerGracefulShutdown()
+        let deadline = Task {
+            try await Task.sleep(nanoseconds: 2_000_000_000)
+            task.cancel()
+        }
+        _ = try? await task.value
+        deadline.cancel()
         blackbox.close()
     }
 
