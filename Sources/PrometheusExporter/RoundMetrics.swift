@@ -136,21 +136,24 @@ public final class RoundMetrics: RoundObserver, Sendable {
             (Schema.Field.rttStandardDeviation, "standard deviation", \.standardDeviation), (Schema.Field.jitter, "jitter (mean difference of consecutive RTTs)", \.jitter),
         ]
         for statistic in statistics {
-            let name = MetricNames.gauge(kind, statistic.field)
+            let name = Schema.Prometheus.gauge(kind, statistic.field)
             writer.family(name, .gauge, help: "\(what) time of the last round, \(statistic.help), in seconds; absent when the round received nothing.")
             for (key, value) in series {
                 if let stats = value.last.statistics { writer.sample(name, key.labels, statistic.value(stats) / 1000) }
             }
         }
-        let loss = MetricNames.gauge(kind, Schema.Field.lossPercent)
+        let loss = Schema.Prometheus.gauge(kind, Schema.Field.lossPercent)
         writer.family(loss, .gauge, help: "Share of the last round's \(kind == .icmp ? "echo requests" : "handshakes") without a timely answer, 0 to 1.")
         for (key, value) in series { writer.sample(loss, key.labels, value.last.lossPercent / 100) }
         if kind == .icmp {
-            let ttl = MetricNames.gauge(kind, Schema.Field.ttl)
+            let ttl = Schema.Prometheus.gauge(kind, Schema.Field.ttl)
             writer.family(ttl, .gauge, help: "TTL (IPv4) or hop limit (IPv6) of the last reply.")
             for (key, value) in series { if let hops = value.last.ttl { writer.sample(ttl, key.labels, Double(hops)) } }
         }
-        let started = MetricNames.name(kind, "last_round_timestamp_seconds")
+        let code = Schema.Prometheus.gauge(kind, Schema.Field.resultCode)
+        writer.family(code, .gauge, help: "The last round's result as its code: 0 ok, 1 timeout, 2 unreachable, 3 unresolved, 4 error, 5 refused.")
+        for (key, value) in series { writer.sample(code, key.labels, Double(value.last.outcome.code)) }
+        let started = Schema.Prometheus.lastRoundTimestamp(kind)
         writer.family(started, .gauge, help: "Start of the last round, in seconds since the epoch.")
         for (key, value) in series { writer.sample(started, key.labels, Double(value.last.startNanoseconds / 1000) / 1e6) }
 
@@ -165,25 +168,25 @@ public final class RoundMetrics: RoundObserver, Sendable {
             counters.append((Schema.Field.completed, "Handshakes the server saw completed (our ACK reached it).", \.completed))
         }
         for counter in counters {
-            let name = MetricNames.counter(kind, counter.field)
+            let name = Schema.Prometheus.counter(kind, counter.field)
             writer.family(name, .counter, help: counter.help)
             for (key, value) in series { writer.sample(name, key.labels, Double(counter.value(value))) }
         }
-        let outcomes = MetricNames.name(kind, "outcomes_total")
+        let outcomes = Schema.Prometheus.outcomes(kind)
         writer.family(outcomes, .counter, help: "Attempts by outcome (\(Schema.Field.result) values: ok, refused, timeout, unreachable, error).")
         for (key, value) in series {
             for (outcome, count) in value.outcomes.sorted(by: { $0.key.code < $1.key.code }) {
                 writer.sample(outcomes, key.labels + [(Schema.Field.result, outcome.rawValue)], Double(count))
             }
         }
-        let rounds = MetricNames.name(kind, "rounds_total")
+        let rounds = Schema.Prometheus.rounds(kind)
         writer.family(rounds, .counter, help: "Rounds by result (ok when anything was answered; unresolved when the name did not resolve).")
         for (key, value) in series {
             for (outcome, count) in value.rounds.sorted(by: { $0.key.code < $1.key.code }) {
                 writer.sample(rounds, key.labels + [(Schema.Field.result, outcome.rawValue)], Double(count))
             }
         }
-        let histogram = MetricNames.name(kind, "rtt_seconds")
+        let histogram = Schema.Prometheus.rttHistogram(kind)
         writer.family(histogram, .histogram, help: "Every \(what) time, in seconds (smokeping_prober's buckets: 50us doubling to 26.2s).")
         for (key, value) in series { writer.histogram(histogram, key.labels, value.rtt) }
     }
@@ -231,21 +234,4 @@ public final class RoundMetrics: RoundObserver, Sendable {
     func countProbeRequest(status: Int) {
         probeRequests.withLock { $0[status, default: 0] += 1 }
     }
-}
-
-/// Prometheus names made from the schema's field keys: `netprobe_<kind>_<field>` with
-/// milliseconds turned into seconds and percent into a ratio (base units), `_total` on
-/// counters.
-public enum MetricNames {
-    public static func name(_ kind: ProbeKind, _ suffix: String) -> String { "netprobe_\(kind.rawValue)_\(suffix)" }
-
-    /// `rtt_min_ms` -> `netprobe_icmp_rtt_min_seconds`; `loss_percent` -> `..._loss_ratio`.
-    public static func gauge(_ kind: ProbeKind, _ field: String) -> String {
-        if field.hasSuffix("_ms") { return name(kind, field.dropLast(3) + "_seconds") }
-        if field.hasSuffix("_percent") { return name(kind, field.dropLast(8) + "_ratio") }
-        return name(kind, field)
-    }
-
-    /// `sent` -> `netprobe_icmp_sent_total`.
-    public static func counter(_ kind: ProbeKind, _ field: String) -> String { name(kind, field + "_total") }
 }

@@ -40,9 +40,9 @@ final class ExpositionTests: XCTestCase {
     }
 
     func testMetricNamesComeFromTheSchemaInBaseUnits() {
-        XCTAssertEqual(MetricNames.gauge(.icmp, Schema.Field.rttMedian), "netprobe_icmp_rtt_median_seconds")
-        XCTAssertEqual(MetricNames.gauge(.tcp, Schema.Field.lossPercent), "netprobe_tcp_loss_ratio")
-        XCTAssertEqual(MetricNames.counter(.icmp, Schema.Field.received), "netprobe_icmp_received_total")
+        XCTAssertEqual(Schema.Prometheus.gauge(.icmp, Schema.Field.rttMedian), "netprobe_icmp_rtt_median_seconds")
+        XCTAssertEqual(Schema.Prometheus.gauge(.tcp, Schema.Field.lossPercent), "netprobe_tcp_loss_ratio")
+        XCTAssertEqual(Schema.Prometheus.counter(.icmp, Schema.Field.received), "netprobe_icmp_received_total")
     }
 
     func round(_ target: String, rtts: [Double], sent: Int, kind: ProbeKind = .icmp) -> RoundResult {

@@ -1,4 +1,6 @@
+import Dashboards
 import Foundation
+import ProbeConfig
 import TestSupport
 import XCTest
 #if canImport(Glibc)
@@ -186,12 +188,69 @@ final class PrometheusAcceptanceTests: XCTestCase {
         capture.stop()
         XCTAssertEqual(capture.packets(to: setup.forbidden), 0, "no packet to \(setup.forbidden), which the allow-list does not name")
 
+        // The PromQL dashboards for these targets: every query returns data from this
+        // Prometheus, with Grafana's variables as "All" and the range as 5 minutes.
+        let ping = [PingTarget(env: "local", host: "127.0.0.1", file: "ping.yaml", line: 1), PingTarget(env: "local", host: "::1", file: "ping.yaml", line: 1)]
+        let tcp = [setup.open, setup.closed].map { TCPTarget(env: "local", host: "127.0.0.1", port: UInt16($0), file: "tcp.yaml", line: 2) }
+        var queried = 0
+        for dashboard in [DashboardGenerator.icmpDashboard(targets: ping, language: .promQL), DashboardGenerator.tcpDashboard(targets: tcp, language: .promQL)] {
+            for variable in Self.array(Self.member(Self.member(dashboard, "templating"), "list")) {
+                let query = Self.string(Self.member(variable, "query"))
+                let results = try await prometheus.query(Self.promQL(forVariableQuery: query))
+                XCTAssertFalse(results.isEmpty, "variable query \(query) returned nothing")
+                queried += 1
+            }
+            for panel in Self.array(Self.member(dashboard, "panels")) {
+                let title = Self.string(Self.member(panel, "title"))
+                for target in Self.array(Self.member(panel, "targets")) {
+                    let expression = Self.substitutingGrafanaVariables(Self.string(Self.member(target, "expr")))
+                    let results = try await prometheus.query(expression)
+                    // The closed port answers every handshake with RST: it has no RTT, only loss.
+                    let expectedEmpty = title == "127.0.0.1:\(setup.closed)" && Self.string(Self.member(target, "refId")) != "E"
+                    XCTAssertEqual(results.isEmpty, expectedEmpty, "panel '\(title)': \(expression)")
+                    queried += 1
+                }
+            }
+        }
+        print("prometheus: \(queried) dashboard queries run")
+
         // promtool accepts the exposition (the text format it reads).
         let (status, body) = try await TestEnvironment.http("GET", setup.metricsURL)
         XCTAssertEqual(status, 200)
         let promtool = try PromtoolCheck.run(body)
         XCTAssertEqual(promtool.status, 0, promtool.output)
         XCTAssertEqual(promtool.output, "", "promtool check metrics found problems")
+    }
+}
+
+extension PrometheusAcceptanceTests {
+    static func member(_ value: JSONValue?, _ key: String) -> JSONValue? {
+        if case .object(let object)? = value { return object[key] }
+        return nil
+    }
+
+    static func array(_ value: JSONValue?) -> [JSONValue] {
+        if case .array(let array)? = value { return array }
+        return []
+    }
+
+    static func string(_ value: JSONValue?) -> String {
+        if case .string(let text)? = value { return text }
+        return ""
+    }
+
+    /// Grafana's variables as a dashboard with everything selected sends them.
+    static func substitutingGrafanaVariables(_ expression: String) -> String {
+        expression.replacingOccurrences(of: "$__range", with: "5m")
+            .replacingOccurrences(of: "$probe", with: ".*").replacingOccurrences(of: "$env", with: ".*").replacingOccurrences(of: "$target", with: ".*")
+    }
+
+    /// `label_values(METRIC{...}, LABEL)` as the PromQL Grafana's lookup amounts to.
+    static func promQL(forVariableQuery query: String) -> String {
+        let inner = query.dropFirst("label_values(".count).dropLast()
+        let comma = inner.lastIndex(of: ",")!
+        let label = inner[inner.index(after: comma)...].trimmingCharacters(in: .whitespaces)
+        return "count by (\(label)) (\(substitutingGrafanaVariables(String(inner[..<comma]))))"
     }
 }
 
