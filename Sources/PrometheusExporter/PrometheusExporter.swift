@@ -2,6 +2,7 @@ import FoundationEssentials
 import Hummingbird
 import HummingbirdCore
 import Logging
+import NIOCore
 import ProbeConfig
 import ProbeEngine
 import ProbeService
@@ -61,8 +62,12 @@ public final class PrometheusExporter: Sendable {
         let (bound, reportBound) = AsyncStream<Int>.makeStream()
         var serverLogger = logger
         serverLogger.logLevel = max(logger.logLevel, .notice)
+        // An idle connection (a client that never closes, a scraper between scrapes) goes
+        // after 10 s, and headers are small: a connection slot and its memory are bounded.
+        let http = HTTP1Channel.Configuration(idleTimeout: .seconds(10), httpDecoderConfiguration: .init(maxHeaderFieldSize: 8192, maxHeaderListSize: 16384, maxHeaderFieldCount: 100))
         let application = Application(
             router: router,
+            server: .http1(configuration: http),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: nil, backlog: 256,
                                  availableConnectionsDelegate: MaximumAvailableConnections(Self.maximumConnections)),
             onServerRunning: { channel in

@@ -22,7 +22,7 @@ final class PrometheusAcceptanceTests: XCTestCase {
         var metricsURL: URL { URL(string: "http://127.0.0.1:\(port)/metrics")! }
     }
 
-    func makeSetup(influx: InfluxDBTestServer, open: Int) throws -> Setup {
+    static func makeSetup(influx: InfluxDBTestServer, open: Int) throws -> Setup {
         let directory = try TestEnvironment.temporaryDirectory("netprobe-prometheus")
         let setup = Setup(directory: directory, port: TestEnvironment.freePort(), open: open, closed: TestEnvironment.freePort(), forbidden: randomLoopbackAddress())
         try "local: [\"127.0.0.1\", \"::1\"]\n".write(to: directory.appendingPathComponent("ping.yaml"), atomically: true, encoding: .utf8)
@@ -50,7 +50,7 @@ final class PrometheusAcceptanceTests: XCTestCase {
     }
 
     /// Starts `netprobe run` and waits for its endpoint to answer.
-    func startRun(_ setup: Setup) async throws -> NetprobeRun {
+    static func startRun(_ setup: Setup) async throws -> NetprobeRun {
         let run = try NetprobeRun(config: setup.config)
         let listening = await TestEnvironment.eventually(within: 60) {
             (try? await TestEnvironment.http("GET", setup.metricsURL, timeoutSeconds: 2).status) == 200
@@ -84,9 +84,9 @@ final class PrometheusAcceptanceTests: XCTestCase {
         let influx = try await InfluxDBTestServer.start()
         try await influx.createDatabase("netprobe")
         let listener = try LoopbackListener()
-        let setup = try makeSetup(influx: influx, open: listener.port)
+        let setup = try Self.makeSetup(influx: influx, open: listener.port)
         let capture = try LoopbackCapture()
-        let run = try await startRun(setup)
+        let run = try await Self.startRun(setup)
         defer { XCTAssertEqual(run.stop(), 0, run.errorLog) }
 
         let prometheus = try await PrometheusTestServer.start(scrapeConfigs: """
