@@ -22,6 +22,11 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // The /metrics and /probe HTTP server (PrometheusExporter): swift-nio underneath,
+        // on its own event-loop threads, never on the probe loop's.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        // Hummingbird's own lifecycle library: a graceful stop of the server at `run`'s end.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         .target(
@@ -48,6 +53,7 @@ let package = Package(
                 "InfluxSink",
                 "ProbeService",
                 "Dashboards",
+                "PrometheusExporter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -81,6 +87,20 @@ let package = Package(
                 "ProbeEngine",
                 "ProbeConfig",
                 "InfluxSink",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "PrometheusExporter",
+            dependencies: [
+                "ProbeEngine",
+                "ProbeConfig",
+                "ProbeService",
+                "InfluxSink",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -140,6 +160,10 @@ let package = Package(
         .testTarget(
             name: "ProbeServiceTests",
             dependencies: ["ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport"]
+        ),
+        .testTarget(
+            name: "PrometheusExporterTests",
+            dependencies: ["PrometheusExporter", "ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport", "netprobe", "Dashboards"]
         ),
         .testTarget(
             name: "IntegrationTests",

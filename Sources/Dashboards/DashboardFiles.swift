@@ -36,16 +36,29 @@ public enum DashboardFiles {
     ///   - dashboardsPath: where Grafana will find the `dashboards/` folder (written
     ///     into the provider file).
     /// - Returns: dashboards, datasource and provider files, in a fixed order.
-    public static func files(ping: [PingTarget], tcp: [TCPTarget], dashboardsPath: String, paths: Bool = false) -> [GeneratedFile] {
-        [
-            GeneratedFile(path: "dashboards/\(DashboardGenerator.icmpDashboardUID).json",
-                          contents: DashboardGenerator.icmpDashboard(targets: ping, paths: paths).rendered),
-            GeneratedFile(path: "dashboards/\(DashboardGenerator.tcpDashboardUID).json",
-                          contents: DashboardGenerator.tcpDashboard(targets: tcp, paths: paths).rendered),
-            GeneratedFile(path: "provisioning/datasources/netprobe.yaml", contents: Provisioning.datasource),
-            GeneratedFile(path: "provisioning/dashboards/netprobe.yaml",
-                          contents: Provisioning.dashboardProvider(path: dashboardsPath)),
-        ]
+    ///   - languages: which datasources to write dashboards for (InfluxDB, Prometheus, both).
+    public static func files(ping: [PingTarget], tcp: [TCPTarget], dashboardsPath: String, paths: Bool = false, languages: [QueryLanguage] = [.influxQL]) -> [GeneratedFile] {
+        var files: [GeneratedFile] = []
+        if languages.contains(.influxQL) {
+            files += [
+                GeneratedFile(path: "dashboards/\(DashboardGenerator.icmpDashboardUID).json",
+                              contents: DashboardGenerator.icmpDashboard(targets: ping, paths: paths).rendered),
+                GeneratedFile(path: "dashboards/\(DashboardGenerator.tcpDashboardUID).json",
+                              contents: DashboardGenerator.tcpDashboard(targets: tcp, paths: paths).rendered),
+                GeneratedFile(path: "provisioning/datasources/netprobe.yaml", contents: Provisioning.datasource),
+            ]
+        }
+        if languages.contains(.promQL) {
+            files += [
+                GeneratedFile(path: "dashboards/\(QueryLanguage.promQL.uid(DashboardGenerator.icmpDashboardUID)).json",
+                              contents: DashboardGenerator.icmpDashboard(targets: ping, language: .promQL).rendered),
+                GeneratedFile(path: "dashboards/\(QueryLanguage.promQL.uid(DashboardGenerator.tcpDashboardUID)).json",
+                              contents: DashboardGenerator.tcpDashboard(targets: tcp, language: .promQL).rendered),
+                GeneratedFile(path: "provisioning/datasources/netprobe-prometheus.yaml", contents: Provisioning.prometheusDatasource),
+            ]
+        }
+        files.append(GeneratedFile(path: "provisioning/dashboards/netprobe.yaml", contents: Provisioning.dashboardProvider(path: dashboardsPath)))
+        return files
     }
 
     /// Reads `ping.yaml` and `tcp.yaml` of a folder; a missing one means no targets of

@@ -38,24 +38,29 @@ public enum DashboardGenerator {
     /// The ICMP dashboard for the ping targets.
     /// - Parameters:
     ///   - targets: the ping targets, in file order.
-    ///   - paths: add a path panel per target (for `run` with `trace:`).
+    ///   - paths: add a path panel per target (for `run` with `trace:`; InfluxDB only: the
+    ///     hop and path points are written to InfluxDB).
+    ///   - language: InfluxQL (InfluxDB datasource) or PromQL (Prometheus datasource).
     /// - Returns: the dashboard JSON (Grafana schema 39).
-    public static func icmpDashboard(targets: [PingTarget], paths: Bool = false) -> JSONValue {
-        dashboard(measurement: "icmp", title: "netprobe ICMP", uid: icmpDashboardUID,
-                  targets: targets.map { Target(env: $0.env, host: $0.host, port: nil) }, paths: paths)
+    public static func icmpDashboard(targets: [PingTarget], paths: Bool = false, language: QueryLanguage = .influxQL) -> JSONValue {
+        dashboard(measurement: "icmp", title: language.title("netprobe ICMP"), uid: language.uid(icmpDashboardUID),
+                  targets: targets.map { Target(env: $0.env, host: $0.host, port: nil) }, paths: paths, language: language)
     }
 
     /// The TCP dashboard for the tcp targets.
     /// - Parameters:
     ///   - targets: the tcp targets (one per host and port), in file order.
-    ///   - paths: add a path panel per target and port (TCP SYN traces).
+    ///   - paths: add a path panel per target and port (TCP SYN traces; InfluxDB only).
+    ///   - language: InfluxQL (InfluxDB datasource) or PromQL (Prometheus datasource).
     /// - Returns: the dashboard JSON (Grafana schema 39).
-    public static func tcpDashboard(targets: [TCPTarget], paths: Bool = false) -> JSONValue {
-        dashboard(measurement: "tcp", title: "netprobe TCP", uid: tcpDashboardUID,
-                  targets: targets.map { Target(env: $0.env, host: $0.host, port: $0.port) }, paths: paths)
+    public static func tcpDashboard(targets: [TCPTarget], paths: Bool = false, language: QueryLanguage = .influxQL) -> JSONValue {
+        dashboard(measurement: "tcp", title: language.title("netprobe TCP"), uid: language.uid(tcpDashboardUID),
+                  targets: targets.map { Target(env: $0.env, host: $0.host, port: $0.port) }, paths: paths, language: language)
     }
 
-    static func dashboard(measurement: String, title: String, uid: String, targets: [Target], paths: Bool = false) -> JSONValue {
+    /// One layout for both datasources: the panels differ only in their queries, units and
+    /// datasource (PromQLPanels.swift). Path panels exist for InfluxQL only.
+    static func dashboard(measurement: String, title: String, uid: String, targets: [Target], paths: Bool = false, language: QueryLanguage = .influxQL) -> JSONValue {
         var ids = PanelIDs(namespace: measurement)
         var panels: [JSONValue] = []
         var y = 0
@@ -65,9 +70,11 @@ public enum DashboardGenerator {
         for (index, stat) in stats.enumerated() {
             // The last one takes what the division leaves, so the row spans the full width.
             let width = index == stats.count - 1 ? 24 - index * statWidth : statWidth
-            panels.append(statPanel(stat, measurement: measurement,
-                                    id: ids.next("summary", stat.title),
-                                    grid: grid(x: index * statWidth, y: y, width: width, height: 4)))
+            let id = ids.next("summary", stat.title), position = grid(x: index * statWidth, y: y, width: width, height: 4)
+            switch language {
+            case .influxQL: panels.append(statPanel(stat, measurement: measurement, id: id, grid: position))
+            case .promQL: panels.append(PromQLPanels.statPanel(stat, measurement: measurement, id: id, grid: position))
+            }
         }
         y += 4
 
@@ -81,17 +88,22 @@ public enum DashboardGenerator {
             ])
             y += 1
             let timelineHeight = max(4, 2 + members.count)
-            panels.append(outcomeTimeline(measurement: measurement, env: env, id: ids.next("outcome", env),
-                                          grid: grid(x: 0, y: y, width: 24, height: timelineHeight)))
+            let timelineID = ids.next("outcome", env), timelineGrid = grid(x: 0, y: y, width: 24, height: timelineHeight)
+            switch language {
+            case .influxQL: panels.append(outcomeTimeline(measurement: measurement, env: env, id: timelineID, grid: timelineGrid))
+            case .promQL: panels.append(PromQLPanels.outcomeTimeline(measurement: measurement, env: env, id: timelineID, grid: timelineGrid))
+            }
             y += timelineHeight
             for (index, target) in members.enumerated() {
                 let x = index % 2 == 0 ? 0 : 12
-                panels.append(rttPanel(measurement: measurement, target: target,
-                                       id: ids.next("rtt", target.env, target.host, target.port.map { String($0) } ?? ""),
-                                       grid: grid(x: x, y: y, width: 12, height: 8)))
+                let id = ids.next("rtt", target.env, target.host, target.port.map { String($0) } ?? ""), position = grid(x: x, y: y, width: 12, height: 8)
+                switch language {
+                case .influxQL: panels.append(rttPanel(measurement: measurement, target: target, id: id, grid: position))
+                case .promQL: panels.append(PromQLPanels.rttPanel(measurement: measurement, target: target, id: id, grid: position))
+                }
                 if index % 2 == 1 || index == members.count - 1 { y += 8 }
             }
-            guard paths else { continue }
+            guard paths, language == .influxQL else { continue }
             for (index, target) in members.enumerated() {
                 let x = index % 2 == 0 ? 0 : 12
                 panels.append(pathPanel(target: target, id: ids.next("path", target.env, target.host, target.port.map { String($0) } ?? ""),
@@ -116,7 +128,7 @@ public enum DashboardGenerator {
             "annotations": ["list": []],
             "links": [],
             "panels": .array(panels),
-            "templating": ["list": .array(variables(measurement: measurement))],
+            "templating": ["list": .array(language == .influxQL ? variables(measurement: measurement) : PromQLPanels.variables(measurement: measurement))],
         ]
     }
 

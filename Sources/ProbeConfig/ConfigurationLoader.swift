@@ -9,7 +9,7 @@ import Yams
 /// the way is collected, so one run of `netprobe validate` lists them all.
 public enum ConfigurationLoader {
     /// The top-level keys of the config file.
-    static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval", "shard", "watch_interval", "trace"]
+    static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval", "shard", "watch_interval", "trace", "prometheus"]
     static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family", "mode"]
     static let defaultPingTargets = "targets/ping.yaml"
     /// The `probe` tag's default when set (else the host name); `probe:` in the file wins.
@@ -105,6 +105,9 @@ public enum ConfigurationLoader {
             configuration.watchIntervalNanoseconds = interval
         }
         configuration.shard = readShard(top["shard"], reader: &reader, environment: environment, hostName: localHostName())
+        if let node = top["prometheus"] {
+            configuration.prometheus = readPrometheus(node, reader: &reader)
+        }
 
         diagnostics = reader.diagnostics
         if targetsFound.ping, let pingPath = configuration.pingTargetsPath {

@@ -191,6 +191,8 @@ public struct NetprobeConfiguration: Sendable, Equatable {
     }
     /// Path traces (`trace:`); off unless configured.
     public var trace: TraceSettings = .off
+    /// The Prometheus exporter (`prometheus:`); nil (off) when the section is absent.
+    public var prometheus: PrometheusSettings? = nil
 
     /// - Parameters: one per property; see each property.
     public init(

@@ -36,6 +36,8 @@ public final class ProbeService: Sendable {
     let loadConfiguration: @Sendable (String) throws -> NetprobeConfiguration
     let lookUp: Lookup
     let logLimiter: RateLimitedLogHandler.Shared?
+    /// Get every round beside the sink (the Prometheus exporter).
+    let observers: [any RoundObserver]
     /// Names whose lookup failed, over the run (`resolve_failures`).
     let resolveFailures = Locked(0)
     /// The last addresses of each `peers_dns` name, kept while its lookups fail for now.
@@ -55,8 +57,9 @@ public final class ProbeService: Sendable {
     ///   - lookUp: resolves names (the system's resolver by default).
     ///   - logLimiter: the rate limit behind `logger`'s handler, whose count of held-back
     ///     lines goes into self-monitoring.
+    ///   - observers: get every round too, with or without an InfluxDB sink.
     public init(configuration: NetprobeConfiguration, icmpSockets: ICMPSocketSet?, output: (any RoundOutput)? = nil, logger: Logger,
-                logLimiter: RateLimitedLogHandler.Shared? = nil,
+                logLimiter: RateLimitedLogHandler.Shared? = nil, observers: [any RoundObserver] = [],
                 loadConfiguration: @escaping @Sendable (String) throws -> NetprobeConfiguration = { try ConfigurationLoader.load(path: $0) },
                 lookUp: @escaping Lookup = { await PlanResolver.resolve($0, preference: $1) },
                 pathSockets: ICMPSocketSet? = nil, pathTCPSockets: PathTCPSockets? = nil) {
@@ -64,6 +67,7 @@ public final class ProbeService: Sendable {
         self.pathTCPSockets = pathTCPSockets
         self.lookUp = lookUp
         self.logLimiter = logLimiter
+        self.observers = observers
         initialConfiguration = configuration
         self.icmpSockets = icmpSockets
         self.output = output
@@ -99,7 +103,9 @@ public final class ProbeService: Sendable {
         let tcpProber = try TCPProber(configuration: EngineSettings.tcp(configuration.tcp, targetCount: configuration.tcpTargets.count, logger: logger),
                                       loop: loop, logger: logger)
         let writer = RoundWriter(probe: configuration.probeName, sink: try Self.makeSink(configuration, logger: logger), output: output,
-                                 logLimiter: logLimiter, resolveFailures: resolveFailures, logger: logger)
+                                 logLimiter: logLimiter, resolveFailures: resolveFailures, logger: logger,
+                                 observers: RoundObservers(observers: observers, probe: configuration.probeName))
+        writer.observers.attach(writer)
         let monitorInterval = configuration.icmp.intervalNanoseconds
         let monitor = Task { await writer.monitor(every: monitorInterval) }
         let tracing = try makeTracing(configuration, loop: loop, writer: writer)
@@ -390,11 +396,14 @@ final class RoundWriter: Sendable {
     let logLimiter: RateLimitedLogHandler.Shared?
     let resolveFailures: Locked<Int>
     let logger: Logger
+    let observers: RoundObservers
     private let state: Locked<(monitor: SelfMonitor, stopped: Bool, sink: InfluxSink?)>
     private let wakeMonitor: AsyncStream<Void>.Continuation
     private let monitorWakes: AsyncStream<Void>
 
-    init(probe: String, sink: InfluxSink?, output: (any RoundOutput)?, logLimiter: RateLimitedLogHandler.Shared?, resolveFailures: Locked<Int>, logger: Logger) {
+    init(probe: String, sink: InfluxSink?, output: (any RoundOutput)?, logLimiter: RateLimitedLogHandler.Shared?, resolveFailures: Locked<Int>, logger: Logger,
+         observers: RoundObservers = RoundObservers(observers: [], probe: "")) {
+        self.observers = observers
         self.probe = probe
         self.output = output
         self.logLimiter = logLimiter
@@ -409,6 +418,7 @@ final class RoundWriter: Sendable {
     func consume(_ events: AsyncStream<ProbeEvent>, envs: EnvTable) async {
         var encoder = RoundLineEncoder(probe: probe)
         for await event in events {
+            observers.observe(event, envs: envs)
             switch event {
             case .round(let round):
                 state.withLock { $0.monitor.count(round) }

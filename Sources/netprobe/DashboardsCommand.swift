@@ -16,6 +16,11 @@ struct DashboardsCommand: ParsableCommand {
             NETPROBE_INFLUXDB_READ_USER, NETPROBE_INFLUXDB_READ_PASSWORD)
               provisioning/dashboards/netprobe.yaml (loads the dashboards folder)
 
+            With --datasource prometheus (or both), the same dashboards for a Prometheus \
+            datasource scraping `run`'s /metrics (PromQL): \
+            dashboards/netprobe-icmp-prometheus.json, dashboards/netprobe-tcp-prometheus.json \
+            and provisioning/datasources/netprobe-prometheus.yaml (NETPROBE_PROMETHEUS_URL).
+
             Unchanged targets give byte-identical files, and a file whose content is \
             unchanged is not rewritten. Point Grafana's provisioning path at the \
             provisioning folder (compose and deployment.sh do).
@@ -36,6 +41,9 @@ struct DashboardsCommand: ParsableCommand {
     @Flag(help: "Add a path panel per target: the path changes that `netprobe run` records with a trace: section.")
     var paths = false
 
+    @Option(help: ArgumentHelp("Which datasource the dashboards query: influxdb, prometheus or both.", valueName: "kind"))
+    var datasource: DashboardDatasource = .influxdb
+
     func run() throws {
         let loaded: (ping: [PingTarget], tcp: [TCPTarget])
         do {
@@ -46,7 +54,7 @@ struct DashboardsCommand: ParsableCommand {
         }
         let absoluteOut = URL(fileURLWithPath: out).standardizedFileURL.path
         let providerPath = dashboardsPath ?? (absoluteOut as NSString).appendingPathComponent("dashboards")
-        let files = DashboardFiles.files(ping: loaded.ping, tcp: loaded.tcp, dashboardsPath: providerPath, paths: paths)
+        let files = DashboardFiles.files(ping: loaded.ping, tcp: loaded.tcp, dashboardsPath: providerPath, paths: paths, languages: datasource.languages)
         do {
             let written = try DashboardFiles.write(files, to: out)
             Terminal.printLine("\(out): \(loaded.ping.count) ping target(s), \(loaded.tcp.count) tcp target(s); "
@@ -54,6 +62,19 @@ struct DashboardsCommand: ParsableCommand {
         } catch {
             Terminal.printError(error.description)
             throw ExitCode(ExitStatus.systemError)
+        }
+    }
+}
+
+/// `dashboards --datasource`.
+enum DashboardDatasource: String, ExpressibleByArgument, CaseIterable {
+    case influxdb, prometheus, both
+
+    var languages: [QueryLanguage] {
+        switch self {
+        case .influxdb: return [.influxQL]
+        case .prometheus: return [.promQL]
+        case .both: return [.influxQL, .promQL]
         }
     }
 }

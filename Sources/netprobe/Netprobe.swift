@@ -104,6 +104,8 @@ struct PrivilegedResources: Sendable {
     var pathTCPSockets: PathTCPSockets?
     /// `run`: the configuration, read before the sockets it asks for were opened.
     var configuration: NetprobeConfiguration?
+    /// `run`: ICMP sockets of the Prometheus exporter's `/probe` (its own prober's).
+    var blackboxICMPSockets: ICMPSocketSet?
 }
 
 /// A command that opens privileged resources (raw sockets) and then drops privileges,

@@ -6,6 +6,7 @@ import Logging
 import ProbeConfig
 import ProbeEngine
 import ProbeService
+import PrometheusExporter
 
 /// Where `run` writes rounds when no InfluxDB server is configured.
 enum QuickLookFormat: String, ExpressibleByArgument, CaseIterable {
@@ -101,6 +102,7 @@ struct RunCommand: PrivilegedCommand {
                 resources.pathSockets = nil
             }
         }
+        resources.blackboxICMPSockets = PrometheusWiring.openICMPSockets(for: configuration, logger: makeLogger())
         try dropPrivileges()
         return resources
     }
@@ -108,15 +110,22 @@ struct RunCommand: PrivilegedCommand {
     /// Runs the service until SIGTERM/SIGINT; SIGHUP reloads.
     func run(with resources: PrivilegedResources) async throws {
         guard let configuration = resources.configuration else { throw ExitCode(ExitStatus.systemError) }
+        let exporter = try await PrometheusWiring.start(for: configuration, icmpSockets: resources.blackboxICMPSockets, logger: makeLogger())
         let service = ProbeService(configuration: configuration, icmpSockets: resources.icmpSockets, output: QuickLook(format: output, probe: configuration.probeName),
-                                   logger: makeLogger(), logLimiter: Self.logLimiter,
+                                   logger: makeLogger(), logLimiter: Self.logLimiter, observers: exporter.map { [$0.metrics] } ?? [],
                                    pathSockets: resources.pathSockets, pathTCPSockets: resources.pathTCPSockets)
         let (control, send) = AsyncStream<ServiceControl>.makeStream()
         let signals = Task {
             for await signal in SignalWatcher.signals { send.yield(signal == SIGHUP ? .reload : .stop) }
         }
         defer { signals.cancel() }
-        try await service.run(control: control)
+        do {
+            try await service.run(control: control)
+        } catch {
+            await exporter?.stop()
+            throw error
+        }
+        await exporter?.stop()
     }
 }
 
