@@ -110,17 +110,19 @@ public enum ICMPEcho {
         public var probeNumber: UInt32?
     }
 
-    /// Why an incoming packet was not a usable reply.
+    /// Why an incoming packet was not a usable reply (the echo decoder's and the path
+    /// decoder's, PathPacket.Rejection).
     public enum Rejection: String, Error, Sendable {
         /// Shorter than the headers it claims to carry.
         case truncated
-        /// Not an echo reply, unreachable or time exceeded message.
+        /// Not an echo reply, unreachable, time exceeded (or, for paths, packet too big) message.
         case otherType
         /// The IPv4 checksum does not add up.
         case badChecksum
-        /// The IP header (raw IPv4) is not a well-formed IPv4 ICMP header.
+        /// The IP header (raw IPv4) is not a well-formed IPv4 ICMP header, or a quoted one is malformed.
         case malformedIPHeader
-        /// An ICMP error quoting a packet that is not an echo request.
+        /// An ICMP error quoting a packet that is not one of ours (an echo request, or for
+        /// paths a TCP segment; a fragment other than the first).
         case unrelatedError
     }
 

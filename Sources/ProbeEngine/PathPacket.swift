@@ -80,18 +80,10 @@ public enum PathPacket {
         public var probe: QuotedProbe
     }
 
-    /// Why a packet was not an ICMP error about a probe.
-    public enum Rejection: String, Error, Sendable {
-        case truncated
-        /// Not time exceeded, destination unreachable or too big.
-        case otherType
-        case badChecksum
-        /// The outer or quoted IP header is malformed.
-        case malformedIPHeader
-        /// The quoted packet is neither an echo request nor a TCP segment, or is a fragment
-        /// other than the first.
-        case unrelatedError
-    }
+    /// Why a packet was not an ICMP error about a probe: the reasons of the echo decoder
+    /// (unrelatedError here also covers a quoted TCP segment of another flow and a
+    /// non-first fragment).
+    public typealias Rejection = ICMPEcho.Rejection
 
     /// Decodes an ICMP error that a raw socket read.
     /// - Parameters:

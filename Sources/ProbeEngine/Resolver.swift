@@ -149,6 +149,30 @@ public enum Resolver {
     }
 
     static func getaddrinfo(_ name: String, preference: AddressPreference) -> ProbeTarget {
+        switch addresses(of: name, preference: preference, all: false) {
+        case .success(let addresses):
+            return ProbeTarget(name: name, address: addresses[0])
+        case .failure(let failure):
+            // Temporary (EAI_AGAIN): the resolver did not answer (or answered SERVFAIL); it may next time.
+            return ProbeTarget(name: name, address: nil, resolutionError: failure.reason, resolutionFailureIsTemporary: failure.temporary)
+        }
+    }
+
+    /// Why a name has no address.
+    public struct LookupFailure: Error, Sendable, Equatable {
+        /// "NAME: reason", for logs and `check`.
+        public var reason: String
+        /// The resolver did not answer (EAI_AGAIN); it may next time.
+        public var temporary: Bool
+    }
+
+    /// The addresses getaddrinfo gives for `name`, of the wanted families, in its order
+    /// and without repeats (it lists one per socket type otherwise). Blocks: call it on a
+    /// thread of its own.
+    /// - Parameters:
+    ///   - all: every address (a headless Service's name: one per pod); false: the first.
+    /// - Returns: at least one address, or why there is none.
+    public static func addresses(of name: String, preference: AddressPreference, all: Bool = true) -> Result<[IPAddress], LookupFailure> {
         var hints = addrinfo()
         switch preference {
         case .any: hints.ai_family = AF_UNSPEC
@@ -160,18 +184,20 @@ public enum Resolver {
         let status = Glibc.getaddrinfo(name, nil, &hints, &list)
         guard status == 0, let first = list else {
             let reason = status == EAI_SYSTEM ? String(cString: strerror(errno)) : String(cString: gai_strerror(status))
-            // EAI_AGAIN: the resolver did not answer (or answered SERVFAIL); it may next time.
-            return ProbeTarget(name: name, address: nil, resolutionError: "\(name): \(reason)", resolutionFailureIsTemporary: status == EAI_AGAIN)
+            return .failure(LookupFailure(reason: "\(name): \(reason)", temporary: status == EAI_AGAIN))
         }
         defer { freeaddrinfo(list) }
+        var addresses: [IPAddress] = []
         var entry: UnsafeMutablePointer<addrinfo>? = first
         while let current = entry {
-            if let socketAddress = current.pointee.ai_addr,
-               let address = IPAddress(socketAddress: socketAddress, length: Int(current.pointee.ai_addrlen)) {
-                return ProbeTarget(name: name, address: address)
-            }
             entry = current.pointee.ai_next
+            guard let socketAddress = current.pointee.ai_addr,
+                  let address = IPAddress(socketAddress: socketAddress, length: Int(current.pointee.ai_addrlen)),
+                  !addresses.contains(address) else { continue }
+            addresses.append(address)
+            if !all { break }
         }
-        return ProbeTarget(name: name, address: nil, resolutionError: "\(name): no address of the wanted family")
+        guard !addresses.isEmpty else { return .failure(LookupFailure(reason: "\(name): no address of the wanted family", temporary: false)) }
+        return .success(addresses)
     }
 }

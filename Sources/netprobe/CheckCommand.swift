@@ -94,19 +94,19 @@ struct CheckCommand: PrivilegedCommand {
     /// Opens the ICMP sockets if allowed (TCP needs nothing), then drops every capability.
     func acquirePrivilegedResources() throws -> PrivilegedResources {
         let logger = makeLogger()
-        let families: Set<AddressFamily> = ipv4Only ? [.ipv4] : ipv6Only ? [.ipv6] : [.ipv4, .ipv6]
+        let (families, optional) = preference.socketFamilies
         var resources = PrivilegedResources()
         do {
-            resources.icmpSockets = try ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [], ttl: nil, logger: logger)
+            resources.icmpSockets = try ICMPSocketSet.open(families: families, optional: optional, ttl: nil, logger: logger)
         } catch {
             writeError("netprobe: ICMP is not available, checking TCP only: \(error)\n  (see `netprobe ping --help` for the two ways to allow ICMP)")
         }
         if !noTrace, resources.icmpSockets?.modes.values.allSatisfy({ $0 == .raw }) == true {
-            resources.pathSockets = try? ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [], ttl: nil, logger: logger)
+            resources.pathSockets = try? ICMPSocketSet.open(families: families, optional: optional, ttl: nil, logger: logger)
             // A host given with a port is traced with TCP SYNs to its first port: that
             // reaches hosts that filter ICMP echo.
-            if (try? targets.contains { !(try Endpoint.parse($0, requirePort: false)).ports.isEmpty }) == true {
-                resources.pathTCPSockets = try? PathTCPSockets.open(families: families, optional: families.count > 1 ? families : [])
+            if Endpoint.anyHasPort(targets) {
+                resources.pathTCPSockets = try? PathTCPSockets.open(families: families, optional: optional)
             }
         }
         try dropPrivileges()

@@ -69,3 +69,23 @@ func resolveEndpoints(_ endpoints: [Endpoint], preference: AddressPreference) as
         }
     }
 }
+
+extension Endpoint {
+    /// Whether any of the arguments names a port (then `check` and `trace` trace with TCP
+    /// SYNs as well, and open the raw TCP sockets for it before privileges drop).
+    static func anyHasPort(_ texts: [String]) -> Bool {
+        texts.contains { ((try? parse($0, requirePort: false))?.ports.isEmpty) == false }
+    }
+}
+
+extension AddressPreference {
+    /// The socket families a command opens for this preference (-4, -6 or neither), and
+    /// which of them may be missing: with both wanted, a host without IPv6 still works.
+    var socketFamilies: (wanted: Set<AddressFamily>, optional: Set<AddressFamily>) {
+        switch self {
+        case .ipv4Only: return ([.ipv4], [])
+        case .ipv6Only: return ([.ipv6], [])
+        case .any: return ([.ipv4, .ipv6], [.ipv4, .ipv6])
+        }
+    }
+}

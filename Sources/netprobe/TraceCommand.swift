@@ -109,18 +109,18 @@ struct TraceCommand: PrivilegedCommand {
 
     func acquirePrivilegedResources() throws -> PrivilegedResources {
         let logger = makeLogger()
-        let families: Set<AddressFamily> = ipv4Only ? [.ipv4] : ipv6Only ? [.ipv6] : [.ipv4, .ipv6]
+        let (families, optional) = preference.socketFamilies
         let sockets: ICMPSocketSet
         do {
-            sockets = try ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [], ttl: nil, logger: logger)
+            sockets = try ICMPSocketSet.open(families: families, optional: optional, ttl: nil, logger: logger)
         } catch {
             writeError(PingCommand.explain(error))
             throw ExitCode(ExitStatus.systemError)
         }
         var resources = PrivilegedResources(icmpSockets: sockets)
-        if (try? targets.contains { !(try Endpoint.parse($0, requirePort: false)).ports.isEmpty }) == true {
+        if Endpoint.anyHasPort(targets) {
             do {
-                resources.pathTCPSockets = try PathTCPSockets.open(families: families, flows: flows, optional: families.count > 1 ? families : [])
+                resources.pathTCPSockets = try PathTCPSockets.open(families: families, flows: flows, optional: optional)
             } catch {
                 writeError("netprobe: cannot open a raw TCP socket for TCP traces: \(error) (needs CAP_NET_RAW, as ICMP traces)")
                 throw ExitCode(ExitStatus.systemError)
