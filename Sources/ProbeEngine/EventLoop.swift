@@ -16,13 +16,8 @@ final class EventLoop: @unchecked Sendable {
     private let wakeup: Descriptor
     private let events: UnsafeMutablePointer<epoll_event>
     private let capacity = 128
-
-    /// What one `wait` saw.
-    struct Readiness {
-        /// Descriptors that became readable or reported an error (with their epoll bits).
-        var ready: [(fd: Int32, events: UInt32)] = []
-        var woken = false
-    }
+    /// epoll_pwait2 exists (Linux 5.11 and later); loop thread only.
+    var hasNanosecondWait = true
 
     init() throws(SystemCallError) {
         let epoll = Descriptor(taking: try Posix.epoll_create1(Int32(EPOLL_CLOEXEC)))
@@ -70,27 +65,40 @@ final class EventLoop: @unchecked Sendable {
     }
 
     /// Blocks until a descriptor is ready, `deadline` (CLOCK_MONOTONIC) passes, or `wake()`
-    /// is called. A nil deadline waits for descriptors only.
-    func wait(until deadline: Int64?) throws(SystemCallError) -> Readiness {
-        let count: Int32
-        if let deadline {
-            var timeout = Clock.timespecFrom(nanoseconds: max(0, deadline - Clock.monotonicNanoseconds()))
-            count = try Posix.epoll_pwait2(epoll.rawValue, events, Int32(capacity), &timeout)
-        } else {
-            count = try Posix.epoll_pwait2(epoll.rawValue, events, Int32(capacity), nil)
-        }
-        var readiness = Readiness()
+    /// is called, then hands each ready descriptor (readable or in error, with its epoll
+    /// bits) to `ready`, straight from epoll's buffer: nothing is allocated per wake-up.
+    /// A nil deadline waits for descriptors only.
+    func wait(until deadline: Int64?, ready: (_ fd: Int32, _ events: UInt32) throws -> Void) throws {
+        let count = try waitForEvents(until: deadline)
         for index in 0..<Int(count) {
             let event = events[index]
             let fd = event.data.fd
             if fd == wakeup.rawValue {
                 _ = try Posix.readCounter(fd)
-                readiness.woken = true
             } else {
-                readiness.ready.append((fd, event.events))
+                try ready(fd, event.events)
             }
         }
-        return readiness
+    }
+
+    /// epoll_pwait2 until `deadline`; epoll_wait where it does not exist.
+    private func waitForEvents(until deadline: Int64?) throws(SystemCallError) -> Int32 {
+        let remaining = deadline.map { max(0, $0 - Clock.monotonicNanoseconds()) }
+        if hasNanosecondWait {
+            do {
+                if let remaining {
+                    var timeout = Clock.timespecFrom(nanoseconds: remaining)
+                    return try Posix.epoll_pwait2(epoll.rawValue, events, Int32(capacity), &timeout)
+                }
+                return try Posix.epoll_pwait2(epoll.rawValue, events, Int32(capacity), nil)
+            } catch where error.errno == ENOSYS {
+                // Before Linux 5.11 (and under valgrind): epoll_wait, whose timeout is in
+                // milliseconds, rounded up so that a deadline is never run early.
+                hasNanosecondWait = false
+            }
+        }
+        let milliseconds = remaining.map { Int32(clamping: ($0 + 999_999) / 1_000_000) } ?? -1
+        return try Posix.epoll_wait(epoll.rawValue, events, Int32(capacity), milliseconds)
     }
 
     /// Wakes the loop from any thread.

@@ -210,7 +210,7 @@ private final class ICMPRun: RoundRun, LoopTask {
     }
 
     var nextWake: Int64? {
-        [schedule.nextWake, tracker.nextDeadline, outbox.nextFlush, lateWindows.first?.end].compactMap { $0 }.min()
+        earliest(earliest(schedule.nextWake, tracker.nextDeadline), earliest(outbox.nextFlush, lateWindows.first?.end))
     }
 
     var isFinished: Bool {

@@ -297,7 +297,7 @@ final class PathRun: LoopTask {
     }
 
     var nextWake: Int64? {
-        [roundStarts.min?.instant, queue.isEmpty ? nil : nextSendAt, deadlines.first?.deadline].compactMap { $0 }.min()
+        earliest(earliest(roundStarts.min?.instant, queue.isEmpty ? nil : nextSendAt), deadlines.first?.deadline)
     }
 
     var isFinished: Bool { roundStarts.isEmpty && queue.isEmpty && inFlight.isEmpty }

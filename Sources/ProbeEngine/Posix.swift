@@ -119,6 +119,10 @@ package enum Posix {
         try retryingEINTR("epoll_pwait2") { CSystemShims.epoll_pwait2(epollFD, events, maximum, timeout, nil) }
     }
 
+    static func epoll_wait(_ epollFD: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ maximum: Int32, _ timeoutMilliseconds: Int32) throws(SystemCallError) -> Int32 {
+        try retryingEINTR("epoll_wait") { CSystemShims.epoll_wait(epollFD, events, maximum, timeoutMilliseconds) }
+    }
+
     static func eventfd(_ initial: UInt32, _ flags: Int32) throws(SystemCallError) -> Int32 {
         try retryingEINTR("eventfd") { CSystemShims.eventfd(initial, flags) }
     }

@@ -204,7 +204,7 @@ private final class TCPRun: RoundRun, LoopTask {
 
     var nextWake: Int64? {
         let send = openDescriptors < configuration.maximumInFlight ? schedule.nextWake : nil
-        return [send, deadlines.first?.deadline, closingDeadlines.first?.deadline, outbox.nextFlush].compactMap { $0 }.min()
+        return earliest(earliest(send, deadlines.first?.deadline), earliest(closingDeadlines.first?.deadline, outbox.nextFlush))
     }
 
     var isFinished: Bool {
