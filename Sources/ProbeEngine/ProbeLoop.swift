@@ -39,6 +39,13 @@ public final class ProbeLoop: @unchecked Sendable {
     /// How late the loop thread's timed waits may end (PR_SET_TIMERSLACK); nil: the
     /// kernel's default (50 us).
     let timerSlackNanoseconds: Int?
+    /// The slack `run` and `ping` give their loops (see `init`): 1 ms, or a hundredth of
+    /// the shortest time between two probes of one target if that is less, so that no
+    /// target's schedule moves by more than 1 %; never below the kernel's 50 us.
+    /// - Parameter shortestGapNanoseconds: the interval, or the spacing of a round's probes.
+    public static func batchingTimerSlack(shortestGapNanoseconds: Int64) -> Int {
+        Int(max(50_000, min(1_000_000, shortestGapNanoseconds / 100)))
+    }
 
     /// - Parameters:
     ///   - timerSlackNanoseconds: how late a timed wait may end, so that sends due within

@@ -38,13 +38,19 @@ public final class ProbeService: Sendable {
     let logLimiter: RateLimitedLogHandler.Shared?
     /// Get every round beside the sink (the Prometheus exporter).
     let observers: [any RoundObserver]
-    /// How late the probe loop's timed waits may end (ProbeLoop): sends due within 1 ms of
-    /// each other share one wake-up. Measured with Tests/Benchmarks/daemon.sh at 10,000
-    /// targets a second: 49.7 % of a core with the kernel's 50 us, 40.8 % with 500 us,
-    /// 37.5 % with 1 ms (fping -l: 27.7-29.8 %). A send is at most 1 ms late on a 1 s
-    /// interval; RTTs are the kernel's stamps, and a reply is late by its RTT, not by
-    /// when the loop looks.
-    static let timerSlackNanoseconds = 1_000_000
+    /// How late the probe loop's timed waits may end (ProbeLoop.batchingTimerSlack): sends
+    /// due within 1 ms of each other share one wake-up. Measured with
+    /// Tests/Benchmarks/daemon.sh at 10,000 targets a second: 49.7 % of a core with the
+    /// kernel's 50 us, 40.8 % with 500 us, 37.5 % with 1 ms (fping -l: 27.7-29.8 %). A send
+    /// is at most 1 ms (and 1 % of its target's spacing) late; RTTs are the kernel's stamps,
+    /// and a reply is late by its RTT, not by when the loop looks. Fixed at the start:
+    /// a reload that shortens the spacing keeps the first slack.
+    static func timerSlack(_ configuration: NetprobeConfiguration) -> Int {
+        var gap = min(configuration.icmp.intervalNanoseconds, configuration.tcp.intervalNanoseconds)
+        if configuration.icmp.count > 1 { gap = min(gap, configuration.icmp.spacingNanoseconds) }
+        if configuration.tcp.count > 1 { gap = min(gap, configuration.tcp.spacingNanoseconds) }
+        return ProbeLoop.batchingTimerSlack(shortestGapNanoseconds: gap)
+    }
     /// Names whose lookup failed, over the run (`resolve_failures`).
     let resolveFailures = Locked(0)
     /// The last addresses of each `peers_dns` name, kept while its lookups fail for now.
@@ -102,7 +108,7 @@ public final class ProbeService: Sendable {
         defer { forwarder.cancel() }
 
         var configuration = initialConfiguration
-        let loop = try ProbeLoop(logger: logger, timerSlackNanoseconds: Self.timerSlackNanoseconds)
+        let loop = try ProbeLoop(logger: logger, timerSlackNanoseconds: Self.timerSlack(configuration))
         let icmpProber = try icmpSockets.map {
             try ICMPProber(sockets: $0, configuration: EngineSettings.icmp(configuration.icmp, targetCount: configuration.pingTargets.count), loop: loop, logger: logger)
         }

@@ -57,7 +57,9 @@ struct PingCommand: PrivilegedCommand {
         }
         let prober: ICMPProber
         do {
-            prober = try ICMPProber(sockets: sockets, configuration: configuration, logger: logger)
+            prober = try ICMPProber(sockets: sockets, configuration: configuration,
+                                    loop: try ProbeLoop(logger: logger, timerSlackNanoseconds: ProbeLoop.batchingTimerSlack(shortestGapNanoseconds: options.interval.nanoseconds)),
+                                    logger: logger)
         } catch {
             writeError("netprobe: cannot start: \(error)")
             throw ExitCode(ExitStatus.systemError)

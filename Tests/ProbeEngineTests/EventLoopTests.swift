@@ -45,6 +45,12 @@ final class EventLoopTests: XCTestCase {
 /// `run`'s probe loop lets its timed waits end up to its timer slack late, so that sends
 /// due close together share a wake-up; that is set on the loop thread alone.
 final class ProbeLoopTimerSlackTests: XCTestCase {
+    func testTheSlackIsAtMostAHundredthOfATargetsGapAndAtMostOneMillisecond() {
+        XCTAssertEqual(ProbeLoop.batchingTimerSlack(shortestGapNanoseconds: 1_000_000_000), 1_000_000)
+        XCTAssertEqual(ProbeLoop.batchingTimerSlack(shortestGapNanoseconds: 10_000_000), 100_000)
+        XCTAssertEqual(ProbeLoop.batchingTimerSlack(shortestGapNanoseconds: 1_000_000), 50_000, "never below the kernel's default")
+    }
+
     func testTheLoopThreadRunsWithTheGivenTimerSlackAndOtherThreadsKeepTheirs() async throws {
         guard geteuid() == 0 else { throw XCTSkip("needs root for raw ICMP sockets; CI runs as root") }
         let logger = Logger(label: "test")
