@@ -206,6 +206,9 @@ public final class ProbeService: Sendable {
                 if reloaded.icmp.ttl != configuration.icmp.ttl || reloaded.icmp.family != configuration.icmp.family {
                     logger.warning("icmp ttl and family take effect at the next restart (the sockets were opened with the old ones)")
                 }
+                if reloaded.prometheus != configuration.prometheus {
+                    logger.warning("prometheus: changes take effect at the next restart (the endpoint keeps its address, allow-list and modules)")
+                }
                 if icmpProber == nil && !reloaded.pingTargets.isEmpty {
                     logger.warning("ping targets are configured but ICMP is not available (sockets are opened only at start): restart netprobe to probe them")
                 }
