@@ -29,53 +29,12 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "daemon benchmark: run as root (raw sockets for every tool)" >&2; exit 4; }
 
-need=()
-for pair in fping:fping influxd:influxdb curl:curl python3:python3 prometheus-smokeping-prober:prometheus-smokeping-prober; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "daemon benchmark: installing ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+name="daemon benchmark"
+. "$root/Tests/Benchmarks/common.sh"
+bench_start fping:fping influxd:influxdb curl:curl python3:python3 prometheus-smokeping-prober:prometheus-smokeping-prober
 smokeping=$(command -v prometheus-smokeping-prober || command -v smokeping_prober || true)
-
-echo "daemon benchmark: building the release binary as deployed (static Swift runtime)"
-scratch="$root/.build-bench"
-swift build -c release --static-swift-stdlib --scratch-path "$scratch" --product netprobe >/dev/null
-netprobe="$(swift build -c release --static-swift-stdlib --scratch-path "$scratch" --show-bin-path)/netprobe"
-
-work=$(mktemp -d /tmp/netprobe-daemon.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# influxd on a free loopback port, its data in $work, quiet.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/influxdb.conf" <<EOF
-reporting-disabled = true
-bind-address = "127.0.0.1:$((port + 1))"
-[meta]
-  dir = "$work/influx/meta"
-[data]
-  dir = "$work/influx/data"
-  wal-dir = "$work/influx/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:$port"
-  log-enabled = false
-[logging]
-  level = "error"
-EOF
-influxd -config "$work/influxdb.conf" >"$work/influxd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done
+start_influxd
 influx_query() { curl -sf -G "http://127.0.0.1:$port/query" --data-urlencode "db=netprobe" --data-urlencode "q=$1"; }
-curl -sf -XPOST "http://127.0.0.1:$port/query" --data-urlencode "q=CREATE DATABASE netprobe" >/dev/null
 
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -22,50 +22,10 @@ cd "$(dirname "$0")/../.."
 root=$(pwd)
 [ "$(id -u)" = 0 ] || { echo "link-order: run as root (raw ICMP sockets)" >&2; exit 4; }
 
-need=()
-for pair in valgrind:valgrind influxd:influxdb curl:curl python3:python3; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "link-order: installing ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
-
-echo "link-order: building the release binary as deployed (static Swift runtime)"
-scratch="$root/.build-bench"
-swift build -c release --static-swift-stdlib --scratch-path "$scratch" --product netprobe >/dev/null
-netprobe="$(swift build -c release --static-swift-stdlib --scratch-path "$scratch" --show-bin-path)/netprobe"
-
-work=$(mktemp -d /tmp/netprobe-order.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/influxdb.conf" <<EOF
-reporting-disabled = true
-bind-address = "127.0.0.1:$((port + 1))"
-[meta]
-  dir = "$work/influx/meta"
-[data]
-  dir = "$work/influx/data"
-  wal-dir = "$work/influx/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:$port"
-  log-enabled = false
-[logging]
-  level = "error"
-EOF
-influxd -config "$work/influxdb.conf" >"$work/influxd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/ping" >/dev/null && break; sleep 0.1; done
-curl -sf -XPOST "http://127.0.0.1:$port/query" --data-urlencode "q=CREATE DATABASE netprobe" >/dev/null
+name="link-order"
+. "$root/Tests/Benchmarks/common.sh"
+bench_start valgrind:valgrind influxd:influxdb curl:curl python3:python3
+start_influxd
 
 printf 'bench:\n  - 127.0.0.1\n  - 127.0.0.2\n  - 127.0.0.3\n  - 127.0.0.4\n  - 127.0.0.5\n' >"$work/ping.yaml"
 cat >"$work/netprobe.yaml" <<EOF
@@ -98,7 +58,9 @@ for path in sys.argv[1:]:
         if match and match.group(1) not in seen and not match.group(1).startswith("0x"):
             seen.add(match.group(1))
             order.append(match.group(1))
-print("\n".join(order))
+# Sorted: which of them comes first matters little (they end up packed together either
+# way), and a sorted list changes only where the code did.
+print("\n".join(sorted(order)))
 PY
 echo "link-order: $(wc -l <"$root/Sources/netprobe/netprobe.order") functions in Sources/netprobe/netprobe.order"
 # SwiftPM does not know the list is a link input: remove the binary so that the next
