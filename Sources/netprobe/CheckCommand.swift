@@ -55,11 +55,7 @@ struct CheckCommand: PrivilegedCommand {
     @Option(name: [.customShort("W"), .long], help: ArgumentHelp("How long to wait for each reply or handshake.", valueName: "timeout"))
     var timeout = DurationArgument(nanoseconds: 1_000_000_000)
 
-    @Flag(name: .customShort("4"), help: "Use IPv4 only.")
-    var ipv4Only = false
-
-    @Flag(name: .customShort("6"), help: "Use IPv6 only.")
-    var ipv6Only = false
+    @OptionGroup var family: AddressFamilyOption
 
     @OptionGroup var tcp: TCPModeOption
 
@@ -79,17 +75,12 @@ struct CheckCommand: PrivilegedCommand {
         guard duration.nanoseconds >= 100_000_000 else { throw ValidationError("--duration must be at least 100ms, got \(duration).") }
         guard interval.nanoseconds >= 1_000_000 else { throw ValidationError("--interval must be at least 1ms, got \(interval).") }
         guard timeout.nanoseconds >= 1_000_000 else { throw ValidationError("--timeout must be at least 1ms, got \(timeout).") }
-        guard !(ipv4Only && ipv6Only) else { throw ValidationError("-4 and -6 exclude each other: give at most one.") }
         for target in targets { _ = try Endpoint.parse(target, requirePort: false) }
     }
 
-    var preference: AddressPreference { ipv4Only ? .ipv4Only : ipv6Only ? .ipv6Only : .any }
+    var preference: AddressPreference { family.preference }
 
-    func makeLogger() -> Logger {
-        var logger = Logger(label: "netprobe") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = verbose ? .debug : .warning
-        return logger
-    }
+    func makeLogger() -> Logger { CommandLogger.make(verbose: verbose) }
 
     /// Opens the ICMP sockets if allowed (TCP needs nothing), then drops every capability.
     func acquirePrivilegedResources() throws -> PrivilegedResources {

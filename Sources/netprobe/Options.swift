@@ -48,11 +48,7 @@ struct ProbeOptions: ParsableArguments {
         """, valueName: "per-second"))
     var rate: Double = 1000
 
-    @Flag(name: .customShort("4"), help: "Use IPv4 only.")
-    var ipv4Only = false
-
-    @Flag(name: .customShort("6"), help: "Use IPv6 only.")
-    var ipv6Only = false
+    @OptionGroup var family: AddressFamilyOption
 
     @Option(name: [.customShort("f"), .customLong("file")], help: ArgumentHelp("Read targets from a file, one per line ('#' starts a comment); '-' reads standard input.", valueName: "file"))
     var file: String?
@@ -71,12 +67,9 @@ struct ProbeOptions: ParsableArguments {
         guard interval.nanoseconds >= 1_000_000 else { throw ValidationError("--interval must be at least 1ms, got \(interval).") }
         guard timeout.nanoseconds >= 1_000_000 else { throw ValidationError("--timeout must be at least 1ms, got \(timeout).") }
         guard rate > 0, rate <= 1_000_000 else { throw ValidationError("--rate must be between 1 and 1000000 probes per second, got \(rate).") }
-        guard !(ipv4Only && ipv6Only) else { throw ValidationError("-4 and -6 exclude each other: give at most one.") }
     }
 
-    var addressPreference: AddressPreference {
-        ipv4Only ? .ipv4Only : ipv6Only ? .ipv6Only : .any
-    }
+    var addressPreference: AddressPreference { family.preference }
 
     /// The targets from the arguments, the -f file, or standard input when it is not a
     /// terminal and nothing else was given.
@@ -103,16 +96,36 @@ struct ProbeOptions: ParsableArguments {
             .filter { !$0.isEmpty }
     }
 
-    func makeLogger() -> Logger {
+    func makeLogger() -> Logger { CommandLogger.make(verbose: verbose) }
+}
+
+extension TCPProbeMode: ExpressibleByArgument {}
+
+/// How `tcp` and `check` end their handshakes.
+/// -4 and -6, which every probing command has.
+struct AddressFamilyOption: ParsableArguments {
+    @Flag(name: .customShort("4"), help: "Use IPv4 only.")
+    var ipv4Only = false
+
+    @Flag(name: .customShort("6"), help: "Use IPv6 only.")
+    var ipv6Only = false
+
+    func validate() throws {
+        guard !(ipv4Only && ipv6Only) else { throw ValidationError("-4 and -6 exclude each other: give at most one.") }
+    }
+
+    var preference: AddressPreference { ipv4Only ? .ipv4Only : ipv6Only ? .ipv6Only : .any }
+}
+
+/// The standard-error logger of the one-off commands: warnings, or everything with -v.
+enum CommandLogger {
+    static func make(verbose: Bool) -> Logger {
         var logger = Logger(label: "netprobe") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = verbose ? .debug : .warning
         return logger
     }
 }
 
-extension TCPProbeMode: ExpressibleByArgument {}
-
-/// How `tcp` and `check` end their handshakes.
 struct TCPModeOption: ParsableArguments {
     @Option(name: .customLong("tcp-mode"), help: ArgumentHelp("""
         half-open (default): SYN, SYN-ACK, then RST instead of the final ACK; the server's \

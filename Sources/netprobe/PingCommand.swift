@@ -80,10 +80,9 @@ struct PingCommand: PrivilegedCommand {
     /// Opens the ICMP sockets and drops every capability, before any thread is started.
     func acquirePrivilegedResources() throws -> PrivilegedResources {
         let logger = options.makeLogger()
-        let families: Set<AddressFamily> = options.ipv4Only ? [.ipv4] : options.ipv6Only ? [.ipv6] : [.ipv4, .ipv6]
         // Without -4/-6 either family may be missing on this host; targets of a family
         // without a socket then report "error".
-        let optional: Set<AddressFamily> = families.count > 1 ? families : []
+        let (families, optional) = options.addressPreference.socketFamilies
         let sockets: ICMPSocketSet
         do {
             sockets = try ICMPSocketSet.open(families: families, optional: optional, ttl: ttl, logger: logger)

@@ -72,11 +72,7 @@ struct TraceCommand: PrivilegedCommand {
     @Option(help: ArgumentHelp("Most probes per second over all targets.", valueName: "per-second"))
     var rate: Double = 1000
 
-    @Flag(name: .customShort("4"), help: "Use IPv4 only.")
-    var ipv4Only = false
-
-    @Flag(name: .customShort("6"), help: "Use IPv6 only.")
-    var ipv6Only = false
+    @OptionGroup var family: AddressFamilyOption
 
     @Flag(help: "Print one JSON object per target (JSON Lines) instead of the text report.")
     var json = false
@@ -95,17 +91,12 @@ struct TraceCommand: PrivilegedCommand {
         guard (1...maxHops).contains(firstHop) else { throw ValidationError("--first-hop must be between 1 and --max-hops (\(maxHops)), got \(firstHop).") }
         guard (1...16).contains(flows) else { throw ValidationError("--flows must be between 1 and 16, got \(flows).") }
         guard rate > 0, rate <= 100_000 else { throw ValidationError("--rate must be between 1 and 100000 probes per second, got \(rate).") }
-        guard !(ipv4Only && ipv6Only) else { throw ValidationError("-4 and -6 exclude each other: give at most one.") }
         for target in targets { _ = try Endpoint.parse(target, requirePort: false) }
     }
 
-    var preference: AddressPreference { ipv4Only ? .ipv4Only : ipv6Only ? .ipv6Only : .any }
+    var preference: AddressPreference { family.preference }
 
-    func makeLogger() -> Logger {
-        var logger = Logger(label: "netprobe") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = verbose ? .debug : .warning
-        return logger
-    }
+    func makeLogger() -> Logger { CommandLogger.make(verbose: verbose) }
 
     func acquirePrivilegedResources() throws -> PrivilegedResources {
         let logger = makeLogger()
