@@ -180,7 +180,7 @@ final class ICMPSocket {
         switch family {
         case .ipv4:
             try Posix.setsockopt(fd, Int32(IPPROTO_IP), IP_RECVTTL, Int32(1))
-            if let ttl { try Posix.setsockopt(fd, Int32(IPPROTO_IP), IP_TTL, Int32(ttl)) }
+            if let ttl { try Posix.setHopLimit(fd, family: .ipv4, ttl) }
             if mode == .raw {
                 // Block every type but echo reply, destination unreachable and time exceeded.
                 let passed: UInt32 = (1 << 0) | (1 << 3) | (1 << 11)
@@ -190,7 +190,7 @@ final class ICMPSocket {
             }
         case .ipv6:
             try Posix.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_RECVHOPLIMIT, Int32(1))
-            if let ttl { try Posix.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_UNICAST_HOPS, Int32(ttl)) }
+            if let ttl { try Posix.setHopLimit(fd, family: .ipv6, ttl) }
             if mode == .raw {
                 var filter = CSystemShims_icmp6_filter()
                 CSystemShims_ICMP6_FILTER_SETBLOCKALL(&filter)

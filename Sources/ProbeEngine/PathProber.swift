@@ -365,11 +365,7 @@ final class PathRun: LoopTask {
         }
         if currentTTL[address.family] != pending.ttl {
             // One socket, one TTL at a time: the loop thread sends, so set it per probe.
-            if address.family == .ipv4 {
-                try Posix.setsockopt(socket.descriptor.rawValue, Int32(IPPROTO_IP), IP_TTL, Int32(pending.ttl))
-            } else {
-                try Posix.setsockopt(socket.descriptor.rawValue, Int32(IPPROTO_IPV6), IPV6_UNICAST_HOPS, Int32(pending.ttl))
-            }
+            try Posix.setHopLimit(socket.descriptor.rawValue, family: address.family, pending.ttl)
             currentTTL[address.family] = pending.ttl
         }
         let probeNumber = prober.takeProbeNumber()
@@ -406,11 +402,7 @@ final class PathRun: LoopTask {
             return true
         }
         if currentTCPTTL[address.family] != pending.ttl {
-            if address.family == .ipv4 {
-                try Posix.setsockopt(socket.descriptor.rawValue, Int32(IPPROTO_IP), IP_TTL, Int32(pending.ttl))
-            } else {
-                try Posix.setsockopt(socket.descriptor.rawValue, Int32(IPPROTO_IPV6), IPV6_UNICAST_HOPS, Int32(pending.ttl))
-            }
+            try Posix.setHopLimit(socket.descriptor.rawValue, family: address.family, pending.ttl)
             currentTCPTTL[address.family] = pending.ttl
         }
         let probeNumber = prober.takeProbeNumber()

@@ -119,6 +119,14 @@ package enum Posix {
         try retryingEINTR("epoll_pwait2") { CSystemShims.epoll_pwait2(epollFD, events, maximum, timeout, nil) }
     }
 
+    /// The TTL (IPv4) or unicast hop limit (IPv6) of what `fd` sends.
+    static func setHopLimit(_ fd: Int32, family: AddressFamily, _ limit: Int) throws(SystemCallError) {
+        switch family {
+        case .ipv4: try setsockopt(fd, Int32(IPPROTO_IP), IP_TTL, Int32(limit))
+        case .ipv6: try setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_UNICAST_HOPS, Int32(limit))
+        }
+    }
+
     static func epoll_wait(_ epollFD: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ maximum: Int32, _ timeoutMilliseconds: Int32) throws(SystemCallError) -> Int32 {
         try retryingEINTR("epoll_wait") { CSystemShims.epoll_wait(epollFD, events, maximum, timeoutMilliseconds) }
     }
