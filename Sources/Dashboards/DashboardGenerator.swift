@@ -300,32 +300,41 @@ public enum DashboardGenerator {
                 queryTarget(refID: "A", query: rtt, alias: "$col"),
                 queryTarget(refID: "B", query: loss, alias: "loss %"),
             ],
-            "fieldConfig": [
-                "defaults": [
-                    "unit": "ms", "min": 0, "color": ["mode": "palette-classic"],
-                    "custom": ["drawStyle": "line", "lineWidth": 1, "fillOpacity": 0, "showPoints": "never",
-                               "spanNulls": false, "axisPlacement": "left", "axisLabel": "RTT"],
-                ],
-                "overrides": [[
-                    "matcher": ["id": "byFrameRefID", "options": "B"],
-                    "properties": [
-                        ["id": "custom.axisPlacement", "value": "right"],
-                        ["id": "custom.axisLabel", "value": "loss"],
-                        ["id": "unit", "value": "percent"],
-                        ["id": "min", "value": 0],
-                        ["id": "max", "value": 100],
-                        ["id": "custom.drawStyle", "value": "bars"],
-                        ["id": "custom.fillOpacity", "value": 40],
-                        ["id": "color", "value": ["mode": "fixed", "fixedColor": "red"]],
-                    ],
-                ]],
-            ],
-            "options": [
-                "legend": ["showLegend": true, "displayMode": "table", "placement": "bottom", "calcs": ["mean", "max"]],
-                "tooltip": ["mode": "multi", "sort": "none"],
-            ],
+            "fieldConfig": rttFieldConfig(rttUnit: "ms", lossRefID: "B", lossUnit: "percent", lossMaximum: 100),
+            "options": rttPanelOptions,
         ]
     }
+
+    /// The RTT panel's axes, for both datasources: RTT lines on the left, the loss query's
+    /// bars (`lossRefID`) on the right.
+    static func rttFieldConfig(rttUnit: String, lossRefID: String, lossUnit: String, lossMaximum: Int) -> JSONValue {
+        [
+            "defaults": [
+                "unit": .string(rttUnit), "min": 0, "color": ["mode": "palette-classic"],
+                "custom": ["drawStyle": "line", "lineWidth": 1, "fillOpacity": 0, "showPoints": "never",
+                           "spanNulls": false, "axisPlacement": "left", "axisLabel": "RTT"],
+            ],
+            "overrides": [[
+                "matcher": ["id": "byFrameRefID", "options": .string(lossRefID)],
+                "properties": [
+                    ["id": "custom.axisPlacement", "value": "right"],
+                    ["id": "custom.axisLabel", "value": "loss"],
+                    ["id": "unit", "value": .string(lossUnit)],
+                    ["id": "min", "value": 0],
+                    ["id": "max", "value": .int(lossMaximum)],
+                    ["id": "custom.drawStyle", "value": "bars"],
+                    ["id": "custom.fillOpacity", "value": 40],
+                    ["id": "color", "value": ["mode": "fixed", "fixedColor": "red"]],
+                ],
+            ]],
+        ]
+    }
+
+    /// The RTT panel's legend (a table with mean and max) and tooltip.
+    static let rttPanelOptions: JSONValue = [
+        "legend": ["showLegend": true, "displayMode": "table", "placement": "bottom", "calcs": ["mean", "max"]],
+        "tooltip": ["mode": "multi", "sort": "none"],
+    ]
 }
 
 /// Panel ids from what a panel shows (FNV-1a of its description), so adding a target does

@@ -149,30 +149,8 @@ enum PromQLPanels {
             "type": "timeseries", "title": .string(target.title), "id": .int(id), "gridPos": grid, "datasource": datasource,
             "description": .string("\(what) time of each scraped round: min, avg, max and median (left axis); loss (right axis)."),
             "targets": .array(targets),
-            "fieldConfig": [
-                "defaults": [
-                    "unit": "s", "min": 0, "color": ["mode": "palette-classic"],
-                    "custom": ["drawStyle": "line", "lineWidth": 1, "fillOpacity": 0, "showPoints": "never",
-                               "spanNulls": false, "axisPlacement": "left", "axisLabel": "RTT"],
-                ],
-                "overrides": [[
-                    "matcher": ["id": "byFrameRefID", "options": "E"],
-                    "properties": [
-                        ["id": "custom.axisPlacement", "value": "right"],
-                        ["id": "custom.axisLabel", "value": "loss"],
-                        ["id": "unit", "value": "percentunit"],
-                        ["id": "min", "value": 0],
-                        ["id": "max", "value": 1],
-                        ["id": "custom.drawStyle", "value": "bars"],
-                        ["id": "custom.fillOpacity", "value": 40],
-                        ["id": "color", "value": ["mode": "fixed", "fixedColor": "red"]],
-                    ],
-                ]],
-            ],
-            "options": [
-                "legend": ["showLegend": true, "displayMode": "table", "placement": "bottom", "calcs": ["mean", "max"]],
-                "tooltip": ["mode": "multi", "sort": "none"],
-            ],
+            "fieldConfig": DashboardGenerator.rttFieldConfig(rttUnit: "s", lossRefID: "E", lossUnit: "percentunit", lossMaximum: 1),
+            "options": DashboardGenerator.rttPanelOptions,
         ]
     }
 }
