@@ -238,30 +238,14 @@ public enum DashboardGenerator {
         let query = "SELECT last(\(InfluxQL.identifier(Schema.Field.resultCode))) AS \(InfluxQL.identifier("result")) "
             + "FROM \(InfluxQL.identifier(measurement)) \(whereClause(variableConditions + [InfluxQL.tagEquals(Schema.Tag.env, env)])) "
             + "GROUP BY time($__interval), \(groupTags) fill(null)"
-        var mappingOptions: [String: JSONValue] = [:]
-        for (index, outcome) in outcomes.enumerated() {
-            mappingOptions[String(outcome.code)] = ["text": .string(outcome.text), "color": .string(outcome.color), "index": .int(index)]
-        }
         let perWhat = measurement == "tcp" ? "port" : "target"
         return [
             "type": "state-timeline", "title": .string("Outcome per \(perWhat)"), "id": .int(id), "gridPos": grid,
             "datasource": datasource,
             "description": .string("The last round's result per \(perWhat) and interval: ok, timeout, unreachable, unresolved, error, refused."),
             "targets": [queryTarget(refID: "A", query: query, alias: alias)],
-            "fieldConfig": [
-                "defaults": [
-                    "color": ["mode": "thresholds"],
-                    "thresholds": ["mode": "absolute", "steps": [["color": "text", "value": nil]]],
-                    "mappings": [["type": "value", "options": .object(mappingOptions)]],
-                    "custom": ["fillOpacity": 80, "lineWidth": 0],
-                ],
-                "overrides": [],
-            ],
-            "options": [
-                "mergeValues": true, "showValue": "never", "alignValue": "left", "rowHeight": 0.9,
-                "legend": ["showLegend": true, "displayMode": "list", "placement": "bottom"],
-                "tooltip": ["mode": "single", "sort": "none"],
-            ],
+            "fieldConfig": outcomeFieldConfig,
+            "options": outcomePanelOptions,
         ]
     }
 
@@ -304,6 +288,31 @@ public enum DashboardGenerator {
             "options": rttPanelOptions,
         ]
     }
+
+    /// The outcome timeline's colours and value mappings (result code -> name), for both
+    /// datasources.
+    static var outcomeFieldConfig: JSONValue {
+        var mappingOptions: [String: JSONValue] = [:]
+        for (index, outcome) in outcomes.enumerated() {
+            mappingOptions[String(outcome.code)] = ["text": .string(outcome.text), "color": .string(outcome.color), "index": .int(index)]
+        }
+        return [
+            "defaults": [
+                "color": ["mode": "thresholds"],
+                "thresholds": ["mode": "absolute", "steps": [["color": "text", "value": nil]]],
+                "mappings": [["type": "value", "options": .object(mappingOptions)]],
+                "custom": ["fillOpacity": 80, "lineWidth": 0],
+            ],
+            "overrides": [],
+        ]
+    }
+
+    /// The outcome timeline's display options.
+    static let outcomePanelOptions: JSONValue = [
+        "mergeValues": true, "showValue": "never", "alignValue": "left", "rowHeight": 0.9,
+        "legend": ["showLegend": true, "displayMode": "list", "placement": "bottom"],
+        "tooltip": ["mode": "single", "sort": "none"],
+    ]
 
     /// The RTT panel's axes, for both datasources: RTT lines on the left, the loss query's
     /// bars (`lossRefID`) on the right.

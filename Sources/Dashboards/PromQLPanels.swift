@@ -106,30 +106,14 @@ enum PromQLPanels {
         let kind = kind(measurement)
         let by = kind == .tcp ? "target, port" : "target"
         let expression = "max by (\(by)) (\(Schema.Prometheus.gauge(kind, Schema.Field.resultCode))\(selector([(Schema.Tag.env, env)])))"
-        var mappingOptions: [String: JSONValue] = [:]
-        for (index, outcome) in DashboardGenerator.outcomes.enumerated() {
-            mappingOptions[String(outcome.code)] = ["text": .string(outcome.text), "color": .string(outcome.color), "index": .int(index)]
-        }
         let perWhat = kind == .tcp ? "port" : "target"
         return [
             "type": "state-timeline", "title": .string("Outcome per \(perWhat)"), "id": .int(id), "gridPos": grid,
             "datasource": datasource,
             "description": .string("The last round's result per \(perWhat) at each scrape: ok, timeout, unreachable, unresolved, error, refused."),
             "targets": [queryTarget(refID: "A", expression: expression, legend: kind == .tcp ? "{{target}}:{{port}}" : "{{target}}")],
-            "fieldConfig": [
-                "defaults": [
-                    "color": ["mode": "thresholds"],
-                    "thresholds": ["mode": "absolute", "steps": [["color": "text", "value": nil]]],
-                    "mappings": [["type": "value", "options": .object(mappingOptions)]],
-                    "custom": ["fillOpacity": 80, "lineWidth": 0],
-                ],
-                "overrides": [],
-            ],
-            "options": [
-                "mergeValues": true, "showValue": "never", "alignValue": "left", "rowHeight": 0.9,
-                "legend": ["showLegend": true, "displayMode": "list", "placement": "bottom"],
-                "tooltip": ["mode": "single", "sort": "none"],
-            ],
+            "fieldConfig": DashboardGenerator.outcomeFieldConfig,
+            "options": DashboardGenerator.outcomePanelOptions,
         ]
     }
 
