@@ -382,6 +382,13 @@ final class PathRun: LoopTask {
             prober.logger.debug("trace send failed", metadata: ["target": "\(target.name)", "error": "\(error)"])
             return true
         }
+        registerSent(pending, probeNumber: probeNumber, sentAt: sentAt, deadline: deadline)
+        try drainErrorQueue(socket, limit: 1)
+        return true
+    }
+
+    /// Records a probe that left: in flight until its deadline, counted sent, in send order.
+    func registerSent(_ pending: Pending, probeNumber: UInt32, sentAt: Int64, deadline: Int64) {
         lastProbeNumber = probeNumber
         let order = sendOrder[pending.targetIndex]
         sendOrder[pending.targetIndex] += 1
@@ -389,8 +396,6 @@ final class PathRun: LoopTask {
                                       userSentRealtime: sentAt, kernelSentRealtime: nil, deadline: deadline)
         deadlines.append((deadline, probeNumber))
         tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
-        try drainErrorQueue(socket, limit: 1)
-        return true
     }
 
     /// Sends one TCP SYN probe; false when the socket would block.
@@ -417,13 +422,7 @@ final class PathRun: LoopTask {
             ignore("send_\(error.errno == ENETUNREACH || error.errno == EHOSTUNREACH ? "unreachable" : "error")")
             return true
         }
-        lastProbeNumber = probeNumber
-        let order = sendOrder[pending.targetIndex]
-        sendOrder[pending.targetIndex] += 1
-        inFlight[probeNumber] = Probe(targetIndex: pending.targetIndex, flow: pending.flow, ttl: pending.ttl, order: order,
-                                      userSentRealtime: sentAt, kernelSentRealtime: nil, deadline: deadline)
-        deadlines.append((deadline, probeNumber))
-        tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
+        registerSent(pending, probeNumber: probeNumber, sentAt: sentAt, deadline: deadline)
         return true
     }
 
