@@ -101,47 +101,29 @@ public enum LineProtocol {
             line.append("=")
             appendEscaped(value, escaping: keySpecials, to: &line)
         }
-        return line
+        // A copy of exactly its length: a key is kept for the run, one per series, and the
+        // reserve above was twice what a key of run's needs (1.9 MB against 1.1 MB at
+        // 10,000 targets).
+        return String(decoding: Array(line.utf8), as: UTF8.self)
     }
 
     /// One line: a series key (`seriesKey`), the fields, the timestamp.
     /// - Returns: nil when no field is writable.
     public static func line(seriesKey: String, fields: [(key: String, value: FieldValue)], timestampNanoseconds: Int64) -> String? {
-        var line = seriesKey
-        line.reserveCapacity(seriesKey.utf8.count + 24 + 24 * fields.count)
-        var separator = " "
+        var writer = LineWriter()
+        writer.start(seriesKey: seriesKey)
         // The last of fields with the same key wins (a point has a dozen: a scan is cheaper
         // than hashing them).
         for (index, field) in fields.enumerated() where !fields[(index + 1)...].contains(where: { $0.key == field.key }) {
-            let key = identifier(field.key)
-            guard !key.isEmpty, key != "time" else { continue }
-            if case .float(let value) = field.value, !value.isFinite { continue }
-            line.append(separator)
-            separator = ","
-            appendEscaped(key, escaping: fieldKeySpecials, to: &line)
-            line.append("=")
-            switch field.value {
-            case .integer(let value):
-                line.append(String(value))
-                line.append("i")
-            case .float(let value):
-                // Swift's shortest round-trip form ("1e-07", "1.0", "-1.5e+300") is what
-                // Go's ParseFloat, and so every InfluxDB, accepts.
-                line.append(value.description)
-            case .boolean(let value): line.append(value ? "true" : "false")
-            case .string(let value): line.append(quoted(value))
-            }
+            writer.field(FieldKey(field.key), field.value)
         }
-        guard separator == "," else { return nil }
-        line.append(" ")
-        line.append(String(timestampNanoseconds))
-        return line
+        return writer.finish(timestampNanoseconds: timestampNanoseconds)
     }
 
-    private static let measurementSpecials: Set<Unicode.Scalar> = [",", " "]
+    static let measurementSpecials: Set<Unicode.Scalar> = [",", " "]
     private static let keySpecials: Set<Unicode.Scalar> = [",", "=", " "]
     /// A bare `"` in a field key would open a string that runs into the next lines.
-    private static let fieldKeySpecials: Set<Unicode.Scalar> = [",", "=", " ", "\""]
+    static let fieldKeySpecials: Set<Unicode.Scalar> = [",", "=", " ", "\""]
 
     // Everything below works on Unicode scalars, not Characters: a comma followed by a
     // combining mark is one Character but still a separator to the server.
@@ -158,7 +140,15 @@ public enum LineProtocol {
     /// The fast path: names and values made of plain ASCII (almost all of them) are
     /// written as they are, without looking at Unicode scalars.
     static func isPlain(_ text: String) -> Bool {
-        text.utf8.allSatisfy { plainBytes[Int($0)] }
+        // Over the contiguous bytes (native and small strings both have them), with the
+        // table's storage borrowed once: the generic `allSatisfy` over the UTF-8 view cost
+        // 4 % of `run`'s CPU at 10,000 targets.
+        if let plain = text.utf8.withContiguousStorageIfAvailable({ bytes in
+            plainBytes.withUnsafeBufferPointer { table in bytes.allSatisfy { table[Int($0)] } }
+        }) {
+            return plain
+        }
+        return text.utf8.allSatisfy { plainBytes[Int($0)] }
     }
 
     static func identifier(_ text: String) -> String {
@@ -182,7 +172,7 @@ public enum LineProtocol {
         text.unicodeScalars.map { $0 == "\n" || $0 == "\r" ? " " : $0 }
     }
 
-    private static func appendEscaped(_ text: String, escaping specials: Set<Unicode.Scalar>, to line: inout String) {
+    static func appendEscaped(_ text: String, escaping specials: Set<Unicode.Scalar>, to line: inout String) {
         if isPlain(text) {
             line.append(text)
             return
@@ -193,7 +183,7 @@ public enum LineProtocol {
         }
     }
 
-    private static func quoted(_ text: String) -> String {
+    static func quoted(_ text: String) -> String {
         if isPlain(text) { return "\"" + text + "\"" }
         var result = "\""
         for scalar in withoutNewlines(text) {

@@ -60,26 +60,46 @@ public enum Schema {
 
     /// The fields of a round's point, in the order they are written.
     public static func fields(for round: RoundResult) -> [(key: String, value: FieldValue)] {
-        var fields: [(key: String, value: FieldValue)] = []
-        fields.reserveCapacity(14)
-        fields += [
-            (Field.sent, .integer(Int64(round.sent))),
-            (Field.received, .integer(Int64(round.received))),
-            (Field.duplicates, .integer(Int64(round.duplicates))),
-            (Field.late, .integer(Int64(round.late))),
-            (Field.lossPercent, .float(round.lossPercent)),
-        ]
+        var list = FieldList()
+        list.fields.reserveCapacity(14)
+        writeFields(of: round, to: &list)
+        return list.fields
+    }
+
+    /// The field keys, made ready for `LineWriter` once.
+    enum FieldKeys {
+        static let sent = FieldKey(Field.sent), received = FieldKey(Field.received), duplicates = FieldKey(Field.duplicates)
+        static let late = FieldKey(Field.late), lossPercent = FieldKey(Field.lossPercent)
+        static let rttMinimum = FieldKey(Field.rttMinimum), rttAverage = FieldKey(Field.rttAverage), rttMaximum = FieldKey(Field.rttMaximum)
+        static let rttMedian = FieldKey(Field.rttMedian), rttStandardDeviation = FieldKey(Field.rttStandardDeviation), jitter = FieldKey(Field.jitter)
+        static let ttl = FieldKey(Field.ttl), completed = FieldKey(Field.completed), result = FieldKey(Field.result), resultCode = FieldKey(Field.resultCode)
+    }
+
+    /// The one definition of a round's fields and their order: `fields(for:)` collects
+    /// them, `RoundLineEncoder` writes them straight into its line.
+    static func writeFields(of round: RoundResult, to out: inout some RoundFieldSink) {
+        out.field(FieldKeys.sent, .integer(Int64(round.sent)))
+        out.field(FieldKeys.received, .integer(Int64(round.received)))
+        out.field(FieldKeys.duplicates, .integer(Int64(round.duplicates)))
+        out.field(FieldKeys.late, .integer(Int64(round.late)))
+        out.field(FieldKeys.lossPercent, .float(round.lossPercent))
         if let stats = round.statistics {
-            fields += [
-                (Field.rttMinimum, .float(stats.minimum)), (Field.rttAverage, .float(stats.average)), (Field.rttMaximum, .float(stats.maximum)),
-                (Field.rttMedian, .float(stats.median)), (Field.rttStandardDeviation, .float(stats.standardDeviation)), (Field.jitter, .float(stats.jitter)),
-            ]
+            out.field(FieldKeys.rttMinimum, .float(stats.minimum))
+            out.field(FieldKeys.rttAverage, .float(stats.average))
+            out.field(FieldKeys.rttMaximum, .float(stats.maximum))
+            out.field(FieldKeys.rttMedian, .float(stats.median))
+            out.field(FieldKeys.rttStandardDeviation, .float(stats.standardDeviation))
+            out.field(FieldKeys.jitter, .float(stats.jitter))
         }
-        if let ttl = round.ttl { fields.append((Field.ttl, .integer(Int64(ttl)))) }
-        if round.kind == .tcp { fields.append((Field.completed, .integer(Int64(round.completed)))) }
-        fields.append((Field.result, .string(round.outcome.rawValue)))
-        fields.append((Field.resultCode, .integer(Int64(round.outcome.code))))
-        return fields
+        if let ttl = round.ttl { out.field(FieldKeys.ttl, .integer(Int64(ttl))) }
+        if round.kind == .tcp { out.field(FieldKeys.completed, .integer(Int64(round.completed))) }
+        out.field(FieldKeys.result, .string(round.outcome.rawValue))
+        out.field(FieldKeys.resultCode, .integer(Int64(round.outcome.code)))
+    }
+
+    private struct FieldList: RoundFieldSink {
+        var fields: [(key: String, value: FieldValue)] = []
+        mutating func field(_ key: FieldKey, _ value: FieldValue) { fields.append((key.name, value)) }
     }
 
     /// Whole microseconds: a stable value matters (a replayed point must overwrite, not
@@ -96,6 +116,13 @@ public enum Schema {
     }
 }
 
+/// Where `Schema.writeFields` puts a round's fields.
+protocol RoundFieldSink {
+    mutating func field(_ key: FieldKey, _ value: FieldValue)
+}
+
+extension LineWriter: RoundFieldSink {}
+
 /// Round points as line protocol, the series key (measurement and escaped tags) of each
 /// target made once and reused until its tags change: the same lines as
 /// `LineProtocol.encode(Schema.point(...))`, for a fraction of the work per round.
@@ -110,7 +137,11 @@ struct RoundLineEncoder {
     }
 
     let probe: String
-    private var keys: [ProbeKind: [Int: (series: Series, key: String?)]] = [:]
+    /// Each target's series key, by target index (dense from 0), one array per kind: no
+    /// hashing per round.
+    private var icmpKeys: [(series: Series, key: String?)?] = []
+    private var tcpKeys: [(series: Series, key: String?)?] = []
+    private var writer = LineWriter()
 
     init(probe: String) {
         self.probe = probe
@@ -121,14 +152,28 @@ struct RoundLineEncoder {
         let series = Series(kind: round.kind, name: round.target.name, env: env, address: round.target.address, port: round.target.port,
                             mode: round.kind == .tcp ? round.tcpMode : nil)
         let key: String?
-        if let cached = keys[round.kind]?[round.targetIndex], cached.series == series {
+        let index = round.targetIndex
+        let known = round.kind == .icmp ? icmpKeys : tcpKeys
+        if known.indices.contains(index), let cached = known[index], cached.series == series {
             key = cached.key
         } else {
             key = LineProtocol.seriesKey(measurement: round.kind.rawValue, tags: Schema.tags(for: round, env: env, probe: probe))
-            keys[round.kind, default: [:]][round.targetIndex] = (series, key)
+            if index >= 0 {
+                switch round.kind {
+                case .icmp: Self.store((series, key), at: index, in: &icmpKeys)
+                case .tcp: Self.store((series, key), at: index, in: &tcpKeys)
+                }
+            }
         }
         guard let key else { return nil }
-        return LineProtocol.line(seriesKey: key, fields: Schema.fields(for: round), timestampNanoseconds: Schema.timestamp(of: round))
+        writer.start(seriesKey: key)
+        Schema.writeFields(of: round, to: &writer)
+        return writer.finish(timestampNanoseconds: Schema.timestamp(of: round))
+    }
+
+    private static func store(_ entry: (series: Series, key: String?), at index: Int, in keys: inout [(series: Series, key: String?)?]) {
+        if index >= keys.count { keys.append(contentsOf: repeatElement(nil, count: index + 1 - keys.count)) }
+        keys[index] = entry
     }
 }
 
