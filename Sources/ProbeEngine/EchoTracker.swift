@@ -6,19 +6,42 @@ import DequeModule
 /// number, sequence, length and source address all match a probe we sent, and it came
 /// back within the timeout. Anything else is classified, never trusted.
 struct EchoTracker {
-    /// One probe we sent.
+    /// One probe we sent. Laid out for size, the 8-byte fields first: 64 bytes a record,
+    /// and at 10,000 probes a second some 20,000 are kept (timeout plus retention).
     struct Record: Equatable {
-        var targetIndex: Int
+        /// CLOCK_REALTIME read just before sendmsg.
+        var userSentRealtime: Int64
+        private var kernelSent: Int64
+        /// CLOCK_MONOTONIC instant after which the probe is lost.
+        var deadlineMonotonic: Int64
         /// 0-based position of the probe in its target's round.
         var indexInRound: Int
         var destination: IPAddress
-        /// CLOCK_REALTIME read just before sendmsg.
-        var userSentRealtime: Int64
-        /// The kernel's software transmit stamp, once it has come back on the error queue.
-        var kernelSentRealtime: Int64?
-        /// CLOCK_MONOTONIC instant after which the probe is lost.
-        var deadlineMonotonic: Int64
+        /// Set by `register`.
+        fileprivate(set) var probeNumber: UInt32 = 0
+        private var target: UInt32
         var state: State
+
+        init(targetIndex: Int, indexInRound: Int, destination: IPAddress, userSentRealtime: Int64, kernelSentRealtime: Int64?,
+             deadlineMonotonic: Int64, state: State) {
+            self.userSentRealtime = userSentRealtime
+            kernelSent = kernelSentRealtime ?? Self.noStamp
+            self.deadlineMonotonic = deadlineMonotonic
+            self.indexInRound = indexInRound
+            self.destination = destination
+            target = UInt32(targetIndex)
+            self.state = state
+        }
+
+        private static let noStamp = Int64.min
+
+        var targetIndex: Int { Int(target) }
+
+        /// The kernel's software transmit stamp, once it has come back on the error queue.
+        var kernelSentRealtime: Int64? {
+            get { kernelSent == Self.noStamp ? nil : kernelSent }
+            set { kernelSent = newValue ?? Self.noStamp }
+        }
     }
 
     enum State: Equatable {
@@ -58,9 +81,13 @@ struct EchoTracker {
     let timeoutNanoseconds: Int64
     /// How long a concluded probe is remembered, to recognise late replies and duplicates.
     let retentionNanoseconds: Int64
-    private(set) var records: [UInt32: Record] = [:]
-    private var deadlines = Deque<(deadline: Int64, probeNumber: UInt32)>()
-    private var forgetting = Deque<(forgetAt: Int64, probeNumber: UInt32)>()
+    /// The probes remembered, in the order they were sent: probe numbers are taken in
+    /// order (numbers taken by other runs of the prober, or by sends that would block,
+    /// are missing), so a probe is found by its distance from the first, without hashing.
+    private var records = Deque<Record>()
+    /// Records before this position are past their deadline or concluded; the one at it
+    /// (if any) is the next probe that may time out.
+    private var deadlineCursor = 0
 
     init(cookie: UInt64, timeoutNanoseconds: Int64, retentionNanoseconds: Int64) {
         self.cookie = cookie
@@ -68,23 +95,59 @@ struct EchoTracker {
         self.retentionNanoseconds = retentionNanoseconds
     }
 
-    var nextDeadline: Int64? { deadlines.first?.deadline }
+    var nextDeadline: Int64? { deadlineCursor < records.count ? records[deadlineCursor].deadlineMonotonic : nil }
 
-    /// Remembers a probe that was just sent. Deadlines must be registered in order.
+    /// Makes room for `count` records at once: a deque grown by steps holds the old and
+    /// the new storage at its peak (2.9 MB at 10,000 targets, against 1.6 MB reserved).
+    mutating func reserveCapacity(_ count: Int) {
+        records.reserveCapacity(count)
+    }
+
+    /// How many probes are remembered (in flight, or concluded and within the retention).
+    var count: Int { records.count }
+
+    /// The record of a probe, while it is remembered.
+    func record(_ probeNumber: UInt32) -> Record? {
+        position(of: probeNumber).map { records[$0] }
+    }
+
+    /// Where a probe's record is. Numbers are compared by their distance from the first
+    /// record's, so that the 32-bit counter may wrap.
+    private func position(of probeNumber: UInt32) -> Int? {
+        guard let first = records.first else { return nil }
+        let distance = Int(probeNumber &- first.probeNumber)
+        guard distance < UInt32.max / 2 else { return nil }
+        // With no number missing, the distance is the position; else the position is lower.
+        var high = min(distance, records.count - 1)
+        if records[high].probeNumber == probeNumber { return high }
+        var low = 0
+        while low < high {
+            let middle = (low + high) / 2
+            if Int(records[middle].probeNumber &- first.probeNumber) < distance { low = middle + 1 } else { high = middle }
+        }
+        return records[low].probeNumber == probeNumber ? low : nil
+    }
+
+    /// Remembers a probe that was just sent. Probe numbers and deadlines must both be
+    /// registered in order.
     mutating func register(probeNumber: UInt32, _ record: Record) {
-        records[probeNumber] = record
-        deadlines.append((record.deadlineMonotonic, probeNumber))
-        forgetting.append((record.deadlineMonotonic + retentionNanoseconds, probeNumber))
+        if let last = records.last {
+            assert(probeNumber &- last.probeNumber > 0 && probeNumber &- last.probeNumber < UInt32.max / 2, "probe numbers are registered in order")
+        }
+        var record = record
+        record.probeNumber = probeNumber
+        records.append(record)
     }
 
     /// Attaches the kernel's transmit stamp to a probe; unknown probe numbers are ignored.
     mutating func recordTransmitStamp(probeNumber: UInt32, realtime: Int64) {
-        records[probeNumber]?.kernelSentRealtime = realtime
+        guard let position = position(of: probeNumber) else { return }
+        records[position].kernelSentRealtime = realtime
     }
 
     func needsTransmitStamp(probeNumber: UInt32) -> Bool {
-        guard let record = records[probeNumber] else { return false }
-        return record.kernelSentRealtime == nil
+        guard let position = position(of: probeNumber) else { return false }
+        return records[position].kernelSentRealtime == nil
     }
 
     /// Decides what a decoded echo reply is.
@@ -97,7 +160,8 @@ struct EchoTracker {
                            kernelReceivedRealtime: Int64?, userReceivedRealtime: Int64) -> Verdict {
         if let expectedIdentifier, reply.identifier != expectedIdentifier { return .ignored(.wrongIdentifier) }
         guard reply.cookie == cookie else { return .ignored(.wrongCookie) }
-        guard var record = records[reply.probeNumber] else { return .ignored(.unknownProbe) }
+        guard let position = position(of: reply.probeNumber) else { return .ignored(.unknownProbe) }
+        var record = records[position]
         guard reply.sequence == UInt16(truncatingIfNeeded: reply.probeNumber) else { return .ignored(.sequenceMismatch) }
         guard source == record.destination else { return .ignored(.wrongSource) }
         guard reply.payloadLength == expectedPayloadLength else { return .ignored(.wrongLength) }
@@ -107,17 +171,17 @@ struct EchoTracker {
         case .inFlight:
             if rtt > timeoutNanoseconds {
                 record.state = .answeredLate
-                records[reply.probeNumber] = record
+                records[position] = record
                 return .late(record, concludesProbe: true)
             }
             record.state = .answered
-            records[reply.probeNumber] = record
+            records[position] = record
             return .received(record, rttNanoseconds: rtt, source: timestampSource)
         case .answered, .answeredLate:
             return .duplicate(record, rttNanoseconds: rtt, source: timestampSource)
         case .lost:
             record.state = .answeredLate
-            records[reply.probeNumber] = record
+            records[position] = record
             return .late(record, concludesProbe: false)
         case .failed:
             return .ignored(.afterError)
@@ -140,36 +204,34 @@ struct EchoTracker {
     /// Ends an in-flight probe because of an ICMP error or a failed send.
     /// - Returns: the record, when the probe was in flight (so the caller counts it once).
     mutating func fail(probeNumber: UInt32) -> Record? {
-        guard var record = records[probeNumber], record.state == .inFlight else { return nil }
-        record.state = .failed
-        records[probeNumber] = record
-        return record
+        guard let position = position(of: probeNumber), records[position].state == .inFlight else { return nil }
+        records[position].state = .failed
+        return records[position]
     }
 
     /// Marks every in-flight probe whose deadline is not after `now` as lost, calling
     /// `lost` for each, and forgets probes past their retention.
     mutating func expire(nowMonotonic now: Int64, lost: (Record) -> Void) {
-        while let first = deadlines.first, first.deadline <= now {
-            deadlines.removeFirst()
-            if var record = records[first.probeNumber], record.state == .inFlight {
-                record.state = .lost
-                records[first.probeNumber] = record
-                lost(record)
+        // Past the probes that timed out, and those answered or failed (they need no
+        // timer), so that `nextDeadline` names a probe still in flight.
+        while deadlineCursor < records.count {
+            let record = records[deadlineCursor]
+            if record.state == .inFlight {
+                guard record.deadlineMonotonic <= now else { break }
+                records[deadlineCursor].state = .lost
+                lost(records[deadlineCursor])
             }
+            deadlineCursor += 1
         }
-        // Probes answered or failed before their deadline need no timer: drop them from
-        // the front so `nextDeadline` names a probe still in flight.
-        while let first = deadlines.first, records[first.probeNumber]?.state != .inFlight {
-            deadlines.removeFirst()
-        }
-        while let first = forgetting.first, first.forgetAt <= now {
-            forgetting.removeFirst()
-            records[first.probeNumber] = nil
+        // Deadlines are in send order, and so are the ends of the retention.
+        while deadlineCursor > 0, let first = records.first, first.deadlineMonotonic + retentionNanoseconds <= now {
+            records.removeFirst()
+            deadlineCursor -= 1
         }
     }
 
     /// Counts probes of `targetIndex` still in flight (slow; for tests and diagnostics).
     func inFlight(targetIndex: Int) -> Int {
-        records.values.filter { $0.targetIndex == targetIndex && $0.state == .inFlight }.count
+        records.filter { $0.targetIndex == targetIndex && $0.state == .inFlight }.count
     }
 }

@@ -6,6 +6,22 @@ import Logging
 import Glibc
 #endif
 
+extension ICMPProbeConfiguration {
+    /// About how many probes the tracker holds at once: those sent over one timeout and
+    /// retention, at the rate the targets, spacing, rounds and rate limit allow, plus a
+    /// quarter; a single round holds at most all of its probes.
+    func recordsKept(targets: Int, retention: Int64) -> Int {
+        let window = Double(timeoutNanoseconds + retention) / 1e9
+        var perTarget = 1e9 / Double(max(1, intervalNanoseconds))
+        if let roundInterval = roundIntervalNanoseconds, count > 0 {
+            perTarget = min(perTarget, Double(count) * 1e9 / Double(max(1, roundInterval)))
+        }
+        var kept = min(Double(targets) * perTarget, packetsPerSecond) * window * 1.25
+        if roundIntervalNanoseconds == nil, count > 0 { kept = min(kept, Double(targets * count)) }
+        return kept.isFinite ? Int(min(kept, 1_048_576).rounded(.up)) : 0
+    }
+}
+
 /// How an ICMP prober sends.
 public struct ICMPProbeConfiguration: Sendable {
     /// Echo requests per target; 0 keeps probing until `stop()`.
@@ -174,6 +190,7 @@ private final class ICMPRun: RoundRun, LoopTask {
         // 100,000 targets every record kept costs memory.
         let retention = configuration.timeoutNanoseconds + 1_000_000_000
         tracker = EchoTracker(cookie: prober.cookie, timeoutNanoseconds: configuration.timeoutNanoseconds, retentionNanoseconds: retention)
+        tracker.reserveCapacity(configuration.recordsKept(targets: targets.count, retention: retention))
         super.init(kind: .icmp, targets: targets, roundCount: configuration.count, roundInterval: configuration.roundIntervalNanoseconds,
                    reportingAttempts: reportingAttempts, continuation: continuation)
     }
@@ -386,7 +403,7 @@ private final class ICMPRun: RoundRun, LoopTask {
     func failProbe(sequence: UInt16, probeNumber: UInt32?, destination: IPAddress?, unreachable: Bool) {
         // Without a quoted payload, take the most recent probe with this sequence.
         let candidate = probeNumber ?? (lastProbeNumber &- UInt32(UInt16(truncatingIfNeeded: lastProbeNumber) &- sequence))
-        guard let record = tracker.records[candidate], destination == nil || destination == record.destination,
+        guard let record = tracker.record(candidate), destination == nil || destination == record.destination,
               tracker.fail(probeNumber: candidate) != nil else {
             diagnostics.ignoredReplies["unmatched_icmp_error", default: 0] += 1
             return

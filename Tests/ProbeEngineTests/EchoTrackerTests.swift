@@ -55,7 +55,7 @@ final class EchoTrackerTests: XCTestCase {
     func testWrongCookieIsIgnored() {
         var tracker = makeTracker()
         XCTAssertEqual(classify(&tracker, reply(cookie: 1)), .ignored(.wrongCookie))
-        XCTAssertEqual(tracker.records[100]?.state, .inFlight)
+        XCTAssertEqual(tracker.record(100)?.state, .inFlight)
     }
 
     func testWrongIdentifierIsIgnoredOnRawSockets() {
@@ -73,7 +73,7 @@ final class EchoTrackerTests: XCTestCase {
     func testReplyFromAnotherAddressIsIgnored() {
         var tracker = makeTracker()
         XCTAssertEqual(classify(&tracker, reply(), from: other), .ignored(.wrongSource))
-        XCTAssertEqual(tracker.records[100]?.state, .inFlight, "a spoofed reply must not answer the probe")
+        XCTAssertEqual(tracker.record(100)?.state, .inFlight, "a spoofed reply must not answer the probe")
     }
 
     func testUnknownProbeNumberIsIgnored() {
@@ -101,7 +101,7 @@ final class EchoTrackerTests: XCTestCase {
     func testReplySlowerThanTheTimeoutIsLateEvenBeforeTheLoopExpiredIt() {
         var tracker = makeTracker()
         XCTAssertEqual(classify(&tracker, reply(), rtt: timeout + 1).lateConcludes, true)
-        XCTAssertEqual(tracker.records[100]?.state, .answeredLate)
+        XCTAssertEqual(tracker.record(100)?.state, .answeredLate)
     }
 
     func testLateReplyAfterExpiryCountsLateAndNotReceived() {
@@ -117,7 +117,7 @@ final class EchoTrackerTests: XCTestCase {
     func testExpiryForgetsRecordsAfterTheRetention() {
         var tracker = makeTracker()
         tracker.expire(nowMonotonic: 5_000 + 10 * timeout) { _ in }
-        XCTAssertNil(tracker.records[100])
+        XCTAssertNil(tracker.record(100))
         XCTAssertNil(tracker.nextDeadline)
     }
 
@@ -126,6 +126,76 @@ final class EchoTrackerTests: XCTestCase {
         XCTAssertNotNil(tracker.fail(probeNumber: 100))
         XCTAssertNil(tracker.fail(probeNumber: 100), "a probe fails once")
         XCTAssertEqual(classify(&tracker, reply()), .ignored(.afterError))
+    }
+
+    /// Records are found by their distance from the first probe number: numbers another
+    /// run (or a send that would block) took are missing, and the 32-bit counter wraps.
+    func testProbesAreFoundAcrossMissingNumbersAndTheCounterWrapping() {
+        let numbers: [UInt32] = [UInt32.max - 3, UInt32.max - 1, UInt32.max, 0, 1, 5, 6, 40, 41, 42, 1000]
+        var tracker = makeTracker(probes: numbers)
+        for (index, number) in numbers.enumerated() {
+            XCTAssertEqual(tracker.record(number)?.indexInRound, index, "probe \(number)")
+            XCTAssertEqual(tracker.record(number)?.probeNumber, number)
+        }
+        for missing: UInt32 in [UInt32.max - 4, UInt32.max - 2, 2, 4, 7, 39, 43, 999, 1001, 1 << 31] {
+            XCTAssertNil(tracker.record(missing), "probe \(missing) was never sent")
+            XCTAssertEqual(classify(&tracker, reply(missing)), .ignored(.unknownProbe))
+        }
+        guard case .received(let record, _, _) = classify(&tracker, reply(0)) else { return XCTFail("probe 0 is in flight") }
+        XCTAssertEqual(record.indexInRound, 3)
+        XCTAssertEqual(tracker.record(0)?.state, .answered)
+        XCTAssertEqual(tracker.fail(probeNumber: 41)?.indexInRound, 8)
+        XCTAssertEqual(tracker.record(41)?.state, .failed)
+    }
+
+    /// Expiry walks the deadlines in send order past answered probes, and forgets a
+    /// probe only after its retention, in order.
+    func testExpiryCountsEachInFlightProbeLostOnceAndForgetsInOrder() {
+        var tracker = makeTracker(probes: [10, 11, 13, 14])
+        tracker.recordTransmitStamp(probeNumber: 13, realtime: sentAt + 2)
+        XCTAssertEqual(tracker.record(13)?.kernelSentRealtime, sentAt + 2)
+        XCTAssertFalse(tracker.needsTransmitStamp(probeNumber: 13))
+        XCTAssertTrue(tracker.needsTransmitStamp(probeNumber: 14))
+        guard case .received = classify(&tracker, reply(11)) else { return XCTFail("probe 11 is in flight") }
+        XCTAssertEqual(tracker.nextDeadline, 5_000)
+        var lost: [Int] = []
+        tracker.expire(nowMonotonic: 5_002) { lost.append($0.indexInRound) }
+        XCTAssertEqual(lost, [0, 2], "probes 10 and 13 timed out; 11 was answered")
+        XCTAssertEqual(tracker.nextDeadline, 5_003, "probe 14 is next")
+        tracker.expire(nowMonotonic: 5_002) { lost.append($0.indexInRound) }
+        XCTAssertEqual(lost, [0, 2], "a probe is lost once")
+        XCTAssertEqual(tracker.count, 4)
+        tracker.expire(nowMonotonic: 5_001 + 10 * timeout) { lost.append($0.indexInRound) }
+        XCTAssertEqual(lost, [0, 2, 3])
+        XCTAssertNil(tracker.record(10))
+        XCTAssertNil(tracker.record(11))
+        XCTAssertEqual(tracker.record(13)?.state, .lost, "kept until its own retention ends")
+        XCTAssertEqual(tracker.count, 2)
+        tracker.expire(nowMonotonic: 5_003 + 10 * timeout) { _ in }
+        XCTAssertEqual(tracker.count, 0)
+        XCTAssertNil(tracker.nextDeadline)
+        // A tracker emptied starts again from any number.
+        tracker.register(probeNumber: 7, EchoTracker.Record(targetIndex: 2, indexInRound: 0, destination: target, userSentRealtime: sentAt,
+                                                           kernelSentRealtime: nil, deadlineMonotonic: 9_000, state: .inFlight))
+        XCTAssertEqual(tracker.record(7)?.targetIndex, 2)
+    }
+
+    /// The tracker is sized once for the probes a run keeps: sent over one timeout and
+    /// retention, at the rate the targets, rounds and rate limit allow, plus a quarter.
+    func testTheTrackerIsSizedForTheProbesARunKeeps() {
+        var run = ICMPProbeConfiguration(count: 1, intervalNanoseconds: 1_000_000_000, timeoutNanoseconds: 500_000_000, packetsPerSecond: 20_000)
+        run.roundIntervalNanoseconds = 1_000_000_000
+        // 10,000 targets once a second, kept 0.5 s + 1.5 s: 20,000, and a quarter more.
+        XCTAssertEqual(run.recordsKept(targets: 10_000, retention: 1_500_000_000), 25_000)
+        run.packetsPerSecond = 1_000
+        XCTAssertEqual(run.recordsKept(targets: 10_000, retention: 1_500_000_000), 2_500, "the rate limit bounds it")
+        // Three probes 200 ms apart every 5 s: 0.6 probes a second a target.
+        var spaced = ICMPProbeConfiguration(count: 3, intervalNanoseconds: 200_000_000, timeoutNanoseconds: 500_000_000, packetsPerSecond: 1e6)
+        spaced.roundIntervalNanoseconds = 5_000_000_000
+        XCTAssertEqual(spaced.recordsKept(targets: 1_000, retention: 1_500_000_000), 1_500)
+        // One round holds at most its own probes.
+        let once = ICMPProbeConfiguration(count: 1, intervalNanoseconds: 1_000_000, timeoutNanoseconds: 1_000_000_000, packetsPerSecond: 10_000)
+        XCTAssertEqual(once.recordsKept(targets: 5_000, retention: 2_000_000_000), 5_000)
     }
 }
 
