@@ -18,8 +18,10 @@ enum Gzip {
     /// - Throws: `InfluxSinkError.invalidConfiguration` if zlib fails (out of memory).
     static func compress(lines: [String], newlines: Bool = true) throws -> ByteBuffer {
         var stream = z_stream()
-        // windowBits 15 + 16: a gzip header and trailer instead of zlib's.
-        guard CZlib_deflateInit2(&stream, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK else {
+        // windowBits 15 + 16: a gzip header and trailer instead of zlib's. Level 1 (zlib's
+        // best speed): on 5,000 of run's lines it compresses 8.4:1 against level 6's 9.0:1
+        // in a quarter of the time; level 6 was 6 % of a core at 10,000 points a second.
+        guard CZlib_deflateInit2(&stream, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK else {
             throw InfluxSinkError.invalidConfiguration("zlib: deflateInit2 failed")
         }
         defer { deflateEnd(&stream) }
