@@ -39,6 +39,10 @@ public struct ICMPProbeConfiguration: Sendable {
     /// Repeat each target's round of `count` probes every this many nanoseconds until
     /// `stop()` (`netprobe run`); nil for a single round.
     public var roundIntervalNanoseconds: Int64? = nil
+    /// How long a round with lost probes waits for their replies to come late (they are
+    /// then counted as `late`, not missed); nil: one more timeout. 0 ends the round at its
+    /// last deadline: on-demand probes (`/probe`) whose answer is due by then.
+    public var lateWindowNanoseconds: Int64? = nil
 
     public init(count: Int = 5, intervalNanoseconds: Int64 = 1_000_000_000, timeoutNanoseconds: Int64 = 1_000_000_000,
                 payloadLength: Int = 56, ttl: Int? = nil, packetsPerSecond: Double = 1000) {
@@ -77,8 +81,20 @@ public final class ICMPProber: @unchecked Sendable {
     let cookie: UInt64
     private var nextProbeNumber: UInt32
 
+    /// The gate of `probe(_:)`'s run; runs of `probeAlongside` have one each.
     let gate = RunGate()
-    private let shared = Locked((closed: false, diagnostics: ICMPProberDiagnostics()))
+    /// Reads the sockets for every run of this prober (loop thread).
+    fileprivate let receiver = ICMPReceiver()
+    private let shared = Locked(SharedState())
+
+    private struct SharedState {
+        var closed = false
+        /// `shutDown()` was called: the sockets close when the last run has ended.
+        var closingWhenIdle = false
+        /// The gates of `probeAlongside` runs on the loop.
+        var alongside: [RunGate] = []
+        var diagnostics = ICMPProberDiagnostics()
+    }
 
     /// The mode each socket is in (raw with CAP_NET_RAW, else datagram).
     public var socketModes: [AddressFamily: ICMPSocketMode] { sockets.mapValues(\.mode) }
@@ -114,12 +130,42 @@ public final class ICMPProber: @unchecked Sendable {
 
     /// Closes the sockets. Call after the last stream finished (or never started).
     public func close() {
-        precondition(!gate.isRunning, "close() while probing")
+        precondition(!gate.isRunning && shared.withLock({ $0.alongside.isEmpty }), "close() while probing")
         let wasOpen = shared.withLock { state in
             defer { state.closed = true }
             return !state.closed
         }
-        if wasOpen { for socket in sockets.values { try? socket.close() } }
+        if wasOpen { closeSockets() }
+    }
+
+    /// Stops every run and closes the sockets once the last one has ended (at once when
+    /// none runs); later probe calls get nothing. Safe from any thread, with runs in flight.
+    public func shutDown() {
+        let (running, closeNow) = shared.withLock { state in
+            state.closingWhenIdle = true
+            let idle = !state.closed && state.alongside.isEmpty && !gate.isRunning
+            if idle { state.closed = true }
+            return (state.alongside, idle)
+        }
+        gate.requestStop()
+        for run in running { run.requestStop() }
+        loop.wake()
+        if closeNow { closeSockets() }
+    }
+
+    private func closeSockets() {
+        for socket in sockets.values { try? socket.close() }
+    }
+
+    /// A run has left the loop: the last one closes the sockets after `shutDown()`.
+    fileprivate func runEnded(_ runGate: RunGate) {
+        let closeNow = shared.withLock { state in
+            state.alongside.removeAll { $0 === runGate }
+            guard state.closingWhenIdle, !state.closed, state.alongside.isEmpty, !gate.isRunning else { return false }
+            state.closed = true
+            return true
+        }
+        if closeNow { closeSockets() }
     }
 
     deinit {
@@ -139,8 +185,34 @@ public final class ICMPProber: @unchecked Sendable {
     public func probe(_ targets: [ProbeTarget], configuration override: ICMPProbeConfiguration? = nil, reportingAttempts: Bool = true) -> AsyncStream<ProbeEvent> {
         precondition(!shared.withLock { $0.closed }, "probe() after close()")
         let (stream, continuation) = gate.begin("an ICMPProber", targetCount: targets.count) { [weak self] in self?.stop() }
-        loop.add(ICMPRun(prober: self, configuration: override ?? configuration, targets: targets, reportingAttempts: reportingAttempts, continuation: continuation))
+        loop.add(ICMPRun(prober: self, gate: gate, configuration: override ?? configuration, targets: targets, reportingAttempts: reportingAttempts, continuation: continuation))
         return stream
+    }
+
+    /// Probes one target once, beside any other call of this method and beside
+    /// `probe(_:)`: the runs share the sockets, and each reply goes to the run that sent
+    /// its request. For on-demand probes (`/probe`), where a silent target must not hold up
+    /// the requests that come after it. Cancelling the calling task stops sending; the
+    /// probes in flight still get their timeout.
+    /// - Returns: the target's round; nil once the prober is shut down or closed.
+    public func probeAlongside(_ target: ProbeTarget, configuration: ICMPProbeConfiguration) async -> RoundResult? {
+        let runGate = RunGate()
+        let accepted = shared.withLock { state in
+            guard !state.closed && !state.closingWhenIdle else { return false }
+            state.alongside.append(runGate)
+            return true
+        }
+        guard accepted else { return nil }
+        let (stream, continuation) = runGate.begin("an ICMP run", targetCount: 1) { [weak runGate, weak self] in
+            runGate?.requestStop()
+            self?.loop.wake()
+        }
+        loop.add(ICMPRun(prober: self, gate: runGate, configuration: configuration, targets: [target], reportingAttempts: false, continuation: continuation))
+        var round: RoundResult?
+        for await event in stream {
+            if case .round(let result) = event { round = result }
+        }
+        return round
     }
 
     /// Changes the targets of the running repeating probe (`netprobe run`) without
@@ -160,30 +232,137 @@ public final class ICMPProber: @unchecked Sendable {
         loop.wake()
     }
 
-    func publish(_ diagnostics: ICMPProberDiagnostics) {
-        shared.withLock { $0.diagnostics = diagnostics }
+    /// Adds what a run saw to the prober's counts.
+    fileprivate func publish(_ diagnostics: ICMPProberDiagnostics) {
+        shared.withLock { state in
+            state.diagnostics.rejectedPackets.merge(diagnostics.rejectedPackets, uniquingKeysWith: +)
+            state.diagnostics.ignoredReplies.merge(diagnostics.ignoredReplies, uniquingKeysWith: +)
+            state.diagnostics.kernelSamples += diagnostics.kernelSamples
+            state.diagnostics.userSamples += diagnostics.userSamples
+        }
     }
 
+    /// The next probe number, for every run of the prober (loop thread).
     func takeProbeNumber() -> UInt32 {
         let number = nextProbeNumber
         nextProbeNumber &+= 1
         return number
+    }
+
+    /// The number the last request carried (loop thread).
+    var lastProbeNumber: UInt32 { nextProbeNumber &- 1 }
+}
+
+/// The receiving side of a prober's sockets, which its runs share (loop thread only): the
+/// sockets are watched while any run is on the loop, and each message goes to the run that
+/// sent the request it answers (found by the probe number; with one run, that run).
+private final class ICMPReceiver: DescriptorOwner {
+    private var runs: [ICMPRun] = []
+
+    func join(_ run: ICMPRun, loop: ProbeLoop) throws {
+        if runs.isEmpty {
+            for socket in run.prober.sockets.values {
+                try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue, for: self)
+            }
+        }
+        runs.append(run)
+    }
+
+    func leave(_ run: ICMPRun, loop: ProbeLoop?) {
+        guard let position = runs.firstIndex(where: { $0 === run }) else { return }
+        runs.remove(at: position)
+        if runs.isEmpty {
+            for socket in run.prober.sockets.values { loop?.unwatch(socket.descriptor.rawValue) }
+        }
+    }
+
+    /// The run whose request carried `probeNumber`; nil when none remembers it.
+    private func run(holding probeNumber: UInt32) -> ICMPRun? {
+        if runs.count == 1 { return runs[0].tracker.record(probeNumber) != nil ? runs[0] : nil }
+        return runs.first { $0.tracker.record(probeNumber) != nil }
+    }
+
+    func handle(fd: Int32, events: UInt32) throws {
+        guard let socket = runs.first?.prober.sockets.values.first(where: { $0.descriptor.rawValue == fd }) else { return }
+        // One message per queue and wake-up: epoll is level-triggered, so more queued
+        // messages wake the loop again at once, and a lone message (the common case) costs
+        // no extra recvmsg that ends in EAGAIN.
+        if events & EPOLLERR.rawValue != 0 { try drainErrorQueue(socket, limit: 1) }
+        if events & EPOLLIN.rawValue != 0 { try drainReplies(socket, limit: 1) }
+    }
+
+    func drainErrorQueue(_ socket: ICMPSocket, limit: Int = 4096) throws {
+        for _ in 0..<limit {
+            guard let message = try socket.receiveError() else { return }
+            switch message {
+            case .transmitStamp(let probeNumber, let realtime):
+                run(holding: probeNumber)?.tracker.recordTransmitStamp(probeNumber: probeNumber, realtime: realtime)
+            case .icmpError(_, _, let destination, let quoted):
+                guard let request = ICMPEcho.decodeQuotedRequest(quoted, family: socket.family) else { continue }
+                failProbe(sequence: request.sequence, probeNumber: request.cookie == runs.first?.prober.cookie ? request.probeNumber : nil,
+                          destination: destination, unreachable: true)
+            case .localError(let code, let destination, let quoted):
+                guard let request = ICMPEcho.decodeQuotedRequest(quoted, family: socket.family) else { continue }
+                failProbe(sequence: request.sequence, probeNumber: request.cookie == runs.first?.prober.cookie ? request.probeNumber : nil,
+                          destination: destination, unreachable: [ENETUNREACH, EHOSTUNREACH].contains(code))
+            case .other:
+                continue
+            }
+        }
+    }
+
+    func drainReplies(_ socket: ICMPSocket, limit: Int = 4096) throws {
+        for _ in 0..<limit {
+            guard let received = try socket.receive() else { return }
+            guard let source = received.source, let first = runs.first else { continue }
+            switch ICMPEcho.decode(received.packet, family: socket.family, includesIPHeader: socket.includesIPHeader) {
+            case .failure(let rejection):
+                first.diagnostics.rejectedPackets[rejection.rawValue, default: 0] += 1
+            case .success(.error(let report)):
+                if socket.mode == .raw && report.identifier != socket.identifier { continue }
+                failProbe(sequence: report.sequence, probeNumber: report.cookie == first.prober.cookie ? report.probeNumber : nil,
+                          destination: report.originalDestination, unreachable: true)
+            case .success(.reply(let reply)):
+                // A reply no run remembers is classified by the first (unknown, foreign).
+                let run = run(holding: reply.probeNumber) ?? first
+                if run.tracker.needsTransmitStamp(probeNumber: reply.probeNumber) {
+                    // The transmit stamp may still sit on the error queue: read it first.
+                    try drainErrorQueue(socket)
+                }
+                run.receive(reply, from: source, on: socket, received: received)
+            }
+        }
+    }
+
+    /// Ends a probe that an ICMP error or a local error answered.
+    private func failProbe(sequence: UInt16, probeNumber: UInt32?, destination: IPAddress?, unreachable: Bool) {
+        guard let first = runs.first else { return }
+        // Without a quoted payload, take the most recent probe with this sequence.
+        let last = first.prober.lastProbeNumber
+        let candidate = probeNumber ?? (last &- UInt32(UInt16(truncatingIfNeeded: last) &- sequence))
+        guard let run = run(holding: candidate), run.failProbe(candidate, destination: destination, unreachable: unreachable) else {
+            first.diagnostics.ignoredReplies["unmatched_icmp_error", default: 0] += 1
+            return
+        }
     }
 }
 
 /// The state of one `probe` call, owned by the loop thread.
 private final class ICMPRun: RoundRun, LoopTask {
     let prober: ICMPProber
+    /// The prober's own gate (`probe`), or this run's (`probeAlongside`).
+    let gate: RunGate
     let configuration: ICMPProbeConfiguration
     /// When the late windows of lost probes end, in order (deadlines expire in send order).
     var lateWindows = Deque<(end: Int64, targetIndex: Int)>()
     var tracker: EchoTracker
     var packet: [UInt8] = []
     var diagnostics = ICMPProberDiagnostics()
-    var lastProbeNumber: UInt32 = 0
 
-    init(prober: ICMPProber, configuration: ICMPProbeConfiguration, targets: [ProbeTarget], reportingAttempts: Bool, continuation: AsyncStream<ProbeEvent>.Continuation) {
+    init(prober: ICMPProber, gate: RunGate, configuration: ICMPProbeConfiguration, targets: [ProbeTarget], reportingAttempts: Bool,
+         continuation: AsyncStream<ProbeEvent>.Continuation) {
         self.prober = prober
+        self.gate = gate
         self.configuration = configuration
         // Remembered past the deadline for the late window (one timeout) and a second more,
         // to tell late replies and duplicates from foreign ones; no longer, since at
@@ -197,22 +376,20 @@ private final class ICMPRun: RoundRun, LoopTask {
 
     func attach(to loop: ProbeLoop, now: Int64) throws {
         self.loop = loop
-        for socket in prober.sockets.values {
-            try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue, for: self)
-        }
+        try prober.receiver.join(self, loop: loop)
         planRounds(now: now, interval: configuration.intervalNanoseconds, timeout: configuration.timeoutNanoseconds,
                    packetsPerSecond: configuration.packetsPerSecond)
     }
 
     func service(now: Int64) throws {
-        applyUpdates(prober.gate.takeUpdates(), now: now)
-        checkStop(requested: prober.gate.isStopRequested)
+        applyUpdates(gate.takeUpdates(), now: now)
+        checkStop(requested: gate.isStopRequested)
         try sendDue(now: now)
         var lost: [Int] = []
         tracker.expire(nowMonotonic: now) { lost.append($0.targetIndex) }
         for index in lost {
             // A lost probe's reply may still come: wait one more timeout to count it late.
-            let windowEnd = now + configuration.timeoutNanoseconds
+            let windowEnd = now + (configuration.lateWindowNanoseconds ?? configuration.timeoutNanoseconds)
             tallies[index].concluded += 1
             tallies[index].lostAwaitingLate += 1
             tallies[index].lateWindowEnd = windowEnd
@@ -234,15 +411,6 @@ private final class ICMPRun: RoundRun, LoopTask {
         roundsAreOver && schedule.isEmpty && tallies.unreported == 0
     }
 
-    func handle(fd: Int32, events: UInt32) throws {
-        guard let socket = prober.sockets.values.first(where: { $0.descriptor.rawValue == fd }) else { return }
-        // One message per queue and wake-up: epoll is level-triggered, so more queued
-        // messages wake the loop again at once, and a lone message (the common case) costs
-        // no extra recvmsg that ends in EAGAIN.
-        if events & EPOLLERR.rawValue != 0 { try drainErrorQueue(socket, limit: 1) }
-        if events & EPOLLIN.rawValue != 0 { try drainReplies(socket, limit: 1) }
-    }
-
     func detach(error: Error?) {
         if let error {
             prober.logger.error("ICMP probing stopped", metadata: ["error": "\(error)"])
@@ -251,13 +419,12 @@ private final class ICMPRun: RoundRun, LoopTask {
                 report(index)
             }
         }
-        for socket in prober.sockets.values {
-            loop?.unwatch(socket.descriptor.rawValue)
-        }
+        prober.receiver.leave(self, loop: loop)
         prober.publish(diagnostics)
-        prober.gate.end()
+        gate.end()
         outbox.flush(now: Clock.monotonicNanoseconds(), force: true)
         continuation.finish()
+        prober.runEnded(gate)
     }
 
     // MARK: sending
@@ -295,7 +462,6 @@ private final class ICMPRun: RoundRun, LoopTask {
             return true
         }
         let probeNumber = prober.takeProbeNumber()
-        lastProbeNumber = probeNumber
         ICMPEcho.encodeRequest(family: address.family, identifier: socket.identifier, probeNumber: probeNumber,
                                cookie: prober.cookie, payloadLength: configuration.payloadLength, into: &packet)
         let sentAt = Clock.realtimeNanoseconds()
@@ -319,54 +485,18 @@ private final class ICMPRun: RoundRun, LoopTask {
         tallies[index].sent += 1
         // Loopback, TUN and most drivers stamp the packet inside sendmsg: read the stamp now
         // rather than on a wake-up of its own.
-        try drainErrorQueue(socket, limit: 1)
+        try prober.receiver.drainErrorQueue(socket, limit: 1)
         return true
     }
 
-    // MARK: receiving
+    // MARK: receiving (the prober's receiver hands over what is this run's)
 
-    func drainErrorQueue(_ socket: ICMPSocket, limit: Int = 4096) throws {
-        for _ in 0..<limit {
-            guard let message = try socket.receiveError() else { return }
-            switch message {
-            case .transmitStamp(let probeNumber, let realtime):
-                tracker.recordTransmitStamp(probeNumber: probeNumber, realtime: realtime)
-            case .icmpError(_, _, let destination, let quoted):
-                guard let request = ICMPEcho.decodeQuotedRequest(quoted, family: socket.family) else { continue }
-                failProbe(sequence: request.sequence, probeNumber: request.cookie == prober.cookie ? request.probeNumber : nil,
-                          destination: destination, unreachable: true)
-            case .localError(let code, let destination, let quoted):
-                guard let request = ICMPEcho.decodeQuotedRequest(quoted, family: socket.family) else { continue }
-                failProbe(sequence: request.sequence, probeNumber: request.cookie == prober.cookie ? request.probeNumber : nil,
-                          destination: destination, unreachable: [ENETUNREACH, EHOSTUNREACH].contains(code))
-            case .other:
-                continue
-            }
-        }
-    }
-
-    func drainReplies(_ socket: ICMPSocket, limit: Int = 4096) throws {
-        for _ in 0..<limit {
-            guard let received = try socket.receive() else { return }
-            guard let source = received.source else { continue }
-            switch ICMPEcho.decode(received.packet, family: socket.family, includesIPHeader: socket.includesIPHeader) {
-            case .failure(let rejection):
-                diagnostics.rejectedPackets[rejection.rawValue, default: 0] += 1
-            case .success(.error(let report)):
-                if socket.mode == .raw && report.identifier != socket.identifier { continue }
-                failProbe(sequence: report.sequence, probeNumber: report.cookie == prober.cookie ? report.probeNumber : nil,
-                          destination: report.originalDestination, unreachable: true)
-            case .success(.reply(let reply)):
-                if tracker.needsTransmitStamp(probeNumber: reply.probeNumber) {
-                    // The transmit stamp may still sit on the error queue: read it first.
-                    try drainErrorQueue(socket)
-                }
-                let verdict = tracker.classify(reply, from: source, expectedIdentifier: socket.mode == .raw ? socket.identifier : nil,
-                                               expectedPayloadLength: configuration.payloadLength,
-                                               kernelReceivedRealtime: received.kernelRealtime, userReceivedRealtime: received.userRealtime)
-                handle(verdict, bytes: reply.payloadLength, ttl: reply.ttl ?? received.hopLimit)
-            }
-        }
+    /// An echo reply that carries one of this run's probe numbers (or no run's).
+    func receive(_ reply: ICMPEcho.Reply, from source: IPAddress, on socket: ICMPSocket, received: ICMPSocket.Received) {
+        let verdict = tracker.classify(reply, from: source, expectedIdentifier: socket.mode == .raw ? socket.identifier : nil,
+                                       expectedPayloadLength: configuration.payloadLength,
+                                       kernelReceivedRealtime: received.kernelRealtime, userReceivedRealtime: received.userRealtime)
+        handle(verdict, bytes: reply.payloadLength, ttl: reply.ttl ?? received.hopLimit)
     }
 
     func handle(_ verdict: EchoTracker.Verdict, bytes: Int, ttl: Int?) {
@@ -399,17 +529,14 @@ private final class ICMPRun: RoundRun, LoopTask {
         }
     }
 
-    /// Ends a probe that an ICMP error or a local error answered.
-    func failProbe(sequence: UInt16, probeNumber: UInt32?, destination: IPAddress?, unreachable: Bool) {
-        // Without a quoted payload, take the most recent probe with this sequence.
-        let candidate = probeNumber ?? (lastProbeNumber &- UInt32(UInt16(truncatingIfNeeded: lastProbeNumber) &- sequence))
-        guard let record = tracker.record(candidate), destination == nil || destination == record.destination,
-              tracker.fail(probeNumber: candidate) != nil else {
-            diagnostics.ignoredReplies["unmatched_icmp_error", default: 0] += 1
-            return
-        }
+    /// Ends one of this run's probes that an ICMP error or a local error answered.
+    /// - Returns: false when the probe had already concluded or went elsewhere.
+    func failProbe(_ probeNumber: UInt32, destination: IPAddress?, unreachable: Bool) -> Bool {
+        guard let record = tracker.record(probeNumber), destination == nil || destination == record.destination,
+              tracker.fail(probeNumber: probeNumber) != nil else { return false }
         if unreachable { tallies[record.targetIndex].unreachable += 1 } else { tallies[record.targetIndex].errors += 1 }
         tallies[record.targetIndex].concluded += 1
+        return true
     }
 
 }

@@ -85,6 +85,22 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The address in network order: 4 bytes or 16.
+    public var bytes: [UInt8] {
+        switch self {
+        case .v4(let raw): return withUnsafeBytes(of: raw) { Array($0) }
+        case .v6(let high, let low): return withUnsafeBytes(of: high) { Array($0) } + withUnsafeBytes(of: low) { Array($0) }
+        }
+    }
+
+    /// True for 0.0.0.0 and ::, which a listener takes to mean every address of the host.
+    public var isUnspecified: Bool {
+        switch self {
+        case .v4(let raw): return raw == 0
+        case .v6(let high, let low): return high == 0 && low == 0
+        }
+    }
+
     /// Calls `body` with this address as a `sockaddr_in` / `sockaddr_in6` (port 0).
     func withSocketAddress<Result, Failure: Error>(port: UInt16 = 0, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(Failure) -> Result) throws(Failure) -> Result {
         switch self {

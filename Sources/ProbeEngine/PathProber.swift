@@ -173,7 +173,7 @@ public final class PathProber: @unchecked Sendable {
 }
 
 /// One trace call's state, owned by the loop thread.
-final class PathRun: LoopTask {
+final class PathRun: LoopTask, DescriptorOwner {
     /// A probe we sent.
     struct Probe {
         var targetIndex: Int

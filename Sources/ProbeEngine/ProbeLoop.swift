@@ -5,15 +5,19 @@ import Logging
 import Glibc
 #endif
 
+/// What the loop calls when a watched descriptor is ready (loop thread).
+protocol DescriptorOwner: AnyObject {
+    /// A descriptor it watches is ready.
+    func handle(fd: Int32, events: UInt32) throws
+}
+
 /// Something the probe loop drives: an ICMP run, a TCP run. Every method is called on the
-/// loop thread.
+/// loop thread. (A task that watches descriptors of its own is also their `DescriptorOwner`.)
 protocol LoopTask: AnyObject {
     /// Joins the loop: registers descriptors, plans the first sends.
     func attach(to loop: ProbeLoop, now: Int64) throws
     /// Sends what is due, expires deadlines, reports finished rounds.
     func service(now: Int64) throws
-    /// A descriptor the task watches is ready.
-    func handle(fd: Int32, events: UInt32) throws
     /// The next CLOCK_MONOTONIC instant the task needs `service` called; nil for none.
     var nextWake: Int64? { get }
     /// True once every round is reported; the loop then detaches the task.
@@ -33,7 +37,7 @@ public final class ProbeLoop: @unchecked Sendable {
     private let shared = Locked((inbox: [LoopTask](), threadRunning: false))
     // Loop-thread state.
     private var tasks: [LoopTask] = []
-    private var owners: [Int32: LoopTask] = [:]
+    private var owners: [Int32: DescriptorOwner] = [:]
     /// The loop thread, while it runs (set and read on that thread only).
     private var loopThread: pthread_t?
     /// How late the loop thread's timed waits may end (PR_SET_TIMERSLACK); nil: the
@@ -90,11 +94,11 @@ public final class ProbeLoop: @unchecked Sendable {
         assert(loopThread.map { pthread_equal($0, pthread_self()) != 0 } ?? false, "loop-thread state touched from another thread", file: file, line: line)
     }
 
-    /// Watches `fd` for `task` (loop thread only).
-    func watch(_ fd: Int32, events mask: UInt32, for task: LoopTask) throws {
+    /// Watches `fd` for `owner`: a task, or what several tasks share (loop thread only).
+    func watch(_ fd: Int32, events mask: UInt32, for owner: DescriptorOwner) throws {
         assertOnLoopThread()
         try events.register(fd, events: mask)
-        owners[fd] = task
+        owners[fd] = owner
     }
 
     /// Changes what is watched on `fd`, already watched by `watch` (loop thread only).

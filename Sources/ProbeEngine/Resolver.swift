@@ -166,6 +166,35 @@ public enum Resolver {
         public var temporary: Bool
     }
 
+    /// Every address of `name`, as `addresses(of:preference:all:)`, looked up on a thread
+    /// of its own (never the concurrency pool's).
+    /// - Parameter timeoutNanoseconds: return by then at the latest: a lookup still going
+    ///   (a resolver that does not answer) is given up as a temporary failure and finishes
+    ///   on its thread in the background.
+    public static func addresses(of name: String, preference: AddressPreference, timeoutNanoseconds: Int64) async -> Result<[IPAddress], LookupFailure> {
+        typealias Answer = Result<[IPAddress], LookupFailure>
+        let waiting = Locked<CheckedContinuation<Answer, Never>?>(nil)
+        let timer = Locked<Task<Void, Never>?>(nil)
+        defer { timer.withLock { $0?.cancel() } }
+        let finish: @Sendable (Answer) -> Void = { answer in
+            waiting.withLock { continuation in
+                defer { continuation = nil }
+                return continuation
+            }?.resume(returning: answer)
+        }
+        return await withCheckedContinuation { continuation in
+            waiting.withLock { $0 = continuation }
+            timer.withLock {
+                $0 = Task {
+                    try? await Task.sleep(nanoseconds: UInt64(max(0, timeoutNanoseconds)))
+                    guard !Task.isCancelled else { return }
+                    finish(.failure(LookupFailure(reason: "\(name): no answer from the resolver within \(timeoutNanoseconds / 1_000_000) ms", temporary: true)))
+                }
+            }
+            NativeThread.spawn(name: "netprobe-resolve") { finish(addresses(of: name, preference: preference)) }
+        }
+    }
+
     /// The addresses getaddrinfo gives for `name`, of the wanted families, in its order
     /// and without repeats (it lists one per socket type otherwise). Blocks: call it on a
     /// thread of its own.

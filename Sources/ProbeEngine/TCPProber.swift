@@ -127,7 +127,7 @@ public final class TCPProber: @unchecked Sendable {
 }
 
 /// The state of one `probe` call, owned by the loop thread.
-private final class TCPRun: RoundRun, LoopTask {
+private final class TCPRun: RoundRun, LoopTask, DescriptorOwner {
     struct Attempt {
         var descriptor: Descriptor
         var id: UInt64
