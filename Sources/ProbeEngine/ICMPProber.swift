@@ -189,6 +189,9 @@ public final class ICMPProber: @unchecked Sendable {
         return stream
     }
 
+    /// How many `probeAlongside` calls are probing now.
+    public var runningAlongside: Int { shared.withLock { $0.alongside.count } }
+
     /// Probes one target once, beside any other call of this method and beside
     /// `probe(_:)`: the runs share the sockets, and each reply goes to the run that sent
     /// its request. For on-demand probes (`/probe`), where a silent target must not hold up

@@ -1,0 +1,159 @@
+// Network namespaces of a test's own, for what loopback cannot play: a host that never
+// answers. Nothing sent inside them can leave the machine (no default route, no interface
+// but loopback and the veth pair between them). Needs root and iproute2 (CI has both).
+//
+//   let network = try SilentNetwork.make()            // deleted with the object
+//   network.silentAddress                             // 198.18.211.7: routed, never answers
+//   try network.inProber { try openSockets() }        // sockets that live in the prober namespace
+//   try network.exec(["ping", "-c1", "127.0.0.1"])    // a command inside it
+//   try network.http("http://127.0.0.1:PORT/metrics") // curl inside it: status and body
+
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Two namespaces joined by a veth pair: "prober" (loopback up, a route for
+/// 198.18.211.0/24 through the pair) and "router", whose blackhole route for that prefix
+/// drops every packet without an answer: the silent host of the FIELD-NOTES recipe (a
+/// blackhole route in the sender's own namespace would fail the send at once instead).
+public final class SilentNetwork {
+    public let prober: String
+    public let router: String
+    /// Routed into the router namespace and dropped there.
+    public let silentPrefix = "198.18.211.0/24"
+    public let silentAddress = "198.18.211.7"
+
+    private init(prober: String, router: String) {
+        self.prober = prober
+        self.router = router
+    }
+
+    /// - Throws: a skip without root or `ip` (an XCTFail first in CI).
+    public static func make() throws -> SilentNetwork {
+        guard geteuid() == 0 else {
+            if TestEnvironment.isCI { XCTFail("CI must run the tests as root") }
+            throw XCTSkip("needs root (network namespaces); CI runs as root")
+        }
+        _ = try TestEnvironment.requireBinary("ip", package: "iproute2")
+        let tag = "\(getpid() % 100_000)-\(UInt16.random(in: 0...UInt16.max))"
+        let network = SilentNetwork(prober: "netprobe-silent-p-\(tag)", router: "netprobe-silent-r-\(tag)")
+        let link = "nps\(UInt32.random(in: 0...0xFFFFFF))"
+        for namespace in [network.prober, network.router] {
+            try run(["ip", "netns", "add", namespace])
+            try run(["ip", "-n", namespace, "link", "set", "lo", "up"])
+        }
+        try run(["ip", "link", "add", link + "p", "netns", network.prober, "type", "veth", "peer", "name", link + "r", "netns", network.router])
+        try run(["ip", "-n", network.prober, "addr", "add", "198.18.210.1/30", "dev", link + "p"])
+        try run(["ip", "-n", network.router, "addr", "add", "198.18.210.2/30", "dev", link + "r"])
+        try run(["ip", "-n", network.prober, "link", "set", link + "p", "up"])
+        try run(["ip", "-n", network.router, "link", "set", link + "r", "up"])
+        try run(["ip", "-n", network.prober, "route", "add", network.silentPrefix, "via", "198.18.210.2"])
+        try run(["ip", "-n", network.router, "route", "add", "blackhole", network.silentPrefix])
+        return network
+    }
+
+    deinit {
+        for namespace in [prober, router] { _ = try? Self.run(["ip", "netns", "delete", namespace]) }
+        try? FileManager.default.removeItem(atPath: "/etc/netns/\(prober)")
+    }
+
+    /// Runs a command; throws when it exits non-zero.
+    @discardableResult
+    public static func run(_ arguments: [String], input: String? = nil) throws -> String {
+        let (status, output) = try command(arguments, input: input)
+        guard status == 0 else {
+            throw NSError(domain: "SilentNetwork", code: Int(status), userInfo: [NSLocalizedDescriptionKey: "\(arguments.joined(separator: " ")): \(output)"])
+        }
+        return output
+    }
+
+    /// Runs a command to its end: exit status and output (stdout and stderr).
+    public static func command(_ arguments: [String], input: String? = nil) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        let stdin = Pipe()
+        process.standardInput = stdin
+        try process.run()
+        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        try? stdin.fileHandleForWriting.close()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+
+    /// A command inside the prober namespace.
+    @discardableResult
+    public func exec(_ arguments: [String], input: String? = nil) throws -> String {
+        try Self.run(["ip", "netns", "exec", prober] + arguments, input: input)
+    }
+
+    /// Names that resolve only inside the prober namespace (`ip netns exec` puts this file
+    /// over /etc/hosts): one line per address, in this order.
+    public func hosts(_ entries: [(address: String, name: String)]) throws {
+        let directory = "/etc/netns/\(prober)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let text = "127.0.0.1 localhost\n" + entries.map { "\($0.address) \($0.name)\n" }.joined()
+        try text.write(toFile: directory + "/hosts", atomically: true, encoding: .utf8)
+    }
+
+    /// One HTTP request from inside the prober namespace (curl): status and body. Status 0
+    /// when curl got no answer.
+    public func http(_ url: String, headers: [String: String] = [:], method: String = "GET", maximumSeconds: Double = 30) throws -> (status: Int, body: String) {
+        _ = try TestEnvironment.requireBinary("curl", package: "curl")
+        var arguments = ["ip", "netns", "exec", prober, "curl", "-sS", "-g", "-X", method, "--max-time", String(maximumSeconds), "-o", "-", "-w", "\n%{http_code}"]
+        for (name, value) in headers { arguments += ["-H", "\(name): \(value)"] }
+        let (_, output) = try Self.command(arguments + [url])
+        guard let newline = output.lastIndex(of: "\n") else { return (0, output) }
+        return (Int(output[output.index(after: newline)...]) ?? 0, String(output[..<newline]))
+    }
+
+    /// Runs `body` on a thread that has entered the prober namespace: sockets it opens live
+    /// there, and keep living there when used from any other thread.
+    public func inProber<T>(_ body: @escaping () throws -> T) throws -> T {
+        let handOver = NamespaceHandOver<T>(body)
+        let path = "/run/netns/\(prober)"
+        let thread = Thread {
+            let outcome: Result<T, any Error>
+            let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+            if descriptor < 0 || Self.setns(descriptor, 0x4000_0000 /* CLONE_NEWNET */) != 0 {
+                outcome = .failure(NSError(domain: "SilentNetwork", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: "setns into \(path) failed"]))
+            } else {
+                outcome = Result { try handOver.body() }
+            }
+            if descriptor >= 0 { close(descriptor) }
+            handOver.condition.lock()
+            handOver.result = outcome
+            handOver.condition.signal()
+            handOver.condition.unlock()
+        }
+        thread.start()
+        handOver.condition.lock()
+        while handOver.result == nil { handOver.condition.wait() }
+        handOver.condition.unlock()
+        return try handOver.result!.get()
+    }
+
+    /// setns(2), which Glibc's Swift module does not show (it needs _GNU_SOURCE).
+    private static let setns: @convention(c) (Int32, Int32) -> Int32 = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "setns") else { fatalError("glibc has no setns") }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32) -> Int32).self)
+    }()
+}
+
+/// What `inProber`'s thread is given and hands back: written once by it, read after it
+/// signalled.
+private final class NamespaceHandOver<T>: @unchecked Sendable {
+    let condition = NSCondition()
+    let body: () throws -> T
+    var result: Result<T, any Error>?
+
+    init(_ body: @escaping () throws -> T) {
+        self.body = body
+    }
+}
