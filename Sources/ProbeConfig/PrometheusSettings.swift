@@ -4,10 +4,16 @@ import Yams
 /// The `prometheus:` section: the `/metrics` endpoint of `netprobe run` and its
 /// blackbox_exporter-compatible `/probe`. Off unless the section is present.
 public struct PrometheusSettings: Sendable, Equatable {
-    /// The default port, 9156: after blackbox_exporter's 9115 and smokeping_prober's 9374,
-    /// and not one of the ports Prometheus' exporter list gives the exporters that run on
-    /// the same hosts as netprobe (node 9100, blackbox 9115, smokeping 9374).
-    public static let defaultPort = 9156
+    /// The default port, 19156. Prometheus' "Default port allocations" list (its wiki) has
+    /// given out every port from 9100 to 9999 (9156 is the WebDriver exporter's), and
+    /// Prometheus' guide for writing exporters recommends a port outside that range for
+    /// exporters not on the list; 19156 is below Linux's ephemeral range (32768-60999), so
+    /// no outgoing connection takes it first, and is registered to no service in IANA's list.
+    public static let defaultPort = 19156
+
+    /// Prometheus' scrape timeout when a scrape config sets none: what `validate` holds
+    /// `/probe` modules against.
+    public static let defaultScrapeTimeoutNanoseconds: Int64 = 10_000_000_000
 
     /// Address to listen on (`listen`, host part): loopback unless configured otherwise.
     public var host: String
@@ -23,12 +29,28 @@ public struct PrometheusSettings: Sendable, Equatable {
     }
 }
 
+/// A host name `/probe` may look up (an `allow` entry).
+public struct AllowedName: Sendable, Equatable {
+    /// Lower-cased, without a trailing dot.
+    public var name: String
+    /// `{name: X, any_address: true}`: whatever the name resolves to may be probed (its DNS
+    /// is trusted). Otherwise each of its addresses must lie inside an allowed prefix too.
+    public var anyAddress: Bool
+
+    public init(_ name: String, anyAddress: Bool = false) {
+        self.name = name
+        self.anyAddress = anyAddress
+    }
+}
+
 /// `prometheus: probe:`, the multi-target `/probe` endpoint.
 public struct BlackboxSettings: Sendable, Equatable {
-    /// Host names and addresses `/probe` accepts as `target` (`allow`, names exactly as
-    /// written, compared case-insensitively); the address a name resolves to is probed.
-    public var allowedNames: [String]
-    /// Address prefixes `/probe` accepts as a literal-address `target` (`allow`, CIDR).
+    /// Host names `/probe` may look up (`allow`, compared case-insensitively). A name
+    /// only permits the lookup: the addresses it gives are checked against the prefixes
+    /// like any other, unless the entry says `any_address: true`.
+    public var allowedNames: [AllowedName]
+    /// Address prefixes every probed address must lie in (`allow`, CIDR): a literal
+    /// address `target`, and each address an allowed name resolves to.
     public var allowedPrefixes: [AddressPrefix]
     /// Modules by name (`modules`); `icmp` and `tcp` exist unless redefined.
     public var modules: [String: BlackboxModule]
@@ -37,14 +59,40 @@ public struct BlackboxSettings: Sendable, Equatable {
     /// Most `/probe` requests accepted per second (`max_per_second`, a token bucket with a
     /// burst of as many); more get 429.
     public var maximumPerSecond: Int
+    /// How much sooner than the scrape timeout Prometheus sends
+    /// (`X-Prometheus-Scrape-Timeout-Seconds`) a `/probe` answers (`timeout_offset`, as
+    /// blackbox_exporter's `--timeout-offset`): the answer must reach Prometheus in time.
+    public var timeoutOffsetNanoseconds: Int64
 
-    public init(allowedNames: [String] = [], allowedPrefixes: [AddressPrefix] = [], modules: [String: BlackboxModule] = BlackboxModule.defaults,
-                maximumConcurrent: Int = 16, maximumPerSecond: Int = 50) {
+    public static let defaultTimeoutOffsetNanoseconds: Int64 = 500_000_000
+
+    public init(allowedNames: [AllowedName] = [], allowedPrefixes: [AddressPrefix] = [], modules: [String: BlackboxModule] = BlackboxModule.defaults,
+                maximumConcurrent: Int = 16, maximumPerSecond: Int = 50, timeoutOffsetNanoseconds: Int64 = BlackboxSettings.defaultTimeoutOffsetNanoseconds) {
         self.allowedNames = allowedNames
         self.allowedPrefixes = allowedPrefixes
         self.modules = modules
         self.maximumConcurrent = maximumConcurrent
         self.maximumPerSecond = maximumPerSecond
+        self.timeoutOffsetNanoseconds = timeoutOffsetNanoseconds
+    }
+
+    /// What a `/probe` of each module takes at most, for `validate`.
+    public var moduleSummary: String {
+        let modules = modules.sorted { $0.key < $1.key }.map { "\($0.key) \(Units.format(nanoseconds: $0.value.worstCaseNanoseconds))" }
+        return "/probe modules, longest answer each ((count - 1) × spacing + timeout, plus at most 5s of lookup for a target given by name): \(modules.joined(separator: ", ")); "
+            + "a scrape's X-Prometheus-Scrape-Timeout-Seconds minus timeout_offset (\(Units.format(nanoseconds: timeoutOffsetNanoseconds))) caps the whole answer, lookup included"
+    }
+
+    /// Whether `address` lies inside an allowed prefix.
+    public func allows(_ address: IPAddress) -> Bool {
+        allowedPrefixes.contains { $0.contains(address) }
+    }
+
+    /// The allow entry of a host name (any case, with or without the trailing dot).
+    public func allowedName(_ name: String) -> AllowedName? {
+        var key = name.lowercased()
+        if key.hasSuffix(".") { key.removeLast() }
+        return allowedNames.first { $0.name == key }
     }
 }
 
@@ -73,9 +121,19 @@ public struct BlackboxModule: Sendable, Equatable {
         self.tcpMode = tcpMode
     }
 
+    /// The longest a probe of this module takes when nothing answers: (count - 1) ×
+    /// spacing + timeout. A `/probe` answer comes within this (plus the name lookup, which
+    /// shares the budget) or within the scrape's timeout, whichever is shorter.
+    public var worstCaseNanoseconds: Int64 {
+        Int64(count - 1) * spacingNanoseconds + timeoutNanoseconds
+    }
+
     /// `icmp` (one echo, 1 s timeout) and `tcp` (one half-open handshake, 1 s timeout), as
-    /// blackbox_exporter's example modules: one packet per probe.
-    public static let defaults: [String: BlackboxModule] = ["icmp": BlackboxModule(kind: .icmp), "tcp": BlackboxModule(kind: .tcp)]
+    /// blackbox_exporter's example modules: one packet per probe; `tcp_connect`, the name
+    /// blackbox's example config gives its TCP module, is `tcp` (half-open: it measures the
+    /// same SYN to SYN-ACK and leaves nothing on the server).
+    public static let defaults: [String: BlackboxModule] = ["icmp": BlackboxModule(kind: .icmp), "tcp": BlackboxModule(kind: .tcp),
+                                                            "tcp_connect": BlackboxModule(kind: .tcp)]
 }
 
 /// An address prefix such as 127.0.0.0/8 or 2001:db8::/32.
@@ -100,7 +158,7 @@ public struct AddressPrefix: Sendable, Equatable, CustomStringConvertible {
     /// Whether `address` lies inside the prefix (same family, same leading bits).
     public func contains(_ address: IPAddress) -> Bool {
         guard address.family == network.family else { return false }
-        let left = Self.bytes(network), right = Self.bytes(address)
+        let left = network.bytes, right = address.bytes
         var remaining = length
         for index in left.indices where remaining > 0 {
             let bits = min(8, remaining)
@@ -112,35 +170,37 @@ public struct AddressPrefix: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String { "\(network)/\(length)" }
-
-    /// The address in network order, 4 or 16 bytes.
-    static func bytes(_ address: IPAddress) -> [UInt8] {
-        switch address {
-        case .v4(let raw): return withUnsafeBytes(of: raw) { Array($0) }
-        case .v6(let high, let low): return withUnsafeBytes(of: high) { Array($0) } + withUnsafeBytes(of: low) { Array($0) }
-        }
-    }
 }
 
 extension ConfigurationLoader {
     static let prometheusKeys = ["listen", "probe"]
-    static let blackboxKeys = ["allow", "modules", "max_concurrent", "max_per_second"]
+    static let blackboxKeys = ["allow", "modules", "max_concurrent", "max_per_second", "timeout_offset"]
+    static let allowNameKeys = ["name", "any_address"]
     static let moduleKeys = ["prober", "count", "spacing", "timeout", "family", "mode"]
 
     /// Reads `prometheus:`; null or `{}` turns the exporter on with every default.
     static func readPrometheus(_ node: Node, reader: inout Reader) -> PrometheusSettings? {
         var settings = PrometheusSettings()
         guard let entries = reader.entries(of: node, section: "prometheus", known: prometheusKeys) else { return nil }
+        var listenNode: Node?
         if let listen = entries["listen"], let text = reader.string(listen, "listen") {
             if let (host, port) = parseListen(text) {
                 settings.host = host
                 settings.port = port
+                listenNode = listen
             } else {
                 reader.error(listen, "listen must be ADDRESS:PORT with a numeric address, e.g. '127.0.0.1:\(PrometheusSettings.defaultPort)' or '[::1]:\(PrometheusSettings.defaultPort)', got '\(text)'")
             }
         }
         if let probeNode = entries["probe"], let probe = reader.entries(of: probeNode, section: "prometheus probe", known: blackboxKeys) {
             if let allow = probe["allow"] { readAllowList(allow, into: &settings.probe, reader: &reader) }
+            if let value = probe["timeout_offset"], let offset = reader.duration(value, "timeout_offset", minimum: 0) {
+                if offset > 10_000_000_000 {
+                    reader.error(value, "timeout_offset must be at most 10s (it is taken off the scrape timeout), got \(Units.format(nanoseconds: offset))")
+                } else {
+                    settings.probe.timeoutOffsetNanoseconds = offset
+                }
+            }
             if let value = probe["max_concurrent"], let maximum = reader.integer(value, "max_concurrent", in: 1...1024) {
                 settings.probe.maximumConcurrent = maximum
             }
@@ -148,6 +208,9 @@ extension ConfigurationLoader {
                 settings.probe.maximumPerSecond = maximum
             }
             if let modules = probe["modules"] { readModules(modules, into: &settings.probe, reader: &reader) }
+        }
+        if let listenNode, let address = IPAddress(parsing: settings.host), address.isUnspecified, !settings.probe.allowedNames.isEmpty || !settings.probe.allowedPrefixes.isEmpty {
+            reader.warning(listenNode, "listen \(settings.host) takes connections on every address of this host, and /probe is on: anyone who can reach port \(settings.port) can make netprobe send probes to the allowed targets; listen on 127.0.0.1 (Prometheus on this host) or one internal address, or firewall the port")
         }
         return settings
     }
@@ -164,10 +227,14 @@ extension ConfigurationLoader {
     private static func readAllowList(_ node: Node, into settings: inout BlackboxSettings, reader: inout Reader) {
         if node.isNull { return }
         guard case .sequence(let items) = node else {
-            reader.error(node, "allow must be a list of host names and address prefixes, e.g. [\"127.0.0.0/8\", \"db1.example.com\"], got \(node.shownAs)")
+            reader.error(node, "allow must be a list of address prefixes and host names, e.g. [\"10.1.2.0/24\", \"db1.example.com\"], got \(node.shownAs)")
             return
         }
         for item in items {
+            if case .mapping = item {
+                readAllowedName(item, into: &settings, reader: &reader)
+                continue
+            }
             guard let text = reader.name(item, "an allow entry") else { continue }
             if text.contains("/") || IPAddress(parsing: Resolver.bareName(text)) != nil {
                 if let prefix = AddressPrefix(parsing: Resolver.bareName(text)) {
@@ -182,9 +249,38 @@ extension ConfigurationLoader {
             } else if !Self.isHostName(text) {
                 reader.error(item, "allow entry '\(text)' is neither a host name nor an address prefix")
             } else {
-                settings.allowedNames.append(text.lowercased())
+                settings.allowedNames.append(AllowedName(normalizedHostName(text)))
             }
         }
+        // A name permits its lookup only; its addresses must lie in a prefix. Without any
+        // prefix no such name could ever be probed.
+        let checked = settings.allowedNames.filter { !$0.anyAddress }
+        if !checked.isEmpty && settings.allowedPrefixes.isEmpty {
+            let example = checked[0].name
+            reader.error(node, "allow names \(checked.map { "'\($0.name)'" }.joined(separator: ", ")) but no address prefix: a name only permits its lookup, and each address it resolves to must lie inside an allowed prefix, so none could be probed; add the prefixes its addresses lie in (e.g. \"10.1.2.0/24\"), or write {name: \(example), any_address: true} to probe whatever its DNS answers")
+        }
+    }
+
+    /// `{name: HOST, any_address: true}`.
+    private static func readAllowedName(_ node: Node, into settings: inout BlackboxSettings, reader: inout Reader) {
+        guard let entries = reader.entries(of: node, section: "an allow entry", known: allowNameKeys) else { return }
+        guard let nameNode = entries["name"], let text = reader.name(nameNode, "name") else {
+            reader.error(node, "an allow entry written as a mapping needs 'name: HOST', e.g. {name: db1.example.com, any_address: true}")
+            return
+        }
+        guard Self.isHostName(text), IPAddress(parsing: Resolver.bareName(text)) == nil, !text.contains("/") else {
+            reader.error(nameNode, "name '\(text)' is not a host name; list addresses and prefixes as plain entries, e.g. \"10.1.2.0/24\"")
+            return
+        }
+        var anyAddress = false
+        if let value = entries["any_address"], let flag = reader.boolean(value, "any_address") { anyAddress = flag }
+        settings.allowedNames.append(AllowedName(normalizedHostName(text), anyAddress: anyAddress))
+    }
+
+    static func normalizedHostName(_ text: String) -> String {
+        var name = text.lowercased()
+        if name.hasSuffix(".") { name.removeLast() }
+        return name
     }
 
     static func isHostName(_ text: String) -> Bool {
@@ -237,9 +333,15 @@ extension ConfigurationLoader {
                     reader.error(mode, "mode must be \(TCPProbeMode.allCases.map(\.rawValue).joined(separator: " or ")), got '\(text)'")
                 }
             }
-            if Int64(module.count - 1) * module.spacingNanoseconds + module.timeoutNanoseconds > 30_000_000_000 {
+            if module.worstCaseNanoseconds > 30_000_000_000 {
                 reader.error(key, "module \(name): (count - 1) × spacing + timeout is more than 30s; a scrape would time out first")
                 continue
+            }
+            let answerBy = PrometheusSettings.defaultScrapeTimeoutNanoseconds - settings.timeoutOffsetNanoseconds
+            if module.worstCaseNanoseconds > answerBy {
+                let fitting = module.count > 1 && module.timeoutNanoseconds < answerBy
+                    ? Int((answerBy - module.timeoutNanoseconds) / module.spacingNanoseconds) + 1 : 1
+                reader.warning(key, "module \(name): (count - 1) × spacing + timeout = \(Units.format(nanoseconds: module.worstCaseNanoseconds)); under Prometheus' default scrape_timeout of 10s, /probe answers after \(Units.format(nanoseconds: answerBy)) (the scrape timeout minus timeout_offset) with \(fitting == module.count ? "a shorter timeout" : "\(fitting) of its \(module.count) packets"); give the scrape job a scrape_timeout of at least \(Units.format(nanoseconds: module.worstCaseNanoseconds + settings.timeoutOffsetNanoseconds)), or lower count, spacing or timeout")
             }
             settings.modules[name] = module
         }

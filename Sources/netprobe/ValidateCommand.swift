@@ -24,6 +24,9 @@ struct ValidateCommand: ParsableCommand {
             for warning in loaded.warnings { Terminal.printError(warning.description) }
             Terminal.printLine("\(config): valid: probe \"\(loaded.probeName)\", \(loaded.pingTargets.count) ping target(s), "
                 + "\(loaded.tcpTargets.count) tcp target(s), \(loaded.influxServers.count) InfluxDB server(s)")
+            if let prometheus = loaded.prometheus {
+                Terminal.printLine("\(config): \(prometheus.probe.moduleSummary)")
+            }
         } catch {
             Terminal.printError(error.description)
             throw ExitCode(2)

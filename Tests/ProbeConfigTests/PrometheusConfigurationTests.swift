@@ -17,17 +17,18 @@ final class PrometheusConfigurationTests: XCTestCase {
         try write("targets: {ping: null, tcp: null}\nprometheus:\n", to: path, mode: 0o644)
         let settings = try XCTUnwrap(try ConfigurationLoader.load(path: path, environment: [:]).prometheus)
         XCTAssertEqual(settings.host, "127.0.0.1")
-        XCTAssertEqual(settings.port, 9156)
+        XCTAssertEqual(settings.port, 19156)
         XCTAssertEqual(settings.probe.allowedNames, [])
         XCTAssertEqual(settings.probe.allowedPrefixes, [])
-        XCTAssertEqual(Set(settings.probe.modules.keys), ["icmp", "tcp"])
+        XCTAssertEqual(Set(settings.probe.modules.keys), ["icmp", "tcp", "tcp_connect"])
+        XCTAssertEqual(settings.probe.modules["tcp_connect"], settings.probe.modules["tcp"], "blackbox's example name for its TCP module is the half-open tcp module")
     }
 
     func testEveryKeyIsRead() throws {
         let settings = try XCTUnwrap(try ConfigurationLoader.load(path: fixture("valid-prometheus.yaml"), environment: [:]).prometheus)
         XCTAssertEqual(settings.host, "::1")
         XCTAssertEqual(settings.port, 9200)
-        XCTAssertEqual(settings.probe.allowedNames, ["db1.example.com"])
+        XCTAssertEqual(settings.probe.allowedNames, [AllowedName("db1.example.com")])
         XCTAssertEqual(settings.probe.allowedPrefixes.map(\.description), ["127.0.0.0/8", "::1/128"])
         XCTAssertEqual(settings.probe.maximumConcurrent, 4)
         XCTAssertEqual(settings.probe.maximumPerSecond, 20)
@@ -39,7 +40,9 @@ final class PrometheusConfigurationTests: XCTestCase {
     func testMistakesAreNamedWithTheirPosition() {
         let path = fixture("invalid-prometheus.yaml")
         assertErrors(configErrors(path), in: path, [
-            Expected(3, 11, "listen must be ADDRESS:PORT with a numeric address, e.g. '127.0.0.1:9156' or '[::1]:9156', got 'localhost:9156'"),
+            Expected(3, 11, "listen must be ADDRESS:PORT with a numeric address, e.g. '127.0.0.1:19156' or '[::1]:19156', got 'localhost:9156'"),
+            // Both prefixes are refused, so the name is left without one.
+            Expected(5, 12, "allow names 'db1.example.com' but no address prefix: a name only permits its lookup, and each address it resolves to must lie inside an allowed prefix, so none could be probed; add the prefixes its addresses lie in (e.g. \"10.1.2.0/24\"), or write {name: db1.example.com, any_address: true} to probe whatever its DNS answers"),
             Expected(5, 13, "allow entry '0.0.0.0/0' allows every address, so anyone who can reach the port could make netprobe probe anything; list the prefixes you mean"),
             Expected(5, 26, "allow entry '10.0.0.0/33' is not an address prefix; write ADDRESS/LENGTH, e.g. 10.0.0.0/8 or 2001:db8::/32"),
             Expected(5, 60, "allow entry 'bad name!' is neither a host name nor an address prefix"),
@@ -47,6 +50,77 @@ final class PrometheusConfigurationTests: XCTestCase {
             Expected(8, 7, "module slow: (count - 1) × spacing + timeout is more than 30s; a scrape would time out first"),
             Expected(9, 23, "prober must be icmp or tcp, got 'udp'"),
             Expected(10, 35, "'mode' applies to tcp modules only; remove it from moded"),
+        ])
+    }
+
+    func load(_ prometheus: String) throws -> NetprobeConfiguration {
+        let directory = try temporaryDirectory(self)
+        let path = directory + "/netprobe.yaml"
+        try write("targets: {ping: null, tcp: null}\nprometheus:\n" + prometheus, to: path, mode: 0o644)
+        return try ConfigurationLoader.load(path: path, environment: [:])
+    }
+
+    func testANameOnlyPermitsItsLookupAndItsAddressesMustLieInAPrefix() throws {
+        let configuration = try load("""
+              probe:
+                allow: ["10.1.2.0/24", "db1.example.com", {name: DB2.example.com., any_address: true}, {name: db3.example.com}]
+            """)
+        let probe = try XCTUnwrap(configuration.prometheus?.probe)
+        XCTAssertEqual(probe.allowedNames, [AllowedName("db1.example.com"), AllowedName("db2.example.com", anyAddress: true), AllowedName("db3.example.com")])
+        XCTAssertEqual(probe.allowedName("DB1.Example.com."), AllowedName("db1.example.com"))
+        XCTAssertNil(probe.allowedName("db4.example.com"))
+        XCTAssertTrue(probe.allows(try XCTUnwrap(IPAddress(parsing: "10.1.2.200"))))
+        XCTAssertFalse(probe.allows(try XCTUnwrap(IPAddress(parsing: "10.1.3.1"))))
+    }
+
+    func testNamesWithoutAnyPrefixAreAnErrorThatNamesTheFix() throws {
+        let directory = try temporaryDirectory(self)
+        let path = directory + "/netprobe.yaml"
+        try write("""
+            targets: {ping: null, tcp: null}
+            prometheus:
+              probe:
+                allow: [db1.example.com, {name: db2.example.com, any_address: true}, {name: 10.0.0.1}, {any_address: true}, {name: x, any_address: maybe, port: 1}]
+            """, to: path, mode: 0o644)
+        assertErrors(configErrors(path), in: path, [
+            Expected(4, 12, "allow names 'db1.example.com', 'x' but no address prefix: a name only permits its lookup, and each address it resolves to must lie inside an allowed prefix, so none could be probed; add the prefixes its addresses lie in (e.g. \"10.1.2.0/24\"), or write {name: db1.example.com, any_address: true} to probe whatever its DNS answers"),
+            Expected(4, 81, "name '10.0.0.1' is not a host name; list addresses and prefixes as plain entries, e.g. \"10.1.2.0/24\""),
+            Expected(4, 92, "an allow entry written as a mapping needs 'name: HOST', e.g. {name: db1.example.com, any_address: true}"),
+            Expected(4, 136, "any_address must be true or false, got 'maybe'"),
+            Expected(4, 143, "unknown key 'port' in an allow entry; known keys are 'name', 'any_address'"),
+        ])
+        // Names whose DNS is trusted need no prefix.
+        let trusted = try load("  probe:\n    allow: [{name: db2.example.com, any_address: true}]\n")
+        XCTAssertEqual(trusted.prometheus?.probe.allowedNames, [AllowedName("db2.example.com", anyAddress: true)])
+    }
+
+    func testListeningOnEveryAddressWithProbeOnIsWarnedAndLoopbackIsNot() throws {
+        let open = try load("  listen: 0.0.0.0:19156\n  probe: {allow: [\"10.0.0.0/8\"]}\n")
+        XCTAssertEqual(open.warnings.map(\.message), [
+            "listen 0.0.0.0 takes connections on every address of this host, and /probe is on: anyone who can reach port 19156 can make netprobe send probes to the allowed targets; listen on 127.0.0.1 (Prometheus on this host) or one internal address, or firewall the port",
+        ])
+        XCTAssertEqual(try load("  listen: \"[::]:19156\"\n  probe: {allow: [\"10.0.0.0/8\"]}\n").warnings.count, 1)
+        XCTAssertEqual(try load("  listen: 0.0.0.0:19156\n").warnings, [], "without an allow-list /probe refuses everything")
+        XCTAssertEqual(try load("  listen: \"[::1]:19156\"\n  probe: {allow: [\"10.0.0.0/8\"]}\n").warnings, [])
+        XCTAssertEqual(try load("  listen: \"[::1]:19156\"\n").prometheus?.host, "::1")
+    }
+
+    func testTheTimeoutOffsetIsReadAndModulesLongerThanTheDefaultScrapeTimeoutAreWarned() throws {
+        let configuration = try load("""
+              probe:
+                timeout_offset: 1s
+                modules:
+                  slow: {prober: icmp, count: 3, spacing: 2s, timeout: 6s}
+                  long: {prober: tcp, timeout: 12s}
+                  quick: {prober: icmp, timeout: 9s}
+            """)
+        let probe = try XCTUnwrap(configuration.prometheus?.probe)
+        XCTAssertEqual(probe.timeoutOffsetNanoseconds, 1_000_000_000)
+        XCTAssertEqual(probe.modules["slow"]?.worstCaseNanoseconds, 10_000_000_000)
+        XCTAssertEqual(probe.modules["quick"]?.worstCaseNanoseconds, 9_000_000_000, "answers by 10s - 1s: no warning")
+        XCTAssertEqual(configuration.warnings.map(\.message), [
+            "module slow: (count - 1) × spacing + timeout = 10s; under Prometheus' default scrape_timeout of 10s, /probe answers after 9s (the scrape timeout minus timeout_offset) with 2 of its 3 packets; give the scrape job a scrape_timeout of at least 11s, or lower count, spacing or timeout",
+            "module long: (count - 1) × spacing + timeout = 12s; under Prometheus' default scrape_timeout of 10s, /probe answers after 9s (the scrape timeout minus timeout_offset) with a shorter timeout; give the scrape job a scrape_timeout of at least 13s, or lower count, spacing or timeout",
         ])
     }
 
