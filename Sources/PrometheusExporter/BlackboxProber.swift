@@ -5,15 +5,19 @@ import ProbeEngine
 
 /// Runs the probes of `/probe` requests on netprobe's engine: a probe loop of their own (so
 /// a burst of requests never shares a thread with `run`'s schedule), kernel timestamps,
-/// bounded concurrency and rate.
+/// bounded concurrency and rate, and an answer within the scrape's time.
+///
+/// Every request probes on its own: ICMP requests share the sockets (`probeAlongside`),
+/// TCP ones open their own, so no request waits on another's target.
 public final class BlackboxProber: Sendable {
     let settings: BlackboxSettings
     let loop: ProbeLoop
-    let icmp: ICMPBatcher?
+    let icmp: ICMPProber?
     let logger: Logger
     let limits: RequestLimits
-    /// Name lookups of allowed names only (see BlackboxRequest.parse); a test replaces it.
-    let lookUp: @Sendable (String, AddressPreference) async -> ProbeTarget
+    /// Every address of an allowed name (see BlackboxRequest.parse), given up after the
+    /// time left; a test replaces it.
+    let lookUp: @Sendable (String, AddressPreference, Int64) async -> Result<[IPAddress], Resolver.LookupFailure>
 
     /// - Parameters:
     ///   - settings: allow-list, modules and limits.
@@ -22,8 +26,8 @@ public final class BlackboxProber: Sendable {
     ///     answer 503).
     ///   - logger: where it reports.
     public init(settings: BlackboxSettings, icmpSockets: ICMPSocketSet?, logger: Logger,
-                lookUp: @escaping @Sendable (String, AddressPreference) async -> ProbeTarget = { name, preference in
-                    await Resolver.resolve([name], preference: preference, threads: 1, timeoutNanoseconds: 5_000_000_000)[0]
+                lookUp: @escaping @Sendable (String, AddressPreference, Int64) async -> Result<[IPAddress], Resolver.LookupFailure> = { name, preference, timeout in
+                    await Resolver.addresses(of: name, preference: preference, timeoutNanoseconds: timeout)
                 }) throws {
         self.settings = settings
         self.logger = logger
@@ -31,7 +35,7 @@ public final class BlackboxProber: Sendable {
         let loop = try ProbeLoop(logger: logger)
         self.loop = loop
         icmp = try icmpSockets.map { sockets in
-            ICMPBatcher(prober: try ICMPProber(sockets: sockets, configuration: ICMPProbeConfiguration(count: 1), loop: loop, logger: logger))
+            try ICMPProber(sockets: sockets, configuration: ICMPProbeConfiguration(count: 1), loop: loop, logger: logger)
         }
         limits = RequestLimits(concurrent: settings.maximumConcurrent, perSecond: settings.maximumPerSecond)
     }
@@ -44,30 +48,71 @@ public final class BlackboxProber: Sendable {
         public var retryAfterSeconds: Int?
     }
 
+    static func refusal(_ refusal: BlackboxRefusal, retryAfterSeconds: Int? = nil) -> Answer {
+        Answer(status: refusal.status, contentType: "text/plain; charset=utf-8", body: refusal.message + "\n", retryAfterSeconds: retryAfterSeconds)
+    }
+
     /// Answers `/probe?QUERY`.
-    public func answer(query: String?, format: ExpositionFormat) async -> Answer {
+    /// - Parameters:
+    ///   - scrapeTimeout: the `X-Prometheus-Scrape-Timeout-Seconds` header, when sent: the
+    ///     answer comes `timeout_offset` before it.
+    public func answer(query: String?, scrapeTimeout: String? = nil, format: ExpositionFormat) async -> Answer {
         let started = Clock.monotonicNanoseconds()
         let request: BlackboxRequest
+        let budget: Int64?
         do {
             request = try BlackboxRequest.parse(query: query, settings: settings)
+            budget = try Self.budget(scrapeTimeout: scrapeTimeout, offset: settings.timeoutOffsetNanoseconds)
         } catch {
-            return Answer(status: error.status, contentType: "text/plain; charset=utf-8", body: error.message + "\n")
+            return Self.refusal(error)
         }
         if request.module.kind == .icmp && icmp == nil {
-            return Answer(status: 503, contentType: "text/plain; charset=utf-8", body: "ICMP is not available to /probe (no CAP_NET_RAW and no ping_group_range); only tcp modules work\n")
+            return Self.refusal(BlackboxRefusal(status: 503, message: "ICMP is not available to /probe (no CAP_NET_RAW and no ping_group_range); only tcp modules work"))
         }
         switch limits.acquire(now: started) {
         case .rateExceeded:
-            return Answer(status: 429, contentType: "text/plain; charset=utf-8", body: "more than \(settings.maximumPerSecond) /probe requests a second (prometheus: probe: max_per_second)\n", retryAfterSeconds: 1)
+            return Self.refusal(BlackboxRefusal(status: 429, message: "more than \(settings.maximumPerSecond) /probe requests a second (prometheus: probe: max_per_second)"), retryAfterSeconds: 1)
         case .busy:
-            return Answer(status: 503, contentType: "text/plain; charset=utf-8", body: "\(settings.maximumConcurrent) /probe requests are already probing (prometheus: probe: max_concurrent)\n", retryAfterSeconds: 1)
+            return Self.refusal(BlackboxRefusal(status: 503, message: "\(settings.maximumConcurrent) /probe requests are already probing (prometheus: probe: max_concurrent)"), retryAfterSeconds: 1)
         case .granted:
             break
         }
         defer { limits.release() }
-        let result = await probe(request)
+        let outcome: Outcome
+        do {
+            outcome = try await probe(request, deadline: budget.map { started + $0 })
+        } catch {
+            return Self.refusal(error)
+        }
         let duration = Double(Clock.monotonicNanoseconds() - started) / 1e9
-        return Answer(status: 200, contentType: format.contentType, body: Self.render(request, result, duration: duration, format: format))
+        return Answer(status: 200, contentType: format.contentType, body: Self.render(request, outcome, duration: duration, format: format))
+    }
+
+    /// How long a request may take when the scraper says how long it waits: the scrape
+    /// timeout minus the offset (half the scrape timeout when that is less than the offset),
+    /// so that a silent target is an answer (`probe_success 0`), not a failed scrape. Nil
+    /// without the header: the module's whole schedule, after a lookup of at most 5 s.
+    /// - Throws: 400 for a header that is not a positive number of seconds.
+    static func budget(scrapeTimeout: String?, offset: Int64) throws(BlackboxRefusal) -> Int64? {
+        guard let scrapeTimeout else { return nil }
+        guard let seconds = Double(scrapeTimeout), seconds.isFinite, seconds > 0 else {
+            throw .badRequest("X-Prometheus-Scrape-Timeout-Seconds must be a positive number of seconds, got '\(BlackboxRequest.shown(scrapeTimeout))'")
+        }
+        let scrape = Int64(min(seconds, 3600) * 1e9)
+        return scrape > offset ? scrape - offset : scrape / 2
+    }
+
+    /// The longest a name lookup may take when no scrape timeout bounds it.
+    static let lookupTimeoutNanoseconds: Int64 = 5_000_000_000
+
+    /// How many packets fit in the time left, and how long each may wait: the module's
+    /// schedule, or as much of it as ends by the deadline (fewer packets, then a shorter
+    /// timeout); zero packets when no time is left.
+    static func schedule(for module: BlackboxModule, remaining: Int64) -> (count: Int, timeout: Int64) {
+        guard remaining >= 1_000_000 else { return (0, 0) }
+        let timeout = min(module.timeoutNanoseconds, remaining)
+        let fitting = module.spacingNanoseconds > 0 ? (remaining - timeout) / module.spacingNanoseconds + 1 : Int64(module.count)
+        return (Int(min(Int64(module.count), fitting)), timeout)
     }
 
     /// What one probe found.
@@ -75,32 +120,49 @@ public final class BlackboxProber: Sendable {
         var round: RoundResult?
         var address: IPAddress?
         var resolveSeconds: Double
+        /// From the address being known to the first packet leaving (blackbox's "setup").
+        var setupSeconds: Double?
     }
 
-    func probe(_ request: BlackboxRequest) async -> Outcome {
-        var target: ProbeTarget
+    /// Resolves (names), checks every address against the allow-list, and probes the
+    /// first allowed one with what fits before `deadline` (nil: the whole module).
+    /// - Throws: 403 when a name resolves only to addresses outside the allowed prefixes.
+    func probe(_ request: BlackboxRequest, deadline: Int64?) async throws(BlackboxRefusal) -> Outcome {
         let resolveStart = Clock.monotonicNanoseconds()
-        if let address = request.address {
-            target = ProbeTarget(name: request.host, address: address, port: request.port)
-        } else {
-            target = await lookUp(request.host, request.module.family)
-            target.name = request.host
-            target.port = request.port
+        var address = request.address
+        let lookupTimeout = min(Self.lookupTimeoutNanoseconds, deadline.map { max(0, $0 - resolveStart) } ?? .max)
+        if let literal = address {
+            if !Self.familyAllowed(literal, request.module.family) { address = nil }
+        } else if case .success(let addresses) = await lookUp(request.host, request.module.family, lookupTimeout) {
+            let allowed = request.allowedName?.anyAddress == true ? addresses : addresses.filter(settings.allows)
+            guard let first = allowed.first(where: { Self.familyAllowed($0, request.module.family) }) else {
+                throw .forbidden("target '\(request.host)' resolves to \(addresses.prefix(4).map(\.description).joined(separator: ", "))\(addresses.count > 4 ? ", ..." : ""), none inside an allowed prefix (prometheus: probe: allow)")
+            }
+            address = first
         }
-        let resolveSeconds = Double(Clock.monotonicNanoseconds() - resolveStart) / 1e9
-        if let address = target.address, !Self.familyAllowed(address, request.module.family) { target.address = nil }
-        guard target.address != nil else { return Outcome(round: nil, address: nil, resolveSeconds: resolveSeconds) }
+        let resolved = (monotonic: Clock.monotonicNanoseconds(), realtime: Clock.realtimeNanoseconds())
+        var outcome = Outcome(round: nil, address: address, resolveSeconds: Double(resolved.monotonic - resolveStart) / 1e9)
+        guard let address else { return outcome }
         let module = request.module
-        let round: RoundResult?
+        let (count, timeout) = Self.schedule(for: module, remaining: deadline.map { $0 - resolved.monotonic } ?? module.worstCaseNanoseconds)
+        guard count > 0 else { return outcome }
+        let target = ProbeTarget(name: request.host, address: address, port: request.port)
         switch module.kind {
         case .icmp:
-            round = await icmp?.probe(target, configuration: ICMPProbeConfiguration(
-                count: module.count, intervalNanoseconds: module.spacingNanoseconds, timeoutNanoseconds: module.timeoutNanoseconds,
-                payloadLength: 56, ttl: nil, packetsPerSecond: 1000))
+            var configuration = ICMPProbeConfiguration(count: count, intervalNanoseconds: module.spacingNanoseconds, timeoutNanoseconds: timeout,
+                                                       payloadLength: 56, ttl: nil, packetsPerSecond: 1000)
+            // The answer is due at the last deadline: no wait for late replies.
+            configuration.lateWindowNanoseconds = 0
+            outcome.round = await icmp?.probeAlongside(target, configuration: configuration)
         case .tcp:
-            round = await probeTCP(target, module: module)
+            outcome.round = await probeTCP(target, configuration: TCPProbeConfiguration(
+                count: count, intervalNanoseconds: module.spacingNanoseconds, timeoutNanoseconds: timeout,
+                attemptsPerSecond: 1000, maximumInFlight: 16, mode: module.tcpMode))
         }
-        return Outcome(round: round, address: target.address, resolveSeconds: resolveSeconds)
+        if let round = outcome.round, round.sent > 0 {
+            outcome.setupSeconds = Double(max(0, round.startNanoseconds - resolved.realtime)) / 1e9
+        }
+        return outcome
     }
 
     static func familyAllowed(_ address: IPAddress, _ preference: AddressPreference) -> Bool {
@@ -113,9 +175,7 @@ public final class BlackboxProber: Sendable {
 
     /// One TCP prober per request: it holds no socket between probes and many run on the
     /// loop at once.
-    func probeTCP(_ target: ProbeTarget, module: BlackboxModule) async -> RoundResult? {
-        let configuration = TCPProbeConfiguration(count: module.count, intervalNanoseconds: module.spacingNanoseconds, timeoutNanoseconds: module.timeoutNanoseconds,
-                                                  attemptsPerSecond: 1000, maximumInFlight: 16, mode: module.tcpMode)
+    func probeTCP(_ target: ProbeTarget, configuration: TCPProbeConfiguration) async -> RoundResult? {
         guard let prober = try? TCPProber(configuration: configuration, loop: loop, logger: logger) else { return nil }
         var result: RoundResult?
         for await event in prober.probe([target], reportingAttempts: false) {
@@ -124,9 +184,22 @@ public final class BlackboxProber: Sendable {
         return result
     }
 
+    /// blackbox_exporter's value for an address (`probe_ip_addr_hash`): FNV-1a (32 bits)
+    /// over its bytes, 4 for IPv4 and 16 for IPv6, as a float.
+    static func addressHash(_ address: IPAddress) -> Double {
+        var hash: UInt32 = 2_166_136_261
+        for byte in address.bytes {
+            hash ^= UInt32(byte)
+            hash = hash &* 16_777_619
+        }
+        return Double(hash)
+    }
+
     /// The blackbox_exporter names (probe_success, probe_duration_seconds, probe_ip_protocol,
-    /// probe_dns_lookup_time_seconds, probe_icmp_duration_seconds{phase}, its tcp twin), plus
-    /// what several packets per probe add (sent, received, loss, RTT statistics).
+    /// probe_ip_addr_hash, probe_dns_lookup_time_seconds, probe_icmp_duration_seconds{phase},
+    /// probe_icmp_reply_hop_limit), a tcp twin of the duration, plus what several packets per
+    /// probe add (sent, received, RTT statistics). A phase or gauge that was not measured is
+    /// left out rather than given as 0.
     static func render(_ request: BlackboxRequest, _ outcome: Outcome, duration: Double, format: ExpositionFormat) -> String {
         var writer = ExpositionWriter(format: format)
         let round = outcome.round
@@ -137,16 +210,23 @@ public final class BlackboxProber: Sendable {
         writer.sample("probe_duration_seconds", [], duration)
         writer.family("probe_\(kind)_duration_seconds", .gauge, help: "Duration of \(kind) request by phase (rtt: the median of the module's packets, kernel-timestamped)")
         writer.sample("probe_\(kind)_duration_seconds", [("phase", "resolve")], outcome.resolveSeconds)
+        if let setup = outcome.setupSeconds {
+            writer.sample("probe_\(kind)_duration_seconds", [("phase", "setup")], setup)
+        }
         if let statistics = round?.statistics {
             writer.sample("probe_\(kind)_duration_seconds", [("phase", request.module.kind == .icmp ? "rtt" : "connect")], statistics.median / 1000)
         }
         writer.family("probe_ip_protocol", .gauge, help: "Specifies whether probe ip protocol is IP4 or IP6")
         writer.sample("probe_ip_protocol", [], outcome.address.map { $0.family == .ipv4 ? 4 : 6 } ?? 0)
+        if let address = outcome.address {
+            writer.family("probe_ip_addr_hash", .gauge, help: "Specifies the hash of IP address. It's useful to detect if the IP address changes.")
+            writer.sample("probe_ip_addr_hash", [], addressHash(address))
+        }
         if request.module.kind == .icmp, let ttl = round?.ttl {
             writer.family("probe_icmp_reply_hop_limit", .gauge, help: "Replied packet hop limit (TTL for ipv4)")
             writer.sample("probe_icmp_reply_hop_limit", [], Double(ttl))
         }
-        writer.family("probe_packets_sent", .gauge, help: "Packets (handshakes) this probe sent")
+        writer.family("probe_packets_sent", .gauge, help: "Packets (handshakes) this probe sent: the module's count, or fewer when the scrape timeout left less time")
         writer.sample("probe_packets_sent", [], Double(round?.sent ?? 0))
         writer.family("probe_packets_received", .gauge, help: "Timely replies (completed handshakes) this probe got")
         writer.sample("probe_packets_received", [], Double(round?.received ?? 0))
@@ -161,9 +241,10 @@ public final class BlackboxProber: Sendable {
         return writer.finished()
     }
 
-    /// Ends ICMP probing; call after the server stopped.
+    /// Ends ICMP probing (the probes in flight end first, at their timeout); call after
+    /// the server stopped.
     public func close() {
-        icmp?.close()
+        icmp?.shutDown()
     }
 }
 
@@ -198,75 +279,5 @@ final class RequestLimits: Sendable {
 
     func release() {
         state.withLock { $0.inFlight -= 1 }
-    }
-}
-
-/// `/probe`'s ICMP requests share one prober (one set of sockets), and a prober runs one
-/// probe call at a time: requests that arrive while one runs wait and go together in the
-/// next call, one target each, so a scrape of many targets costs one round, not a queue.
-final class ICMPBatcher: Sendable {
-    struct Waiting: Sendable {
-        var target: ProbeTarget
-        var configuration: ICMPProbeConfiguration
-        var continuation: CheckedContinuation<RoundResult?, Never>
-    }
-
-    let prober: ICMPProber
-    private let state = Locked((waiting: [Waiting](), running: false, closed: false))
-
-    init(prober: ICMPProber) {
-        self.prober = prober
-    }
-
-    func probe(_ target: ProbeTarget, configuration: ICMPProbeConfiguration) async -> RoundResult? {
-        await withCheckedContinuation { continuation in
-            let batch = state.withLock { state -> [Waiting]? in
-                if state.closed { return [] }
-                state.waiting.append(Waiting(target: target, configuration: configuration, continuation: continuation))
-                guard !state.running else { return nil }
-                state.running = true
-                return Self.takeBatch(&state.waiting)
-            }
-            if let batch {
-                if batch.isEmpty { continuation.resume(returning: nil) } else { launch(batch) }
-            }
-        }
-    }
-
-    /// The waiting requests with the first one's settings (a probe call has one).
-    static func takeBatch(_ waiting: inout [Waiting]) -> [Waiting] {
-        guard let first = waiting.first else { return [] }
-        let same = { (other: Waiting) in
-            other.configuration.count == first.configuration.count && other.configuration.intervalNanoseconds == first.configuration.intervalNanoseconds
-                && other.configuration.timeoutNanoseconds == first.configuration.timeoutNanoseconds
-        }
-        let batch = waiting.filter(same)
-        waiting.removeAll(where: same)
-        return batch
-    }
-
-    private func launch(_ batch: [Waiting]) {
-        Task {
-            var rounds = [RoundResult?](repeating: nil, count: batch.count)
-            for await event in prober.probe(batch.map(\.target), configuration: batch[0].configuration, reportingAttempts: false) {
-                if case .round(let round) = event, round.targetIndex < rounds.count { rounds[round.targetIndex] = round }
-            }
-            for (waiting, round) in zip(batch, rounds) { waiting.continuation.resume(returning: round) }
-            let next = state.withLock { state -> [Waiting] in
-                let next = Self.takeBatch(&state.waiting)
-                if next.isEmpty { state.running = false }
-                return next
-            }
-            if !next.isEmpty { launch(next) }
-        }
-    }
-
-    func close() {
-        let (waiting, running) = state.withLock { state in
-            defer { state.closed = true; state.waiting = [] }
-            return (state.waiting, state.running)
-        }
-        for request in waiting { request.continuation.resume(returning: nil) }
-        if running { prober.stop() } else { prober.close() }
     }
 }

@@ -20,6 +20,8 @@ public struct BlackboxRequest: Equatable, Sendable {
     public var host: String
     /// The address when the host is a literal one; nil for a name (resolved later).
     public var address: IPAddress?
+    /// The allow entry of a name (nil for a literal address).
+    public var allowedName: AllowedName?
     public var port: UInt16?
 
     /// The longest query string accepted, and the longest target (a 253-character name and
@@ -27,7 +29,9 @@ public struct BlackboxRequest: Equatable, Sendable {
     static let maximumQueryLength = 2048
     static let maximumTargetLength = 261
 
-    /// Parses the raw (still percent-encoded) query string and applies the allow-list.
+    /// Parses the raw (still percent-encoded) query string and applies the allow-list to
+    /// what it names: a literal address must lie in an allowed prefix, a name must be
+    /// listed (its addresses are checked once it is looked up, `BlackboxProber`).
     /// - Throws: `BlackboxRefusal` 400 for a malformed query, a missing or unknown module,
     ///   a malformed or huge target; 403 for a target the allow-list does not name.
     public static func parse(query: String?, settings: BlackboxSettings) throws(BlackboxRefusal) -> BlackboxRequest {
@@ -50,16 +54,15 @@ public struct BlackboxRequest: Equatable, Sendable {
         // that is not listed is never given to the resolver (no DNS query leaks it), an
         // address outside the prefixes never gets a packet.
         if let address = request.address {
-            guard settings.allowedPrefixes.contains(where: { $0.contains(address) }) else {
+            guard settings.allows(address) else {
                 throw .forbidden("target \(address) is not inside an allowed prefix (prometheus: probe: allow)")
             }
         } else {
-            var name = host.lowercased()
-            if name.hasSuffix(".") { name.removeLast() }
-            guard settings.allowedNames.contains(name) else {
+            guard let allowed = settings.allowedName(host) else {
                 throw .forbidden("target '\(shown(host))' is not in the allow-list (prometheus: probe: allow)")
             }
-            request.host = name
+            request.host = allowed.name
+            request.allowedName = allowed
         }
         return request
     }

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -7,6 +8,9 @@ import ProbeConfig
 import ProbeEngine
 import ProbeService
 import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The `prometheus:` endpoint of `netprobe run`: `/metrics` (every target's rounds, from the
 /// run's writer) and `/probe` (blackbox_exporter's multi-target pattern, on netprobe's
@@ -22,54 +26,89 @@ public final class PrometheusExporter: Sendable {
     /// The port actually bound (the configured one, or the system's choice for port 0).
     public let boundPort: Locked<Int?> = Locked(nil)
 
-    /// Most connections open at once; more wait in the kernel's accept queue (bounded by
-    /// the backlog) instead of costing memory here.
-    static let maximumConnections = 256
+    /// What the server keeps open and for how long (see `ConnectionLimits`).
+    let connections: ConnectionRegistry
+
+    /// Header sizes the HTTP parser accepts; a longer request line or header is answered
+    /// 400 with the reason (`ConnectionGuard`).
+    static let maximumHeaderFieldSize = 8192
+    static let maximumHeaderListSize = 16384
 
     /// - Parameters:
     ///   - settings: the `prometheus:` section.
     ///   - icmpSockets: sockets for `/probe`'s icmp modules (opened with privileges).
     ///   - logger: where it reports.
-    public init(settings: PrometheusSettings, icmpSockets: ICMPSocketSet?, logger: Logger) throws {
+    public convenience init(settings: PrometheusSettings, icmpSockets: ICMPSocketSet?, logger: Logger) throws {
+        try self.init(settings: settings, icmpSockets: icmpSockets, connectionLimits: ConnectionLimits(), logger: logger)
+    }
+
+    /// - Parameter blackbox: `/probe`'s prober (tests give one with a resolver of their own).
+    init(settings: PrometheusSettings, icmpSockets: ICMPSocketSet?, connectionLimits: ConnectionLimits, blackbox: BlackboxProber? = nil, logger: Logger) throws {
         self.settings = settings
         self.logger = logger
-        metrics = RoundMetrics()
-        blackbox = try BlackboxProber(settings: settings.probe, icmpSockets: icmpSockets, logger: logger)
+        connections = ConnectionRegistry(limits: connectionLimits)
+        metrics = RoundMetrics(connections: connections)
+        self.blackbox = try blackbox ?? BlackboxProber(settings: settings.probe, icmpSockets: icmpSockets, logger: logger)
+    }
+
+    /// The methods each path answers; others get 405 with `Allow`.
+    static let allowedMethods: [String: [HTTPRequest.Method]] = ["/metrics": [.get, .head], "/probe": [.get], "/": [.get, .head]]
+
+    /// The address as a URL authority writes it: `[::1]:19156`.
+    static func authority(host: String, port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
     /// Starts listening; returns once the port is bound.
     /// - Returns: the bound port.
-    /// - Throws: when the address cannot be bound (in use, not local).
+    /// - Throws: `PrometheusExporterError.cannotListen` with the reason in words (in use,
+    ///   not an address of this host, privileged port).
     @discardableResult
     public func start() async throws -> Int {
         let router = Router()
+        router.add(middleware: MethodCheck(allowed: Self.allowedMethods))
         let metrics = self.metrics, blackbox = self.blackbox
         router.get("metrics") { request, _ -> Response in
             let format = ExpositionFormat.negotiate(accept: request.headers[.accept])
-            return Self.response(status: .ok, contentType: format.contentType, body: metrics.render(format))
+            // Streamed in chunks as they are written (chunked transfer), with the
+            // connection's back-pressure: a scrape never holds its whole answer.
+            return Response(status: .ok, headers: [.contentType: format.contentType], body: ResponseBody { writer in
+                try await metrics.write(format) { chunk in try await writer.write(chunk) }
+                try await writer.finish(nil)
+            })
+        }
+        router.head("metrics") { request, _ -> Response in
+            // The headers GET would send (a streamed body: no length), without the work.
+            let format = ExpositionFormat.negotiate(accept: request.headers[.accept])
+            return Response(status: .ok, headers: [.contentType: format.contentType], body: ResponseBody { writer in try await writer.finish(nil) })
         }
         router.get("probe") { request, _ -> Response in
-            let answer = await blackbox.answer(query: request.uri.query, format: ExpositionFormat.negotiate(accept: request.headers[.accept]))
+            let answer = await blackbox.answer(query: request.uri.query, scrapeTimeout: request.headers[Self.scrapeTimeoutHeader],
+                                               format: ExpositionFormat.negotiate(accept: request.headers[.accept]))
             metrics.countProbeRequest(status: answer.status)
             var response = Self.response(status: HTTPResponse.Status(code: answer.status), contentType: answer.contentType, body: answer.body)
             if let retry = answer.retryAfterSeconds { response.headers[.retryAfter] = String(retry) }
             return response
         }
         router.get("/") { _, _ -> Response in
-            Self.response(status: .ok, contentType: "text/html; charset=utf-8",
-                          body: "<html><head><title>netprobe</title></head><body><h1>netprobe</h1><p><a href=\"metrics\">/metrics</a> &middot; /probe?module=icmp&amp;target=HOST</p></body></html>\n")
+            Self.response(status: .ok, contentType: "text/html; charset=utf-8", body: Self.indexPage)
+        }
+        router.head("/") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"])
         }
         let (bound, reportBound) = AsyncStream<Int>.makeStream()
         var serverLogger = logger
         serverLogger.logLevel = max(logger.logLevel, .notice)
-        // An idle connection (a client that never closes, a scraper between scrapes) goes
-        // after 10 s, and headers are small: a connection slot and its memory are bounded.
-        let http = HTTP1Channel.Configuration(idleTimeout: .seconds(10), httpDecoderConfiguration: .init(maxHeaderFieldSize: 8192, maxHeaderListSize: 16384, maxHeaderFieldCount: 100))
+        // Deadlines and slots are the connection guard's (no idle timeout of Hummingbird's,
+        // no pause in accepting): see ConnectionLimits.
+        let registry = connections
+        let http = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [ConnectionGuard(registry: registry)], idleTimeout: nil,
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: Self.maximumHeaderFieldSize, maxHeaderListSize: Self.maximumHeaderListSize, maxHeaderFieldCount: 100))
         let application = Application(
             router: router,
             server: .http1(configuration: http),
-            configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: nil, backlog: 256,
-                                 availableConnectionsDelegate: MaximumAvailableConnections(Self.maximumConnections)),
+            configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: nil, backlog: 256),
             onServerRunning: { channel in
                 reportBound.yield(channel.localAddress?.port ?? 0)
                 reportBound.finish()
@@ -84,14 +123,39 @@ public final class PrometheusExporter: Sendable {
         }
         server.withLock { $0 = (task, group) }
         var iterator = bound.makeAsyncIterator()
+        let address = Self.authority(host: settings.host, port: settings.port)
         guard let port = await iterator.next() else {
             // The server ended before it was running: its error says why.
-            try await task.value
-            throw PrometheusExporterError.notListening("\(settings.host):\(settings.port)")
+            do {
+                try await task.value
+            } catch {
+                throw PrometheusExporterError.cannotListen(address, Self.reason(error, port: settings.port))
+            }
+            throw PrometheusExporterError.cannotListen(address, "the server stopped before it listened")
         }
         boundPort.withLock { $0 = port }
-        logger.info("prometheus endpoint listening", metadata: ["address": "\(settings.host):\(port)", "paths": "/metrics /probe"])
+        logger.info("prometheus endpoint listening", metadata: ["address": "\(Self.authority(host: settings.host, port: port))", "paths": "/metrics /probe"])
         return port
+    }
+
+    /// The header Prometheus sends with each scrape: how long it waits for the answer.
+    static let scrapeTimeoutHeader = HTTPField.Name("X-Prometheus-Scrape-Timeout-Seconds")!
+
+    static let indexPage = "<html><head><title>netprobe</title></head><body><h1>netprobe</h1><p><a href=\"metrics\">/metrics</a> &middot; /probe?module=icmp&amp;target=HOST</p></body></html>\n"
+
+    /// Why the listener could not bind, in words that say what to change.
+    static func reason(_ error: any Error, port: Int) -> String {
+        guard let error = error as? IOError else { return "\(error)" }
+        switch error.errnoCode {
+        case EADDRINUSE:
+            return "the port is already in use: another program listens there (`ss -ltnp 'sport = :\(port)'` names it); stop it, or give prometheus: listen another port"
+        case EADDRNOTAVAIL:
+            return "that is not an address of this host; listen on 127.0.0.1, ::1 or one of the host's own addresses"
+        case EACCES:
+            return "ports below 1024 need a privilege netprobe does not keep; choose a port above 1023"
+        default:
+            return "\(error)"
+        }
     }
 
     /// Stops the server and `/probe`'s prober.
@@ -116,11 +180,27 @@ public final class PrometheusExporter: Sendable {
 }
 
 public enum PrometheusExporterError: Error, CustomStringConvertible {
-    case notListening(String)
+    /// The address (`127.0.0.1:19156`, `[::1]:19156`) and why.
+    case cannotListen(String, String)
 
     public var description: String {
         switch self {
-        case .notListening(let address): return "the prometheus endpoint could not listen on \(address)"
+        case .cannotListen(let address, let reason): return "cannot listen on \(address): \(reason)"
         }
+    }
+}
+
+/// 405 with `Allow` for a known path asked with a method it does not answer (a router
+/// alone says 404, as if the path did not exist).
+struct MethodCheck<Context: RequestContext>: RouterMiddleware {
+    let allowed: [String: [HTTPRequest.Method]]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let methods = allowed[request.uri.path], !methods.contains(request.method) {
+            let list = methods.map(\.rawValue).joined(separator: ", ")
+            return Response(status: .methodNotAllowed, headers: [.allow: list, .contentType: "text/plain; charset=utf-8"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: "\(request.uri.path) answers \(list) only\n")))
+        }
+        return try await next(request, context)
     }
 }

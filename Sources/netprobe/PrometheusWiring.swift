@@ -27,8 +27,11 @@ enum PrometheusWiring {
             let exporter = try PrometheusExporter(settings: settings, icmpSockets: icmpSockets, logger: logger)
             try await exporter.start()
             return exporter
+        } catch let error as PrometheusExporterError {
+            Terminal.printError("netprobe: prometheus: \(error)")
+            throw ExitCode(ExitStatus.systemError)
         } catch {
-            Terminal.printError("netprobe: prometheus: cannot listen on \(settings.host):\(settings.port): \(error)")
+            Terminal.printError("netprobe: prometheus: cannot start the endpoint: \(error)")
             throw ExitCode(ExitStatus.systemError)
         }
     }

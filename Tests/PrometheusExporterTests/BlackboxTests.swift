@@ -11,24 +11,24 @@ import XCTest
 final class BlackboxTests: XCTestCase {
     let logger = Logger(label: "test")
 
-    /// Counts lookups and answers them with `address`; `gate`, when set, holds each lookup
-    /// until it is opened.
+    /// Counts lookups and answers them with `addresses`; `holding`, when set, holds each
+    /// lookup until `release()`.
     final class CountingResolver: @unchecked Sendable {
         let lock = NSLock()
         var names: [String] = []
-        let address: IPAddress
+        let addresses: [IPAddress]
         var held: [CheckedContinuation<Void, Never>] = []
         var holding = false
 
-        init(address: String) { self.address = IPAddress(parsing: address)! }
+        init(address: String...) { addresses = address.map { IPAddress(parsing: $0)! } }
 
-        func lookUp(_ name: String, _ preference: AddressPreference) async -> ProbeTarget {
+        func lookUp(_ name: String, _ preference: AddressPreference) async -> Result<[IPAddress], Resolver.LookupFailure> {
             await withCheckedContinuation { continuation in
                 lock.lock()
                 names.append(name)
                 if holding { held.append(continuation); lock.unlock() } else { lock.unlock(); continuation.resume() }
             }
-            return ProbeTarget(name: name, address: address)
+            return .success(addresses)
         }
 
         var lookedUp: [String] { lock.withLock { names } }
@@ -41,11 +41,11 @@ final class BlackboxTests: XCTestCase {
     }
 
     func makeProber(_ settings: BlackboxSettings, resolver: CountingResolver) throws -> BlackboxProber {
-        try BlackboxProber(settings: settings, icmpSockets: nil, logger: logger, lookUp: { await resolver.lookUp($0, $1) })
+        try BlackboxProber(settings: settings, icmpSockets: nil, logger: logger, lookUp: { name, preference, _ in await resolver.lookUp(name, preference) })
     }
 
     func allowing(_ names: [String], _ prefixes: [String], concurrent: Int = 16, perSecond: Int = 1000) -> BlackboxSettings {
-        BlackboxSettings(allowedNames: names, allowedPrefixes: prefixes.compactMap(AddressPrefix.init(parsing:)), maximumConcurrent: concurrent, maximumPerSecond: perSecond)
+        BlackboxSettings(allowedNames: names.map { AllowedName($0) }, allowedPrefixes: prefixes.compactMap(AddressPrefix.init(parsing:)), maximumConcurrent: concurrent, maximumPerSecond: perSecond)
     }
 
     func testATargetOutsideTheAllowListIsRefusedBeforeAnyLookupOrPacket() async throws {
@@ -65,7 +65,7 @@ final class BlackboxTests: XCTestCase {
         let listener = try LoopbackListener()
         let closed = TestEnvironment.freePort()
         let resolver = CountingResolver(address: "127.0.0.1")
-        let prober = try makeProber(allowing(["db1.example.com"], []), resolver: resolver)
+        let prober = try makeProber(allowing(["db1.example.com"], ["127.0.0.0/8"]), resolver: resolver)
         let open = await prober.answer(query: "module=tcp&target=DB1.example.com.:\(listener.port)", format: .text)
         XCTAssertEqual(open.status, 200, open.body)
         XCTAssertTrue(open.body.contains("\nprobe_success 1\n"), open.body)
@@ -116,7 +116,7 @@ final class BlackboxTests: XCTestCase {
         let listener = try LoopbackListener()
         let resolver = CountingResolver(address: "127.0.0.1")
         resolver.holding = true
-        let prober = try makeProber(allowing(["db1.example.com"], [], concurrent: 3), resolver: resolver)
+        let prober = try makeProber(allowing(["db1.example.com"], ["127.0.0.0/8"], concurrent: 3), resolver: resolver)
         let query = "module=tcp&target=db1.example.com:\(listener.port)"
         // Three requests take every slot and wait in their lookup.
         let inFlight = (0..<3).map { _ in Task { await prober.answer(query: query, format: .text) } }
@@ -179,6 +179,86 @@ final class BlackboxTests: XCTestCase {
             XCTAssertTrue(answer.body.contains("\nprobe_packets_received 3\n"), answer.body)
             XCTAssertTrue(answer.body.contains("probe_icmp_duration_seconds{phase=\"rtt\"}"), answer.body)
         }
+        prober.close()
+    }
+
+    func testANameIsProbedOnlyAtAnAddressInsideAnAllowedPrefixUnlessItsDNSIsTrusted() async throws {
+        let listener = AnyAddressListener()
+        let query = { (name: String) in "module=tcp&target=\(name):\(listener.port)" }
+        // The first address is outside the prefix, the second inside: only the second is probed.
+        let mixed = CountingResolver(address: "127.0.0.9", "127.0.0.1")
+        let prober = try makeProber(allowing(["mixed.test"], ["127.0.0.1/32"]), resolver: mixed)
+        let answer = await prober.answer(query: query("mixed.test"), format: .text)
+        XCTAssertEqual(answer.status, 200, answer.body)
+        XCTAssertTrue(answer.body.contains("\nprobe_success 1\n"), answer.body)
+        XCTAssertTrue(answer.body.contains("\nprobe_ip_addr_hash 3668918509\n"), "127.0.0.1's hash, as blackbox_exporter gives it: \(answer.body)")
+        prober.close()
+
+        let outside = CountingResolver(address: "127.0.0.9", "127.0.0.10")
+        let refusing = try makeProber(allowing(["outside.test"], ["127.0.0.1/32"]), resolver: outside)
+        let refused = await refusing.answer(query: query("outside.test"), format: .text)
+        XCTAssertEqual(refused.status, 403)
+        XCTAssertEqual(refused.body, "target 'outside.test' resolves to 127.0.0.9, 127.0.0.10, none inside an allowed prefix (prometheus: probe: allow)\n")
+        XCTAssertEqual(outside.lookedUp, ["outside.test"])
+        refusing.close()
+
+        var trusting = allowing([], ["127.0.0.1/32"])
+        trusting.allowedNames = [AllowedName("outside.test", anyAddress: true)]
+        let trusted = try makeProber(trusting, resolver: CountingResolver(address: "127.0.0.9"))
+        let probed = await trusted.answer(query: query("outside.test"), format: .text)
+        XCTAssertEqual(probed.status, 200, probed.body)
+        XCTAssertTrue(probed.body.contains("\nprobe_success 1\n"), "any_address: the name's DNS decides: \(probed.body)")
+        XCTAssertTrue(probed.body.contains("\nprobe_ip_addr_hash \(Int(BlackboxProber.addressHash(IPAddress(parsing: "127.0.0.9")!)))\n"), probed.body)
+        trusted.close()
+    }
+
+    func testTheAddressHashIsBlackboxExportersFNV1aOfTheAddressBytes() throws {
+        // Values computed with blackbox_exporter's ipHash (FNV-1a, 32 bits, over To4/To16).
+        XCTAssertEqual(BlackboxProber.addressHash(try XCTUnwrap(IPAddress(parsing: "127.0.0.1"))), 3_668_918_509)
+        XCTAssertEqual(BlackboxProber.addressHash(try XCTUnwrap(IPAddress(parsing: "192.0.2.1"))), Double(Self.fnv1a([192, 0, 2, 1])))
+        XCTAssertEqual(BlackboxProber.addressHash(try XCTUnwrap(IPAddress(parsing: "2001:db8::1"))),
+                       Double(Self.fnv1a([0x20, 0x01, 0x0d, 0xb8] + Array(repeating: 0, count: 11) + [1])))
+        XCTAssertEqual(ExpositionWriter.number(3_668_918_509), "3668918509", "Prometheus reads the integer form as the same float")
+    }
+
+    static func fnv1a(_ bytes: [UInt8]) -> UInt32 {
+        bytes.reduce(UInt32(2_166_136_261)) { ($0 ^ UInt32($1)) &* 16_777_619 }
+    }
+
+    func testTheScrapeTimeoutLessTheOffsetBoundsTheAnswer() throws {
+        XCTAssertNil(try BlackboxProber.budget(scrapeTimeout: nil, offset: 500_000_000), "without the header: the module's own schedule")
+        XCTAssertEqual(try BlackboxProber.budget(scrapeTimeout: "2", offset: 500_000_000), 1_500_000_000)
+        XCTAssertEqual(try BlackboxProber.budget(scrapeTimeout: "9.75", offset: 500_000_000), 9_250_000_000)
+        XCTAssertEqual(try BlackboxProber.budget(scrapeTimeout: "0.4", offset: 500_000_000), 200_000_000, "less than the offset: half of it")
+        for bad in ["", "abc", "-1", "0", "nan", "inf"] {
+            XCTAssertThrowsError(try BlackboxProber.budget(scrapeTimeout: bad, offset: 500_000_000), bad) { error in
+                XCTAssertEqual((error as? BlackboxRefusal)?.status, 400)
+            }
+        }
+        let module = BlackboxModule(kind: .icmp, count: 5, spacingNanoseconds: 1_000_000_000, timeoutNanoseconds: 3_000_000_000)
+        XCTAssertEqual(module.worstCaseNanoseconds, 7_000_000_000)
+        XCTAssertTrue(BlackboxProber.schedule(for: module, remaining: 7_000_000_000) == (5, 3_000_000_000), "the whole module fits")
+        XCTAssertTrue(BlackboxProber.schedule(for: module, remaining: 5_500_000_000) == (3, 3_000_000_000), "two packets fewer")
+        XCTAssertTrue(BlackboxProber.schedule(for: module, remaining: 1_500_000_000) == (1, 1_500_000_000), "one packet, waited for as long as there is")
+        XCTAssertTrue(BlackboxProber.schedule(for: module, remaining: 0) == (0, 0), "no time: nothing is sent")
+    }
+
+    func testAShortScrapeTimeoutSendsFewerPacketsAndSaysSo() async throws {
+        let listener = try LoopbackListener()
+        var settings = allowing([], ["127.0.0.0/8"])
+        settings.modules["tcp_5"] = BlackboxModule(kind: .tcp, count: 5, spacingNanoseconds: 400_000_000, timeoutNanoseconds: 1_000_000_000)
+        let prober = try makeProber(settings, resolver: CountingResolver(address: "127.0.0.1"))
+        let cut = await prober.answer(query: "module=tcp_5&target=127.0.0.1:\(listener.port)", scrapeTimeout: "1.5", format: .text)
+        XCTAssertEqual(cut.status, 200, cut.body)
+        XCTAssertTrue(cut.body.contains("\nprobe_packets_sent 1\n"), "1s left of the 1.5s: one handshake fits, not five: \(cut.body)")
+        XCTAssertTrue(cut.body.contains("\nprobe_success 1\n"), cut.body)
+        let whole = await prober.answer(query: "module=tcp_5&target=127.0.0.1:\(listener.port)", scrapeTimeout: "10", format: .text)
+        XCTAssertTrue(whole.body.contains("\nprobe_packets_sent 5\n"), whole.body)
+        XCTAssertTrue(whole.body.contains("probe_tcp_duration_seconds{phase=\"setup\"}"), whole.body)
+        XCTAssertFalse(whole.body.contains("probe_tcp_duration_seconds{phase=\"setup\"} 0\n"), "setup is measured, not a placeholder 0")
+        let bad = await prober.answer(query: "module=tcp_5&target=127.0.0.1:\(listener.port)", scrapeTimeout: "soon", format: .text)
+        XCTAssertEqual(bad.status, 400)
+        XCTAssertEqual(bad.body, "X-Prometheus-Scrape-Timeout-Seconds must be a positive number of seconds, got 'soon'\n")
         prober.close()
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 @testable import ProbeEngine
 import ProbeService
 import XCTest
@@ -53,13 +54,13 @@ final class ExpositionTests: XCTestCase {
                     outcome: rtts.isEmpty ? .timeout : .ok, scheduleSlipMilliseconds: 0.2)
     }
 
-    func testEachTargetKeepsItsLastRoundItsCountersAndAHistogramOfEveryRTT() {
+    func testEachTargetKeepsItsLastRoundItsCountersAndAHistogramOfEveryRTT() async {
         let metrics = RoundMetrics()
         metrics.observe(round("a", rtts: [1, 2, 3], sent: 4), env: "prod", probe: "p1")
         metrics.observe(round("a", rtts: [10], sent: 2), env: "prod", probe: "p1")
         metrics.observe(round("b", rtts: [], sent: 2), env: "prod", probe: "p1")
         metrics.observe(round("c", rtts: [0.5], sent: 1, kind: .tcp), env: "db", probe: "p1")
-        let text = metrics.render(.text)
+        let text = await metrics.render(.text)
         let a = "probe=\"p1\",env=\"prod\",target=\"a\",family=\"ipv4\""
         XCTAssertTrue(text.contains("netprobe_icmp_rtt_median_seconds{\(a)} 0.01\n"), text)
         XCTAssertFalse(text.contains("netprobe_icmp_rtt_median_seconds{probe=\"p1\",env=\"prod\",target=\"b\""), "no RTT gauge for a round that received nothing")
@@ -74,5 +75,36 @@ final class ExpositionTests: XCTestCase {
         XCTAssertTrue(text.contains("netprobe_rounds_total{probe=\"p1\",kind=\"icmp\"} 3\n"), text)
         XCTAssertTrue(text.contains("netprobe_timestamps_total{probe=\"p1\",source=\"kernel\"} 5\n"), text)
         XCTAssertTrue(text.contains("netprobe_schedule_slip_seconds_count{probe=\"p1\"} 4\n"), text)
+    }
+
+    func testATargetKeepsItsLabelSetWhenItsNameStopsResolving() async {
+        let metrics = RoundMetrics()
+        var resolved = round("db1", rtts: [1], sent: 1)
+        resolved.target.name = "db1"
+        metrics.observe(resolved, env: "prod", probe: "p1")
+        var unresolved = round("db1", rtts: [], sent: 0)
+        unresolved.target.address = nil
+        unresolved.outcome = .unresolved
+        metrics.observe(unresolved, env: "prod", probe: "p1")
+        let text = await metrics.render(.text)
+        let codes = text.split(separator: "\n").filter { $0.hasPrefix("netprobe_icmp_result_code{") }
+        XCTAssertEqual(codes, ["netprobe_icmp_result_code{probe=\"p1\",env=\"prod\",target=\"db1\",family=\"ipv4\"} 3"],
+                       "one series, with the family of the last address, not a second one with family=\"\"")
+        XCTAssertTrue(text.contains("netprobe_icmp_rounds_total{probe=\"p1\",env=\"prod\",target=\"db1\",family=\"ipv4\",result=\"unresolved\"} 1\n"), text)
+    }
+
+    func testTheExpositionIsHandedOverInChunksThatMakeTheWholeText() async {
+        let metrics = RoundMetrics()
+        for index in 0..<200 { metrics.observe(round("host\(index)", rtts: [1, 2], sent: 2), env: "prod", probe: "p1") }
+        let whole = await metrics.render(.openMetrics)
+        var chunks: [String] = []
+        await metrics.write(.openMetrics, chunkSize: 4096) { chunk in chunks.append(String(buffer: chunk)) }
+        XCTAssertGreaterThan(chunks.count, 10, "\(whole.utf8.count) bytes in chunks of about 4 KiB")
+        XCTAssertEqual(chunks.joined(), whole)
+        XCTAssertTrue(whole.hasSuffix("# EOF\n"))
+        for chunk in chunks.dropLast() { XCTAssertLessThan(chunk.utf8.count, 4096 + 2048, "a chunk goes out once it passes the size") }
+        // Families stay whole: every family's samples follow its TYPE line.
+        let families = whole.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] }
+        XCTAssertEqual(families.count, Set(families).count, "no family is begun twice")
     }
 }

@@ -43,7 +43,7 @@ final class ServiceObserverTests: XCTestCase {
         try await done.value
         XCTAssertTrue(recorder.lock.withLock { recorder.attached }, "the observers were told where the sink counters are")
         let rounds = recorder.lock.withLock { recorder.rounds }
-        let text = metrics.render(.text)
+        let text = await metrics.render(.text)
         let labels = "probe=\"observer-test\",env=\"local\",target=\"127.0.0.1\",family=\"ipv4\",port=\"\(listener.port)\",mode=\"half-open\""
         XCTAssertTrue(text.contains("netprobe_tcp_sent_total{\(labels)} \(rounds.map(\.sent).reduce(0, +))\n"), text)
         XCTAssertTrue(text.contains("netprobe_tcp_received_total{\(labels)} \(rounds.map(\.received).reduce(0, +))\n"), text)
