@@ -14,10 +14,17 @@ final class NetprobeRun {
     let directory: URL
     var errorLog: String { (try? String(contentsOf: directory.appendingPathComponent("stderr.log"), encoding: .utf8)) ?? "" }
 
-    init(config: URL) throws {
+    /// - Parameter network: run inside its prober namespace (`ip netns exec`).
+    init(config: URL, network: SilentNetwork? = nil) throws {
         directory = config.deletingLastPathComponent()
-        process.executableURL = URL(fileURLWithPath: TestEnvironment.builtExecutable("netprobe"))
-        process.arguments = ["run", "--config", config.path, "--output", "json"]
+        let command = [TestEnvironment.builtExecutable("netprobe"), "run", "--config", config.path, "--output", "json"]
+        if let network {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["ip", "netns", "exec", network.prober] + command
+        } else {
+            process.executableURL = URL(fileURLWithPath: command[0])
+            process.arguments = Array(command.dropFirst())
+        }
         for name in ["stdout.log", "stderr.log"] { _ = FileManager.default.createFile(atPath: directory.appendingPathComponent(name).path, contents: nil) }
         process.standardOutput = try FileHandle(forWritingTo: directory.appendingPathComponent("stdout.log"))
         process.standardError = try FileHandle(forWritingTo: directory.appendingPathComponent("stderr.log"))

@@ -138,13 +138,16 @@ public class TestServerProcess {
 
     public var arguments: [String] { [] }
 
+    /// What is started: the server's binary, or a wrapper that runs it (ip netns exec).
+    public var launchExecutable: String { executable }
+
     /// True when the server answers its health check.
     public func isReady() async -> Bool { false }
 
     public func launch() async throws {
         precondition(process == nil, "already running")
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
+        process.executableURL = URL(fileURLWithPath: launchExecutable)
         process.arguments = arguments
         let logPath = directory.appendingPathComponent("server.log").path
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
