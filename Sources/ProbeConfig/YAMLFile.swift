@@ -87,6 +87,12 @@ struct YAMLFile {
             if let context {
                 message += " (\(context.text) at line \(context.mark.line), column \(context.mark.column))"
             }
+            // `listen: [::1]:19156` reads as the start of a YAML list.
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            let line = context?.mark.line ?? mark.line
+            if line >= 1, line <= lines.count, let address = lines[line - 1].firstMatch(of: /\[[0-9A-Fa-f:.]*\]:[0-9]+/) {
+                return (Position(mark), "\(message); a bracketed IPv6 address with a port must be quoted: write \"\(address.output)\"")
+            }
             return (Position(mark), "\(message); \(remedy)")
         case let .reader(problem, offset, _, _):
             return (position(ofUTF8Offset: offset ?? 0), "invalid YAML: \(problem); save the file as UTF-8 text without control characters")

@@ -105,6 +105,16 @@ final class PrometheusConfigurationTests: XCTestCase {
         XCTAssertEqual(try load("  listen: \"[::1]:19156\"\n").prometheus?.host, "::1")
     }
 
+    func testAnUnquotedIPv6ListenAddressSaysToQuoteIt() throws {
+        let directory = try temporaryDirectory(self)
+        let path = directory + "/netprobe.yaml"
+        try write("targets: {ping: null, tcp: null}\nprometheus:\n  listen: [::1]:19156\n", to: path, mode: 0o644)
+        let errors = configErrors(path)
+        XCTAssertEqual(errors.count, 1)
+        XCTAssertEqual(errors.first?.line, 3)
+        XCTAssertTrue(errors.first?.message.hasSuffix("a bracketed IPv6 address with a port must be quoted: write \"[::1]:19156\"") == true, "\(errors)")
+    }
+
     func testTheTimeoutOffsetIsReadAndModulesLongerThanTheDefaultScrapeTimeoutAreWarned() throws {
         let configuration = try load("""
               probe:
