@@ -244,6 +244,28 @@ else
   printf 'check: skipped: netprobe validate of the ConfigMap (no %s; .ci/run builds it first)\n' "$binary"
 fi
 
+# --- the binary deployment.sh installs -------------------------------------------------------
+# Built as `deploy/deployment.sh` builds it (its `build` step, into a scratch state folder):
+# the Swift runtime linked in, so no libswiftCore or Foundation library is loaded at start.
+if [ "$(id -u)" -eq 0 ] && command -v swift >/dev/null 2>&1 && command -v ldd >/dev/null 2>&1; then
+  if output=$(NETPROBE_MODE=native NETPROBE_STATE_DIR="$scratch/deploy-state" deploy/deployment.sh build 2>&1); then
+    installed="$scratch/deploy-state/bin/netprobe"
+    if ldd "$installed" | grep -q 'libswift\|libFoundation'; then
+      fail "deployment.sh installs a binary that loads the Swift runtime: $(ldd "$installed" | grep 'libswift\|libFoundation' | tr '\n' ' ')"
+    elif ! getcap "$installed" | grep -q cap_net_raw; then
+      fail "deployment.sh installs a binary without cap_net_raw: $(getcap "$installed")"
+    else
+      pass "deployment.sh build: $installed links no Swift runtime library ($(ldd "$installed" | wc -l) libraries) and has cap_net_raw"
+    fi
+  else
+    fail "deployment.sh build: $output"
+  fi
+elif [ "${CI:-}" = true ]; then
+  fail "the deployment.sh build check needs root, swift and ldd"
+else
+  printf 'check: skipped: the binary deployment.sh installs (needs root and swift)\n'
+fi
+
 if [ "$failures" -gt 0 ]; then
   printf 'check: %d check(s) failed\n' "$failures" >&2
   exit 1
