@@ -39,13 +39,7 @@ final class ListenerTests: XCTestCase {
             self.sequencer = sequencer
             descriptors = []
             for _ in 0..<count {
-                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-                var address = sockaddr_in()
-                address.sin_family = sa_family_t(AF_INET)
-                address.sin_addr.s_addr = inet_addr("127.0.0.1")
-                address.sin_port = UInt16(port).bigEndian
-                let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-                guard connected == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+                let fd = try connectToLoopback(port: port)
                 _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
                 descriptors.append(fd)
             }
@@ -105,7 +99,10 @@ final class ListenerTests: XCTestCase {
 
     func testAScrapeIsAnsweredWhileMoreConnectionsThanTheCapTrickleTheirHeadersAndEachClosesAtItsDeadline() async throws {
         ResourceLimits.raiseOpenFileLimit()
-        let limits = ConnectionLimits()
+        // The default limits, with a header deadline long enough that a slow CI machine
+        // connects all of them and scrapes well inside it (ordering, not timing, is asserted).
+        var limits = ConnectionLimits()
+        limits.headerTimeout = .seconds(15)
         let (exporter, port) = try await makeExporter(limits: limits)
         let sequencer = Sequencer()
         let count = limits.maximumServing + 50
@@ -223,26 +220,43 @@ final class ListenerTests: XCTestCase {
         await v6.stop()
     }
 
+    func testTheCommandLineSaysWhatIsWrongWithTheListenAddress() throws {
+        let listener = try LoopbackListener()
+        let directory = try TestEnvironment.temporaryDirectory("netprobe-listen")
+        let busy = directory.appendingPathComponent("busy.yaml")
+        try "targets: {ping: null, tcp: null}\nprometheus: {listen: \"127.0.0.1:\(listener.port)\"}\n".write(to: busy, atomically: true, encoding: .utf8)
+        let run = try Self.netprobe(["run", "--config", busy.path])
+        XCTAssertEqual(run.status, 4, "a system error")
+        XCTAssertTrue(run.output.contains("netprobe: prometheus: cannot listen on 127.0.0.1:\(listener.port): the port is already in use: another program listens there"), run.output)
+        XCTAssertFalse(run.output.contains("errno"), "no raw errno text: \(run.output)")
+
+        let open = directory.appendingPathComponent("open.yaml")
+        try "targets: {ping: null, tcp: null}\nprometheus:\n  listen: 0.0.0.0:19156\n  probe: {allow: [\"10.0.0.0/8\"]}\n".write(to: open, atomically: true, encoding: .utf8)
+        let validate = try Self.netprobe(["validate", "--config", open.path])
+        XCTAssertEqual(validate.status, 0, validate.output)
+        XCTAssertTrue(validate.output.contains("\(open.path):3:11: warning: listen 0.0.0.0 takes connections on every address of this host, and /probe is on"), validate.output)
+    }
+
+    /// The built netprobe, run to its end: exit status and everything it printed.
+    static func netprobe(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestEnvironment.builtExecutable("netprobe"))
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+
     /// Sends `request` as written and reads until the server closes: the status and the
     /// whole answer, headers included.
     func rawRequest(port: Int, _ request: String, ipv6: Bool = false) async throws -> (Int, String) {
-        let fd = socket(ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = try connectToLoopback(port: port, ipv6: ipv6)
         defer { close(fd) }
-        let connected: Int32
-        if ipv6 {
-            var address = sockaddr_in6()
-            address.sin6_family = sa_family_t(AF_INET6)
-            address.sin6_addr = in6addr_loopback
-            address.sin6_port = UInt16(port).bigEndian
-            connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
-        } else {
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = UInt16(port).bigEndian
-            connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        }
-        guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
         var timeout = timeval(tv_sec: 30, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let bytes = Array(request.utf8)
@@ -264,4 +278,29 @@ final class ListenerTests: XCTestCase {
         let status = text.hasPrefix("HTTP/1.1 ") ? Int(text.dropFirst(9).prefix(3)) ?? 0 : 0
         return (status, text)
     }
+}
+
+/// A TCP connection to 127.0.0.1 (or ::1) on `port`, connected (blocking).
+func connectToLoopback(port: Int, ipv6: Bool = false) throws -> Int32 {
+    let fd = socket(ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let connected: Int32
+    if ipv6 {
+        var address = sockaddr_in6()
+        address.sin6_family = sa_family_t(AF_INET6)
+        address.sin6_addr = in6addr_loopback
+        address.sin6_port = UInt16(port).bigEndian
+        connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+    } else {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    }
+    guard connected == 0 else {
+        let error = errno
+        close(fd)
+        throw POSIXError(POSIXErrorCode(rawValue: error) ?? .EIO)
+    }
+    return fd
 }

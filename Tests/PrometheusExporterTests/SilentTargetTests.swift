@@ -94,6 +94,8 @@ final class SilentTargetTests: XCTestCase {
             XCTAssertEqual(status, 200, body)
             XCTAssertTrue(body.contains("\nprobe_success 1\n"), body)
             XCTAssertTrue(silent.isRunning, "module \(module): answered while the silent host's probe was still waiting")
+            let promtool = try PromtoolCheck.run(Data(body.utf8))
+            XCTAssertEqual(promtool.output, "", "promtool check metrics on /probe's answer")
         }
         silent.waitUntilExit()
         XCTAssertEqual(silent.terminationStatus, 0, "the silent host's request was answered too")
