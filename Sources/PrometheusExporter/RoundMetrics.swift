@@ -26,41 +26,59 @@ public final class RoundMetrics: RoundObserver, Sendable {
         }
     }
 
-    /// One target's state.
+    /// One target's state: its identity, the family its labels show, and its row.
     struct Series {
         let key: SeriesKey
         /// The family of the last address ("" until the name first resolves).
         var family: String
-        /// The labels of every sample of the target: the schema's tag keys (Schema.Tag), so
-        /// a PromQL query and an InfluxQL one read alike. Rendered when the family changes.
-        var labels: LabelSet
-        var last: RoundResult
-        var sent = 0
-        var received = 0
-        var late = 0
-        var duplicates = 0
-        var completed = 0
-        /// Attempts by outcome, and rounds by result.
-        var outcomes: [ProbeOutcome: Int] = [:]
-        var rounds: [ProbeOutcome: Int] = [:]
-        var rtt = Histogram(bounds: Histogram.rttBounds)
+        var row: Row
         /// Monotonic time of the last round, and the gap before it (to retire a target that
         /// a reload removed).
         var updated: Int64
         var gap: Int64 = 0
 
-        init(key: SeriesKey, family: String, last: RoundResult, updated: Int64) {
+        init(key: SeriesKey, family: String, updated: Int64) {
             self.key = key
             self.family = family
-            labels = Self.labels(key, family: family)
-            self.last = last
+            row = Row(labels: Self.labels(key, family: family))
             self.updated = updated
         }
 
-        static func labels(_ key: SeriesKey, family: String) -> LabelSet {
+        static func labels(_ key: SeriesKey, family: String) -> [UInt8] {
             var labels = [(Schema.Tag.probe, key.probe), (Schema.Tag.env, key.env), (Schema.Tag.target, key.target), (Schema.Tag.family, family)]
             if key.kind == .tcp { labels += [(Schema.Tag.port, key.port), (Schema.Tag.mode, key.mode)] }
-            return LabelSet(labels)
+            return LabelSet(labels).bytes
+        }
+    }
+
+    /// What `/metrics` shows of one target, held inline (the label bytes are its only heap
+    /// storage): a scrape's snapshot is a copy of plain memory, and a round observed while
+    /// a scrape is being written copies nothing on write.
+    struct Row {
+        /// The labels of every sample of the target: the schema's tag keys (Schema.Tag), so
+        /// a PromQL query and an InfluxQL one read alike. Rendered when the family changes.
+        var labels: [UInt8]
+        /// The last round's.
+        var statistics: RTTStatistics?
+        var lossRatio = 0.0
+        var ttl: Int?
+        var outcome = ProbeOutcome.ok
+        var startSeconds = 0.0
+        var sent = 0
+        var received = 0
+        var late = 0
+        var duplicates = 0
+        var completed = 0
+        /// Attempts, and rounds, by outcome code.
+        var outcomes = InlineArray<6, Int>(repeating: 0)
+        var rounds = InlineArray<6, Int>(repeating: 0)
+        /// Every RTT, by `Histogram.rttBounds` bucket (each count in its bucket alone).
+        var buckets = InlineArray<20, Int>(repeating: 0)
+        var rttCount = 0
+        var rttSum = 0.0
+
+        init(labels: [UInt8]) {
+            self.labels = labels
         }
     }
 
@@ -112,7 +130,7 @@ public final class RoundMetrics: RoundObserver, Sendable {
                 position = existing
             } else {
                 position = state.series.count
-                state.series.append(Series(key: key, family: family ?? "", last: round, updated: now))
+                state.series.append(Series(key: key, family: family ?? "", updated: now))
                 state.index[key] = position
                 state.order = nil
             }
@@ -133,15 +151,11 @@ public final class RoundMetrics: RoundObserver, Sendable {
         state.withLock { $0.probeRequests[status, default: 0] += 1 }
     }
 
-    /// What one scrape shows, copied under the lock: the targets in exposition order and
-    /// the self-monitoring counters. Retires targets silent for `retireAfterGaps` of their
-    /// intervals (removed by a reload), so the exposition does not grow without end.
-    struct Snapshot {
-        var series: [Series]
-        var monitor: State
-    }
-
-    func snapshot(now: Int64 = Clock.monotonicNanoseconds()) -> Snapshot {
+    /// What one scrape shows, copied under the lock: every target's row in exposition
+    /// order (ICMP first), how many are ICMP, and the self-monitoring counters. Retires
+    /// targets silent for `retireAfterGaps` of their intervals (removed by a reload), so
+    /// the exposition does not grow without end.
+    func snapshot(now: Int64 = Clock.monotonicNanoseconds()) -> (rows: [Row], icmpCount: Int, monitor: State) {
         state.withLock { state in
             let retired = state.series.contains { $0.gap != 0 && now - $0.updated > $0.gap * Self.retireAfterGaps }
             if retired {
@@ -152,11 +166,19 @@ public final class RoundMetrics: RoundObserver, Sendable {
             if state.order == nil {
                 state.order = state.series.indices.sorted { state.series[$0].key < state.series[$1].key }
             }
+            let order = state.order!
+            var rows: [Row] = []
+            rows.reserveCapacity(order.count)
+            var icmpCount = 0
+            for position in order {
+                rows.append(state.series[position].row)
+                if state.series[position].key.kind == .icmp { icmpCount += 1 }
+            }
             var monitor = state
             monitor.series = []
             monitor.index = [:]
             monitor.order = nil
-            return Snapshot(series: state.order!.map { state.series[$0] }, monitor: monitor)
+            return (rows, icmpCount, monitor)
         }
     }
 
@@ -164,21 +186,21 @@ public final class RoundMetrics: RoundObserver, Sendable {
     /// `chunkSize` bytes as they fill: a scrape holds one chunk and the snapshot, never
     /// the whole answer (10,000 targets: some 40 MB of text).
     public func write(_ format: ExpositionFormat, chunkSize: Int = RoundMetrics.chunkSize, to sink: (ByteBuffer) async throws -> Void) async rethrows {
-        let snapshot = snapshot()
-        var writer = ExpositionWriter(format: format, capacity: chunkSize + chunkSize / 4)
-        let icmpEnd = snapshot.series.firstIndex { $0.key.kind != .icmp } ?? snapshot.series.endIndex
-        for (kind, series) in [(ProbeKind.icmp, snapshot.series[..<icmpEnd]), (.tcp, snapshot.series[icmpEnd...])] where !series.isEmpty {
-            for family in Self.targetFamilies(kind) {
-                writer.family(family.name, family.type, help: family.help)
-                for target in series {
-                    family.write(target, &writer)
-                    if writer.buffer.readableBytes >= chunkSize { try await sink(writer.takeChunk()) }
-                }
-            }
+        var cursor = exposition(format, chunkSize: chunkSize)
+        while let chunk = cursor.next() { try await sink(chunk) }
+    }
+
+    /// The exposition of this moment, to be read chunk by chunk.
+    func exposition(_ format: ExpositionFormat, chunkSize: Int = RoundMetrics.chunkSize) -> ExpositionCursor {
+        let (rows, icmpCount, monitor) = snapshot()
+        var tail = ExpositionWriter(format: format)
+        writeSelfMonitoring(monitor, into: &tail)
+        tail.finish()
+        var segments: [ExpositionCursor.Segment] = []
+        for (families, range) in [(Self.icmpFamilies, 0..<icmpCount), (Self.tcpFamilies, icmpCount..<rows.count)] where !range.isEmpty {
+            segments += families.map { ExpositionCursor.Segment(family: $0, rows: range) }
         }
-        writeSelfMonitoring(snapshot.monitor, into: &writer)
-        writer.finish()
-        try await sink(writer.takeChunk())
+        return ExpositionCursor(format: format, chunkSize: chunkSize, rows: rows, segments: segments, tail: tail.takeChunk())
     }
 
     /// The whole exposition as text (tests, small runs).
@@ -188,48 +210,92 @@ public final class RoundMetrics: RoundObserver, Sendable {
         return text
     }
 
-    /// One per-target metric family: its name, type, help, and what a target writes.
-    struct TargetFamily {
-        var name: String
-        var type: MetricType
-        var help: String
-        var write: (Series, inout ExpositionWriter) -> Void
+    /// One per-target metric family: what it is, its names as bytes, its help.
+    struct TargetFamily: Sendable {
+        enum Kind: Sendable {
+            case statistic(KeyPath<RTTStatistics, Double> & Sendable)
+            case lossRatio, ttl, resultCode, lastRound
+            case counter(KeyPath<Row, Int> & Sendable)
+            case outcomes, rounds, histogram
+        }
+
+        let kind: Kind
+        let name: String
+        let nameBytes: [UInt8]
+        let type: MetricType
+        let help: String
+        let histogramNames: ExpositionWriter.HistogramNames
+
+        init(_ kind: Kind, _ name: String, _ type: MetricType, help: String) {
+            self.kind = kind
+            self.name = name
+            nameBytes = Array(name.utf8)
+            self.type = type
+            self.help = help
+            histogramNames = ExpositionWriter.HistogramNames(name)
+        }
+
+        static let resultLabel = Array(Schema.Field.result.utf8)
+        /// Each outcome's label value, by code.
+        static let outcomeNames: [[UInt8]] = (0..<6).map { code in Array((ProbeOutcome.allCases.first { $0.code == code }?.rawValue ?? "").utf8) }
+        static let rttBounds = Histogram.rttBoundTexts.map { Array($0.utf8) }
+
+        /// The family's samples of one target.
+        func write(_ row: UnsafePointer<Row>, into writer: inout ExpositionWriter) {
+            let labels = row.pointee.labels
+            switch kind {
+            case .statistic(let path):
+                if let statistics = row.pointee.statistics { writer.sample(nameBytes, labels, statistics[keyPath: path] / 1000) }
+            case .lossRatio:
+                writer.sample(nameBytes, labels, row.pointee.lossRatio)
+            case .ttl:
+                if let ttl = row.pointee.ttl { writer.sample(nameBytes, labels, Double(ttl)) }
+            case .resultCode:
+                writer.sample(nameBytes, labels, Double(row.pointee.outcome.code))
+            case .lastRound:
+                writer.sample(nameBytes, labels, row.pointee.startSeconds)
+            case .counter(let path):
+                writer.sample(nameBytes, labels, Double(row.pointee[keyPath: path]))
+            case .outcomes:
+                for code in 0..<6 where row.pointee.outcomes[code] > 0 {
+                    writer.sample(nameBytes, labels, extra: (Self.resultLabel, Self.outcomeNames[code]), Double(row.pointee.outcomes[code]))
+                }
+            case .rounds:
+                for code in 0..<6 where row.pointee.rounds[code] > 0 {
+                    writer.sample(nameBytes, labels, extra: (Self.resultLabel, Self.outcomeNames[code]), Double(row.pointee.rounds[code]))
+                }
+            case .histogram:
+                writer.writeHistogram(histogramNames, labels, bounds: Self.rttBounds, count: 20, bucket: { row.pointee.buckets[$0] },
+                                      total: row.pointee.rttCount, sum: row.pointee.rttSum)
+            }
+        }
     }
+
+    static let icmpFamilies = targetFamilies(.icmp)
+    static let tcpFamilies = targetFamilies(.tcp)
 
     /// The per-target families of a kind, in exposition order.
     static func targetFamilies(_ kind: ProbeKind) -> [TargetFamily] {
         let what = kind == .icmp ? "ICMP echo round trip" : "TCP handshake (SYN to SYN-ACK)"
         var families: [TargetFamily] = []
-        let statistics: [(field: String, help: String, value: (RTTStatistics) -> Double)] = [
+        let statistics: [(field: String, help: String, value: KeyPath<RTTStatistics, Double> & Sendable)] = [
             (Schema.Field.rttMinimum, "minimum", \.minimum), (Schema.Field.rttAverage, "average", \.average),
             (Schema.Field.rttMaximum, "maximum", \.maximum), (Schema.Field.rttMedian, "median", \.median),
             (Schema.Field.rttStandardDeviation, "standard deviation", \.standardDeviation), (Schema.Field.jitter, "jitter (mean difference of consecutive RTTs)", \.jitter),
         ]
         for statistic in statistics {
-            let name = Schema.Prometheus.gauge(kind, statistic.field)
-            families.append(TargetFamily(name: name, type: .gauge, help: "\(what) time of the last round, \(statistic.help), in seconds; absent when the round received nothing.") { series, writer in
-                if let stats = series.last.statistics { writer.sample(name, series.labels, statistic.value(stats) / 1000) }
-            })
+            families.append(TargetFamily(.statistic(statistic.value), Schema.Prometheus.gauge(kind, statistic.field), .gauge,
+                                         help: "\(what) time of the last round, \(statistic.help), in seconds; absent when the round received nothing."))
         }
-        let loss = Schema.Prometheus.gauge(kind, Schema.Field.lossPercent)
-        families.append(TargetFamily(name: loss, type: .gauge, help: "Share of the last round's \(kind == .icmp ? "echo requests" : "handshakes") without a timely answer, 0 to 1.") { series, writer in
-            writer.sample(loss, series.labels, series.last.lossPercent / 100)
-        })
+        families.append(TargetFamily(.lossRatio, Schema.Prometheus.gauge(kind, Schema.Field.lossPercent), .gauge,
+                                     help: "Share of the last round's \(kind == .icmp ? "echo requests" : "handshakes") without a timely answer, 0 to 1."))
         if kind == .icmp {
-            let ttl = Schema.Prometheus.gauge(kind, Schema.Field.ttl)
-            families.append(TargetFamily(name: ttl, type: .gauge, help: "TTL (IPv4) or hop limit (IPv6) of the last reply.") { series, writer in
-                if let hops = series.last.ttl { writer.sample(ttl, series.labels, Double(hops)) }
-            })
+            families.append(TargetFamily(.ttl, Schema.Prometheus.gauge(kind, Schema.Field.ttl), .gauge, help: "TTL (IPv4) or hop limit (IPv6) of the last reply."))
         }
-        let code = Schema.Prometheus.gauge(kind, Schema.Field.resultCode)
-        families.append(TargetFamily(name: code, type: .gauge, help: "The last round's result as its code: 0 ok, 1 timeout, 2 unreachable, 3 unresolved, 4 error, 5 refused.") { series, writer in
-            writer.sample(code, series.labels, Double(series.last.outcome.code))
-        })
-        let started = Schema.Prometheus.lastRoundTimestamp(kind)
-        families.append(TargetFamily(name: started, type: .gauge, help: "Start of the last round, in seconds since the epoch.") { series, writer in
-            writer.sample(started, series.labels, Double(series.last.startNanoseconds / 1000) / 1e6)
-        })
-        var counters: [(field: String, help: String, value: (Series) -> Int)] = [
+        families.append(TargetFamily(.resultCode, Schema.Prometheus.gauge(kind, Schema.Field.resultCode), .gauge,
+                                     help: "The last round's result as its code: 0 ok, 1 timeout, 2 unreachable, 3 unresolved, 4 error, 5 refused."))
+        families.append(TargetFamily(.lastRound, Schema.Prometheus.lastRoundTimestamp(kind), .gauge, help: "Start of the last round, in seconds since the epoch."))
+        var counters: [(field: String, help: String, value: KeyPath<Row, Int> & Sendable)] = [
             (Schema.Field.sent, kind == .icmp ? "Echo requests sent." : "Handshakes started.", \.sent),
             (Schema.Field.received, kind == .icmp ? "Distinct timely echo replies." : "Handshakes answered with SYN-ACK in time.", \.received),
         ]
@@ -240,27 +306,14 @@ public final class RoundMetrics: RoundObserver, Sendable {
             counters.append((Schema.Field.completed, "Handshakes the server saw completed (our ACK reached it).", \.completed))
         }
         for counter in counters {
-            let name = Schema.Prometheus.counter(kind, counter.field)
-            families.append(TargetFamily(name: name, type: .counter, help: counter.help) { series, writer in
-                writer.sample(name, series.labels, Double(counter.value(series)))
-            })
+            families.append(TargetFamily(.counter(counter.value), Schema.Prometheus.counter(kind, counter.field), .counter, help: counter.help))
         }
-        let outcomes = Schema.Prometheus.outcomes(kind)
-        families.append(TargetFamily(name: outcomes, type: .counter, help: "Attempts by outcome (\(Schema.Field.result) values: ok, refused, timeout, unreachable, error).") { series, writer in
-            for (outcome, count) in series.outcomes.sorted(by: { $0.key.code < $1.key.code }) {
-                writer.sample(outcomes, series.labels, extra: (Schema.Field.result, outcome.rawValue), Double(count))
-            }
-        })
-        let rounds = Schema.Prometheus.rounds(kind)
-        families.append(TargetFamily(name: rounds, type: .counter, help: "Rounds by result (ok when anything was answered; unresolved when the name did not resolve).") { series, writer in
-            for (outcome, count) in series.rounds.sorted(by: { $0.key.code < $1.key.code }) {
-                writer.sample(rounds, series.labels, extra: (Schema.Field.result, outcome.rawValue), Double(count))
-            }
-        })
-        let histogram = Schema.Prometheus.rttHistogram(kind)
-        families.append(TargetFamily(name: histogram, type: .histogram, help: "Every \(what) time, in seconds (smokeping_prober's buckets: 50us doubling to 26.2s).") { series, writer in
-            writer.histogram(histogram, series.labels, series.rtt)
-        })
+        families.append(TargetFamily(.outcomes, Schema.Prometheus.outcomes(kind), .counter,
+                                     help: "Attempts by outcome (\(Schema.Field.result) values: ok, refused, timeout, unreachable, error)."))
+        families.append(TargetFamily(.rounds, Schema.Prometheus.rounds(kind), .counter,
+                                     help: "Rounds by result (ok when anything was answered; unresolved when the name did not resolve)."))
+        families.append(TargetFamily(.histogram, Schema.Prometheus.rttHistogram(kind), .histogram,
+                                     help: "Every \(what) time, in seconds (smokeping_prober's buckets: 50us doubling to 26.2s)."))
         return families
     }
 
@@ -325,18 +378,84 @@ extension RoundMetrics.Series {
     mutating func update(with round: RoundResult, family newFamily: String?, now: Int64) {
         if let newFamily, newFamily != family {
             family = newFamily
-            labels = Self.labels(key, family: newFamily)
+            row.labels = Self.labels(key, family: newFamily)
         }
         gap = now - updated
         updated = now
-        last = round
-        sent += round.sent
-        received += round.received
-        late += round.late
-        duplicates += round.duplicates
-        completed += round.completed
-        for (outcome, count) in round.outcomeCounts where count > 0 { outcomes[outcome, default: 0] += count }
-        rounds[round.outcome, default: 0] += 1
-        for sample in round.rttsMilliseconds { rtt.observe(sample / 1000) }
+        row.statistics = round.statistics
+        row.lossRatio = round.lossPercent / 100
+        row.ttl = round.ttl
+        row.outcome = round.outcome
+        row.startSeconds = Double(round.startNanoseconds / 1000) / 1e6
+        row.sent += round.sent
+        row.received += round.received
+        row.late += round.late
+        row.duplicates += round.duplicates
+        row.completed += round.completed
+        for (outcome, count) in round.outcomeCounts where count > 0 { row.outcomes[outcome.code] += count }
+        row.rounds[round.outcome.code] += 1
+        for milliseconds in round.rttsMilliseconds {
+            let seconds = milliseconds / 1000
+            row.rttCount += 1
+            row.rttSum += seconds
+            if let bucket = Histogram.rttBounds.firstIndex(where: { seconds <= $0 }) { row.buckets[bucket] += 1 }
+        }
+    }
+}
+
+/// The `/metrics` exposition of one moment, written chunk by chunk from its snapshot: each
+/// target family's samples for every target, then the self-monitoring tail.
+struct ExpositionCursor {
+    struct Segment {
+        let family: RoundMetrics.TargetFamily
+        let rows: Range<Int>
+    }
+
+    let format: ExpositionFormat
+    let chunkSize: Int
+    let rows: [RoundMetrics.Row]
+    let segments: [Segment]
+    /// The self-monitoring families and the format's end, written once the targets are.
+    let tail: ByteBuffer
+    private var writer: ExpositionWriter
+    private var segment = 0
+    private var position: Int?
+    private var finished = false
+
+    init(format: ExpositionFormat, chunkSize: Int, rows: [RoundMetrics.Row], segments: [Segment], tail: ByteBuffer) {
+        self.format = format
+        self.chunkSize = chunkSize
+        self.rows = rows
+        self.segments = segments
+        self.tail = tail
+        writer = ExpositionWriter(format: format, capacity: chunkSize + chunkSize / 4)
+    }
+
+    /// The next chunk (about `chunkSize` bytes; the last may be shorter); nil at the end.
+    mutating func next() -> ByteBuffer? {
+        guard !finished else { return nil }
+        rows.withUnsafeBufferPointer { rows in
+            while writer.buffer.readableBytes < chunkSize {
+                guard segment < segments.count else {
+                    writer.append(tail)
+                    finished = true
+                    return
+                }
+                let current = segments[segment]
+                guard let at = position else {
+                    writer.family(current.family.name, current.family.type, help: current.family.help)
+                    position = current.rows.lowerBound
+                    continue
+                }
+                if at < current.rows.upperBound {
+                    current.family.write(rows.baseAddress! + at, into: &writer)
+                    position = at + 1
+                } else {
+                    segment += 1
+                    position = nil
+                }
+            }
+        }
+        return writer.takeChunk()
     }
 }
