@@ -65,15 +65,29 @@ public final class PrometheusExporter: Sendable {
     ///   not an address of this host, privileged port).
     @discardableResult
     public func start() async throws -> Int {
-        let router = Router()
+        let router = Router(context: ExporterRequestContext.self)
         router.add(middleware: MethodCheck(allowed: Self.allowedMethods))
         let metrics = self.metrics, blackbox = self.blackbox
-        router.get("metrics") { request, _ -> Response in
+        router.get("metrics") { request, context -> Response in
             let format = ExpositionFormat.negotiate(accept: request.headers[.accept])
-            // Streamed in chunks as they are written (chunked transfer), with the
-            // connection's back-pressure: a scrape never holds its whole answer.
+            let eventLoop = context.channel.eventLoop
+            // Streamed in chunks as they are written (chunked transfer): a scrape never
+            // holds its whole answer.
             return Response(status: .ok, headers: [.contentType: format.contentType], body: ResponseBody { writer in
-                try await metrics.write(format) { chunk in try await writer.write(chunk) }
+                var unconfirmed = 0
+                try await metrics.write(format) { chunk in
+                    try await writer.write(chunk)
+                    // A write is only queued for the channel's event loop, which a busy
+                    // machine may not run for a while: every few chunks, wait until the loop
+                    // has handed them on, so they do not pile up faster than the connection
+                    // takes them (its own back-pressure then holds the next one). At most
+                    // `pacedChunks` chunks (320 KiB) wait at once.
+                    unconfirmed += 1
+                    if unconfirmed == Self.pacedChunks {
+                        unconfirmed = 0
+                        try await eventLoop.submit {}.get()
+                    }
+                }
                 try await writer.finish(nil)
             })
         }
@@ -138,6 +152,10 @@ public final class PrometheusExporter: Sendable {
         return port
     }
 
+    /// How many `/metrics` chunks may be queued for the event loop before the writer waits
+    /// for it (each hop costs a thread switch; one per chunk was 40 % more CPU a scrape).
+    static let pacedChunks = 4
+
     /// The header Prometheus sends with each scrape: how long it waits for the answer.
     static let scrapeTimeoutHeader = HTTPField.Name("X-Prometheus-Scrape-Timeout-Seconds")!
 
@@ -187,6 +205,18 @@ public enum PrometheusExporterError: Error, CustomStringConvertible {
         switch self {
         case .cannotListen(let address, let reason): return "cannot listen on \(address): \(reason)"
         }
+    }
+}
+
+/// Hummingbird's basic context plus the connection's channel (its event loop paces
+/// `/metrics`' chunks).
+struct ExporterRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = CoreRequestContextStorage(source: source)
+        channel = source.channel
     }
 }
 

@@ -99,6 +99,12 @@ public final class RoundMetrics: RoundObserver, Sendable {
     }
 
     private let state = Locked(State())
+    /// The snapshot's storage, kept between scrapes: one allocation of the size of every
+    /// target's row for the process's life, instead of one per scrape (which malloc, with
+    /// two arenas and a moving mmap threshold, came to hold twice over: 13 MB more at the
+    /// peak at 10,000 targets scraped every 2 s). A scrape that finds it taken (another
+    /// scrape at the same time) allocates its own.
+    private let spareRows = Locked<[Row]?>(nil)
     /// The HTTP server's connections (closed by reason, open now); nil without a server.
     let connections: ConnectionRegistry?
     /// How long a target may stay silent before its series go, in gaps between its rounds.
@@ -167,7 +173,11 @@ public final class RoundMetrics: RoundObserver, Sendable {
                 state.order = state.series.indices.sorted { state.series[$0].key < state.series[$1].key }
             }
             let order = state.order!
-            var rows: [Row] = []
+            var rows = spareRows.withLock { spare in
+                defer { spare = nil }
+                return spare ?? []
+            }
+            rows.removeAll(keepingCapacity: true)
             rows.reserveCapacity(order.count)
             var icmpCount = 0
             for position in order {
@@ -188,6 +198,7 @@ public final class RoundMetrics: RoundObserver, Sendable {
     public func write(_ format: ExpositionFormat, chunkSize: Int = RoundMetrics.chunkSize, to sink: (ByteBuffer) async throws -> Void) async rethrows {
         var cursor = exposition(format, chunkSize: chunkSize)
         while let chunk = cursor.next() { try await sink(chunk) }
+        recycle(cursor.rows)
     }
 
     /// The exposition of this moment, to be read chunk by chunk.
@@ -201,6 +212,13 @@ public final class RoundMetrics: RoundObserver, Sendable {
             segments += families.map { ExpositionCursor.Segment(family: $0, rows: range) }
         }
         return ExpositionCursor(format: format, chunkSize: chunkSize, rows: rows, segments: segments, tail: tail.takeChunk())
+    }
+
+    /// A finished scrape's rows, for the next scrape to write its snapshot into.
+    func recycle(_ rows: [Row]) {
+        spareRows.withLock { spare in
+            if spare == nil { spare = rows }
+        }
     }
 
     /// The whole exposition as text (tests, small runs).
