@@ -279,9 +279,11 @@ private final class ICMPReceiver: DescriptorOwner {
         }
     }
 
-    /// The run whose request carried `probeNumber`; nil when none remembers it.
+    /// The run whose request carried `probeNumber`; nil when none of several remembers it.
+    /// A lone run (`run`, `ping`) gets everything, as before runs could share the sockets:
+    /// its tracker sorts out what is not its own, with no lookup here first.
     private func run(holding probeNumber: UInt32) -> ICMPRun? {
-        if runs.count == 1 { return runs[0].tracker.record(probeNumber) != nil ? runs[0] : nil }
+        if runs.count == 1 { return runs[0] }
         return runs.first { $0.tracker.record(probeNumber) != nil }
     }
 
