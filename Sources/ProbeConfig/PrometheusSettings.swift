@@ -227,7 +227,7 @@ extension ConfigurationLoader {
     private static func readAllowList(_ node: Node, into settings: inout BlackboxSettings, reader: inout Reader) {
         if node.isNull { return }
         guard case .sequence(let items) = node else {
-            reader.error(node, "allow must be a list of address prefixes and host names, e.g. [\"10.1.2.0/24\", \"db1.example.com\"], got \(node.shownAs)")
+            reader.error(node, "allow must be a list of address prefixes and host names, e.g. [\"192.0.2.0/24\", \"db1.example.com\"], got \(node.shownAs)")
             return
         }
         for item in items {
@@ -257,7 +257,7 @@ extension ConfigurationLoader {
         let checked = settings.allowedNames.filter { !$0.anyAddress }
         if !checked.isEmpty && settings.allowedPrefixes.isEmpty {
             let example = checked[0].name
-            reader.error(node, "allow names \(checked.map { "'\($0.name)'" }.joined(separator: ", ")) but no address prefix: a name only permits its lookup, and each address it resolves to must lie inside an allowed prefix, so none could be probed; add the prefixes its addresses lie in (e.g. \"10.1.2.0/24\"), or write {name: \(example), any_address: true} to probe whatever its DNS answers")
+            reader.error(node, "allow names \(checked.map { "'\($0.name)'" }.joined(separator: ", ")) but no address prefix: a name only permits its lookup, and each address it resolves to must lie inside an allowed prefix, so none could be probed; add the prefixes its addresses lie in (e.g. \"192.0.2.0/24\"), or write {name: \(example), any_address: true} to probe whatever its DNS answers")
         }
     }
 
@@ -269,7 +269,7 @@ extension ConfigurationLoader {
             return
         }
         guard Self.isHostName(text), IPAddress(parsing: Resolver.bareName(text)) == nil, !text.contains("/") else {
-            reader.error(nameNode, "name '\(text)' is not a host name; list addresses and prefixes as plain entries, e.g. \"10.1.2.0/24\"")
+            reader.error(nameNode, "name '\(text)' is not a host name; list addresses and prefixes as plain entries, e.g. \"192.0.2.0/24\"")
             return
         }
         var anyAddress = false

@@ -42,7 +42,7 @@ final class PrometheusConfigurationTests: XCTestCase {
         assertErrors(configErrors(path), in: path, [
             Expected(3, 11, "listen must be ADDRESS:PORT with a numeric address, e.g. '127.0.0.1:19156' or '[::1]:19156', got 'localhost:9156'"),
             // Both prefixes are refused, so the name is left without one.
-            Expected(5, 12, "allow names 'db1.example.com' but no address prefix: a name only permits its lookup, and each address it resolves to must lie inside an allowed prefix, so none could be probed; add the prefixes its addresses lie in (e.g. \"10.1.2.0/24\"), or write {name: db1.example.com, any_address: true} to probe whatever its DNS answers"),
+            Expected(5, 12, "allow names 'db1.example.com' but no address prefix: a name only permits its lookup, and each address it resolves to must lie inside an allowed prefix, so none could be probed; add the prefixes its addresses lie in (e.g. \"192.0.2.0/24\"), or write {name: db1.example.com, any_address: true} to probe whatever its DNS answers"),
             Expected(5, 13, "allow entry '0.0.0.0/0' allows every address, so anyone who can reach the port could make netprobe probe anything; list the prefixes you mean"),
             Expected(5, 26, "allow entry '10.0.0.0/33' is not an address prefix; write ADDRESS/LENGTH, e.g. 10.0.0.0/8 or 2001:db8::/32"),
             Expected(5, 60, "allow entry 'bad name!' is neither a host name nor an address prefix"),
@@ -63,14 +63,14 @@ final class PrometheusConfigurationTests: XCTestCase {
     func testANameOnlyPermitsItsLookupAndItsAddressesMustLieInAPrefix() throws {
         let configuration = try load("""
               probe:
-                allow: ["10.1.2.0/24", "db1.example.com", {name: DB2.example.com., any_address: true}, {name: db3.example.com}]
+                allow: ["192.0.2.0/24", "db1.example.com", {name: DB2.example.com., any_address: true}, {name: db3.example.com}]
             """)
         let probe = try XCTUnwrap(configuration.prometheus?.probe)
         XCTAssertEqual(probe.allowedNames, [AllowedName("db1.example.com"), AllowedName("db2.example.com", anyAddress: true), AllowedName("db3.example.com")])
         XCTAssertEqual(probe.allowedName("DB1.Example.com."), AllowedName("db1.example.com"))
         XCTAssertNil(probe.allowedName("db4.example.com"))
-        XCTAssertTrue(probe.allows(try XCTUnwrap(IPAddress(parsing: "10.1.2.200"))))
-        XCTAssertFalse(probe.allows(try XCTUnwrap(IPAddress(parsing: "10.1.3.1"))))
+        XCTAssertTrue(probe.allows(try XCTUnwrap(IPAddress(parsing: "192.0.2.200"))))
+        XCTAssertFalse(probe.allows(try XCTUnwrap(IPAddress(parsing: "192.0.3.1"))))
     }
 
     func testNamesWithoutAnyPrefixAreAnErrorThatNamesTheFix() throws {
@@ -80,14 +80,14 @@ final class PrometheusConfigurationTests: XCTestCase {
             targets: {ping: null, tcp: null}
             prometheus:
               probe:
-                allow: [db1.example.com, {name: db2.example.com, any_address: true}, {name: 10.0.0.1}, {any_address: true}, {name: x, any_address: maybe, port: 1}]
+                allow: [db1.example.com, {name: db2.example.com, any_address: true}, {name: 192.0.2.1}, {any_address: true}, {name: x, any_address: maybe, port: 1}]
             """, to: path, mode: 0o644)
         assertErrors(configErrors(path), in: path, [
-            Expected(4, 12, "allow names 'db1.example.com', 'x' but no address prefix: a name only permits its lookup, and each address it resolves to must lie inside an allowed prefix, so none could be probed; add the prefixes its addresses lie in (e.g. \"10.1.2.0/24\"), or write {name: db1.example.com, any_address: true} to probe whatever its DNS answers"),
-            Expected(4, 81, "name '10.0.0.1' is not a host name; list addresses and prefixes as plain entries, e.g. \"10.1.2.0/24\""),
-            Expected(4, 92, "an allow entry written as a mapping needs 'name: HOST', e.g. {name: db1.example.com, any_address: true}"),
-            Expected(4, 136, "any_address must be true or false, got 'maybe'"),
-            Expected(4, 143, "unknown key 'port' in an allow entry; known keys are 'name', 'any_address'"),
+            Expected(4, 12, "allow names 'db1.example.com', 'x' but no address prefix: a name only permits its lookup, and each address it resolves to must lie inside an allowed prefix, so none could be probed; add the prefixes its addresses lie in (e.g. \"192.0.2.0/24\"), or write {name: db1.example.com, any_address: true} to probe whatever its DNS answers"),
+            Expected(4, 81, "name '192.0.2.1' is not a host name; list addresses and prefixes as plain entries, e.g. \"192.0.2.0/24\""),
+            Expected(4, 93, "an allow entry written as a mapping needs 'name: HOST', e.g. {name: db1.example.com, any_address: true}"),
+            Expected(4, 137, "any_address must be true or false, got 'maybe'"),
+            Expected(4, 144, "unknown key 'port' in an allow entry; known keys are 'name', 'any_address'"),
         ])
         // Names whose DNS is trusted need no prefix.
         let trusted = try load("  probe:\n    allow: [{name: db2.example.com, any_address: true}]\n")
@@ -95,13 +95,13 @@ final class PrometheusConfigurationTests: XCTestCase {
     }
 
     func testListeningOnEveryAddressWithProbeOnIsWarnedAndLoopbackIsNot() throws {
-        let open = try load("  listen: 0.0.0.0:19156\n  probe: {allow: [\"10.0.0.0/8\"]}\n")
+        let open = try load("  listen: 0.0.0.0:19156\n  probe: {allow: [\"198.51.100.0/24\"]}\n")
         XCTAssertEqual(open.warnings.map(\.message), [
             "listen 0.0.0.0 takes connections on every address of this host, and /probe is on: anyone who can reach port 19156 can make netprobe send probes to the allowed targets; listen on 127.0.0.1 (Prometheus on this host) or one internal address, or firewall the port",
         ])
-        XCTAssertEqual(try load("  listen: \"[::]:19156\"\n  probe: {allow: [\"10.0.0.0/8\"]}\n").warnings.count, 1)
+        XCTAssertEqual(try load("  listen: \"[::]:19156\"\n  probe: {allow: [\"198.51.100.0/24\"]}\n").warnings.count, 1)
         XCTAssertEqual(try load("  listen: 0.0.0.0:19156\n").warnings, [], "without an allow-list /probe refuses everything")
-        XCTAssertEqual(try load("  listen: \"[::1]:19156\"\n  probe: {allow: [\"10.0.0.0/8\"]}\n").warnings, [])
+        XCTAssertEqual(try load("  listen: \"[::1]:19156\"\n  probe: {allow: [\"198.51.100.0/24\"]}\n").warnings, [])
         XCTAssertEqual(try load("  listen: \"[::1]:19156\"\n").prometheus?.host, "::1")
     }
 

@@ -231,7 +231,7 @@ final class ListenerTests: XCTestCase {
         XCTAssertFalse(run.output.contains("errno"), "no raw errno text: \(run.output)")
 
         let open = directory.appendingPathComponent("open.yaml")
-        try "targets: {ping: null, tcp: null}\nprometheus:\n  listen: 0.0.0.0:19156\n  probe: {allow: [\"10.0.0.0/8\"]}\n".write(to: open, atomically: true, encoding: .utf8)
+        try "targets: {ping: null, tcp: null}\nprometheus:\n  listen: 0.0.0.0:19156\n  probe: {allow: [\"198.51.100.0/24\"]}\n".write(to: open, atomically: true, encoding: .utf8)
         let validate = try Self.netprobe(["validate", "--config", open.path])
         XCTAssertEqual(validate.status, 0, validate.output)
         XCTAssertTrue(validate.output.contains("\(open.path):3:11: warning: listen 0.0.0.0 takes connections on every address of this host, and /probe is on"), validate.output)
