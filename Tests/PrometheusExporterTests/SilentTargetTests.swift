@@ -59,8 +59,9 @@ final class SilentTargetTests: XCTestCase {
         XCTAssertTrue(firing, "the alert never fired: \(alerts); netprobe's log:\n\(run.errorLog)")
 
         // Every scrape stored both: up 1 (the scrape got an answer in time) and probe_success 0.
-        // (A second ago: the scrape being committed now may show up before probe_success.)
-        let settled = Date().timeIntervalSince1970 - 1
+        // As of 3 s ago (more than a scrape's 2 s): every scrape stamped before then has been
+        // stored whole, while one being stored right now may show up before probe_success.
+        let settled = Date().timeIntervalSince1970 - 3
         let up = try await prometheus.samples("up{job=\"silent\"}[5m]", at: settled).first?.values ?? []
         let success = try await prometheus.samples("probe_success{job=\"silent\"}[5m]", at: settled).first?.values ?? []
         XCTAssertGreaterThanOrEqual(up.count, 3)
