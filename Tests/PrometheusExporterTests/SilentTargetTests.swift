@@ -61,10 +61,16 @@ final class SilentTargetTests: XCTestCase {
         // Every scrape stored both: up 1 (the scrape got an answer in time) and probe_success 0.
         // As of 3 s ago (more than a scrape's 2 s): every scrape stamped before then has been
         // stored whole, while one being stored right now may show up before probe_success.
-        let settled = Date().timeIntervalSince1970 - 3
-        let up = try await prometheus.samples("up{job=\"silent\"}[5m]", at: settled).first?.values ?? []
-        let success = try await prometheus.samples("probe_success{job=\"silent\"}[5m]", at: settled).first?.values ?? []
-        XCTAssertGreaterThanOrEqual(up.count, 3)
+        // The alert can fire with only two scrapes settled, so wait (polling Prometheus) for three.
+        var up: [(time: Double, value: Double)] = []
+        var success: [(time: Double, value: Double)] = []
+        let threeSettled = try await TestEnvironment.eventually(within: 60) {
+            let settled = Date().timeIntervalSince1970 - 3
+            up = try await prometheus.samples("up{job=\"silent\"}[5m]", at: settled).first?.values ?? []
+            success = try await prometheus.samples("probe_success{job=\"silent\"}[5m]", at: settled).first?.values ?? []
+            return up.count >= 3
+        }
+        XCTAssertTrue(threeSettled, "three scrapes stored: \(up)")
         XCTAssertEqual(Set(up.map(\.value)), [1], "no scrape failed: \(up)")
         XCTAssertEqual(up.map(\.time), success.map(\.time), "probe_success stored at every scrape")
         XCTAssertEqual(Set(success.map(\.value)), [0])
