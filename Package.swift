@@ -60,7 +60,6 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            exclude: ["netprobe.order"],
             // Release builds link with lld (it ships with the Swift toolchain) for less
             // resident memory (BENCHMARKS.md, "What the resident set is made of"):
             // - the functions `run` and `ping` execute go first in .text (netprobe.order,
@@ -70,7 +69,7 @@ let package = Package(
             //   dynamic loader no longer reads 3 MB of them at every start.
             linkerSettings: [
                 .unsafeFlags(["-use-ld=lld",
-                              "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/Sources/netprobe/netprobe.order",
+                              "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/deploy/link-order/netprobe.order",
                               "-Xlinker", "--no-warn-symbol-ordering",
                               "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"],
                              .when(configuration: .release)),
@@ -149,7 +148,9 @@ let package = Package(
                 "NetSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            // Named apart from NetSim (the library): the two folders must not differ only by case.
+            path: "Sources/NetSimTool"
         ),
         .testTarget(
             name: "NetSimTests",

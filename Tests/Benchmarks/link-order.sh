@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates Sources/netprobe/netprobe.order: the functions `netprobe run` (5 loopback
+# Regenerates deploy/link-order/netprobe.order: the functions `netprobe run` (5 loopback
 # targets into a real influxd, 30 s) and `netprobe ping -c1` execute, which the release
 # link puts first in .text (lld --symbol-ordering-file, see Package.swift).
 #
@@ -48,7 +48,7 @@ valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/ping.cg" \
   "$work/netprobe" ping -c1 127.0.0.1 127.0.0.2 >"$work/ping.log" 2>&1 || true
 grep -q "written=" "$work/run.log" || { echo "link-order: run did not write to influxd; see its log:" >&2; cat "$work/run.log" >&2; exit 1; }
 
-python3 - "$work/run.cg" "$work/ping.cg" >"$root/Sources/netprobe/netprobe.order" <<'PY'
+python3 - "$work/run.cg" "$work/ping.cg" >"$root/deploy/link-order/netprobe.order" <<'PY'
 import re, sys
 # callgrind names a function once, at its first fn= or cfn= line, as "(id) name".
 seen, order = set(), []
@@ -62,7 +62,7 @@ for path in sys.argv[1:]:
 # way), and a sorted list changes only where the code did.
 print("\n".join(sorted(order)))
 PY
-echo "link-order: $(wc -l <"$root/Sources/netprobe/netprobe.order") functions in Sources/netprobe/netprobe.order"
+echo "link-order: $(wc -l <"$root/deploy/link-order/netprobe.order") functions in deploy/link-order/netprobe.order"
 # SwiftPM does not know the list is a link input: remove the binary so that the next
 # release build links again, with the new order.
 rm -f "$netprobe"
