@@ -5,6 +5,7 @@ let package = Package(
     name: "netprobe",
     platforms: [.macOS(.v13)],
     products: [
+        .library(name: "ProbeResults", targets: ["ProbeResults"]),
         .library(name: "ProbeEngine", targets: ["ProbeEngine"]),
         .executable(name: "netprobe", targets: ["netprobe"]),
         .library(name: "NetSim", targets: ["NetSim"]),
@@ -39,8 +40,13 @@ let package = Package(
             linkerSettings: [.linkedLibrary("cap")]
         ),
         .target(
+            // The values every side shares: results, addresses, outcomes, the schema.
+            name: "ProbeResults"
+        ),
+        .target(
             name: "ProbeEngine",
             dependencies: [
+                "ProbeResults",
                 "CSystemShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -50,6 +56,7 @@ let package = Package(
         .executableTarget(
             name: "netprobe",
             dependencies: [
+                "ProbeResults",
                 "CSystemShims",
                 "ProbeEngine",
                 "ProbeConfig",
@@ -78,6 +85,7 @@ let package = Package(
         .target(
             name: "ProbeConfig",
             dependencies: [
+                "ProbeResults",
                 // The config decodes into the engine's and the sink's own vocabulary
                 // (TCPProbeMode, AddressPreference, InfluxServer.API), not twins of them.
                 "ProbeEngine",
@@ -101,6 +109,7 @@ let package = Package(
         .target(
             name: "ProbeService",
             dependencies: [
+                "ProbeResults",
                 "ProbeEngine",
                 "ProbeConfig",
                 "InfluxSink",
@@ -110,6 +119,7 @@ let package = Package(
         .target(
             name: "PrometheusExporter",
             dependencies: [
+                "ProbeResults",
                 "ProbeEngine",
                 "ProbeConfig",
                 "ProbeService",
@@ -126,7 +136,7 @@ let package = Package(
         ),
         .target(
             name: "Dashboards",
-            dependencies: ["ProbeConfig", "ProbeService"]
+            dependencies: ["ProbeResults", "ProbeConfig", "ProbeService"]
         ),
         .target(
             name: "CZlib",
@@ -135,6 +145,7 @@ let package = Package(
         .target(
             name: "NetSim",
             dependencies: [
+                "ProbeResults",
                 "CSystemShims",
                 "ProbeEngine",
                 .product(name: "Logging", package: "swift-log"),
@@ -155,11 +166,11 @@ let package = Package(
         .testTarget(
             name: "NetSimTests",
             // ProbeService, ProbeConfig, InfluxSink and TestSupport: `run` with traces into a real influxd (TracedRunTests).
-            dependencies: ["NetSim", "ProbeEngine", "netprobe", "netsim", "ProbeService", "ProbeConfig", "InfluxSink", "TestSupport"]
+            dependencies: ["ProbeResults", "NetSim", "ProbeEngine", "netprobe", "netsim", "ProbeService", "ProbeConfig", "InfluxSink", "TestSupport"]
         ),
         .testTarget(
             name: "ProbeConfigTests",
-            dependencies: ["ProbeConfig", "InfluxSink"],
+            dependencies: ["ProbeResults", "ProbeConfig", "InfluxSink"],
             resources: [.copy("Fixtures")]
         ),
         .target(
@@ -172,25 +183,25 @@ let package = Package(
         ),
         .testTarget(
             name: "ProbeEngineTests",
-            dependencies: ["ProbeEngine", "CSystemShims", "TestSupport"]
+            dependencies: ["ProbeResults", "ProbeEngine", "CSystemShims", "TestSupport"]
         ),
         .testTarget(
             name: "DashboardsTests",
-            dependencies: ["Dashboards", "ProbeConfig", "TestSupport", "netprobe"],
+            dependencies: ["ProbeResults", "Dashboards", "ProbeConfig", "TestSupport", "netprobe"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
             name: "ProbeServiceTests",
-            dependencies: ["ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport"]
+            dependencies: ["ProbeResults", "ProbeService", "ProbeEngine", "ProbeConfig", "InfluxSink", "TestSupport"]
         ),
         .testTarget(
             name: "PrometheusExporterTests",
-            dependencies: ["PrometheusExporter", "ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport", "netprobe", "Dashboards",
+            dependencies: ["ProbeResults", "PrometheusExporter", "ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport", "netprobe", "Dashboards",
                            .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ProbeEngine", "netprobe", "TestSupport"]
+            dependencies: ["ProbeResults", "ProbeEngine", "netprobe", "TestSupport"]
         ),
     ]
 )

@@ -1,4 +1,4 @@
-import ProbeEngine
+import ProbeResults
 import ProbeService
 
 /// Which datasource the dashboards query.

@@ -2,6 +2,7 @@ import CSystemShims
 import ProbeEngine
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 /// The simulator's system calls beyond ProbeEngine's `Posix` (same rules: EINTR retried,

@@ -5,6 +5,7 @@ import HeapModule
 import Logging
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 /// The simulator's packet loop: reads requests from a packet descriptor (the TUN

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 /// A TUN device (layer 3, no packet-information header) in the current network namespace,

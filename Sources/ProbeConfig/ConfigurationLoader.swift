@@ -1,5 +1,6 @@
 import Foundation
 import ProbeEngine
+import ProbeResults
 import Yams
 
 /// Reads the config file and the targets files it names.

@@ -1,4 +1,5 @@
 import ProbeEngine
+import ProbeResults
 import Yams
 
 /// The `prometheus:` section: the `/metrics` endpoint of `netprobe run` and its

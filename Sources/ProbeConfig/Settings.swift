@@ -1,5 +1,6 @@
 import InfluxSink
 import ProbeEngine
+import ProbeResults
 
 /// How one kind of probe (ICMP echo or TCP handshake) is run, from the `icmp:` or `tcp:`
 /// section of the config file.

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import ProbeResults
 
 /// "Is it the network?": a verdict per host from its ICMP and TCP rounds.
 ///

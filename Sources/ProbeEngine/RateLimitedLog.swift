@@ -1,4 +1,5 @@
 import Logging
+import ProbeResults
 import Synchronization
 
 /// Decides, per cause, whether a repeated warning is written: the first occurrence at

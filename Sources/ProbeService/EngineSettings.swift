@@ -1,6 +1,7 @@
 import Logging
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 
 /// The engine's settings from the config's `icmp:` and `tcp:` sections.
 public enum EngineSettings {

@@ -3,6 +3,7 @@ import ProbeConfig
 import ProbeEngine
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 /// Notices that the config, targets or peers files changed, by a cheap poll of stat(2):

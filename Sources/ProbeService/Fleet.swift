@@ -3,6 +3,7 @@ import ProbeConfig
 import ProbeEngine
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 /// Rendezvous (highest random weight) hashing: every key gets a score per bucket, and the

@@ -3,6 +3,7 @@ import InfluxSink
 import Logging
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 
 /// The `hop` and `path` measurements (README "Schema"): what `run`'s traces write.
 extension Schema {

@@ -1,6 +1,7 @@
 import Foundation
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 
 /// The peers of `peers_dns` mesh groups: every address a name has (a headless Service's
 /// name has one A or AAAA record per pod). getaddrinfo blocks, so it runs on a thread of

@@ -1,5 +1,6 @@
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 
 /// What the config asks to probe, one entry per target of one kind: the identity a target
 /// keeps through reloads and re-resolution.

@@ -3,6 +3,7 @@ import InfluxSink
 import Logging
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 
 /// Where rounds go when the configuration names no InfluxDB server: the command line's
 /// quick look, or a test's collector.

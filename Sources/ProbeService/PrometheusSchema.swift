@@ -1,4 +1,5 @@
 import ProbeEngine
+import ProbeResults
 
 extension Schema {
     /// The Prometheus names of the schema (README "Prometheus"): `netprobe_<kind>_<field>`

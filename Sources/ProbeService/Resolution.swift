@@ -1,4 +1,5 @@
 import ProbeEngine
+import ProbeResults
 
 /// Names of a plan to addresses.
 public enum PlanResolver {

@@ -1,5 +1,6 @@
 import InfluxSink
 import ProbeEngine
+import ProbeResults
 
 /// Something beside the sinks that wants every whole round of `run` as it is written
 /// (the Prometheus exporter). Called on the writer's task, once per round, whether an

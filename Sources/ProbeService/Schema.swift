@@ -1,6 +1,7 @@
 import FoundationEssentials
 import InfluxSink
 import ProbeEngine
+import ProbeResults
 
 /// netprobe's data schema (README "Schema"): one point per target and round, plus the
 /// self-monitoring measurement. Dashboards and users depend on these names.

@@ -2,6 +2,7 @@ import FoundationEssentials
 import Logging
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 
 /// Runs the probes of `/probe` requests on netprobe's engine: a probe loop of their own (so
 /// a burst of requests never shares a thread with `run`'s schedule), kernel timestamps,

@@ -1,5 +1,6 @@
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 
 /// Why a `/probe` request is refused, with its HTTP status. The message is safe to send
 /// back: it names the rule, never echoes more than a bounded piece of the request.

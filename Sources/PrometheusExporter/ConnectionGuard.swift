@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import ProbeEngine
+import ProbeResults
 
 /// How long an HTTP connection may take over each step, and how many are kept: what keeps
 /// the listener answering Prometheus when other clients are idle, slow or hostile.

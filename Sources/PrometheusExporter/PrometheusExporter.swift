@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 import ProbeService
 import ServiceLifecycle
 #if canImport(Glibc)

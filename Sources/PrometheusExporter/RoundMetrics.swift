@@ -2,6 +2,7 @@ import FoundationEssentials
 import InfluxSink
 import NIOCore
 import ProbeEngine
+import ProbeResults
 import ProbeService
 
 /// What `/metrics` shows: per target, the last round's RTT statistics and loss, counters

@@ -3,6 +3,7 @@ import FoundationEssentials
 import Glibc
 import Logging
 import ProbeEngine
+import ProbeResults
 import ProbeService
 
 struct CheckCommand: PrivilegedCommand {

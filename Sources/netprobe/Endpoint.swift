@@ -1,5 +1,6 @@
 import ArgumentParser
 import ProbeEngine
+import ProbeResults
 
 /// A target as typed on the command line: HOST, HOST:PORT, HOST:PORT,PORT, [IPv6]:PORT.
 struct Endpoint: Equatable {

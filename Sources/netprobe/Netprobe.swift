@@ -3,6 +3,7 @@ import CSystemShims
 import Glibc
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 
 /// Exit statuses, as fping's: scripts written for fping read netprobe the same way.
 enum ExitStatus {

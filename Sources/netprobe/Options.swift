@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import Logging
 import ProbeEngine
+import ProbeResults
 
 /// A duration on the command line: plain seconds ("0.2", as ping takes them) or with a
 /// unit ("200ms", "1.5s", "2m", "500us").

@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 import PrometheusExporter
 
 /// `run`'s `prometheus:` section: the exporter's ICMP sockets (opened with privileges) and

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import ProbeEngine
+import ProbeResults
 
 /// Writes attempts and round summaries as text (ping / fping style) or JSON Lines.
 struct ResultPrinter {

@@ -5,6 +5,7 @@ import InfluxSink
 import Logging
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 import ProbeService
 import PrometheusExporter
 

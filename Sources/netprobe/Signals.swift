@@ -1,5 +1,6 @@
 import Glibc
 import ProbeEngine
+import ProbeResults
 
 /// The write end of the self-pipe the signal handler writes to (set once, before the
 /// handlers are installed).

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import ProbeEngine
+import ProbeResults
 import ProbeService
 
 struct TCPCommand: PrivilegedCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import Logging
 import ProbeEngine
+import ProbeResults
 
 struct TraceCommand: PrivilegedCommand {
     static let configuration = CommandConfiguration(

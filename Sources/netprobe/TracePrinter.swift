@@ -1,5 +1,6 @@
 import FoundationEssentials
 import ProbeEngine
+import ProbeResults
 
 /// A trace as an mtr-like report (text) or one JSON object per target.
 enum TracePrinter {

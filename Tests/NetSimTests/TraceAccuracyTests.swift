@@ -1,6 +1,7 @@
 import Foundation
 @testable import NetSim
 import ProbeEngine
+import ProbeResults
 import XCTest
 
 /// `netprobe trace` and `check` against multi-hop simulated paths (issue 14's acceptance):

@@ -3,6 +3,7 @@ import Logging
 @testable import NetSim
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 import ProbeService
 import TestSupport
 import XCTest

@@ -1,5 +1,5 @@
 import Foundation
-import ProbeEngine
+import ProbeResults
 import XCTest
 @testable import ProbeConfig
 

@@ -1,3 +1,4 @@
+import ProbeResults
 import XCTest
 @testable import ProbeEngine
 

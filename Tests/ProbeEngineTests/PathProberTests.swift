@@ -1,4 +1,5 @@
 import Logging
+import ProbeResults
 import XCTest
 @testable import ProbeEngine
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import Logging
+import ProbeResults
 import TestSupport
 import XCTest
 @testable import ProbeEngine

@@ -1,5 +1,6 @@
 import Logging
 import ProbeEngine
+import ProbeResults
 import Synchronization
 import XCTest
 

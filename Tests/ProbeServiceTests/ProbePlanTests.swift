@@ -1,4 +1,5 @@
 import ProbeEngine
+import ProbeResults
 import XCTest
 @testable import ProbeService
 

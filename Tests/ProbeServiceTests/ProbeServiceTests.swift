@@ -3,6 +3,7 @@ import InfluxSink
 import Logging
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 import TestSupport
 import XCTest
 @testable import ProbeService

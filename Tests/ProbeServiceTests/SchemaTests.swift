@@ -1,6 +1,7 @@
 import Foundation
 import InfluxSink
 @testable import ProbeEngine
+import ProbeResults
 import XCTest
 @testable import ProbeService
 

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 @testable import ProbeEngine
+import ProbeResults
 import ProbeService
 import XCTest
 @testable import PrometheusExporter

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 import ProbeService
 import TestSupport
 import XCTest

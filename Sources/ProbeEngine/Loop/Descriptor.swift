@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 /// A file descriptor with exactly one owner, which closes it with `close()`.

@@ -3,6 +3,7 @@ import FoundationEssentials
 import Logging
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 /// What the loop calls when a watched descriptor is ready (loop thread).

@@ -1,4 +1,5 @@
 import HeapModule
+import ProbeResults
 
 /// When to send the next probe to which target: first sends spread evenly over one
 /// interval, then one per interval per target, never more than the rate over all.

@@ -1,4 +1,5 @@
 import DequeModule
+import ProbeResults
 
 /// The probes in flight and the rules that decide what an incoming reply is.
 ///

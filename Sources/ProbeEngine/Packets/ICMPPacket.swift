@@ -1,3 +1,4 @@
+import ProbeResults
 /// ICMP and ICMPv6 echo messages: building requests and taking replies apart.
 ///
 /// Everything here is pure: bytes in, values out. Replies come from the network and are

@@ -1,3 +1,4 @@
+import ProbeResults
 /// The packets of a path probe (`netprobe trace`): TTL-limited echo requests whose ICMP
 /// checksum stays constant per flow, and the ICMP errors routers send about them.
 ///

@@ -1,6 +1,7 @@
 import CSystemShims
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 /// Capabilities of the running process (libcap).

@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 /// The process's descriptor limit.

@@ -4,6 +4,7 @@ import FoundationEssentials
 import Logging
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 extension ICMPProbeConfiguration {

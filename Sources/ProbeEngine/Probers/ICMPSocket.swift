@@ -2,6 +2,7 @@ import CSystemShims
 import Logging
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 /// How an ICMP socket was opened.

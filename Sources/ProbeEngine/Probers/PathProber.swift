@@ -5,6 +5,7 @@ import HeapModule
 import Logging
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 /// How a path prober (`netprobe trace`) sends.

@@ -1,6 +1,7 @@
 import CSystemShims
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
 
 /// The raw TCP sockets of the path prober, one per address family, each with the TCP

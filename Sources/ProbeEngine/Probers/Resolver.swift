@@ -1,18 +1,8 @@
 import CSystemShims
 #if canImport(Glibc)
 import Glibc
+import ProbeResults
 #endif
-
-/// Which address families a name may resolve to. The raw values are the config file's
-/// words (`family: any | ipv4 | ipv6`).
-public enum AddressPreference: String, Sendable, CaseIterable {
-    /// The first address getaddrinfo returns, of either family.
-    case any
-    /// IPv4 addresses only; names without one are reported unresolved.
-    case ipv4Only = "ipv4"
-    /// IPv6 addresses only; names without one are reported unresolved.
-    case ipv6Only = "ipv6"
-}
 
 /// Turns target names into addresses with getaddrinfo, on threads of its own.
 ///
@@ -159,12 +149,7 @@ public enum Resolver {
     }
 
     /// Why a name has no address.
-    public struct LookupFailure: Error, Sendable, Equatable {
-        /// "NAME: reason", for logs and `check`.
-        public var reason: String
-        /// The resolver did not answer (EAI_AGAIN); it may next time.
-        public var temporary: Bool
-    }
+    public typealias LookupFailure = ProbeResults.LookupFailure
 
     /// Every address of `name`, as `addresses(of:preference:all:)`, looked up on a thread
     /// of its own (never the concurrency pool's).

@@ -35,6 +35,16 @@ public struct HopReport: Sendable, Equatable {
             && lhs.sent == rhs.sent && lhs.received == rhs.received && lhs.rttsMilliseconds == rhs.rttsMilliseconds
             && lhs.isDestination == rhs.isDestination && lhs.unreachable == rhs.unreachable && lhs.ratesLimited == rhs.ratesLimited
     }
+
+    package init(hop: Int, addresses: [(address: IPAddress, answers: Int)], sent: Int, received: Int, rttsMilliseconds: [Double], isDestination: Bool, unreachable: Int) {
+        self.hop = hop
+        self.addresses = addresses
+        self.sent = sent
+        self.received = received
+        self.rttsMilliseconds = rttsMilliseconds
+        self.isDestination = isDestination
+        self.unreachable = unreachable
+    }
 }
 
 /// The hops one flow identifier took: its own path (Paris style: one flow, one path).
@@ -45,6 +55,12 @@ public struct FlowPath: Sendable, Equatable {
     public var hops: [IPAddress?]
     /// True when the destination answered this flow.
     public var reached: Bool
+
+    package init(flow: Int, hops: [IPAddress?], reached: Bool) {
+        self.flow = flow
+        self.hops = hops
+        self.reached = reached
+    }
 }
 
 /// Everything one trace found for one target.
@@ -78,6 +94,19 @@ public struct PathTrace: Sendable {
             }
         }
         return hash
+    }
+
+    package init(targetIndex: Int, target: ProbeTarget, startNanoseconds: Int64, rounds: Int, flows: Int, hops: [HopReport], flowPaths: [FlowPath], reached: Bool, ignored: [String: Int], analysis: PathAnalysis) {
+        self.targetIndex = targetIndex
+        self.target = target
+        self.startNanoseconds = startNanoseconds
+        self.rounds = rounds
+        self.flows = flows
+        self.hops = hops
+        self.flowPaths = flowPaths
+        self.reached = reached
+        self.ignored = ignored
+        self.analysis = analysis
     }
 }
 
@@ -244,7 +273,7 @@ public struct PathAnalysis: Sendable, Equatable {
         return parts.joined(separator: "; ")
     }
 
-    static func percent(_ value: Double) -> String {
+    package static func percent(_ value: Double) -> String {
         value == value.rounded() ? "\(Int(value))%" : DecimalText.fixed(value, places: 1) + "%"
     }
 }

@@ -7,7 +7,7 @@ public enum AddressFamily: String, Sendable, Hashable, CaseIterable, Codable {
     case ipv4
     case ipv6
 
-    var posixDomain: Int32 {
+    package var posixDomain: Int32 {
         switch self {
         case .ipv4: return AF_INET
         case .ipv6: return AF_INET6
@@ -37,7 +37,7 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         return nil
     }
 
-    init(_ address: in6_addr) {
+    package init(_ address: in6_addr) {
         let halves = withUnsafeBytes(of: address) { raw in
             (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         }
@@ -45,7 +45,7 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Reads the address from the 4 or 16 bytes at the start of `bytes`.
-    init?(bytes: UnsafeRawBufferPointer, family: AddressFamily) {
+    package init?(bytes: UnsafeRawBufferPointer, family: AddressFamily) {
         switch family {
         case .ipv4:
             guard bytes.count >= 4 else { return nil }
@@ -57,7 +57,7 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Reads the address of a `sockaddr_in` or `sockaddr_in6`; nil for other families.
-    init?(socketAddress: UnsafeRawPointer, length: Int) {
+    package init?(socketAddress: UnsafeRawPointer, length: Int) {
         let family = socketAddress.loadUnaligned(as: sa_family_t.self)
         if Int32(family) == AF_INET, length >= MemoryLayout<sockaddr_in>.size {
             let address = socketAddress.loadUnaligned(as: sockaddr_in.self)
@@ -102,7 +102,7 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Calls `body` with this address as a `sockaddr_in` / `sockaddr_in6` (port 0).
-    func withSocketAddress<Result, Failure: Error>(port: UInt16 = 0, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(Failure) -> Result) throws(Failure) -> Result {
+    package func withSocketAddress<Result, Failure: Error>(port: UInt16 = 0, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(Failure) -> Result) throws(Failure) -> Result {
         switch self {
         case .v4(let raw):
             var address = sockaddr_in()

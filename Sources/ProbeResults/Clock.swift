@@ -25,11 +25,11 @@ public enum Clock {
     }
 
     @inline(__always)
-    static func nanoseconds(_ value: timespec) -> Int64 {
+    package static func nanoseconds(_ value: timespec) -> Int64 {
         Int64(value.tv_sec) * 1_000_000_000 + Int64(value.tv_nsec)
     }
 
-    static func timespecFrom(nanoseconds: Int64) -> timespec {
+    package static func timespecFrom(nanoseconds: Int64) -> timespec {
         timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
     }
 }
