@@ -86,16 +86,16 @@ let package = Package(
             name: "ProbeConfig",
             dependencies: [
                 "ProbeResults",
-                // The config decodes into the engine's and the sink's own vocabulary
-                // (TCPProbeMode, AddressPreference, InfluxServer.API), not twins of them.
-                "ProbeEngine",
-                "InfluxSink",
+                // The config decodes into the shared vocabulary (TCPProbeMode,
+                // AddressPreference), not twins of it; the sink reads its `InfluxAPI`.
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
         .target(
             name: "InfluxSink",
             dependencies: [
+                "ProbeResults",
+                "ProbeConfig",
                 "CZlib",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -112,7 +112,6 @@ let package = Package(
                 "ProbeResults",
                 "ProbeEngine",
                 "ProbeConfig",
-                "InfluxSink",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -123,7 +122,6 @@ let package = Package(
                 "ProbeEngine",
                 "ProbeConfig",
                 "ProbeService",
-                "InfluxSink",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -136,7 +134,7 @@ let package = Package(
         ),
         .target(
             name: "Dashboards",
-            dependencies: ["ProbeResults", "ProbeConfig", "ProbeService"]
+            dependencies: ["ProbeResults", "ProbeConfig"]
         ),
         .target(
             name: "CZlib",
@@ -179,7 +177,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InfluxSinkTests",
-            dependencies: ["InfluxSink", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["InfluxSink", "ProbeResults", "ProbeConfig", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "ProbeEngineTests",

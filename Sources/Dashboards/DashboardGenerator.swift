@@ -1,5 +1,5 @@
 import ProbeConfig
-import ProbeService
+import ProbeResults
 
 /// Grafana dashboards for netprobe's schema (README "Schema"), generated from the
 /// targets files: one for ICMP, one for TCP.

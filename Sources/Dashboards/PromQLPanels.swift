@@ -1,5 +1,4 @@
 import ProbeResults
-import ProbeService
 
 /// Which datasource the dashboards query.
 public enum QueryLanguage: String, Sendable, CaseIterable {

@@ -1,14 +1,10 @@
 import Foundation
+import ProbeConfig
 
 /// One server every point is written to (servers are replicas, not fail-overs).
 public struct InfluxServer: Sendable, CustomStringConvertible {
-    /// How the server is written to and authenticated against.
-    public enum API: Sendable, Equatable {
-        /// InfluxDB 1.x (and InfluxDB 3, VictoriaMetrics): POST /write, Basic auth when a username is given.
-        case v1(database: String, retentionPolicy: String?, username: String?, password: Secret?)
-        /// InfluxDB 2.x (and InfluxDB 3, VictoriaMetrics): POST /api/v2/write with `Authorization: Token`.
-        case v2(org: String, bucket: String, token: Secret)
-    }
+    /// How the server is written to and authenticated against (the config's `influxdb:` entry).
+    public typealias API = InfluxAPI
 
     /// The name in logs and statistics, and (sanitized) the server's spool directory.
     public var name: String
@@ -51,50 +47,6 @@ public struct InfluxServer: Sendable, CustomStringConvertible {
         components.user = nil
         components.password = nil
         return components.string ?? "<url>"
-    }
-}
-
-extension InfluxServer.API: CustomStringConvertible {
-    /// Safe to log: passwords and tokens are redacted.
-    public var description: String {
-        switch self {
-        case .v1(let database, let retentionPolicy, let username, let password):
-            return "v1(database: \(database), retentionPolicy: \(retentionPolicy ?? "nil"), username: \(username ?? "nil"), password: \(password == nil ? "nil" : "<redacted>"))"
-        case .v2(let org, let bucket, _):
-            return "v2(org: \(org), bucket: \(bucket), token: <redacted>)"
-        }
-    }
-}
-
-/// What happened to the points of one server since the sink started. The point counts
-/// add up: produced = written + permanentErrors + dropped + spooled.
-public struct ServerStatistics: Sendable, Equatable {
-    /// The server's name.
-    public var name: String
-    /// Points handed to this server's queue (`InfluxSink.write`), unencodable ones included.
-    public var produced = 0
-    /// Points the server acknowledged.
-    public var written = 0
-    /// Points not yet acknowledged: on disk (in flight included) or in memory (`buffered`).
-    public var spooled = 0
-    /// Of `spooled`, the points held in memory because the spool could not write them.
-    public var buffered = 0
-    /// Points thrown away: the oldest, when the spool was over its size limit or the memory
-    /// queue full, points still in memory at exit, and points that could not be encoded.
-    public var dropped = 0
-    /// Requests repeated after a retryable failure (5xx, 429, network error).
-    public var retried = 0
-    /// Failed requests of any kind.
-    public var sendErrors = 0
-    /// Points the server refused for good (4xx other than 429); they are in the dead-letter file.
-    public var permanentErrors = 0
-    /// Writes to the spool that failed (ENOSPC, EDQUOT, EIO...), retries included.
-    public var spoolErrors = 0
-    /// The last failure, e.g. "HTTP 503: ..." or "network: ..."; nil until one happens.
-    public var lastError: String?
-
-    public init(name: String) {
-        self.name = name
     }
 }
 

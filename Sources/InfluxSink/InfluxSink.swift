@@ -1,3 +1,4 @@
+import ProbeResults
 import Foundation
 import Logging
 import Synchronization
@@ -62,7 +63,7 @@ public final class InfluxSink: Sendable {
     /// counted as dropped. While a spool cannot write (full disk), its server's points wait
     /// in memory, within `memoryLimitBytes`; the statistics count every point either way.
     /// - Throws: `InfluxSinkError.shutDown` after `shutdown`.
-    public func write(_ points: [InfluxPoint]) throws {
+    public func write(_ points: [DataPoint]) throws {
         guard accepting.withLock({ $0 }) else { throw InfluxSinkError.shutDown }
         let lines = points.compactMap(LineProtocol.encode)
         let invalid = points.count - lines.count

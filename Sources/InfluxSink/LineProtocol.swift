@@ -1,40 +1,4 @@
-/// The value of one field of a point.
-public enum FieldValue: Sendable, Equatable {
-    /// A signed 64-bit integer, written with the `i` suffix.
-    case integer(Int64)
-    /// A float; NaN and the infinities cannot be stored, so such fields are left out.
-    case float(Double)
-    /// A string, written in double quotes.
-    case string(String)
-    /// A boolean, written as `true` or `false`.
-    case boolean(Bool)
-}
-
-/// One point of a time series: what `LineProtocol` turns into one line.
-public struct InfluxPoint: Sendable, Equatable {
-    /// The measurement (the series' name).
-    public var measurement: String
-    /// Tags by key; written sorted by key, as InfluxDB recommends. Empty values are left out.
-    public var tags: [String: String]
-    /// Fields in the order they are written; a repeated key keeps its last value.
-    public var fields: [(key: String, value: FieldValue)]
-    /// Nanoseconds since the Unix epoch (the sink writes with precision=ns).
-    public var timestampNanoseconds: Int64
-
-    public init(measurement: String, tags: [String: String] = [:], fields: [(key: String, value: FieldValue)], timestampNanoseconds: Int64) {
-        self.measurement = measurement
-        self.tags = tags
-        self.fields = fields
-        self.timestampNanoseconds = timestampNanoseconds
-    }
-
-    public static func == (left: InfluxPoint, right: InfluxPoint) -> Bool {
-        left.measurement == right.measurement && left.tags == right.tags
-            && left.timestampNanoseconds == right.timestampNanoseconds
-            && left.fields.count == right.fields.count
-            && zip(left.fields, right.fields).allSatisfy { $0.key == $1.key && $0.value == $1.value }
-    }
-}
+import ProbeResults
 
 /// InfluxDB line protocol, written so that what the server stores is what the caller gave.
 ///
@@ -60,7 +24,7 @@ public enum LineProtocol {
     /// Encodes one point as one line, without a trailing newline.
     /// - Parameter point: the point.
     /// - Returns: the line, or nil when the point has no writable field or measurement.
-    public static func encode(_ point: InfluxPoint) -> String? {
+    public static func encode(_ point: DataPoint) -> String? {
         guard let key = seriesKey(measurement: point.measurement, tags: point.tags) else { return nil }
         return line(seriesKey: key, fields: point.fields, timestampNanoseconds: point.timestampNanoseconds)
     }

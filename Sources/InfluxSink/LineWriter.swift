@@ -1,3 +1,5 @@
+import ProbeResults
+
 /// A field key made ready once: cleaned and escaped as `LineProtocol.line` does, with its
 /// `=`, so that writing it costs one copy of its bytes.
 public struct FieldKey: Sendable {

@@ -1,3 +1,4 @@
+import ProbeResults
 import DequeModule
 import Foundation
 import Logging

@@ -1,5 +1,4 @@
 import Foundation
-import ProbeEngine
 import ProbeResults
 import Yams
 

@@ -1,5 +1,4 @@
 import Foundation
-import InfluxSink
 import Yams
 
 /// The `influxdb:` list. Secrets come only from the environment or a private file, so a
@@ -68,7 +67,7 @@ struct InfluxServersReader {
         if url == nil { failed = true }
 
         let api = decideAPI(node, entries)
-        let settingsAPI: InfluxServer.API?
+        let settingsAPI: InfluxAPI?
         switch api {
         case "v1": settingsAPI = readV1(node, entries)
         case "v2": settingsAPI = readV2(node, entries)
@@ -129,7 +128,7 @@ struct InfluxServersReader {
         }
     }
 
-    private mutating func readV1(_ node: Node, _ entries: Entries) -> InfluxServer.API? {
+    private mutating func readV1(_ node: Node, _ entries: Entries) -> InfluxAPI? {
         var failed = false
         var database: String?
         if let databaseNode = entries["database"] {
@@ -158,7 +157,7 @@ struct InfluxServersReader {
         return .v1(database: database, retentionPolicy: retentionPolicy, username: username, password: password)
     }
 
-    private mutating func readV2(_ node: Node, _ entries: Entries) -> InfluxServer.API? {
+    private mutating func readV2(_ node: Node, _ entries: Entries) -> InfluxAPI? {
         var values: [String: String] = [:]
         for key in ["org", "bucket"] {
             if let valueNode = entries[key] {

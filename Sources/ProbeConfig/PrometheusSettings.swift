@@ -1,4 +1,3 @@
-import ProbeEngine
 import ProbeResults
 import Yams
 
@@ -237,8 +236,8 @@ extension ConfigurationLoader {
                 continue
             }
             guard let text = reader.name(item, "an allow entry") else { continue }
-            if text.contains("/") || IPAddress(parsing: Resolver.bareName(text)) != nil {
-                if let prefix = AddressPrefix(parsing: Resolver.bareName(text)) {
+            if text.contains("/") || IPAddress(parsing: IPAddress.bareName(text)) != nil {
+                if let prefix = AddressPrefix(parsing: IPAddress.bareName(text)) {
                     if prefix.length == 0 {
                         reader.error(item, "allow entry '\(text)' allows every address, so anyone who can reach the port could make netprobe probe anything; list the prefixes you mean")
                     } else {
@@ -269,7 +268,7 @@ extension ConfigurationLoader {
             reader.error(node, "an allow entry written as a mapping needs 'name: HOST', e.g. {name: db1.example.com, any_address: true}")
             return
         }
-        guard Self.isHostName(text), IPAddress(parsing: Resolver.bareName(text)) == nil, !text.contains("/") else {
+        guard Self.isHostName(text), IPAddress(parsing: IPAddress.bareName(text)) == nil, !text.contains("/") else {
             reader.error(nameNode, "name '\(text)' is not a host name; list addresses and prefixes as plain entries, e.g. \"192.0.2.0/24\"")
             return
         }

@@ -1,5 +1,3 @@
-import InfluxSink
-import ProbeEngine
 import ProbeResults
 
 /// How one kind of probe (ICMP echo or TCP handshake) is run, from the `icmp:` or `tcp:`
@@ -64,7 +62,7 @@ public struct InfluxServerSettings: Sendable, Equatable {
     /// Base URL, e.g. `https://influx.example.com:8086` (no `/write` path).
     public var url: String
     /// API version and its settings.
-    public var api: InfluxServer.API
+    public var api: InfluxAPI
     /// PEM file of the CA that signed the server's certificate (https only), path resolved
     /// against the config file's directory.
     public var caFile: String?
@@ -77,7 +75,7 @@ public struct InfluxServerSettings: Sendable, Equatable {
     ///   - api: API version and its settings.
     ///   - caFile: CA certificate file for https.
     ///   - gzip: whether to gzip request bodies.
-    public init(name: String, url: String, api: InfluxServer.API, caFile: String? = nil, gzip: Bool = true) {
+    public init(name: String, url: String, api: InfluxAPI, caFile: String? = nil, gzip: Bool = true) {
         self.name = name
         self.url = url
         self.api = api

@@ -147,3 +147,12 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
+
+extension IPAddress {
+    /// A name or address without the brackets of "[::1]" (as URLs and `HOST:PORT` write an
+    /// IPv6 address).
+    public static func bareName(_ name: String) -> String {
+        if name.hasPrefix("["), name.hasSuffix("]") { return String(name.dropFirst().dropLast()) }
+        return name
+    }
+}

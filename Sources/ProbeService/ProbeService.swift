@@ -1,16 +1,8 @@
 import Foundation
-import InfluxSink
 import Logging
 import ProbeConfig
 import ProbeEngine
 import ProbeResults
-
-/// Where rounds go when the configuration names no InfluxDB server: the command line's
-/// quick look, or a test's collector.
-public protocol RoundOutput: Sendable {
-    /// One whole round, with its env and the point a sink would get for it.
-    func write(_ round: RoundResult, env: String, point: InfluxPoint)
-}
 
 /// What the owner of a running service asks of it.
 public enum ServiceControl: Sendable {
@@ -33,6 +25,8 @@ public final class ProbeService: Sendable {
     let pathSockets: ICMPSocketSet?
     let pathTCPSockets: PathTCPSockets?
     let output: (any RoundOutput)?
+    /// Makes the sink of a configuration's servers (InfluxSink.make); nil: none is wanted.
+    let sinks: SinkFactory?
     let logger: Logger
     let loadConfiguration: @Sendable (String) throws -> NetprobeConfiguration
     let lookUp: Lookup
@@ -57,6 +51,10 @@ public final class ProbeService: Sendable {
     /// The last addresses of each `peers_dns` name, kept while its lookups fail for now.
     let knownMeshPeers = Locked<[String: [String]]>([:])
 
+    /// The sink of a configuration's servers, nil when it names none (the command line
+    /// passes `InfluxSink.make(for:logger:)`).
+    public typealias SinkFactory = @Sendable (NetprobeConfiguration, Logger) throws -> (any PointSink)?
+
     /// Turns planned targets into engine targets (addresses); `PlanResolver.resolve` unless
     /// a test plays the resolver.
     public typealias Lookup = @Sendable ([PlannedTarget], AddressPreference) async -> [(planned: PlannedTarget, target: ProbeTarget)]
@@ -66,13 +64,15 @@ public final class ProbeService: Sendable {
     ///   - icmpSockets: opened with privileges before any thread started; nil when there
     ///     are no ping targets or ICMP is not allowed (then ping targets are not probed).
     ///   - output: where rounds go when no InfluxDB server is configured.
+    ///   - sinks: makes the sink of the configuration's servers, at the start and at every
+    ///     reload; required when a configuration names servers.
     ///   - logger: where the service reports.
     ///   - loadConfiguration: reads the configuration again on `.reload` (its file).
     ///   - lookUp: resolves names (the system's resolver by default).
     ///   - logLimiter: the rate limit behind `logger`'s handler, whose count of held-back
     ///     lines goes into self-monitoring.
     ///   - observers: get every round too, with or without an InfluxDB sink.
-    public init(configuration: NetprobeConfiguration, icmpSockets: ICMPSocketSet?, output: (any RoundOutput)? = nil, logger: Logger,
+    public init(configuration: NetprobeConfiguration, icmpSockets: ICMPSocketSet?, output: (any RoundOutput)? = nil, sinks: SinkFactory? = nil, logger: Logger,
                 logLimiter: RateLimitedLogHandler.Shared? = nil, observers: [any RoundObserver] = [],
                 loadConfiguration: @escaping @Sendable (String) throws -> NetprobeConfiguration = { try ConfigurationLoader.load(path: $0) },
                 lookUp: @escaping Lookup = { await PlanResolver.resolve($0, preference: $1) },
@@ -85,6 +85,7 @@ public final class ProbeService: Sendable {
         initialConfiguration = configuration
         self.icmpSockets = icmpSockets
         self.output = output
+        self.sinks = sinks
         self.logger = logger
         self.loadConfiguration = loadConfiguration
     }
@@ -116,7 +117,7 @@ public final class ProbeService: Sendable {
         defer { icmpProber?.close() }
         let tcpProber = try TCPProber(configuration: EngineSettings.tcp(configuration.tcp, targetCount: configuration.tcpTargets.count, logger: logger),
                                       loop: loop, logger: logger)
-        let writer = RoundWriter(probe: configuration.probeName, sink: try Self.makeSink(configuration, logger: logger), output: output,
+        let writer = RoundWriter(probe: configuration.probeName, sink: try makeSink(configuration), output: output,
                                  logLimiter: logLimiter, resolveFailures: resolveFailures, logger: logger,
                                  observers: RoundObservers(observers: observers, probe: configuration.probeName))
         writer.observers.attach(writer)
@@ -202,7 +203,7 @@ public final class ProbeService: Sendable {
                 if reloaded.influxServers != configuration.influxServers || reloaded.spoolDirectory != configuration.spoolDirectory
                     || reloaded.spoolMaximumBytes != configuration.spoolMaximumBytes || reloaded.batchSize != configuration.batchSize
                     || reloaded.flushIntervalNanoseconds != configuration.flushIntervalNanoseconds {
-                    await writer.replaceSink(with: try Self.makeSink(reloaded, logger: logger))
+                    await writer.replaceSink(with: try makeSink(reloaded))
                 }
                 if reloaded.icmp.ttl != configuration.icmp.ttl || reloaded.icmp.family != configuration.icmp.family {
                     logger.warning("icmp ttl and family take effect at the next restart (the sockets were opened with the old ones)")
@@ -316,18 +317,27 @@ public final class ProbeService: Sendable {
                                do { try sink.write(points) } catch { logger.error("cannot spool trace points", metadata: ["error": "\(error)"]) }
                            })
     }
+}
 
-    /// The InfluxDB sink of a configuration; nil when it names no server.
-    static func makeSink(_ configuration: NetprobeConfiguration, logger: Logger) throws -> InfluxSink? {
+extension ProbeService {
+    /// The sink of a configuration's servers; nil when it names none.
+    /// - Throws: `ProbeServiceError.noSink` when it names servers and no factory was given.
+    func makeSink(_ configuration: NetprobeConfiguration) throws -> (any PointSink)? {
         guard !configuration.influxServers.isEmpty else { return nil }
-        let servers = try configuration.influxServers.map { settings -> InfluxServer in
-            guard let url = URL(string: settings.url) else {
-                throw InfluxSinkError.invalidConfiguration("\(configuration.file): influxdb url '\(settings.url)' is not a URL")
-            }
-            return InfluxServer(name: settings.name, url: url, api: settings.api, caFile: settings.caFile, gzip: settings.gzip)
+        guard let sinks else { throw ProbeServiceError.noSink(configuration.file) }
+        return try sinks(configuration, logger)
+    }
+}
+
+/// Why a service cannot start.
+public enum ProbeServiceError: Error, CustomStringConvertible {
+    /// The configuration names InfluxDB servers but the service was given no way to write to them.
+    case noSink(String)
+
+    public var description: String {
+        switch self {
+        case .noSink(let file): return "\(file): influxdb servers are configured but this service was started without a sink for them"
         }
-        return try InfluxSink(servers: servers, spoolDirectory: configuration.spoolDirectory, spoolLimitBytes: configuration.spoolMaximumBytes,
-                              batchSize: configuration.batchSize, flushIntervalNanoseconds: configuration.flushIntervalNanoseconds, logger: logger)
     }
 }
 
@@ -414,11 +424,11 @@ final class RoundWriter: Sendable {
     let resolveFailures: Locked<Int>
     let logger: Logger
     let observers: RoundObservers
-    private let state: Locked<(monitor: SelfMonitor, stopped: Bool, sink: InfluxSink?)>
+    private let state: Locked<(monitor: SelfMonitor, stopped: Bool, sink: (any PointSink)?)>
     private let wakeMonitor: AsyncStream<Void>.Continuation
     private let monitorWakes: AsyncStream<Void>
 
-    init(probe: String, sink: InfluxSink?, output: (any RoundOutput)?, logLimiter: RateLimitedLogHandler.Shared?, resolveFailures: Locked<Int>, logger: Logger,
+    init(probe: String, sink: (any PointSink)?, output: (any RoundOutput)?, logLimiter: RateLimitedLogHandler.Shared?, resolveFailures: Locked<Int>, logger: Logger,
          observers: RoundObservers = RoundObservers(observers: [], probe: "")) {
         self.observers = observers
         self.probe = probe
@@ -430,10 +440,11 @@ final class RoundWriter: Sendable {
         (monitorWakes, wakeMonitor) = AsyncStream<Void>.makeStream()
     }
 
-    var sink: InfluxSink? { state.withLock { $0.sink } }
+    var sink: (any PointSink)? { state.withLock { $0.sink } }
 
     func consume(_ events: AsyncStream<ProbeEvent>, envs: EnvTable) async {
-        var encoder = RoundLineEncoder(probe: probe)
+        // One writer per stream and sink: it keeps per-target state (series keys).
+        var current: (sink: any PointSink, writer: any RoundPointWriter)?
         for await event in events {
             observers.observe(event, envs: envs)
             switch event {
@@ -441,11 +452,9 @@ final class RoundWriter: Sendable {
                 state.withLock { $0.monitor.count(round) }
                 let env = envs.env(at: round.targetIndex)
                 if let sink {
-                    // Encoded here, with the target's series key made once: the sink
-                    // takes the line as it is.
-                    let line = encoder.line(for: round, env: env)
+                    if current == nil || current?.sink !== sink { current = (sink, sink.roundWriter(probe: probe)) }
                     do {
-                        try sink.write(encoded: line.map { [$0] } ?? [], unwritable: line == nil ? 1 : 0)
+                        try current?.writer.write(round, env: env)
                     } catch {
                         logger.error("cannot spool a round", metadata: ["error": "\(error)"])
                     }
@@ -502,7 +511,7 @@ final class RoundWriter: Sendable {
 
     /// A reload changed the servers: the old sink delivers or spools what it has, the new
     /// one takes every point from now on.
-    func replaceSink(with sink: InfluxSink?) async {
+    func replaceSink(with sink: (any PointSink)?) async {
         let old = state.withLock { state in
             defer { state.sink = sink }
             return state.sink

@@ -1,5 +1,4 @@
 import FoundationEssentials
-import InfluxSink
 import NIOCore
 import ProbeEngine
 import ProbeResults

@@ -113,7 +113,7 @@ struct RunCommand: PrivilegedCommand {
         guard let configuration = resources.configuration else { throw ExitCode(ExitStatus.systemError) }
         let exporter = try await PrometheusWiring.start(for: configuration, icmpSockets: resources.blackboxICMPSockets, logger: makeLogger())
         let service = ProbeService(configuration: configuration, icmpSockets: resources.icmpSockets, output: QuickLook(format: output, probe: configuration.probeName),
-                                   logger: makeLogger(), logLimiter: Self.logLimiter, observers: exporter.map { [$0.metrics] } ?? [],
+                                   sinks: { try InfluxSink.make(for: $0, logger: $1) }, logger: makeLogger(), logLimiter: Self.logLimiter, observers: exporter.map { [$0.metrics] } ?? [],
                                    pathSockets: resources.pathSockets, pathTCPSockets: resources.pathTCPSockets)
         let (control, send) = AsyncStream<ServiceControl>.makeStream()
         let signals = Task {
@@ -135,7 +135,7 @@ struct QuickLook: RoundOutput {
     let format: QuickLookFormat
     let probe: String
 
-    func write(_ round: RoundResult, env: String, point: InfluxPoint) {
+    func write(_ round: RoundResult, env: String, point: DataPoint) {
         switch format {
         case .table:
             Terminal.printLine("\(ResultPrinter.timeFormat.format(round.startTime)) \(round.kind.rawValue) [\(env)] \(ResultPrinter.summaryLine(round))")

@@ -1,3 +1,5 @@
+import ProbeResults
+import ProbeConfig
 import Foundation
 import Logging
 import TestSupport
@@ -11,8 +13,8 @@ import Glibc
 let quickPolicy = DeliveryPolicy(initialBackoffSeconds: 0.05, maximumBackoffSeconds: 0.2, requestTimeoutSeconds: 2)
 
 /// Point `index` of a numbered sequence: field n = index, one nanosecond timestamp each.
-func sequencePoint(_ index: Int, measurement: String = "seq") -> InfluxPoint {
-    InfluxPoint(measurement: measurement, tags: ["run": "test"], fields: [("n", .integer(Int64(index)))],
+func sequencePoint(_ index: Int, measurement: String = "seq") -> DataPoint {
+    DataPoint(measurement: measurement, tags: ["run": "test"], fields: [("n", .integer(Int64(index)))],
                 timestampNanoseconds: 1_700_000_000_000_000_000 + Int64(index) * 1000)
 }
 
@@ -172,12 +174,12 @@ final class DeliveryTests: XCTestCase {
         let server = try await InfluxDBTestServer.start()
         try await server.createDatabase("probes")
         let sink = try makeSink([v1("nodb", server.url, database: "missing"), v1("ok", server.url)])
-        try sink.write([InfluxPoint(measurement: "clash", fields: [("v", .float(1.5))], timestampNanoseconds: 1)])
+        try sink.write([DataPoint(measurement: "clash", fields: [("v", .float(1.5))], timestampNanoseconds: 1)])
         let first = await TestEnvironment.eventually(within: 60) { statistics(sink, "ok").written == 1 }
         XCTAssertTrue(first)
         // Next batch: one line conflicts with the stored float, one does not.
-        try sink.write([InfluxPoint(measurement: "clash", fields: [("v", .integer(2))], timestampNanoseconds: 2),
-                        InfluxPoint(measurement: "clash", fields: [("v", .float(3.5))], timestampNanoseconds: 3)])
+        try sink.write([DataPoint(measurement: "clash", fields: [("v", .integer(2))], timestampNanoseconds: 2),
+                        DataPoint(measurement: "clash", fields: [("v", .float(3.5))], timestampNanoseconds: 3)])
         let settled = await TestEnvironment.eventually(within: 60) {
             statistics(sink, "nodb").permanentErrors == 3 && statistics(sink, "ok").sendErrors == 1
         }
@@ -201,7 +203,7 @@ final class DeliveryTests: XCTestCase {
         let sink = try makeSink([InfluxServer(name: "vm", url: victoria.url, api: .v2(org: "netprobe", bucket: "probes", token: Secret("secret-token")), gzip: true)])
         let base: Int64 = 1_700_000_000_000_000_000
         try sink.write((0..<40).map { index in
-            InfluxPoint(measurement: "probe", tags: ["target": "host \(index % 2)", "kind": "icmp"],
+            DataPoint(measurement: "probe", tags: ["target": "host \(index % 2)", "kind": "icmp"],
                         fields: [("rtt", .float(Double(index) / 4)), ("ok", .boolean(true))],
                         timestampNanoseconds: base + Int64(index) * 1_000_000_000)
         })

@@ -1,3 +1,4 @@
+import ProbeResults
 import Foundation
 import Logging
 import TestSupport
@@ -60,7 +61,7 @@ final class FuzzRoundTripTests: XCTestCase {
         var generator = SeededGenerator(state: seed)
         let count = 1500
         let now = Int64(Date().timeIntervalSince1970) * 1_000_000_000
-        var points: [InfluxPoint] = []
+        var points: [DataPoint] = []
         for index in 0..<count {
             // The index keeps measurements apart (no field type conflicts between points);
             // front or back, so that both ends of the random part get tested.
@@ -85,7 +86,7 @@ final class FuzzRoundTripTests: XCTestCase {
             }
             if fields.isEmpty { fields.append(("f", .boolean(true))) }
             let time = now - Int64.random(in: 0..<86_400_000_000_000, using: &generator)
-            points.append(InfluxPoint(measurement: measurement, tags: tags, fields: fields, timestampNanoseconds: time))
+            points.append(DataPoint(measurement: measurement, tags: tags, fields: fields, timestampNanoseconds: time))
         }
 
         let spool = try TestEnvironment.temporaryDirectory("spool")

@@ -1,3 +1,5 @@
+import ProbeResults
+import ProbeConfig
 import Foundation
 import Logging
 import TestSupport
@@ -7,7 +9,7 @@ import XCTest
 
 final class LineProtocolTests: XCTestCase {
     private func line(_ measurement: String, tags: [String: String] = [:], _ fields: [(key: String, value: FieldValue)], time: Int64 = 1) -> String? {
-        LineProtocol.encode(InfluxPoint(measurement: measurement, tags: tags, fields: fields, timestampNanoseconds: time))
+        LineProtocol.encode(DataPoint(measurement: measurement, tags: tags, fields: fields, timestampNanoseconds: time))
     }
 
     func testMeasurementEscapesCommaAndSpaceOnly() {

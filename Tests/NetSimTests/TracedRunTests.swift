@@ -1,4 +1,5 @@
 import Foundation
+import InfluxSink
 import Logging
 @testable import NetSim
 import ProbeConfig
@@ -67,7 +68,7 @@ final class TracedRunTests: XCTestCase {
             let (icmp, path) = try NetworkNamespace.perform(inNamespace: namespace) {
                 (try ICMPSocketSet.open(families: [.ipv4], ttl: nil, logger: logger), try ICMPSocketSet.open(families: [.ipv4], ttl: nil, logger: logger))
             }
-            let service = ProbeService(configuration: configuration, icmpSockets: icmp, logger: logger, pathSockets: path)
+            let service = ProbeService(configuration: configuration, icmpSockets: icmp, sinks: { try InfluxSink.make(for: $0, logger: $1) }, logger: logger, pathSockets: path)
             let (control, send) = AsyncStream<ServiceControl>.makeStream()
             let running = Task.detached { try await service.run(control: control) }
             defer {

@@ -20,14 +20,14 @@ final class ProbeServiceTests: XCTestCase {
         struct Record: Sendable {
             var round: RoundResult
             var env: String
-            var point: InfluxPoint
+            var point: DataPoint
         }
         let records: AsyncStream<Record>
         private let continuation: AsyncStream<Record>.Continuation
 
         init() { (records, continuation) = AsyncStream<Record>.makeStream() }
 
-        func write(_ round: RoundResult, env: String, point: InfluxPoint) {
+        func write(_ round: RoundResult, env: String, point: DataPoint) {
             continuation.yield(Record(round: round, env: env, point: point))
         }
 

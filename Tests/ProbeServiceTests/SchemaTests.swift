@@ -1,5 +1,5 @@
 import Foundation
-import InfluxSink
+@testable import InfluxSink
 @testable import ProbeEngine
 import ProbeResults
 import XCTest

@@ -42,12 +42,9 @@ public enum Resolver {
     }
 
     /// The name without IPv6 brackets: "[::1]" -> "::1".
-    public static func bareName(_ name: String) -> String { stripBrackets(name) }
+    public static func bareName(_ name: String) -> String { IPAddress.bareName(name) }
 
-    static func stripBrackets(_ name: String) -> String {
-        if name.hasPrefix("["), name.hasSuffix("]") { return String(name.dropFirst().dropLast()) }
-        return name
-    }
+    static func stripBrackets(_ name: String) -> String { IPAddress.bareName(name) }
 
     private static func accepting(_ address: IPAddress, name: String, preference: AddressPreference) -> ProbeTarget {
         switch (preference, address.family) {

@@ -1,6 +1,3 @@
-import ProbeEngine
-import ProbeResults
-
 extension Schema {
     /// The Prometheus names of the schema (README "Prometheus"): `netprobe_<kind>_<field>`
     /// made from the field keys above, with milliseconds turned into seconds and percent

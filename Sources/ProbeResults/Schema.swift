@@ -1,7 +1,4 @@
 import FoundationEssentials
-import InfluxSink
-import ProbeEngine
-import ProbeResults
 
 /// netprobe's data schema (README "Schema"): one point per target and round, plus the
 /// self-monitoring measurement. Dashboards and users depend on these names.
@@ -40,8 +37,8 @@ public enum Schema {
     ///   - round: what the prober measured.
     ///   - env: the targets file's group.
     ///   - probe: this probe's name.
-    public static func point(for round: RoundResult, env: String, probe: String) -> InfluxPoint {
-        InfluxPoint(measurement: round.kind.rawValue, tags: tags(for: round, env: env, probe: probe), fields: fields(for: round),
+    public static func point(for round: RoundResult, env: String, probe: String) -> DataPoint {
+        DataPoint(measurement: round.kind.rawValue, tags: tags(for: round, env: env, probe: probe), fields: fields(for: round),
                     timestampNanoseconds: timestamp(of: round))
     }
 
@@ -67,40 +64,61 @@ public enum Schema {
         return list.fields
     }
 
-    /// The field keys, made ready for `LineWriter` once.
-    enum FieldKeys {
-        static let sent = FieldKey(Field.sent), received = FieldKey(Field.received), duplicates = FieldKey(Field.duplicates)
-        static let late = FieldKey(Field.late), lossPercent = FieldKey(Field.lossPercent)
-        static let rttMinimum = FieldKey(Field.rttMinimum), rttAverage = FieldKey(Field.rttAverage), rttMaximum = FieldKey(Field.rttMaximum)
-        static let rttMedian = FieldKey(Field.rttMedian), rttStandardDeviation = FieldKey(Field.rttStandardDeviation), jitter = FieldKey(Field.jitter)
-        static let ttl = FieldKey(Field.ttl), completed = FieldKey(Field.completed), result = FieldKey(Field.result), resultCode = FieldKey(Field.resultCode)
+    /// A round point's fields, in the order they are written: a sink that prepares its keys
+    /// once (InfluxSink's line encoder) indexes them by `rawValue`.
+    public enum RoundField: Int, CaseIterable, Sendable {
+        case sent, received, duplicates, late, lossPercent
+        case rttMinimum, rttAverage, rttMaximum, rttMedian, rttStandardDeviation, jitter
+        case ttl, completed, result, resultCode
+
+        /// The field's key in every store.
+        public var key: String {
+            switch self {
+            case .sent: return Field.sent
+            case .received: return Field.received
+            case .duplicates: return Field.duplicates
+            case .late: return Field.late
+            case .lossPercent: return Field.lossPercent
+            case .rttMinimum: return Field.rttMinimum
+            case .rttAverage: return Field.rttAverage
+            case .rttMaximum: return Field.rttMaximum
+            case .rttMedian: return Field.rttMedian
+            case .rttStandardDeviation: return Field.rttStandardDeviation
+            case .jitter: return Field.jitter
+            case .ttl: return Field.ttl
+            case .completed: return Field.completed
+            case .result: return Field.result
+            case .resultCode: return Field.resultCode
+            }
+        }
     }
 
     /// The one definition of a round's fields and their order: `fields(for:)` collects
-    /// them, `RoundLineEncoder` writes them straight into its line.
-    static func writeFields(of round: RoundResult, to out: inout some RoundFieldSink) {
-        out.field(FieldKeys.sent, .integer(Int64(round.sent)))
-        out.field(FieldKeys.received, .integer(Int64(round.received)))
-        out.field(FieldKeys.duplicates, .integer(Int64(round.duplicates)))
-        out.field(FieldKeys.late, .integer(Int64(round.late)))
-        out.field(FieldKeys.lossPercent, .float(round.lossPercent))
+    /// them, a sink's encoder (InfluxSink's `RoundLineEncoder`) writes them straight into
+    /// its line.
+    public static func writeFields(of round: RoundResult, to out: inout some RoundFieldSink) {
+        out.field(RoundField.sent, .integer(Int64(round.sent)))
+        out.field(RoundField.received, .integer(Int64(round.received)))
+        out.field(RoundField.duplicates, .integer(Int64(round.duplicates)))
+        out.field(RoundField.late, .integer(Int64(round.late)))
+        out.field(RoundField.lossPercent, .float(round.lossPercent))
         if let stats = round.statistics {
-            out.field(FieldKeys.rttMinimum, .float(stats.minimum))
-            out.field(FieldKeys.rttAverage, .float(stats.average))
-            out.field(FieldKeys.rttMaximum, .float(stats.maximum))
-            out.field(FieldKeys.rttMedian, .float(stats.median))
-            out.field(FieldKeys.rttStandardDeviation, .float(stats.standardDeviation))
-            out.field(FieldKeys.jitter, .float(stats.jitter))
+            out.field(RoundField.rttMinimum, .float(stats.minimum))
+            out.field(RoundField.rttAverage, .float(stats.average))
+            out.field(RoundField.rttMaximum, .float(stats.maximum))
+            out.field(RoundField.rttMedian, .float(stats.median))
+            out.field(RoundField.rttStandardDeviation, .float(stats.standardDeviation))
+            out.field(RoundField.jitter, .float(stats.jitter))
         }
-        if let ttl = round.ttl { out.field(FieldKeys.ttl, .integer(Int64(ttl))) }
-        if round.kind == .tcp { out.field(FieldKeys.completed, .integer(Int64(round.completed))) }
-        out.field(FieldKeys.result, .string(round.outcome.rawValue))
-        out.field(FieldKeys.resultCode, .integer(Int64(round.outcome.code)))
+        if let ttl = round.ttl { out.field(RoundField.ttl, .integer(Int64(ttl))) }
+        if round.kind == .tcp { out.field(RoundField.completed, .integer(Int64(round.completed))) }
+        out.field(RoundField.result, .string(round.outcome.rawValue))
+        out.field(RoundField.resultCode, .integer(Int64(round.outcome.code)))
     }
 
     private struct FieldList: RoundFieldSink {
         var fields: [(key: String, value: FieldValue)] = []
-        mutating func field(_ key: FieldKey, _ value: FieldValue) { fields.append((key.name, value)) }
+        mutating func field(_ field: RoundField, _ value: FieldValue) { fields.append((field.key, value)) }
     }
 
     /// Whole microseconds: a stable value matters (a replayed point must overwrite, not
@@ -118,64 +136,8 @@ public enum Schema {
 }
 
 /// Where `Schema.writeFields` puts a round's fields.
-protocol RoundFieldSink {
-    mutating func field(_ key: FieldKey, _ value: FieldValue)
-}
-
-extension LineWriter: RoundFieldSink {}
-
-/// Round points as line protocol, the series key (measurement and escaped tags) of each
-/// target made once and reused until its tags change: the same lines as
-/// `LineProtocol.encode(Schema.point(...))`, for a fraction of the work per round.
-struct RoundLineEncoder {
-    private struct Series: Equatable {
-        var kind: ProbeKind
-        var name: String
-        var env: String
-        var address: IPAddress?
-        var port: UInt16?
-        var mode: TCPProbeMode?
-    }
-
-    let probe: String
-    /// Each target's series key, by target index (dense from 0), one array per kind: no
-    /// hashing per round.
-    private var icmpKeys: [(series: Series, key: String?)?] = []
-    private var tcpKeys: [(series: Series, key: String?)?] = []
-    private var writer = LineWriter()
-
-    init(probe: String) {
-        self.probe = probe
-    }
-
-    /// The round's line; nil when it cannot be written (no measurement).
-    mutating func line(for round: RoundResult, env: String) -> String? {
-        let series = Series(kind: round.kind, name: round.target.name, env: env, address: round.target.address, port: round.target.port,
-                            mode: round.kind == .tcp ? round.tcpMode : nil)
-        let key: String?
-        let index = round.targetIndex
-        let known = round.kind == .icmp ? icmpKeys : tcpKeys
-        if known.indices.contains(index), let cached = known[index], cached.series == series {
-            key = cached.key
-        } else {
-            key = LineProtocol.seriesKey(measurement: round.kind.rawValue, tags: Schema.tags(for: round, env: env, probe: probe))
-            if index >= 0 {
-                switch round.kind {
-                case .icmp: Self.store((series, key), at: index, in: &icmpKeys)
-                case .tcp: Self.store((series, key), at: index, in: &tcpKeys)
-                }
-            }
-        }
-        guard let key else { return nil }
-        writer.start(seriesKey: key)
-        Schema.writeFields(of: round, to: &writer)
-        return writer.finish(timestampNanoseconds: Schema.timestamp(of: round))
-    }
-
-    private static func store(_ entry: (series: Series, key: String?), at index: Int, in keys: inout [(series: Series, key: String?)?]) {
-        if index >= keys.count { keys.append(contentsOf: repeatElement(nil, count: index + 1 - keys.count)) }
-        keys[index] = entry
-    }
+public protocol RoundFieldSink {
+    mutating func field(_ field: Schema.RoundField, _ value: FieldValue)
 }
 
 /// What `run` counts between two self-monitoring points.
@@ -209,9 +171,9 @@ public struct SelfMonitor: Sendable {
     /// The `netprobe` measurement: one point for the probe, one per InfluxDB server.
     /// `suppressedLogLines` and `resolveFailures` are cumulative: warnings the log's rate
     /// limit held back, and name lookups that failed.
-    public func points(probe: String, servers: [ServerStatistics], suppressedLogLines: Int, resolveFailures: Int, now: Date) -> [InfluxPoint] {
+    public func points(probe: String, servers: [ServerStatistics], suppressedLogLines: Int, resolveFailures: Int, now: Date) -> [DataPoint] {
         let time = Schema.nanoseconds(now)
-        var result = [InfluxPoint(measurement: "netprobe", tags: ["probe": probe], fields: [
+        var result = [DataPoint(measurement: "netprobe", tags: ["probe": probe], fields: [
             ("rounds", .integer(Int64(rounds))),
             ("rounds_abandoned", .integer(Int64(roundsAbandoned))),
             ("kernel_timestamps", .integer(Int64(kernelTimestamps))),
@@ -222,7 +184,7 @@ public struct SelfMonitor: Sendable {
             ("resolve_failures", .integer(Int64(resolveFailures))),
         ], timestampNanoseconds: time)]
         for server in servers {
-            result.append(InfluxPoint(measurement: "netprobe", tags: ["probe": probe, "server": server.name], fields: [
+            result.append(DataPoint(measurement: "netprobe", tags: ["probe": probe, "server": server.name], fields: [
                 ("points_produced", .integer(Int64(server.produced))),
                 ("points_written", .integer(Int64(server.written))),
                 ("points_spooled", .integer(Int64(server.spooled))),
