@@ -118,10 +118,9 @@ let package = Package(
         .target(
             name: "PrometheusExporter",
             dependencies: [
+                // Never the engine: /probe runs probes through OnDemandProber (ProbeResults).
                 "ProbeResults",
-                "ProbeEngine",
                 "ProbeConfig",
-                "ProbeService",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

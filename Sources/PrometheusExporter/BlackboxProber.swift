@@ -1,43 +1,29 @@
 import FoundationEssentials
 import Logging
 import ProbeConfig
-import ProbeEngine
 import ProbeResults
 
-/// Runs the probes of `/probe` requests on netprobe's engine: a probe loop of their own (so
-/// a burst of requests never shares a thread with `run`'s schedule), kernel timestamps,
-/// bounded concurrency and rate, and an answer within the scrape's time.
+/// Answers `/probe` requests with probes run by an engine (`OnDemandProber`; the command
+/// line hands it the engine's): the allow-list by address, bounded concurrency and rate,
+/// and an answer within the scrape's time.
 ///
-/// Every request probes on its own: ICMP requests share the sockets (`probeAlongside`),
-/// TCP ones open their own, so no request waits on another's target.
+/// Every request probes on its own (ICMP runs share the engine's sockets, TCP ones open
+/// their own), so no request waits on another's target.
 public final class BlackboxProber: Sendable {
     let settings: BlackboxSettings
-    let loop: ProbeLoop
-    let icmp: ICMPProber?
+    let prober: any OnDemandProber
     let logger: Logger
     let limits: RequestLimits
-    /// Every address of an allowed name (see BlackboxRequest.parse), given up after the
-    /// time left; a test replaces it.
-    let lookUp: @Sendable (String, AddressPreference, Int64) async -> Result<[IPAddress], Resolver.LookupFailure>
 
     /// - Parameters:
     ///   - settings: allow-list, modules and limits.
-    ///   - icmpSockets: ICMP sockets opened for `/probe` alone (the run's prober owns its
-    ///     own); nil when no module uses ICMP or ICMP is not allowed (then icmp modules
-    ///     answer 503).
+    ///   - prober: runs the probes and looks names up (`OnDemandEngine`; a test may give
+    ///     one with a resolver of its own). Without ICMP, icmp modules answer 503.
     ///   - logger: where it reports.
-    public init(settings: BlackboxSettings, icmpSockets: ICMPSocketSet?, logger: Logger,
-                lookUp: @escaping @Sendable (String, AddressPreference, Int64) async -> Result<[IPAddress], Resolver.LookupFailure> = { name, preference, timeout in
-                    await Resolver.addresses(of: name, preference: preference, timeoutNanoseconds: timeout)
-                }) throws {
+    public init(settings: BlackboxSettings, prober: any OnDemandProber, logger: Logger) {
         self.settings = settings
         self.logger = logger
-        self.lookUp = lookUp
-        let loop = try ProbeLoop(logger: logger)
-        self.loop = loop
-        icmp = try icmpSockets.map { sockets in
-            try ICMPProber(sockets: sockets, configuration: ICMPProbeConfiguration(count: 1), loop: loop, logger: logger)
-        }
+        self.prober = prober
         limits = RequestLimits(concurrent: settings.maximumConcurrent, perSecond: settings.maximumPerSecond)
     }
 
@@ -67,7 +53,7 @@ public final class BlackboxProber: Sendable {
         } catch {
             return Self.refusal(error)
         }
-        if request.module.kind == .icmp && icmp == nil {
+        if !prober.canProbe(request.module.kind) {
             return Self.refusal(BlackboxRefusal(status: 503, message: "ICMP is not available to /probe (no CAP_NET_RAW and no ping_group_range); only tcp modules work"))
         }
         switch limits.acquire(now: started) {
@@ -134,7 +120,7 @@ public final class BlackboxProber: Sendable {
         let lookupTimeout = min(Self.lookupTimeoutNanoseconds, deadline.map { max(0, $0 - resolveStart) } ?? .max)
         if let literal = address {
             if !Self.familyAllowed(literal, request.module.family) { address = nil }
-        } else if case .success(let addresses) = await lookUp(request.host, request.module.family, lookupTimeout) {
+        } else if case .success(let addresses) = await prober.addresses(of: request.host, preference: request.module.family, timeoutNanoseconds: lookupTimeout) {
             let allowed = request.allowedName?.anyAddress == true ? addresses : addresses.filter(settings.allows)
             guard let first = allowed.first(where: { Self.familyAllowed($0, request.module.family) }) else {
                 throw .forbidden("target '\(request.host)' resolves to \(addresses.prefix(4).map(\.description).joined(separator: ", "))\(addresses.count > 4 ? ", ..." : ""), none inside an allowed prefix (prometheus: probe: allow)")
@@ -148,18 +134,8 @@ public final class BlackboxProber: Sendable {
         let (count, timeout) = Self.schedule(for: module, remaining: deadline.map { $0 - resolved.monotonic } ?? module.worstCaseNanoseconds)
         guard count > 0 else { return outcome }
         let target = ProbeTarget(name: request.host, address: address, port: request.port)
-        switch module.kind {
-        case .icmp:
-            var configuration = ICMPProbeConfiguration(count: count, intervalNanoseconds: module.spacingNanoseconds, timeoutNanoseconds: timeout,
-                                                       payloadLength: 56, ttl: nil, packetsPerSecond: 1000)
-            // The answer is due at the last deadline: no wait for late replies.
-            configuration.lateWindowNanoseconds = 0
-            outcome.round = await icmp?.probeAlongside(target, configuration: configuration)
-        case .tcp:
-            outcome.round = await probeTCP(target, configuration: TCPProbeConfiguration(
-                count: count, intervalNanoseconds: module.spacingNanoseconds, timeoutNanoseconds: timeout,
-                attemptsPerSecond: 1000, maximumInFlight: 16, mode: module.tcpMode))
-        }
+        outcome.round = await prober.run(OnDemandProbe(kind: module.kind, count: count, spacingNanoseconds: module.spacingNanoseconds,
+                                                       timeoutNanoseconds: timeout, tcpMode: module.tcpMode), on: target)
         if let round = outcome.round, round.sent > 0 {
             outcome.setupSeconds = Double(max(0, round.startNanoseconds - resolved.realtime)) / 1e9
         }
@@ -172,17 +148,6 @@ public final class BlackboxProber: Sendable {
         case .ipv4Only: return address.family == .ipv4
         case .ipv6Only: return address.family == .ipv6
         }
-    }
-
-    /// One TCP prober per request: it holds no socket between probes and many run on the
-    /// loop at once.
-    func probeTCP(_ target: ProbeTarget, configuration: TCPProbeConfiguration) async -> RoundResult? {
-        guard let prober = try? TCPProber(configuration: configuration, loop: loop, logger: logger) else { return nil }
-        var result: RoundResult?
-        for await event in prober.probe([target], reportingAttempts: false) {
-            if case .round(let round) = event { result = round }
-        }
-        return result
     }
 
     /// blackbox_exporter's value for an address (`probe_ip_addr_hash`): FNV-1a (32 bits)
@@ -245,7 +210,7 @@ public final class BlackboxProber: Sendable {
     /// Ends ICMP probing (the probes in flight end first, at their timeout); call after
     /// the server stopped.
     public func close() {
-        icmp?.shutDown()
+        prober.shutDown()
     }
 }
 

@@ -1,5 +1,4 @@
 import ProbeConfig
-import ProbeEngine
 import ProbeResults
 
 /// Why a `/probe` request is refused, with its HTTP status. The message is safe to send

@@ -2,7 +2,6 @@ import HTTPTypes
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
-import ProbeEngine
 import ProbeResults
 
 /// How long an HTTP connection may take over each step, and how many are kept: what keeps

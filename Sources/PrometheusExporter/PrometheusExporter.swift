@@ -5,9 +5,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import ProbeConfig
-import ProbeEngine
 import ProbeResults
-import ProbeService
 import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
@@ -37,19 +35,19 @@ public final class PrometheusExporter: Sendable {
 
     /// - Parameters:
     ///   - settings: the `prometheus:` section.
-    ///   - icmpSockets: sockets for `/probe`'s icmp modules (opened with privileges).
+    ///   - prober: runs `/probe`'s probes (the engine's `OnDemandEngine`).
     ///   - logger: where it reports.
-    public convenience init(settings: PrometheusSettings, icmpSockets: ICMPSocketSet?, logger: Logger) throws {
-        try self.init(settings: settings, icmpSockets: icmpSockets, connectionLimits: ConnectionLimits(), logger: logger)
+    public convenience init(settings: PrometheusSettings, prober: any OnDemandProber, logger: Logger) {
+        self.init(settings: settings, connectionLimits: ConnectionLimits(), blackbox: BlackboxProber(settings: settings.probe, prober: prober, logger: logger), logger: logger)
     }
 
-    /// - Parameter blackbox: `/probe`'s prober (tests give one with a resolver of their own).
-    init(settings: PrometheusSettings, icmpSockets: ICMPSocketSet?, connectionLimits: ConnectionLimits, blackbox: BlackboxProber? = nil, logger: Logger) throws {
+    /// - Parameter blackbox: `/probe`'s answers (tests give one with a resolver of their own).
+    init(settings: PrometheusSettings, connectionLimits: ConnectionLimits, blackbox: BlackboxProber, logger: Logger) {
         self.settings = settings
         self.logger = logger
         connections = ConnectionRegistry(limits: connectionLimits)
         metrics = RoundMetrics(connections: connections)
-        self.blackbox = try blackbox ?? BlackboxProber(settings: settings.probe, icmpSockets: icmpSockets, logger: logger)
+        self.blackbox = blackbox
     }
 
     /// The methods each path answers; others get 405 with `Allow`.

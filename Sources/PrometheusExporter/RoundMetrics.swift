@@ -1,8 +1,6 @@
 import FoundationEssentials
 import NIOCore
-import ProbeEngine
 import ProbeResults
-import ProbeService
 
 /// What `/metrics` shows: per target, the last round's RTT statistics and loss, counters
 /// since the start, and an RTT histogram; plus netprobe's own counters. Fed by `run`'s

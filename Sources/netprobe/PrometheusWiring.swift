@@ -25,7 +25,7 @@ enum PrometheusWiring {
     static func start(for configuration: NetprobeConfiguration, icmpSockets: ICMPSocketSet?, logger: Logger) async throws -> PrometheusExporter? {
         guard let settings = configuration.prometheus else { return nil }
         do {
-            let exporter = try PrometheusExporter(settings: settings, icmpSockets: icmpSockets, logger: logger)
+            let exporter = PrometheusExporter(settings: settings, prober: try OnDemandEngine(icmpSockets: icmpSockets, logger: logger), logger: logger)
             try await exporter.start()
             return exporter
         } catch let error as PrometheusExporterError {

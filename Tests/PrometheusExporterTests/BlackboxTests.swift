@@ -42,7 +42,7 @@ final class BlackboxTests: XCTestCase {
     }
 
     func makeProber(_ settings: BlackboxSettings, resolver: CountingResolver) throws -> BlackboxProber {
-        try BlackboxProber(settings: settings, icmpSockets: nil, logger: logger, lookUp: { name, preference, _ in await resolver.lookUp(name, preference) })
+        BlackboxProber(settings: settings, prober: try OnDemandEngine(icmpSockets: nil, logger: logger, lookUp: { name, preference, _ in await resolver.lookUp(name, preference) }), logger: logger)
     }
 
     func allowing(_ names: [String], _ prefixes: [String], concurrent: Int = 16, perSecond: Int = 1000) -> BlackboxSettings {
@@ -165,7 +165,7 @@ final class BlackboxTests: XCTestCase {
         let sockets = try ICMPSocketSet.open(families: [.ipv4, .ipv6], optional: [.ipv6], ttl: nil, logger: logger)
         var settings = allowing([], ["127.0.0.0/8", "::1/128"])
         settings.modules["icmp_3"] = BlackboxModule(kind: .icmp, count: 3, spacingNanoseconds: 10_000_000, timeoutNanoseconds: 1_000_000_000)
-        let prober = try BlackboxProber(settings: settings, icmpSockets: sockets, logger: logger)
+        let prober = BlackboxProber(settings: settings, prober: try OnDemandEngine(icmpSockets: sockets, logger: logger), logger: logger)
         // Several at once: they share the prober and go out together.
         let answers = await withTaskGroup(of: BlackboxProber.Answer.self) { group in
             for _ in 0..<5 { group.addTask { await prober.answer(query: "module=icmp_3&target=127.0.0.1", format: .text) } }

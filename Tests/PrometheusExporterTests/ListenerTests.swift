@@ -93,7 +93,8 @@ final class ListenerTests: XCTestCase {
 
     func makeExporter(limits: ConnectionLimits = ConnectionLimits(), host: String = "127.0.0.1", blackbox: BlackboxProber? = nil) async throws -> (PrometheusExporter, Int) {
         let settings = PrometheusSettings(host: host, port: 0, probe: BlackboxSettings(allowedPrefixes: [AddressPrefix(parsing: "127.0.0.0/8")!]))
-        let exporter = try PrometheusExporter(settings: settings, icmpSockets: nil, connectionLimits: limits, blackbox: blackbox, logger: logger)
+        let answers = try blackbox ?? BlackboxProber(settings: settings.probe, prober: OnDemandEngine(icmpSockets: nil, logger: logger), logger: logger)
+        let exporter = PrometheusExporter(settings: settings, connectionLimits: limits, blackbox: answers, logger: logger)
         let port = try await exporter.start()
         return (exporter, port)
     }
@@ -154,7 +155,7 @@ final class ListenerTests: XCTestCase {
         resolver.holding = true
         let listener = try LoopbackListener()
         let settings = BlackboxSettings(allowedNames: [AllowedName("db1.example.com")], allowedPrefixes: [AddressPrefix(parsing: "127.0.0.0/8")!])
-        let blackbox = try BlackboxProber(settings: settings, icmpSockets: nil, logger: logger, lookUp: { name, preference, _ in await resolver.lookUp(name, preference) })
+        let blackbox = BlackboxProber(settings: settings, prober: try OnDemandEngine(icmpSockets: nil, logger: logger, lookUp: { name, preference, _ in await resolver.lookUp(name, preference) }), logger: logger)
         let (exporter, port) = try await makeExporter(limits: limits, blackbox: blackbox)
         let probe = URL(string: "http://127.0.0.1:\(port)/probe?module=tcp&target=db1.example.com:\(listener.port)")!
         let held = (0..<2).map { _ in Task { try await TestEnvironment.http("GET", probe) } }
@@ -205,7 +206,7 @@ final class ListenerTests: XCTestCase {
     func testAPortInUseIsSaidInWordsAndIPv6LoopbackCanBeListenedOn() async throws {
         let listener = try LoopbackListener()
         let settings = PrometheusSettings(host: "127.0.0.1", port: listener.port)
-        let exporter = try PrometheusExporter(settings: settings, icmpSockets: nil, logger: logger)
+        let exporter = PrometheusExporter(settings: settings, prober: try OnDemandEngine(icmpSockets: nil, logger: logger), logger: logger)
         do {
             try await exporter.start()
             XCTFail("bound a port that is in use")
