@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "ProbeResults", targets: ["ProbeResults"]),
         .library(name: "ProbeEngine", targets: ["ProbeEngine"]),
+        .library(name: "Diagnosis", targets: ["Diagnosis"]),
         .executable(name: "netprobe", targets: ["netprobe"]),
         .library(name: "NetSim", targets: ["NetSim"]),
         .library(name: "ProbeConfig", targets: ["ProbeConfig"]),
@@ -44,6 +45,11 @@ let package = Package(
             name: "ProbeResults"
         ),
         .target(
+            // `check`'s verdicts: network, server or neither, and where on the path.
+            name: "Diagnosis",
+            dependencies: ["ProbeResults"]
+        ),
+        .target(
             name: "ProbeEngine",
             dependencies: [
                 "ProbeResults",
@@ -62,6 +68,7 @@ let package = Package(
                 "ProbeConfig",
                 "InfluxSink",
                 "ProbeService",
+                "Diagnosis",
                 "Dashboards",
                 "PrometheusExporter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -177,6 +184,10 @@ let package = Package(
         .testTarget(
             name: "InfluxSinkTests",
             dependencies: ["InfluxSink", "ProbeResults", "ProbeConfig", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "DiagnosisTests",
+            dependencies: ["Diagnosis", "ProbeResults", "ProbeEngine"]
         ),
         .testTarget(
             name: "ProbeEngineTests",

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FoundationEssentials
 import Glibc
+import Diagnosis
 import Logging
 import ProbeEngine
 import ProbeResults

@@ -1,5 +1,5 @@
 import Logging
-import ProbeEngine
+import ProbeService
 import ProbeResults
 import Synchronization
 import XCTest

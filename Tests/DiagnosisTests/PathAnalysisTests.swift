@@ -1,6 +1,6 @@
 import ProbeResults
 import XCTest
-@testable import ProbeEngine
+@testable import Diagnosis
 
 /// The rules that read a trace: forwarded loss, rate limiting told apart from loss, where
 /// loss and latency start, and the hop `check` names. One test per rule.

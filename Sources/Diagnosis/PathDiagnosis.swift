@@ -1,4 +1,5 @@
 import ProbeResults
+
 /// "Where is it the network?": the hop a `check` verdict names, from a trace of the host.
 extension Diagnosis {
     /// Adds what the trace says to the verdict: for a network problem, the first hop from

@@ -1,5 +1,6 @@
 import ProbeResults
 import XCTest
+@testable import Diagnosis
 @testable import ProbeEngine
 
 final class DiagnosisTests: XCTestCase {
