@@ -7,7 +7,8 @@
 #
 #   --baseline-binary PATH  the baseline netprobe, already built
 #   --baseline-commit REV   else build REV (default 8fde5d0) in a temporary git worktree
-#                           (swift build -c release --product netprobe), removed afterwards
+#                           (swift build -c release --product netprobe, with this checkout's
+#                           Package.resolved), removed afterwards
 #   --binary PATH           the netprobe under test; else this checkout's release build
 #                           (swift build -c release --product netprobe)
 #
@@ -71,9 +72,9 @@ listener_pid=""
 cleanup() {
   if [ -n "$listener_pid" ]; then kill "$listener_pid" 2>/dev/null || true; wait "$listener_pid" 2>/dev/null || true; fi
   if [ -n "$baseline_tree" ] && [ -d "$baseline_tree" ]; then
-    git -C "$root" worktree remove --force "$baseline_tree" >/dev/null 2>&1 || true
+    git -C "$root" worktree remove --force "$baseline_tree" >/dev/null 2>&1 ||
+      echo "$name: could not remove the worktree $baseline_tree (git worktree remove --force it)" >&2
   fi
-  git -C "$root" worktree prune >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -85,6 +86,9 @@ if [ -n "$baseline_commit" ]; then
   baseline_tree="$work/baseline-src"
   echo "$name: building the baseline $baseline_commit ($rev) in a temporary worktree (slow)"
   git -C "$root" worktree add --detach "$baseline_tree" "$rev" >/dev/null 2>&1 || fail "git worktree add $rev failed"
+  # Package.resolved is not in git: build the baseline with this checkout's pins, so that a
+  # newer dependency (ArgumentParser's help layout, say) is not taken for a change of ours.
+  if [ -f "$root/Package.resolved" ]; then cp "$root/Package.resolved" "$baseline_tree/"; fi
   if ! (cd "$baseline_tree" && swift build -c release --product netprobe) >"$work/baseline-build.log" 2>&1; then
     tail -n 30 "$work/baseline-build.log" >&2
     fail "the baseline's build failed (log above)"
@@ -93,7 +97,6 @@ if [ -n "$baseline_commit" ]; then
   baseline_binary="$work/netprobe-baseline"
   git -C "$root" worktree remove --force "$baseline_tree" >/dev/null 2>&1 || fail "git worktree remove $baseline_tree failed"
   baseline_tree=""
-  git -C "$root" worktree prune
 fi
 if [ -z "$binary" ]; then
   echo "$name: building this checkout ($(git -C "$root" rev-parse --short HEAD))"
