@@ -83,13 +83,8 @@ package enum Posix {
         _ = try retryingEINTR("getsockname") { Glibc.getsockname(fd, address, length) }
     }
 
-    static func sendmsg(_ fd: Int32, _ message: UnsafePointer<msghdr>, _ flags: Int32) throws(SystemCallError) -> IOResult<Int> {
-        try nonBlocking("sendmsg") { Glibc.sendmsg(fd, message, flags) }
-    }
-
-    static func recvmsg(_ fd: Int32, _ message: UnsafeMutablePointer<msghdr>, _ flags: Int32) throws(SystemCallError) -> IOResult<Int> {
-        try nonBlocking("recvmsg") { Glibc.recvmsg(fd, message, flags | Int32(MSG_DONTWAIT)) }
-    }
+    // sendmsg and recvmsg are in ControlMessage.swift, beside the control-message codec:
+    // the one file that builds a message header.
 
     static func recv(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ flags: Int32) throws(SystemCallError) -> IOResult<Int> {
         try nonBlocking("recv") { Glibc.recv(fd, buffer.baseAddress, buffer.count, flags | Int32(MSG_DONTWAIT)) }

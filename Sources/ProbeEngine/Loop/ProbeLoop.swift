@@ -219,11 +219,16 @@ final class RunGate: Sendable {
     ///   - owner: names the prober in the message when a second run is started too early.
     ///   - stop: what stopping the run means for the prober.
     func begin(_ owner: String, targetCount: Int, stop: @escaping @Sendable () -> Void) -> (AsyncStream<ProbeEvent>, AsyncStream<ProbeEvent>.Continuation) {
+        begin(owner, targetCount: targetCount, events: ProbeEvent.self, stop: stop)
+    }
+
+    /// `begin` for a prober whose stream carries other values (the path prober's traces).
+    func begin<Event>(_ owner: String, targetCount: Int, events: Event.Type, stop: @escaping @Sendable () -> Void) -> (AsyncStream<Event>, AsyncStream<Event>.Continuation) {
         state.withLock { state in
             precondition(!state.running, "\(owner) runs one probe call at a time")
             state = State(running: true, targetCount: targetCount)
         }
-        let (stream, continuation) = AsyncStream<ProbeEvent>.makeStream(bufferingPolicy: .unbounded)
+        let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .unbounded)
         continuation.onTermination = { termination in
             if case .cancelled = termination { stop() }
         }

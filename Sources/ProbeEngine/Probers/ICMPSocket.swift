@@ -112,8 +112,9 @@ final class ICMPSocket {
         self.descriptor = descriptor
         self.identifier = identifier
         receiveBuffer = .allocate(byteCount: 65_536 + 128, alignment: 8)
-        controlBuffer = .allocate(byteCount: 1024, alignment: 8)
-        sendControlBuffer = .allocate(byteCount: CSystemShims_CMSG_SPACE(4), alignment: 8)
+        controlBuffer = .allocate(byteCount: 1024, alignment: MemoryLayout<Int>.alignment)
+        // Room for one of each message a send carries (timestamp id, hop limit).
+        sendControlBuffer = .allocate(byteCount: 2 * OutboundControlMessage.largestSpace, alignment: MemoryLayout<Int>.alignment)
         sendControlBuffer.initializeMemory(as: UInt8.self, repeating: 0)
         addressBuffer = .allocate(capacity: 1)
     }
@@ -225,13 +226,14 @@ final class ICMPSocket {
     // MARK: sending
 
     /// Sends one request. The kernel's transmit stamp for it will carry `probeNumber`.
-    func send(_ packet: [UInt8], to destination: IPAddress, probeNumber: UInt32) throws(SystemCallError) -> IOResult<Int> {
+    /// - Parameter hopLimit: this packet's TTL / hop limit (path probes); nil keeps the socket's.
+    func send(_ packet: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int? = nil) throws(SystemCallError) -> IOResult<Int> {
         let result: IOResult<Int>
         do {
-            result = try sendOnce(packet, to: destination, probeNumber: probeNumber, perSendID: usesPerSendTimestampID)
+            result = try sendOnce(packet, to: destination, probeNumber: probeNumber, hopLimit: hopLimit, perSendID: usesPerSendTimestampID)
         } catch where error.errno == EINVAL && usesPerSendTimestampID {
             usesPerSendTimestampID = false
-            result = try sendOnce(packet, to: destination, probeNumber: probeNumber, perSendID: false)
+            result = try sendOnce(packet, to: destination, probeNumber: probeNumber, hopLimit: hopLimit, perSendID: false)
         }
         if case .processed = result, !usesPerSendTimestampID {
             probeNumberByCounter[Int(nextKernelCounter & 0xffff)] = probeNumber
@@ -240,31 +242,19 @@ final class ICMPSocket {
         return result
     }
 
-    private func sendOnce(_ packet: [UInt8], to destination: IPAddress, probeNumber: UInt32, perSendID: Bool) throws(SystemCallError) -> IOResult<Int> {
+    private func sendOnce(_ packet: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int?, perSendID: Bool) throws(SystemCallError) -> IOResult<Int> {
+        var control = ControlMessageBuilder(storage: sendControlBuffer)
+        if perSendID { control.append(.timestampID(probeNumber)) }
+        if let hopLimit { control.append(.hopLimit(hopLimit, family)) }
         let fd = descriptor.rawValue
-        let control = sendControlBuffer
+        let controlBytes = control.bytes
         // Array.withUnsafeBytes rethrows untyped errors: carry the typed one out in a Result.
         return try packet.withUnsafeBytes { (bytes) -> Result<IOResult<Int>, SystemCallError> in
-            Result { () throws(SystemCallError) -> IOResult<Int> in try destination.withSocketAddress { (address, addressLength) throws(SystemCallError) -> IOResult<Int> in
-                var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
-                return try withUnsafeMutablePointer(to: &vector) { (vectorPointer) throws(SystemCallError) -> IOResult<Int> in
-                    var message = msghdr()
-                    message.msg_name = UnsafeMutableRawPointer(mutating: address)
-                    message.msg_namelen = addressLength
-                    message.msg_iov = vectorPointer
-                    message.msg_iovlen = 1
-                    if perSendID {
-                        message.msg_control = control.baseAddress
-                        message.msg_controllen = control.count
-                        let header = CSystemShims_CMSG_FIRSTHDR(&message)!
-                        header.pointee.cmsg_level = SOL_SOCKET
-                        header.pointee.cmsg_type = CSystemShims_SCM_TS_OPT_ID
-                        header.pointee.cmsg_len = CSystemShims_CMSG_LEN(4)
-                        UnsafeMutableRawPointer(CSystemShims_CMSG_DATA(header)!).storeBytes(of: probeNumber, as: UInt32.self)
-                    }
-                    return try Posix.sendmsg(fd, &message, Int32(MSG_DONTWAIT))
+            Result { () throws(SystemCallError) -> IOResult<Int> in
+                try destination.withSocketAddress { (address, addressLength) throws(SystemCallError) -> IOResult<Int> in
+                    try Posix.sendmsg(fd, bytes, to: address, addressLength, control: controlBytes, flags: Int32(MSG_DONTWAIT))
                 }
-            } }
+            }
         }.get()
     }
 
@@ -279,6 +269,8 @@ final class ICMPSocket {
         var userRealtime: Int64
         /// TTL / hop limit from the IP_TTL / IPV6_HOPLIMIT control message.
         var hopLimit: Int?
+        /// Whether every control message arrived (MSG_CTRUNC makes it `.truncated`).
+        var controlState: ReceivedControlMessages.State
     }
 
     /// What the error queue held.
@@ -295,92 +287,41 @@ final class ICMPSocket {
 
     /// Reads one datagram; nil when the queue is empty.
     func receive() throws(SystemCallError) -> Received? {
-        var received = Received(packet: UnsafeRawBufferPointer(start: nil, count: 0), source: nil, kernelRealtime: nil, userRealtime: 0, hopLimit: nil)
-        let length: Int
-        switch try receive(flags: 0, visit: { level, type, data in
-            if level == SOL_SOCKET && type == SCM_TIMESTAMPING {
-                received.kernelRealtime = Self.softwareStamp(data)
-            } else if (level == Int32(IPPROTO_IP) && type == IP_TTL) || (level == Int32(IPPROTO_IPV6) && type == IPV6_HOPLIMIT), data.count >= 4 {
-                received.hopLimit = Int(data.loadUnaligned(as: Int32.self))
-            }
-        }) {
-        case .wouldBlock: return nil
-        case .processed(let (count, userRealtime)):
-            length = count
-            received.userRealtime = userRealtime
-        }
-        received.packet = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(receiveBuffer)[0..<min(length, receiveBuffer.count)])
-        received.source = IPAddress(socketAddress: addressBuffer, length: MemoryLayout<sockaddr_storage>.size)
-        return received
+        guard let (message, userRealtime) = try receive(flags: 0) else { return nil }
+        let control = ReceivedControlMessages(parsing: message.control, flags: message.flags)
+        return Received(packet: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(receiveBuffer)[0..<min(message.length, receiveBuffer.count)]),
+                        source: IPAddress(socketAddress: addressBuffer, length: message.sourceLength),
+                        kernelRealtime: control.softwareRealtime, userRealtime: userRealtime, hopLimit: control.hopLimit,
+                        controlState: control.state)
     }
 
     /// Reads one message from the error queue; nil when it is empty.
     func receiveError() throws(SystemCallError) -> ErrorQueueMessage? {
-        var stamp: Int64?
-        var extended: CSystemShims_sock_extended_err?
-        let length: Int
-        switch try receive(flags: Int32(MSG_ERRQUEUE), visit: { level, type, data in
-            if level == SOL_SOCKET && type == SCM_TIMESTAMPING {
-                stamp = Self.softwareStamp(data)
-            } else if (level == Int32(IPPROTO_IP) && type == IP_RECVERR) || (level == Int32(IPPROTO_IPV6) && type == IPV6_RECVERR),
-                      data.count >= MemoryLayout<CSystemShims_sock_extended_err>.size {
-                extended = data.loadUnaligned(as: CSystemShims_sock_extended_err.self)
-            }
-        }) {
-        case .wouldBlock: return nil
-        case .processed(let (count, _)): length = count
-        }
-        guard let extended else { return .other }
-        let quoted = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(receiveBuffer)[0..<min(length, receiveBuffer.count)])
-        let destination = IPAddress(socketAddress: addressBuffer, length: MemoryLayout<sockaddr_storage>.size)
-        switch Int32(extended.ee_origin) {
-        case CSystemShims_SO_EE_ORIGIN_TIMESTAMPING:
-            guard Int32(extended.ee_info) == CSystemShims_SCM_TSTAMP_SND, let stamp else { return .other }
-            let probeNumber = usesPerSendTimestampID ? extended.ee_data : probeNumberByCounter[Int(extended.ee_data & 0xffff)]
+        guard let (message, _) = try receive(flags: Int32(MSG_ERRQUEUE)) else { return nil }
+        let control = ReceivedControlMessages(parsing: message.control, flags: message.flags)
+        guard let extended = control.extendedError else { return .other }
+        let quoted = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(receiveBuffer)[0..<min(message.length, receiveBuffer.count)])
+        let destination = IPAddress(socketAddress: addressBuffer, length: message.sourceLength)
+        switch extended.origin {
+        case .timestamping:
+            guard Int32(extended.info) == CSystemShims_SCM_TSTAMP_SND, let stamp = control.softwareRealtime else { return .other }
+            let probeNumber = usesPerSendTimestampID ? extended.data : probeNumberByCounter[Int(extended.data & 0xffff)]
             return .transmitStamp(probeNumber: probeNumber, realtime: stamp)
-        case CSystemShims_SO_EE_ORIGIN_ICMP, CSystemShims_SO_EE_ORIGIN_ICMP6:
-            return .icmpError(type: extended.ee_type, code: extended.ee_code, destination: destination, quotedRequest: quoted)
-        case CSystemShims_SO_EE_ORIGIN_LOCAL:
-            return .localError(errno: Int32(bitPattern: extended.ee_errno), destination: destination, quotedRequest: quoted)
-        default:
+        case .icmp, .icmp6:
+            return .icmpError(type: extended.type, code: extended.code, destination: destination, quotedRequest: quoted)
+        case .local:
+            return .localError(errno: extended.errno, destination: destination, quotedRequest: quoted)
+        case .other:
             return .other
         }
     }
 
-    private func receive(flags: Int32, visit: (Int32, Int32, UnsafeRawBufferPointer) -> Void) throws(SystemCallError) -> IOResult<(Int, Int64)> {
-        var vector = iovec(iov_base: receiveBuffer.baseAddress, iov_len: receiveBuffer.count)
-        var message = msghdr()
-        message.msg_name = UnsafeMutableRawPointer(addressBuffer)
-        message.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        message.msg_control = controlBuffer.baseAddress
-        message.msg_controllen = controlBuffer.count
-        let result = try withUnsafeMutablePointer(to: &vector) { (vectorPointer) throws(SystemCallError) -> IOResult<Int> in
-            message.msg_iov = vectorPointer
-            message.msg_iovlen = 1
-            return try Posix.recvmsg(descriptor.rawValue, &message, flags)
-        }
+    private func receive(flags: Int32) throws(SystemCallError) -> (ReceivedDatagram, userRealtime: Int64)? {
+        let result = try Posix.recvmsg(descriptor.rawValue, into: receiveBuffer, source: addressBuffer, control: controlBuffer, flags: flags)
         // Read the user-space clock right after the syscall: the fallback when the kernel
         // did not stamp this packet.
         let userRealtime = Clock.realtimeNanoseconds()
-        guard case .processed(let length) = result else { return .wouldBlock }
-        var header = CSystemShims_CMSG_FIRSTHDR(&message)
-        let controlEnd = controlBuffer.baseAddress! + message.msg_controllen
-        while let current = header {
-            let dataStart = UnsafeRawPointer(CSystemShims_CMSG_DATA(current)!)
-            let dataLength = Int(current.pointee.cmsg_len) - Int(CSystemShims_CMSG_LEN(0))
-            if dataLength >= 0, dataStart + dataLength <= UnsafeRawPointer(controlEnd) {
-                visit(current.pointee.cmsg_level, current.pointee.cmsg_type, UnsafeRawBufferPointer(start: dataStart, count: dataLength))
-            }
-            header = CSystemShims_CMSG_NXTHDR(&message, current)
-        }
-        return .processed((length, userRealtime))
-    }
-
-    private static func softwareStamp(_ data: UnsafeRawBufferPointer) -> Int64? {
-        guard data.count >= MemoryLayout<CSystemShims_scm_timestamping>.size else { return nil }
-        let stamps = data.loadUnaligned(as: CSystemShims_scm_timestamping.self)
-        let software = stamps.ts.0
-        if software.tv_sec == 0 && software.tv_nsec == 0 { return nil }
-        return Clock.nanoseconds(software)
+        guard case .processed(let message) = result else { return nil }
+        return (message, userRealtime)
     }
 }

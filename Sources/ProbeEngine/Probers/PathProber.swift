@@ -68,7 +68,9 @@ public final class PathProber: @unchecked Sendable {
     let loop: ProbeLoop
     let cookie: UInt64
     private var nextProbeNumber: UInt32
-    private let shared = Locked((running: false, stopRequested: false, closed: false))
+    /// One trace call at a time, and the stop flag its loop task polls.
+    let gate = RunGate()
+    private let isClosed = Locked(false)
 
     /// - Parameters:
     ///   - sockets: raw ICMP sockets; the prober owns them from now on and closes them.
@@ -118,7 +120,7 @@ public final class PathProber: @unchecked Sendable {
     }
 
     deinit {
-        if !shared.withLock({ $0.closed }) {
+        if !isClosed.withLock({ $0 }) {
             for socket in sockets.values { try? socket.close() }
             for socket in tcpSockets.values { socket.close() }
         }
@@ -126,10 +128,10 @@ public final class PathProber: @unchecked Sendable {
 
     /// Closes the sockets, after the last stream finished.
     public func close() {
-        let wasOpen = shared.withLock { state in
-            precondition(!state.running, "close() while tracing")
-            defer { state.closed = true }
-            return !state.closed
+        precondition(!gate.isRunning, "close() while tracing")
+        let wasOpen = isClosed.withLock { closed in
+            defer { closed = true }
+            return !closed
         }
         if wasOpen {
             for socket in sockets.values { try? socket.close() }
@@ -142,15 +144,8 @@ public final class PathProber: @unchecked Sendable {
     /// - Returns: one `PathTrace` per target once its rounds are done (or after `stop()`);
     ///   the stream then finishes.
     public func trace(_ targets: [ProbeTarget]) -> AsyncStream<PathTrace> {
-        shared.withLock { state in
-            precondition(!state.running && !state.closed, "a PathProber runs one trace call at a time")
-            state.running = true
-            state.stopRequested = false
-        }
-        let (stream, continuation) = AsyncStream<PathTrace>.makeStream(bufferingPolicy: .unbounded)
-        continuation.onTermination = { [weak self] termination in
-            if case .cancelled = termination { self?.stop() }
-        }
+        precondition(!isClosed.withLock { $0 }, "trace() after close()")
+        let (stream, continuation) = gate.begin("a PathProber", targetCount: targets.count, events: PathTrace.self) { [weak self] in self?.stop() }
         loop.add(PathRun(prober: self, targets: targets, continuation: continuation))
         return stream
     }
@@ -158,13 +153,9 @@ public final class PathProber: @unchecked Sendable {
     /// Stops starting rounds: probes in flight get their timeout, then every trace is
     /// reported with what it has. Safe from any thread.
     public func stop() {
-        shared.withLock { $0.stopRequested = true }
+        gate.requestStop()
         loop.wake()
     }
-
-    var isStopRequested: Bool { shared.withLock { $0.stopRequested } }
-
-    func ended() { shared.withLock { $0.running = false } }
 
     func takeProbeNumber() -> UInt32 {
         let number = nextProbeNumber
@@ -175,19 +166,6 @@ public final class PathProber: @unchecked Sendable {
 
 /// One trace call's state, owned by the loop thread.
 final class PathRun: LoopTask, DescriptorOwner {
-    /// A probe we sent.
-    struct Probe {
-        var targetIndex: Int
-        var flow: Int
-        var ttl: Int
-        /// Position in the target's send order, to keep RTTs in send order.
-        var order: Int
-        var userSentRealtime: Int64
-        var kernelSentRealtime: Int64?
-        var deadline: Int64
-        var answered = false
-    }
-
     /// What one TTL of one flow saw.
     struct Tally {
         var sent = 0
@@ -196,6 +174,15 @@ final class PathRun: LoopTask, DescriptorOwner {
         var destinationAnswers = 0
         var rtts: [(order: Int, milliseconds: Double)] = []
         var addresses: [IPAddress: Int] = [:]
+
+        mutating func add(_ other: Tally) {
+            sent += other.sent
+            received += other.received
+            unreachable += other.unreachable
+            destinationAnswers += other.destinationAnswers
+            rtts += other.rtts
+            for (address, count) in other.addresses { addresses[address, default: 0] += count }
+        }
     }
 
     struct Pending {
@@ -208,6 +195,19 @@ final class PathRun: LoopTask, DescriptorOwner {
         var instant: Int64
         var targetIndex: Int
         static func < (lhs: RoundStart, rhs: RoundStart) -> Bool { (lhs.instant, lhs.targetIndex) < (rhs.instant, rhs.targetIndex) }
+    }
+
+    /// The socket a probe leaves on: echo requests on the ICMP socket, SYNs on the TCP one.
+    enum Transport {
+        case icmp(ICMPSocket)
+        case tcp(PathTCPSockets.Socket, port: UInt16)
+
+        var kind: PathTracker.Transport {
+            switch self {
+            case .icmp: return .echo
+            case .tcp: return .tcp
+            }
+        }
     }
 
     let prober: PathProber
@@ -230,18 +230,11 @@ final class PathRun: LoopTask, DescriptorOwner {
     var queue = Deque<Pending>()
     var nextSendAt: Int64 = 0
     let spacing: Int64
-    var inFlight: [UInt32: Probe] = [:]
-    var deadlines = Deque<(deadline: Int64, probeNumber: UInt32)>()
-    /// Probe numbers recently concluded, to tell late answers from foreign ones.
-    var recent: [UInt32: Probe] = [:]
-    var recentOrder = Deque<(forgetAt: Int64, probeNumber: UInt32)>()
-    var lastProbeNumber: UInt32 = 0
-    var currentTTL: [AddressFamily: Int] = [:]
+    /// The probes in flight and recently concluded, and the matching rules.
+    var tracker: PathTracker
     var packet: [UInt8] = []
-    var ignored: [String: Int] = [:]
     /// Our IPv4 source address towards each TCP target.
     var sources: [Int: IPAddress] = [:]
-    var currentTCPTTL: [AddressFamily: Int] = [:]
     var stopping = false
     var reported = false
 
@@ -257,6 +250,8 @@ final class PathRun: LoopTask, DescriptorOwner {
         queued = Array(repeating: 0, count: targets.count)
         sendOrder = Array(repeating: 0, count: targets.count)
         spacing = max(1, Int64(1_000_000_000 / configuration.packetsPerSecond))
+        tracker = PathTracker(cookie: prober.cookie, payloadLength: configuration.payloadLength, timeoutNanoseconds: configuration.timeoutNanoseconds,
+                              destinations: targets.map { PathTracker.Destination(address: $0.address, port: $0.port) })
     }
 
     // MARK: LoopTask
@@ -282,7 +277,7 @@ final class PathRun: LoopTask, DescriptorOwner {
     }
 
     func service(now: Int64) throws {
-        if !stopping && prober.isStopRequested {
+        if !stopping && prober.gate.isStopRequested {
             stopping = true
             roundStarts = Heap()
             queue.removeAll()
@@ -293,15 +288,15 @@ final class PathRun: LoopTask, DescriptorOwner {
             startRound(first.targetIndex, plannedAt: first.instant)
         }
         try sendDue(now: now)
-        expire(now: now)
+        tracker.expire(nowMonotonic: now)
         if isFinished && !reported { reportAll() }
     }
 
     var nextWake: Int64? {
-        earliest(earliest(roundStarts.min?.instant, queue.isEmpty ? nil : nextSendAt), deadlines.first?.deadline)
+        earliest(earliest(roundStarts.min?.instant, queue.isEmpty ? nil : nextSendAt), tracker.nextDeadline)
     }
 
-    var isFinished: Bool { roundStarts.isEmpty && queue.isEmpty && inFlight.isEmpty }
+    var isFinished: Bool { roundStarts.isEmpty && queue.isEmpty && !tracker.hasProbesInFlight }
 
     func handle(fd: Int32, events: UInt32) throws {
         if let tcp = prober.tcpSockets.values.first(where: { $0.descriptor.rawValue == fd }) {
@@ -317,7 +312,7 @@ final class PathRun: LoopTask, DescriptorOwner {
         for socket in prober.sockets.values { loop?.unwatch(socket.descriptor.rawValue) }
         for socket in prober.tcpSockets.values { loop?.unwatch(socket.descriptor.rawValue) }
         if !reported { reportAll() }
-        prober.ended()
+        prober.gate.end()
         continuation.finish()
     }
 
@@ -356,91 +351,60 @@ final class PathRun: LoopTask, DescriptorOwner {
         }
     }
 
-    /// Sends one probe; false when the socket would block.
+    /// The socket `target`'s probes leave on; nil when its family has none.
+    func transport(for target: ProbeTarget, family: AddressFamily) -> Transport? {
+        if let port = target.port {
+            return prober.tcpSockets[family].map { .tcp($0, port: port) }
+        }
+        return prober.sockets[family].map { .icmp($0) }
+    }
+
+    /// Sends one probe, an echo request or a SYN, with the pending TTL as a control
+    /// message; false when the socket would block. A probe that cannot leave is counted
+    /// sent and unanswered (the trace shows it), with the reason.
     func send(_ pending: Pending) throws -> Bool {
-        if targets[pending.targetIndex].port != nil { return try sendSYN(pending) }
         let target = targets[pending.targetIndex]
-        guard let address = target.address, let socket = prober.sockets[address.family] else {
+        guard let address = target.address, let transport = transport(for: target, family: address.family) else {
             tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
+            if target.port != nil { tracker.count(.noTCPSocket) }
             return true
         }
-        if currentTTL[address.family] != pending.ttl {
-            // One socket, one TTL at a time: the loop thread sends, so set it per probe.
-            try Posix.setHopLimit(socket.descriptor.rawValue, family: address.family, pending.ttl)
-            currentTTL[address.family] = pending.ttl
-        }
         let probeNumber = prober.takeProbeNumber()
-        PathPacket.encodeRequest(family: address.family, identifier: socket.identifier, probeNumber: probeNumber, cookie: prober.cookie,
-                                 flow: pending.flow, payloadLength: configuration.payloadLength, into: &packet)
+        var segment: [UInt8] = []  // the SYN; echo requests reuse `packet`
+        switch transport {
+        case .icmp(let socket):
+            PathPacket.encodeRequest(family: address.family, identifier: socket.identifier, probeNumber: probeNumber, cookie: prober.cookie,
+                                     flow: pending.flow, payloadLength: configuration.payloadLength, into: &packet)
+        case .tcp(let socket, let port):
+            segment = PathTCPSegment.syn(sourcePort: socket.ports[pending.flow % socket.ports.count], destinationPort: port, sequence: probeNumber,
+                                         source: sources[pending.targetIndex], destination: address)
+        }
         let sentAt = Clock.realtimeNanoseconds()
         let deadline = Clock.monotonicNanoseconds() + configuration.timeoutNanoseconds
+        let left: Bool
         do {
-            guard case .processed = try socket.send(packet, to: address, probeNumber: probeNumber) else { return false }
+            switch transport {
+            case .icmp(let socket):
+                if case .processed = try socket.send(packet, to: address, probeNumber: probeNumber, hopLimit: pending.ttl) { left = true } else { left = false }
+            case .tcp(let socket, _):
+                left = try socket.send(segment, to: address, hopLimit: pending.ttl)
+            }
         } catch {
-            // No route and the like: counted sent and unanswered; the trace shows it.
             tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
-            ignored["send_\(error.errno == ENETUNREACH || error.errno == EHOSTUNREACH ? "unreachable" : "error")", default: 0] += 1
+            tracker.count(error.errno == ENETUNREACH || error.errno == EHOSTUNREACH ? .sendUnreachable : .sendError)
             prober.logger.debug("trace send failed", metadata: ["target": "\(target.name)", "error": "\(error)"])
             return true
         }
-        registerSent(pending, probeNumber: probeNumber, sentAt: sentAt, deadline: deadline)
-        try drainErrorQueue(socket, limit: 1)
-        return true
-    }
-
-    /// Records a probe that left: in flight until its deadline, counted sent, in send order.
-    func registerSent(_ pending: Pending, probeNumber: UInt32, sentAt: Int64, deadline: Int64) {
-        lastProbeNumber = probeNumber
+        guard left else { return false }
         let order = sendOrder[pending.targetIndex]
         sendOrder[pending.targetIndex] += 1
-        inFlight[probeNumber] = Probe(targetIndex: pending.targetIndex, flow: pending.flow, ttl: pending.ttl, order: order,
-                                      userSentRealtime: sentAt, kernelSentRealtime: nil, deadline: deadline)
-        deadlines.append((deadline, probeNumber))
+        tracker.register(probeNumber: probeNumber, PathTracker.Probe(
+            targetIndex: pending.targetIndex, flow: pending.flow, ttl: pending.ttl, transport: transport.kind, order: order,
+            userSentRealtime: sentAt, kernelSentRealtime: nil, deadline: deadline))
         tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
-    }
-
-    /// Sends one TCP SYN probe; false when the socket would block.
-    func sendSYN(_ pending: Pending) throws -> Bool {
-        let target = targets[pending.targetIndex]
-        guard let address = target.address, let port = target.port, let socket = prober.tcpSockets[address.family] else {
-            tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
-            ignore("no_tcp_socket")
-            return true
-        }
-        if currentTCPTTL[address.family] != pending.ttl {
-            try Posix.setHopLimit(socket.descriptor.rawValue, family: address.family, pending.ttl)
-            currentTCPTTL[address.family] = pending.ttl
-        }
-        let probeNumber = prober.takeProbeNumber()
-        let segment = PathTCPSegment.syn(sourcePort: socket.ports[pending.flow % socket.ports.count], destinationPort: port, sequence: probeNumber,
-                                         source: sources[pending.targetIndex], destination: address)
-        let sentAt = Clock.realtimeNanoseconds()
-        let deadline = Clock.monotonicNanoseconds() + configuration.timeoutNanoseconds
-        do {
-            guard try socket.send(segment, to: address) else { return false }
-        } catch {
-            tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
-            ignore("send_\(error.errno == ENETUNREACH || error.errno == EHOSTUNREACH ? "unreachable" : "error")")
-            return true
-        }
-        registerSent(pending, probeNumber: probeNumber, sentAt: sentAt, deadline: deadline)
+        // Loopback and TUN stamp inside sendmsg: take the stamp while it is there.
+        if case .icmp(let socket) = transport { try drainErrorQueue(socket, limit: 1) }
         return true
-    }
-
-    func expire(now: Int64) {
-        while let first = deadlines.first, first.deadline <= now {
-            deadlines.removeFirst()
-            if let probe = inFlight.removeValue(forKey: first.probeNumber) { remember(first.probeNumber, probe, now: now) }
-        }
-        while let first = recentOrder.first, first.forgetAt <= now {
-            recentOrder.removeFirst()
-            recent[first.probeNumber] = nil
-        }
-    }
-
-    func remember(_ probeNumber: UInt32, _ probe: Probe, now: Int64) {
-        recent[probeNumber] = probe
-        recentOrder.append((now + configuration.timeoutNanoseconds + 1_000_000_000, probeNumber))
     }
 
     // MARK: receiving
@@ -449,7 +413,7 @@ final class PathRun: LoopTask, DescriptorOwner {
         for _ in 0..<limit {
             guard let message = try socket.receiveError() else { return }
             if case .transmitStamp(let probeNumber, let realtime) = message {
-                inFlight[probeNumber]?.kernelSentRealtime = realtime
+                tracker.recordTransmitStamp(probeNumber: probeNumber, realtime: realtime)
             }
         }
     }
@@ -458,55 +422,20 @@ final class PathRun: LoopTask, DescriptorOwner {
         for _ in 0..<limit {
             guard let received = try socket.receive() else { return }
             guard let source = received.source else { continue }
+            let match: PathTracker.Match
             if case .success(.reply(let reply)) = ICMPEcho.decode(received.packet, family: socket.family, includesIPHeader: socket.includesIPHeader) {
-                try handleEchoReply(reply, from: source, socket: socket, received: received)
-                continue
+                match = tracker.match(echoReply: reply, from: source, identifier: socket.identifier)
+            } else {
+                switch PathPacket.decodeError(received.packet, family: socket.family, includesIPHeader: socket.includesIPHeader) {
+                case .failure(let rejection):
+                    if rejection != .otherType { tracker.countRejected(rejection.rawValue) }
+                    continue
+                case .success(let report):
+                    match = tracker.match(error: report, from: source, identifier: socket.identifier, tcpPorts: prober.tcpSockets[socket.family]?.ports)
+                }
             }
-            switch PathPacket.decodeError(received.packet, family: socket.family, includesIPHeader: socket.includesIPHeader) {
-            case .failure(let rejection):
-                if rejection != .otherType { ignored["rejected_\(rejection.rawValue)", default: 0] += 1 }
-            case .success(let report):
-                try handleError(report, from: source, socket: socket, received: received)
-            }
+            try answer(match, stampedBy: socket, kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime)
         }
-    }
-
-    func handleEchoReply(_ reply: ICMPEcho.Reply, from source: IPAddress, socket: ICMPSocket, received: ICMPSocket.Received) throws {
-        guard reply.identifier == socket.identifier else { return }  // another prober's, or ping's
-        guard reply.cookie == prober.cookie else { return ignore("wrong_cookie") }
-        guard reply.sequence == UInt16(truncatingIfNeeded: reply.probeNumber) else { return ignore("sequence_mismatch") }
-        guard reply.payloadLength == configuration.payloadLength else { return ignore("wrong_length") }
-        try conclude(probeNumber: reply.probeNumber, from: source, isDestination: true, unreachable: false, socket: socket,
-                     kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime)
-    }
-
-    func handleError(_ report: PathPacket.ErrorReport, from source: IPAddress, socket: ICMPSocket, received: ICMPSocket.Received) throws {
-        if case .tcp(let sourcePort, let destinationPort, let sequence) = report.probe {
-            guard let tcp = prober.tcpSockets[socket.family], tcp.ports.contains(sourcePort) else { return }  // not our SYN
-            guard let probe = inFlight[sequence] ?? recent[sequence], targets[probe.targetIndex].port == destinationPort,
-                  tcp.ports[probe.flow % tcp.ports.count] == sourcePort else { return ignore("unknown_probe") }
-            guard report.quotedDestination == targets[probe.targetIndex].address else { return ignore("wrong_destination") }
-            let isDestination = source == targets[probe.targetIndex].address && report.kind != .timeExceeded
-            return try conclude(probeNumber: sequence, from: source, isDestination: isDestination, unreachable: report.kind == .unreachable && !isDestination,
-                                socket: socket, kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime)
-        }
-        guard case .echo(let identifier, let sequence, let cookie, let quotedNumber) = report.probe, identifier == socket.identifier else {
-            return  // about someone else's packet
-        }
-        if let cookie, cookie != prober.cookie { return ignore("wrong_cookie") }
-        // Without a quoted payload (8-byte quotes), the most recent probe with this sequence.
-        let probeNumber = quotedNumber ?? (lastProbeNumber &- UInt32(UInt16(truncatingIfNeeded: lastProbeNumber) &- sequence))
-        guard UInt16(truncatingIfNeeded: probeNumber) == sequence else { return ignore("sequence_mismatch") }
-        let probe = inFlight[probeNumber] ?? recent[probeNumber]
-        guard let probe else { return ignore("unknown_probe") }
-        guard report.quotedDestination == targets[probe.targetIndex].address else { return ignore("wrong_destination") }
-        let isDestination = source == targets[probe.targetIndex].address
-        try conclude(probeNumber: probeNumber, from: source, isDestination: isDestination && report.kind != .timeExceeded,
-                     unreachable: report.kind == .unreachable, socket: socket, kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime)
-    }
-
-    func ignore(_ reason: String) {
-        ignored[reason, default: 0] += 1
     }
 
     /// A SYN-ACK or RST from a TCP target: the destination answered the probe whose
@@ -514,37 +443,32 @@ final class PathRun: LoopTask, DescriptorOwner {
     func drainTCP(_ socket: PathTCPSockets.Socket, limit: Int) throws {
         for _ in 0..<limit {
             guard let received = try socket.receive() else { return }
-            guard let source = received.source, let answer = PathTCPSegment.decodeAnswer(received.packet, family: socket.family),
-                  socket.ports.contains(answer.destinationPort) else { continue }  // every TCP segment of the host comes here
-            let probeNumber = answer.acknowledgment &- 1
-            guard let probe = inFlight[probeNumber] ?? recent[probeNumber] else { ignore("unknown_probe"); continue }
-            guard targets[probe.targetIndex].address == source, targets[probe.targetIndex].port == answer.sourcePort,
-                  socket.ports[probe.flow % socket.ports.count] == answer.destinationPort else { ignore("wrong_source"); continue }
-            try conclude(probeNumber: probeNumber, from: source, isDestination: true, unreachable: false, socket: nil, kernelRealtime: nil, userRealtime: received.realtime)
+            guard let source = received.source, let answer = PathTCPSegment.decodeAnswer(received.packet, family: socket.family) else { continue }
+            try self.answer(tracker.match(tcpAnswer: answer, from: source, ports: socket.ports), stampedBy: nil, kernelRealtime: nil, userRealtime: received.realtime)
         }
     }
 
-    func conclude(probeNumber: UInt32, from source: IPAddress, isDestination: Bool, unreachable: Bool, socket: ICMPSocket?,
-                  kernelRealtime: Int64?, userRealtime: Int64) throws {
-        guard var probe = inFlight[probeNumber] else {
-            ignore(recent[probeNumber] == nil ? "unknown_probe" : "late_or_duplicate")
+    /// Concludes the probe an answer matched and counts it at its TTL.
+    /// - Parameter socket: the ICMP socket whose error queue holds the probe's transmit stamp.
+    func answer(_ match: PathTracker.Match, stampedBy socket: ICMPSocket?, kernelRealtime: Int64?, userRealtime: Int64) throws {
+        switch match {
+        case .notOurs:
             return
+        case .ignored(let reason):
+            tracker.count(reason)
+        case .probe(let probeNumber, let source, let isDestination, let unreachable):
+            if let socket, tracker.needsTransmitStamp(probeNumber: probeNumber) { try drainErrorQueue(socket, limit: 64) }
+            switch tracker.conclude(probeNumber, from: source, isDestination: isDestination, unreachable: unreachable,
+                                    kernelReceivedRealtime: kernelRealtime, userReceivedRealtime: userRealtime, nowMonotonic: Clock.monotonicNanoseconds()) {
+            case .ignored(let reason):
+                tracker.count(reason)
+            case .answered(let probe, let rtt, let source, let isDestination, let unreachable):
+                count(probe, rttNanoseconds: rtt, from: source, isDestination: isDestination, unreachable: unreachable)
+            }
         }
-        // An echo reply must come from the target itself.
-        if isDestination && !unreachable && source != targets[probe.targetIndex].address { return ignore("wrong_source") }
-        if probe.kernelSentRealtime == nil, let socket, targets[probe.targetIndex].port == nil {
-            try drainErrorQueue(socket, limit: 64)
-            probe.kernelSentRealtime = inFlight[probeNumber]?.kernelSentRealtime
-        }
-        // Kernel stamps at both ends, or user-space reads at both (TCP probes: their raw
-        // socket is not stamped).
-        let sent = probe.kernelSentRealtime ?? probe.userSentRealtime
-        let arrived = (probe.kernelSentRealtime != nil ? kernelRealtime : nil) ?? userRealtime
-        let rtt = max(0, arrived - sent)
-        inFlight[probeNumber] = nil
-        probe.answered = true
-        remember(probeNumber, probe, now: Clock.monotonicNanoseconds())
-        if rtt > configuration.timeoutNanoseconds { return ignore("late_or_duplicate") }
+    }
+
+    func count(_ probe: PathTracker.Probe, rttNanoseconds rtt: Int64, from source: IPAddress, isDestination: Bool, unreachable: Bool) {
         var tally = tallies[probe.targetIndex][probe.flow][probe.ttl - 1]
         tally.received += 1
         tally.rtts.append((probe.order, Double(rtt) / 1_000_000))
@@ -568,49 +492,22 @@ final class PathRun: LoopTask, DescriptorOwner {
     /// The hop list of one target: TTL t's probes, the destination's hop taking every
     /// probe of a flow at or beyond the TTL where that flow reached it.
     func trace(_ index: Int) -> PathTrace {
-        let flows = configuration.flows
-        let perFlow = tallies[index]
-        let ends = endTTL[index]
-        // The last hop shown: where each flow ended (destination or unreachable), or for a
-        // flow that never ended, the last TTL anything answered.
-        var last = 0
-        for flow in 0..<flows {
-            if let end = ends[flow] {
-                last = max(last, end)
-            } else if let answered = (configuration.firstHop...configuration.maxHops).last(where: { perFlow[flow][$0 - 1].received > 0 }) {
-                last = max(last, answered)
-            }
-        }
-        let reachedFlows = (0..<flows).filter { flow in
-            guard let end = ends[flow] else { return false }
-            return perFlow[flow][(end - 1)...].contains { $0.destinationAnswers > 0 }
-        }
+        let last = lastHopShown(index)
+        let reachedFlows = flowsThatReachedTheDestination(index)
         var hops: [HopReport] = []
-        var flowPaths = (0..<flows).map { FlowPath(flow: $0, hops: [], reached: reachedFlows.contains($0)) }
+        var flowPaths = (0..<configuration.flows).map { FlowPath(flow: $0, hops: [], reached: reachedFlows.contains($0)) }
         if last >= configuration.firstHop {
             for ttl in configuration.firstHop...last {
                 var merged = Tally()
-                for flow in 0..<flows {
-                    let parts: ArraySlice<Tally>
-                    if let end = ends[flow] {
-                        if ttl > end { flowPaths[flow].hops.append(Optional<IPAddress>.none); continue }
-                        parts = ttl == end ? perFlow[flow][(ttl - 1)...] : perFlow[flow][(ttl - 1)...(ttl - 1)]
-                    } else {
-                        parts = perFlow[flow][(ttl - 1)...(ttl - 1)]
+                for flow in 0..<configuration.flows {
+                    guard let parts = talliesShown(index, flow: flow, atHop: ttl) else {
+                        flowPaths[flow].hops.append(Optional<IPAddress>.none)  // this flow ended before
+                        continue
                     }
-                    var flowAddresses: [IPAddress: Int] = [:]
-                    for part in parts {
-                        merged.sent += part.sent
-                        merged.received += part.received
-                        merged.unreachable += part.unreachable
-                        merged.destinationAnswers += part.destinationAnswers
-                        merged.rtts += part.rtts
-                        for (address, count) in part.addresses {
-                            merged.addresses[address, default: 0] += count
-                            flowAddresses[address, default: 0] += count
-                        }
-                    }
-                    flowPaths[flow].hops.append(Self.ranked(flowAddresses).first?.address)
+                    var flowTally = Tally()
+                    for part in parts { flowTally.add(part) }
+                    merged.add(flowTally)
+                    flowPaths[flow].hops.append(Self.ranked(flowTally.addresses).first?.address)
                 }
                 hops.append(HopReport(hop: ttl, addresses: Self.ranked(merged.addresses), sent: merged.sent, received: merged.received,
                                       rttsMilliseconds: merged.rtts.sorted { $0.order < $1.order }.map(\.milliseconds),
@@ -620,8 +517,39 @@ final class PathRun: LoopTask, DescriptorOwner {
         let reached = !reachedFlows.isEmpty
         let analysis = PathAnalysis(hops: hops, reached: reached)
         for position in hops.indices where analysis.rateLimitingHops.contains(hops[position].hop) { hops[position].ratesLimited = true }
-        return PathTrace(targetIndex: index, target: targets[index], startNanoseconds: startRealtime, rounds: roundsStarted[index], flows: flows,
-                         hops: hops, flowPaths: flowPaths, reached: reached, ignored: ignored, analysis: analysis)
+        return PathTrace(targetIndex: index, target: targets[index], startNanoseconds: startRealtime, rounds: roundsStarted[index], flows: configuration.flows,
+                         hops: hops, flowPaths: flowPaths, reached: reached, ignored: tracker.ignored, analysis: analysis)
+    }
+
+    /// The last hop shown: where each flow ended (destination or unreachable), or for a
+    /// flow that never ended, the last TTL anything answered; 0 when nothing did.
+    func lastHopShown(_ index: Int) -> Int {
+        var last = 0
+        for flow in 0..<configuration.flows {
+            if let end = endTTL[index][flow] {
+                last = max(last, end)
+            } else if let answered = (configuration.firstHop...configuration.maxHops).last(where: { tallies[index][flow][$0 - 1].received > 0 }) {
+                last = max(last, answered)
+            }
+        }
+        return last
+    }
+
+    /// The flows whose end is the destination answering (not an unreachable).
+    func flowsThatReachedTheDestination(_ index: Int) -> [Int] {
+        (0..<configuration.flows).filter { flow in
+            guard let end = endTTL[index][flow] else { return false }
+            return tallies[index][flow][(end - 1)...].contains { $0.destinationAnswers > 0 }
+        }
+    }
+
+    /// What one flow shows at hop `ttl`: that TTL's tally, or at the flow's end every TTL
+    /// from there on (probes beyond the destination are answered by it); nil past the end.
+    func talliesShown(_ index: Int, flow: Int, atHop ttl: Int) -> ArraySlice<Tally>? {
+        let perTTL = tallies[index][flow]
+        guard let end = endTTL[index][flow] else { return perTTL[(ttl - 1)...(ttl - 1)] }
+        if ttl > end { return nil }
+        return ttl == end ? perTTL[(ttl - 1)...] : perTTL[(ttl - 1)...(ttl - 1)]
     }
 
     static func ranked(_ addresses: [IPAddress: Int]) -> [(address: IPAddress, answers: Int)] {

@@ -16,6 +16,8 @@ public final class PathTCPSockets: @unchecked Sendable {
         let ports: [UInt16]
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 8)
         let address = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
+        /// The hop-limit control message of each send.
+        let sendControl = UnsafeMutableRawBufferPointer.allocate(byteCount: OutboundControlMessage.largestSpace, alignment: MemoryLayout<Int>.alignment)
 
         init(family: AddressFamily, descriptor: Descriptor, reservations: [Descriptor], ports: [UInt16]) {
             self.family = family
@@ -27,6 +29,7 @@ public final class PathTCPSockets: @unchecked Sendable {
         deinit {
             buffer.deallocate()
             address.deallocate()
+            sendControl.deallocate()
         }
 
         func close() {
@@ -35,12 +38,16 @@ public final class PathTCPSockets: @unchecked Sendable {
         }
 
         /// Sends one segment; false when the socket would block.
-        func send(_ segment: [UInt8], to destination: IPAddress) throws(SystemCallError) -> Bool {
+        /// - Parameter hopLimit: the segment's TTL / hop limit, as a control message.
+        func send(_ segment: [UInt8], to destination: IPAddress, hopLimit: Int) throws(SystemCallError) -> Bool {
             let fd = descriptor.rawValue
+            var control = ControlMessageBuilder(storage: sendControl)
+            control.append(.hopLimit(hopLimit, family))
+            let controlBytes = control.bytes
             let result = try segment.withUnsafeBytes { (bytes) -> Result<IOResult<Int>, SystemCallError> in
                 Result { () throws(SystemCallError) -> IOResult<Int> in
                     try destination.withSocketAddress { (address, length) throws(SystemCallError) -> IOResult<Int> in
-                        try Posix.nonBlocking("sendto") { Glibc.sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), address, length) }
+                        try Posix.sendmsg(fd, bytes, to: address, length, control: controlBytes, flags: Int32(MSG_DONTWAIT))
                     }
                 }
             }.get()

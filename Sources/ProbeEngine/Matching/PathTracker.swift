@@ -1,0 +1,233 @@
+import ProbeResults
+import DequeModule
+
+/// The path probes in flight and the rules that decide what an answer to one is.
+///
+/// An answer (echo reply, ICMP error quoting a probe, SYN-ACK or RST) concludes a probe
+/// only when it names a probe we sent (identifier or source port, cookie, probe number,
+/// sequence), about the destination that probe went to, from the right source, within
+/// the timeout. Anything else is classified with a stable reason code, never trusted.
+/// The socket plumbing stays in `PathRun`; this has no sockets and no clock of its own.
+struct PathTracker {
+    /// What a probe was sent over: decides the matching rules and which stamps it gets.
+    enum Transport: Equatable {
+        /// A TTL-limited echo request on the raw ICMP socket (kernel-stamped).
+        case echo
+        /// A TTL-limited TCP SYN on the raw TCP socket (not stamped: user-space clock).
+        case tcp
+    }
+
+    /// A probe we sent.
+    struct Probe: Equatable {
+        var targetIndex: Int
+        var flow: Int
+        var ttl: Int
+        var transport: Transport
+        /// Position in the target's send order, to keep RTTs in send order.
+        var order: Int
+        var userSentRealtime: Int64
+        var kernelSentRealtime: Int64?
+        /// CLOCK_MONOTONIC instant after which the probe is lost.
+        var deadline: Int64
+    }
+
+    /// Where each target's probes go, to check that an answer is about them.
+    struct Destination: Equatable {
+        var address: IPAddress?
+        /// The TCP port of a SYN trace; nil for echo traces.
+        var port: UInt16?
+    }
+
+    /// Why an answer was ignored. Raw values are stable, for the trace's `ignored` counts;
+    /// those shared with `EchoTracker.IgnoredReason` are spelt the same.
+    enum IgnoredReason: String, Equatable, CaseIterable {
+        case wrongCookie = "wrong_cookie"
+        case sequenceMismatch = "sequence_mismatch"
+        case wrongLength = "wrong_length"
+        case unknownProbe = "unknown_probe"
+        case wrongSource = "wrong_source"
+        /// An ICMP error quoting our probe sent to another address than the probe's.
+        case wrongDestination = "wrong_destination"
+        /// An answer to a probe already concluded (answered or timed out), or slower than the timeout.
+        case lateOrDuplicate = "late_or_duplicate"
+        /// A TCP target of a family without a raw TCP socket.
+        case noTCPSocket = "no_tcp_socket"
+        /// The send failed: no route.
+        case sendUnreachable = "send_unreachable"
+        /// The send failed otherwise.
+        case sendError = "send_error"
+    }
+
+    /// What an answer is about, before it concludes anything.
+    enum Match: Equatable {
+        /// The answer names this probe; `conclude` decides the rest.
+        case probe(UInt32, from: IPAddress, isDestination: Bool, unreachable: Bool)
+        case ignored(IgnoredReason)
+        /// Not about any packet of ours (another prober's identifier, a port we do not
+        /// hold): not counted anywhere, the host's other traffic.
+        case notOurs
+    }
+
+    /// What concluding a probe did.
+    enum Verdict: Equatable {
+        /// A timely answer: count it at the probe's TTL.
+        case answered(Probe, rttNanoseconds: Int64, from: IPAddress, isDestination: Bool, unreachable: Bool)
+        case ignored(IgnoredReason)
+    }
+
+    let cookie: UInt64
+    let payloadLength: Int
+    let timeoutNanoseconds: Int64
+    /// How long a concluded probe is remembered, to tell late answers from foreign ones.
+    let retentionNanoseconds: Int64
+    let destinations: [Destination]
+
+    private(set) var inFlight: [UInt32: Probe] = [:]
+    /// Every probe's deadline, in send order (answered ones stay until then: the loop wakes).
+    private var deadlines = Deque<(deadline: Int64, probeNumber: UInt32)>()
+    /// Probes recently concluded.
+    private var recent: [UInt32: Probe] = [:]
+    private var recentOrder = Deque<(forgetAt: Int64, probeNumber: UInt32)>()
+    /// The last probe number sent: an 8-byte quote names only the sequence.
+    private(set) var lastProbeNumber: UInt32 = 0
+    /// Ignored answers and failed sends per reason code.
+    private(set) var ignored: [String: Int] = [:]
+
+    init(cookie: UInt64, payloadLength: Int, timeoutNanoseconds: Int64, retentionNanoseconds: Int64? = nil, destinations: [Destination]) {
+        self.cookie = cookie
+        self.payloadLength = payloadLength
+        self.timeoutNanoseconds = timeoutNanoseconds
+        self.retentionNanoseconds = retentionNanoseconds ?? timeoutNanoseconds + 1_000_000_000
+        self.destinations = destinations
+    }
+
+    var nextDeadline: Int64? { deadlines.first?.deadline }
+    var hasProbesInFlight: Bool { !inFlight.isEmpty }
+
+    // MARK: sending
+
+    /// Remembers a probe that just left.
+    mutating func register(probeNumber: UInt32, _ probe: Probe) {
+        lastProbeNumber = probeNumber
+        inFlight[probeNumber] = probe
+        deadlines.append((probe.deadline, probeNumber))
+    }
+
+    mutating func count(_ reason: IgnoredReason) {
+        ignored[reason.rawValue, default: 0] += 1
+    }
+
+    /// Counts a packet the decoder rejected, under `rejected_<code>`.
+    mutating func countRejected(_ code: String) {
+        ignored["rejected_\(code)", default: 0] += 1
+    }
+
+    mutating func recordTransmitStamp(probeNumber: UInt32, realtime: Int64) {
+        inFlight[probeNumber]?.kernelSentRealtime = realtime
+    }
+
+    /// True for an echo probe still in flight whose transmit stamp has not come back:
+    /// read the error queue before concluding it.
+    func needsTransmitStamp(probeNumber: UInt32) -> Bool {
+        guard let probe = inFlight[probeNumber] else { return false }
+        return probe.transport == .echo && probe.kernelSentRealtime == nil
+    }
+
+    // MARK: matching
+
+    private func probe(_ probeNumber: UInt32) -> Probe? {
+        inFlight[probeNumber] ?? recent[probeNumber]
+    }
+
+    /// An echo reply on the ICMP socket.
+    /// - Parameter identifier: our echo identifier on that socket.
+    func match(echoReply reply: ICMPEcho.Reply, from source: IPAddress, identifier: UInt16) -> Match {
+        guard reply.identifier == identifier else { return .notOurs }  // another prober's, or ping's
+        guard reply.cookie == cookie else { return .ignored(.wrongCookie) }
+        guard reply.sequence == UInt16(truncatingIfNeeded: reply.probeNumber) else { return .ignored(.sequenceMismatch) }
+        guard reply.payloadLength == payloadLength else { return .ignored(.wrongLength) }
+        return .probe(reply.probeNumber, from: source, isDestination: true, unreachable: false)
+    }
+
+    /// An ICMP error (time exceeded, unreachable) quoting one of our echo requests or SYNs.
+    /// - Parameters:
+    ///   - identifier: our echo identifier on the socket it came in on.
+    ///   - tcpPorts: the source ports of our SYNs (one per flow) in that family; nil without a TCP socket.
+    func match(error report: PathPacket.ErrorReport, from source: IPAddress, identifier: UInt16, tcpPorts: [UInt16]?) -> Match {
+        switch report.probe {
+        case .tcp(let sourcePort, let destinationPort, let sequence):
+            guard let ports = tcpPorts, ports.contains(sourcePort) else { return .notOurs }
+            guard let probe = probe(sequence), destinations[probe.targetIndex].port == destinationPort,
+                  ports[probe.flow % ports.count] == sourcePort else { return .ignored(.unknownProbe) }
+            let address = destinations[probe.targetIndex].address
+            guard report.quotedDestination == address else { return .ignored(.wrongDestination) }
+            let isDestination = source == address && report.kind != .timeExceeded
+            return .probe(sequence, from: source, isDestination: isDestination, unreachable: report.kind == .unreachable && !isDestination)
+        case .echo(let quotedIdentifier, let sequence, let quotedCookie, let quotedNumber):
+            guard quotedIdentifier == identifier else { return .notOurs }
+            if let quotedCookie, quotedCookie != cookie { return .ignored(.wrongCookie) }
+            // Without a quoted payload (8-byte quotes), the most recent probe with this sequence.
+            let probeNumber = quotedNumber ?? (lastProbeNumber &- UInt32(UInt16(truncatingIfNeeded: lastProbeNumber) &- sequence))
+            guard UInt16(truncatingIfNeeded: probeNumber) == sequence else { return .ignored(.sequenceMismatch) }
+            guard let probe = probe(probeNumber) else { return .ignored(.unknownProbe) }
+            let address = destinations[probe.targetIndex].address
+            guard report.quotedDestination == address else { return .ignored(.wrongDestination) }
+            return .probe(probeNumber, from: source, isDestination: source == address && report.kind != .timeExceeded,
+                          unreachable: report.kind == .unreachable)
+        }
+    }
+
+    /// A SYN-ACK or RST on the raw TCP socket: it acknowledges our SYN's sequence, the probe number.
+    /// - Parameter ports: the source ports of our SYNs in that family, one per flow.
+    func match(tcpAnswer answer: PathTCPSegment.Answer, from source: IPAddress, ports: [UInt16]) -> Match {
+        guard ports.contains(answer.destinationPort) else { return .notOurs }  // every TCP segment of the host comes here
+        let probeNumber = answer.acknowledgment &- 1
+        guard let probe = probe(probeNumber) else { return .ignored(.unknownProbe) }
+        let destination = destinations[probe.targetIndex]
+        guard destination.address == source, destination.port == answer.sourcePort,
+              ports[probe.flow % ports.count] == answer.destinationPort else { return .ignored(.wrongSource) }
+        return .probe(probeNumber, from: source, isDestination: true, unreachable: false)
+    }
+
+    // MARK: concluding
+
+    /// Concludes the probe an answer named.
+    /// - Parameters:
+    ///   - kernelReceivedRealtime: the RX stamp; used only when the probe has a TX stamp
+    ///     (kernel stamps at both ends, or user-space reads at both).
+    ///   - userReceivedRealtime: CLOCK_REALTIME read right after the read.
+    ///   - nowMonotonic: when the probe starts to be remembered as concluded.
+    mutating func conclude(_ probeNumber: UInt32, from source: IPAddress, isDestination: Bool, unreachable: Bool,
+                           kernelReceivedRealtime: Int64?, userReceivedRealtime: Int64, nowMonotonic: Int64) -> Verdict {
+        guard let probe = inFlight[probeNumber] else {
+            return .ignored(recent[probeNumber] == nil ? .unknownProbe : .lateOrDuplicate)
+        }
+        // An echo reply or SYN-ACK must come from the target itself.
+        if isDestination && !unreachable && source != destinations[probe.targetIndex].address { return .ignored(.wrongSource) }
+        let sent = probe.kernelSentRealtime ?? probe.userSentRealtime
+        let arrived = (probe.kernelSentRealtime != nil ? kernelReceivedRealtime : nil) ?? userReceivedRealtime
+        let rtt = max(0, arrived - sent)
+        inFlight[probeNumber] = nil
+        remember(probeNumber, probe, now: nowMonotonic)
+        if rtt > timeoutNanoseconds { return .ignored(.lateOrDuplicate) }
+        return .answered(probe, rttNanoseconds: rtt, from: source, isDestination: isDestination, unreachable: unreachable)
+    }
+
+    /// Ends the probes past their deadline (their answers are late from now on) and
+    /// forgets concluded probes past the retention.
+    mutating func expire(nowMonotonic now: Int64) {
+        while let first = deadlines.first, first.deadline <= now {
+            deadlines.removeFirst()
+            if let probe = inFlight.removeValue(forKey: first.probeNumber) { remember(first.probeNumber, probe, now: now) }
+        }
+        while let first = recentOrder.first, first.forgetAt <= now {
+            recentOrder.removeFirst()
+            recent[first.probeNumber] = nil
+        }
+    }
+
+    private mutating func remember(_ probeNumber: UInt32, _ probe: Probe, now: Int64) {
+        recent[probeNumber] = probe
+        recentOrder.append((now + retentionNanoseconds, probeNumber))
+    }
+}

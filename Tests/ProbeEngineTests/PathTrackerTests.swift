@@ -1,0 +1,236 @@
+import ProbeResults
+import XCTest
+@testable import ProbeEngine
+
+/// The path prober's matching rules, one test per rule, without sockets.
+final class PathTrackerTests: XCTestCase {
+    let cookie: UInt64 = 0xfeed_face_cafe_beef
+    let identifier: UInt16 = 77
+    let target = IPAddress(parsing: "198.51.100.7")!
+    let tcpTarget = IPAddress(parsing: "198.51.100.8")!
+    let router = IPAddress(parsing: "192.0.2.1")!
+    let timeout: Int64 = 1_000_000_000
+    let sentAt: Int64 = 1_700_000_000_000_000_000
+    let ports: [UInt16] = [40_000, 40_001]
+
+    /// Target 0: echo trace to `target`; target 1: SYN trace to `tcpTarget`:443.
+    func makeTracker() -> PathTracker {
+        var tracker = PathTracker(cookie: cookie, payloadLength: 24, timeoutNanoseconds: timeout,
+                                  destinations: [.init(address: target, port: nil), .init(address: tcpTarget, port: 443)])
+        tracker.register(probeNumber: 100, probe(target: 0, ttl: 3))
+        tracker.register(probeNumber: 101, probe(target: 1, flow: 1, ttl: 2, transport: .tcp))
+        return tracker
+    }
+
+    func probe(target: Int, flow: Int = 0, ttl: Int, transport: PathTracker.Transport = .echo) -> PathTracker.Probe {
+        PathTracker.Probe(targetIndex: target, flow: flow, ttl: ttl, transport: transport, order: 0, userSentRealtime: sentAt,
+                          kernelSentRealtime: nil, deadline: 5_000)
+    }
+
+    func reply(_ number: UInt32 = 100, identifier: UInt16? = nil, cookie: UInt64? = nil, sequence: UInt16? = nil, length: Int = 24) -> ICMPEcho.Reply {
+        ICMPEcho.Reply(identifier: identifier ?? self.identifier, sequence: sequence ?? UInt16(truncatingIfNeeded: number), cookie: cookie ?? self.cookie,
+                       probeNumber: number, payloadLength: length, ttl: 60)
+    }
+
+    func echoError(_ kind: PathPacket.ErrorKind = .timeExceeded, number: UInt32? = 100, sequence: UInt16 = 100, cookie: UInt64? = nil,
+                   identifier: UInt16? = nil, quotedDestination: IPAddress? = nil) -> PathPacket.ErrorReport {
+        PathPacket.ErrorReport(kind: kind, type: 11, code: 0, quotedSource: router, quotedDestination: quotedDestination ?? target, quotedTTL: 1,
+                               probe: .echo(identifier: identifier ?? self.identifier, sequence: sequence, cookie: number == nil ? nil : (cookie ?? self.cookie), probeNumber: number))
+    }
+
+    func tcpError(_ kind: PathPacket.ErrorKind = .timeExceeded, sourcePort: UInt16 = 40_001, destinationPort: UInt16 = 443, sequence: UInt32 = 101,
+                  quotedDestination: IPAddress? = nil) -> PathPacket.ErrorReport {
+        PathPacket.ErrorReport(kind: kind, type: 11, code: 0, quotedSource: router, quotedDestination: quotedDestination ?? tcpTarget, quotedTTL: 1,
+                               probe: .tcp(sourcePort: sourcePort, destinationPort: destinationPort, sequence: sequence))
+    }
+
+    func synAck(acknowledging number: UInt32 = 101, from port: UInt16 = 443, to ourPort: UInt16 = 40_001) -> PathTCPSegment.Answer {
+        PathTCPSegment.Answer(sourcePort: port, destinationPort: ourPort, acknowledgment: number &+ 1, isSynAck: true, isReset: false)
+    }
+
+    func conclude(_ tracker: inout PathTracker, _ match: PathTracker.Match, rtt: Int64 = 2_000_000, kernel: Int64? = nil) -> PathTracker.Verdict? {
+        guard case .probe(let number, let source, let isDestination, let unreachable) = match else { return nil }
+        return tracker.conclude(number, from: source, isDestination: isDestination, unreachable: unreachable,
+                                kernelReceivedRealtime: kernel, userReceivedRealtime: sentAt + rtt, nowMonotonic: 1_000)
+    }
+
+    // MARK: echo replies
+
+    func testEchoReplyFromTheTargetConcludesItsProbeAtTheDestination() {
+        var tracker = makeTracker()
+        let match = tracker.match(echoReply: reply(), from: target, identifier: identifier)
+        XCTAssertEqual(match, .probe(100, from: target, isDestination: true, unreachable: false))
+        XCTAssertEqual(conclude(&tracker, match), .answered(probe(target: 0, ttl: 3), rttNanoseconds: 2_000_000, from: target, isDestination: true, unreachable: false))
+        XCTAssertFalse(tracker.inFlight.keys.contains(100))
+    }
+
+    func testEchoReplyWithAnotherIdentifierIsNotOursAndNotCounted() {
+        XCTAssertEqual(makeTracker().match(echoReply: reply(identifier: 78), from: target, identifier: identifier), .notOurs)
+    }
+
+    func testEchoReplyWithAnotherCookieIsIgnored() {
+        XCTAssertEqual(makeTracker().match(echoReply: reply(cookie: 1), from: target, identifier: identifier), .ignored(.wrongCookie))
+    }
+
+    func testEchoReplyWhoseSequenceDisagreesWithTheProbeNumberIsIgnored() {
+        XCTAssertEqual(makeTracker().match(echoReply: reply(sequence: 7), from: target, identifier: identifier), .ignored(.sequenceMismatch))
+    }
+
+    func testEchoReplyOfAnotherLengthIsIgnored() {
+        XCTAssertEqual(makeTracker().match(echoReply: reply(length: 56), from: target, identifier: identifier), .ignored(.wrongLength))
+    }
+
+    func testEchoReplyFromAnotherAddressIsTheWrongSource() {
+        var tracker = makeTracker()
+        XCTAssertEqual(conclude(&tracker, tracker.match(echoReply: reply(), from: router, identifier: identifier)), .ignored(.wrongSource))
+        XCTAssertTrue(tracker.inFlight.keys.contains(100), "the probe still waits for its own answer")
+    }
+
+    // MARK: ICMP errors about echo requests
+
+    func testTimeExceededFromARouterConcludesTheProbeAtItsTTLNotAtTheDestination() {
+        var tracker = makeTracker()
+        let match = tracker.match(error: echoError(), from: router, identifier: identifier, tcpPorts: nil)
+        XCTAssertEqual(match, .probe(100, from: router, isDestination: false, unreachable: false))
+        guard case .answered(let probe, _, let source, false, false)? = conclude(&tracker, match) else { return XCTFail("not answered") }
+        XCTAssertEqual(probe.ttl, 3)
+        XCTAssertEqual(source, router)
+    }
+
+    func testUnreachableFromTheTargetEndsThePathAsUnreachable() {
+        let match = makeTracker().match(error: echoError(.unreachable), from: target, identifier: identifier, tcpPorts: nil)
+        XCTAssertEqual(match, .probe(100, from: target, isDestination: true, unreachable: true))
+    }
+
+    func testErrorQuotingAnotherIdentifierIsNotOurs() {
+        XCTAssertEqual(makeTracker().match(error: echoError(identifier: 5), from: router, identifier: identifier, tcpPorts: nil), .notOurs)
+    }
+
+    func testErrorQuotingAnotherCookieIsIgnored() {
+        XCTAssertEqual(makeTracker().match(error: echoError(cookie: 9), from: router, identifier: identifier, tcpPorts: nil), .ignored(.wrongCookie))
+    }
+
+    func testEightByteQuoteFindsTheLatestProbeWithThatSequence() {
+        let match = makeTracker().match(error: echoError(number: nil, sequence: 100), from: router, identifier: identifier, tcpPorts: nil)
+        XCTAssertEqual(match, .probe(100, from: router, isDestination: false, unreachable: false))
+    }
+
+    func testQuotedProbeNumberThatDisagreesWithTheSequenceIsIgnored() {
+        XCTAssertEqual(makeTracker().match(error: echoError(number: 100, sequence: 5), from: router, identifier: identifier, tcpPorts: nil),
+                       .ignored(.sequenceMismatch))
+    }
+
+    func testErrorAboutAProbeNeverSentIsUnknown() {
+        XCTAssertEqual(makeTracker().match(error: echoError(number: 300, sequence: 300), from: router, identifier: identifier, tcpPorts: nil),
+                       .ignored(.unknownProbe))
+    }
+
+    func testErrorQuotingAnotherDestinationIsIgnored() {
+        XCTAssertEqual(makeTracker().match(error: echoError(quotedDestination: router), from: router, identifier: identifier, tcpPorts: nil),
+                       .ignored(.wrongDestination))
+    }
+
+    // MARK: TCP probes
+
+    func testSynAckFromTheTargetPortConcludesTheSYNAtTheDestination() {
+        var tracker = makeTracker()
+        let match = tracker.match(tcpAnswer: synAck(), from: tcpTarget, ports: ports)
+        XCTAssertEqual(match, .probe(101, from: tcpTarget, isDestination: true, unreachable: false))
+        guard case .answered(let probe, _, _, true, false)? = conclude(&tracker, match) else { return XCTFail("not answered") }
+        XCTAssertEqual(probe.transport, .tcp)
+    }
+
+    func testSegmentToAPortWeDoNotHoldIsNotOurs() {
+        XCTAssertEqual(makeTracker().match(tcpAnswer: synAck(to: 9), from: tcpTarget, ports: ports), .notOurs)
+    }
+
+    func testSegmentAcknowledgingNoProbeIsUnknown() {
+        XCTAssertEqual(makeTracker().match(tcpAnswer: synAck(acknowledging: 999), from: tcpTarget, ports: ports), .ignored(.unknownProbe))
+    }
+
+    func testSegmentFromAnotherAddressPortOrFlowIsTheWrongSource() {
+        let tracker = makeTracker()
+        XCTAssertEqual(tracker.match(tcpAnswer: synAck(), from: target, ports: ports), .ignored(.wrongSource))
+        XCTAssertEqual(tracker.match(tcpAnswer: synAck(from: 80), from: tcpTarget, ports: ports), .ignored(.wrongSource))
+        XCTAssertEqual(tracker.match(tcpAnswer: synAck(to: 40_000), from: tcpTarget, ports: ports), .ignored(.wrongSource), "flow 1's SYN left from port 40001")
+    }
+
+    func testTimeExceededQuotingOurSYNConcludesItAtItsTTL() {
+        let match = makeTracker().match(error: tcpError(), from: router, identifier: identifier, tcpPorts: ports)
+        XCTAssertEqual(match, .probe(101, from: router, isDestination: false, unreachable: false))
+    }
+
+    func testErrorQuotingASYNFromAPortWeDoNotHoldIsNotOurs() {
+        XCTAssertEqual(makeTracker().match(error: tcpError(sourcePort: 9), from: router, identifier: identifier, tcpPorts: ports), .notOurs)
+        XCTAssertEqual(makeTracker().match(error: tcpError(), from: router, identifier: identifier, tcpPorts: nil), .notOurs)
+    }
+
+    func testErrorQuotingASYNToAnotherPortIsUnknown() {
+        XCTAssertEqual(makeTracker().match(error: tcpError(destinationPort: 80), from: router, identifier: identifier, tcpPorts: ports), .ignored(.unknownProbe))
+    }
+
+    func testErrorQuotingASYNToAnotherAddressIsIgnored() {
+        XCTAssertEqual(makeTracker().match(error: tcpError(quotedDestination: target), from: router, identifier: identifier, tcpPorts: ports),
+                       .ignored(.wrongDestination))
+    }
+
+    func testUnreachableFromARouterAboutASYNEndsThePathAsUnreachable() {
+        XCTAssertEqual(makeTracker().match(error: tcpError(.unreachable), from: router, identifier: identifier, tcpPorts: ports),
+                       .probe(101, from: router, isDestination: false, unreachable: true))
+    }
+
+    // MARK: concluding
+
+    func testASecondAnswerIsLateOrDuplicate() {
+        var tracker = makeTracker()
+        let match = tracker.match(echoReply: reply(), from: target, identifier: identifier)
+        _ = conclude(&tracker, match)
+        XCTAssertEqual(conclude(&tracker, match), .ignored(.lateOrDuplicate))
+    }
+
+    func testAnAnswerSlowerThanTheTimeoutIsLateAndConcludesTheProbe() {
+        var tracker = makeTracker()
+        let match = tracker.match(echoReply: reply(), from: target, identifier: identifier)
+        XCTAssertEqual(conclude(&tracker, match, rtt: timeout + 1), .ignored(.lateOrDuplicate))
+        XCTAssertFalse(tracker.inFlight.keys.contains(100), "concluded: it no longer waits")
+    }
+
+    func testAnAnswerAfterTheDeadlineIsLateAndAfterTheRetentionUnknown() {
+        var tracker = makeTracker()
+        tracker.expire(nowMonotonic: 5_000)
+        XCTAssertFalse(tracker.hasProbesInFlight)
+        let match = tracker.match(echoReply: reply(), from: target, identifier: identifier)
+        XCTAssertEqual(conclude(&tracker, match), .ignored(.lateOrDuplicate), "remembered, so late rather than unknown")
+        tracker.expire(nowMonotonic: 5_000 + tracker.retentionNanoseconds)
+        // An echo reply names its probe itself: whether that probe is known is decided on concluding.
+        XCTAssertEqual(conclude(&tracker, match), .ignored(.unknownProbe))
+    }
+
+    func testKernelStampsAreUsedOnlyWhenBothEndsHaveThem() {
+        var tracker = makeTracker()
+        XCTAssertTrue(tracker.needsTransmitStamp(probeNumber: 100))
+        XCTAssertFalse(tracker.needsTransmitStamp(probeNumber: 101), "SYNs are not stamped")
+        let match = tracker.match(echoReply: reply(), from: target, identifier: identifier)
+        var withoutTXStamp = tracker
+        guard case .answered(_, let userRTT, _, _, _)? = conclude(&withoutTXStamp, match, rtt: 2_000_000, kernel: sentAt + 1_000_000) else { return XCTFail() }
+        XCTAssertEqual(userRTT, 2_000_000, "no TX stamp: user-space reads at both ends")
+        tracker.recordTransmitStamp(probeNumber: 100, realtime: sentAt + 100_000)
+        XCTAssertFalse(tracker.needsTransmitStamp(probeNumber: 100))
+        guard case .answered(_, let kernelRTT, _, _, _)? = conclude(&tracker, match, rtt: 2_000_000, kernel: sentAt + 1_000_000) else { return XCTFail() }
+        XCTAssertEqual(kernelRTT, 900_000, "kernel stamps at both ends")
+    }
+
+    func testReasonCodesAreCountedUnderTheirStableNamesSharedWithTheEchoTracker() {
+        var tracker = makeTracker()
+        tracker.count(.wrongCookie)
+        tracker.count(.wrongCookie)
+        tracker.count(.sendUnreachable)
+        tracker.countRejected("checksum")
+        XCTAssertEqual(tracker.ignored, ["wrong_cookie": 2, "send_unreachable": 1, "rejected_checksum": 1])
+        for reason in PathTracker.IgnoredReason.allCases {
+            if let echo = EchoTracker.IgnoredReason.allCases.first(where: { "\($0)" == "\(reason)" }) {
+                XCTAssertEqual(reason.rawValue, echo.rawValue, "the same reason is spelt the same in both trackers")
+            }
+        }
+    }
+}
