@@ -75,7 +75,10 @@ final class ProbeAlongsideTests: XCTestCase {
             XCTAssertEqual(round?.received, 4, "every run got each of its own replies")
             XCTAssertEqual(round?.duplicates, 0, "and none of another run's")
         }
-        XCTAssertEqual(prober.diagnostics.ignoredReplies, [:], "every reply found the run that sent its request")
+        // A raw socket sees every echo reply of the host: another program's (its own
+        // identifier) is not ours to count; any other reason would be a reply of ours that
+        // did not find its run.
+        XCTAssertEqual(prober.diagnostics.ignoredReplies.filter { $0.key != "wrong_identifier" }, [:], "every reply found the run that sent its request")
         XCTAssertEqual(prober.runningAlongside, 0)
         prober.close()
     }

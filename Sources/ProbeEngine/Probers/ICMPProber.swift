@@ -429,8 +429,10 @@ private final class ICMPRun: RoundRun, LoopTask {
         prober.publish(diagnostics)
         gate.end()
         outbox.flush(now: Clock.monotonicNanoseconds(), force: true)
-        continuation.finish()
+        // Off the prober's list before the caller resumes: whoever awaited this run sees
+        // it gone (and may close the prober).
         prober.runEnded(gate)
+        continuation.finish()
     }
 
     // MARK: sending
