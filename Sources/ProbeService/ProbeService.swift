@@ -110,20 +110,18 @@ public final class ProbeService: Sendable {
         defer { forwarder.cancel() }
 
         var configuration = initialConfiguration
-        let loop = try ProbeLoop(logger: logger, timerSlackNanoseconds: Self.timerSlack(configuration))
-        let icmpProber = try icmpSockets.map {
-            try ICMPProber(sockets: $0, configuration: EngineSettings.icmp(configuration.icmp, targetCount: configuration.pingTargets.count), loop: loop, logger: logger)
-        }
+        let probers = try Probers(sockets: ProbeSockets(icmp: icmpSockets, path: pathSockets, pathTCP: pathTCPSockets),
+                                  timerSlackNanoseconds: Self.timerSlack(configuration), logger: logger)
+        let icmpProber = try probers.icmp(EngineSettings.icmp(configuration.icmp, targetCount: configuration.pingTargets.count))
         defer { icmpProber?.close() }
-        let tcpProber = try TCPProber(configuration: EngineSettings.tcp(configuration.tcp, targetCount: configuration.tcpTargets.count, logger: logger),
-                                      loop: loop, logger: logger)
+        let tcpProber = try probers.tcp(EngineSettings.tcp(configuration.tcp, targetCount: configuration.tcpTargets.count, logger: logger))
         let writer = RoundWriter(probe: configuration.probeName, sink: try makeSink(configuration), output: output,
                                  logLimiter: logLimiter, resolveFailures: resolveFailures, logger: logger,
                                  observers: RoundObservers(observers: observers, probe: configuration.probeName))
         writer.observers.attach(writer)
         let monitorInterval = configuration.icmp.intervalNanoseconds
         let monitor = Task { await writer.monitor(every: monitorInterval) }
-        let tracing = try makeTracing(configuration, loop: loop, writer: writer)
+        let tracing = try makeTracing(configuration, probers: probers, writer: writer)
         let tracingTask = tracing.map { tracing in Task { await tracing.run() } }
         logger.info("netprobe run started", metadata: [
             "probe": "\(configuration.probeName)", "ping_targets": "\(configuration.pingTargets.count)",
@@ -194,7 +192,7 @@ public final class ProbeService: Sendable {
                 }
             case .resolved(let resolvedGeneration, let ping, let tcp):
                 guard resolvedGeneration == generation else { continue }
-                icmpRun?.apply(ping, prober: icmpProber)
+                if let icmpProber { icmpRun?.apply(ping, prober: icmpProber) }
                 tcpRun.apply(tcp, prober: tcpProber)
                 scheduleLookups()
             case .reloaded(let reloadedGeneration, let reloaded, let ping, let tcp):
@@ -299,16 +297,14 @@ public final class ProbeService: Sendable {
 
     /// The traces of `trace:`, on the probe loop; nil when the section is off or the path
     /// prober's raw sockets were not opened.
-    func makeTracing(_ configuration: NetprobeConfiguration, loop: ProbeLoop, writer: RoundWriter) throws -> PathTracing? {
+    func makeTracing(_ configuration: NetprobeConfiguration, probers: Probers, writer: RoundWriter) throws -> PathTracing? {
         let settings = configuration.trace
         guard settings.isEnabled else { return nil }
-        guard let pathSockets else {
+        guard let prober = try probers.path(PathProbeConfiguration(rounds: settings.rounds, intervalNanoseconds: settings.spacingNanoseconds,
+                                                                   timeoutNanoseconds: settings.timeoutNanoseconds, maxHops: settings.maxHops)) else {
             logger.warning("trace: is configured but the raw ICMP sockets it needs could not be opened (CAP_NET_RAW): no traces")
             return nil
         }
-        let prober = try PathProber(sockets: pathSockets, tcpSockets: pathTCPSockets, configuration: PathProbeConfiguration(
-            rounds: settings.rounds, intervalNanoseconds: settings.spacingNanoseconds, timeoutNanoseconds: settings.timeoutNanoseconds,
-            maxHops: settings.maxHops), loop: loop, logger: logger)
         let logger = self.logger
         return PathTracing(prober: prober, configuration: configuration, probe: configuration.probeName, logger: logger,
                            resolve: { [self] current in await self.resolve(current) },
@@ -365,16 +361,20 @@ struct KindRun {
 
     static func start(icmp prober: ICMPProber, plan: ProbePlan, settings: ProbeSettings, writer: RoundWriter) -> KindRun {
         let engine = EngineSettings.icmp(settings, targetCount: plan.activeCount)
-        let envs = EnvTable(plan.entries.map(\.planned.env))
-        let stream = prober.probe(plan.targets, configuration: engine, reportingAttempts: false)
-        return KindRun(plan: plan, envs: envs, consumer: Task { await writer.consume(stream, envs: envs) }, settings: settings, rate: engine.packetsPerSecond)
+        return start(prober, configuration: engine, rate: engine.packetsPerSecond, plan: plan, settings: settings, writer: writer)
     }
 
     static func start(tcp prober: TCPProber, plan: ProbePlan, settings: ProbeSettings, writer: RoundWriter, logger: Logger) -> KindRun {
         let engine = EngineSettings.tcp(settings, targetCount: plan.activeCount, logger: logger)
+        return start(prober, configuration: engine, rate: engine.attemptsPerSecond, plan: plan, settings: settings, writer: writer)
+    }
+
+    /// Starts `prober` on the plan's targets, its rounds consumed by `writer`.
+    static func start<Prober: RoundProber>(_ prober: Prober, configuration: Prober.Configuration, rate: Double, plan: ProbePlan, settings: ProbeSettings,
+                                           writer: RoundWriter) -> KindRun {
         let envs = EnvTable(plan.entries.map(\.planned.env))
-        let stream = prober.probe(plan.targets, configuration: engine, reportingAttempts: false)
-        return KindRun(plan: plan, envs: envs, consumer: Task { await writer.consume(stream, envs: envs) }, settings: settings, rate: engine.attemptsPerSecond)
+        let stream = prober.probe(plan.targets, configuration: configuration, reportingAttempts: false)
+        return KindRun(plan: plan, envs: envs, consumer: Task { await writer.consume(stream, envs: envs) }, settings: settings, rate: rate)
     }
 
     /// A changed section (count, spacing, interval, timeout, mode...) needs a new run; so
@@ -385,12 +385,7 @@ struct KindRun {
     }
 
     /// Hands the prober what changed between the plan and `wanted`; nothing when nothing did.
-    mutating func apply(_ wanted: [(planned: PlannedTarget, target: ProbeTarget)], prober: ICMPProber?) {
-        guard let prober else { return }
-        apply(wanted) { prober.update($0) }
-    }
-
-    mutating func apply(_ wanted: [(planned: PlannedTarget, target: ProbeTarget)], prober: TCPProber) {
+    mutating func apply(_ wanted: [(planned: PlannedTarget, target: ProbeTarget)], prober: any RoundProber) {
         apply(wanted) { prober.update($0) }
     }
 
@@ -404,12 +399,7 @@ struct KindRun {
     }
 
     /// Ends the run: rounds in flight finish and are written.
-    func stop(_ prober: ICMPProber) async {
-        prober.stop()
-        await consumer.value
-    }
-
-    func stop(_ prober: TCPProber) async {
+    func stop(_ prober: any RoundProber) async {
         prober.stop()
         await consumer.value
     }

@@ -114,19 +114,12 @@ struct CheckCommand: PrivilegedCommand {
         let hostTargets = await Resolver.resolve(hosts, preference: preference)
         let tcpTargets = await resolveEndpoints(endpoints, preference: preference)
 
-        let loop = try ProbeLoop(logger: logger)
-        let icmpProber = try resources.icmpSockets.map { sockets in
-            try ICMPProber(sockets: sockets, configuration: ICMPProbeConfiguration(
-                count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
-                payloadLength: 56, ttl: nil, packetsPerSecond: 1000), loop: loop, logger: logger)
-        }
-        let tcpProber = try TCPProber(configuration: EngineSettings.tcp(count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
-                                                                       rate: 1000, targetCount: tcpTargets.count, mode: tcp.mode, logger: logger),
-                                      loop: loop, logger: logger)
-        let pathProber = try resources.pathSockets.map { sockets in
-            try PathProber(sockets: sockets, tcpSockets: resources.pathTCPSockets, configuration: PathProbeConfiguration(
-                rounds: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds), loop: loop, logger: logger)
-        }
+        let probers = try Probers(sockets: ProbeSockets(icmp: resources.icmpSockets, path: resources.pathSockets, pathTCP: resources.pathTCPSockets), logger: logger)
+        let icmpProber = try probers.icmp(ICMPProbeConfiguration(count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
+                                                                 payloadLength: 56, ttl: nil, packetsPerSecond: 1000))
+        let tcpProber = try probers.tcp(EngineSettings.tcp(count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
+                                                           rate: 1000, targetCount: tcpTargets.count, mode: tcp.mode, logger: logger))
+        let pathProber = try probers.path(PathProbeConfiguration(rounds: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds))
         let stopAll: @Sendable () -> Void = {
             icmpProber?.stop()
             tcpProber.stop()

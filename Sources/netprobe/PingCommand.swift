@@ -58,9 +58,10 @@ struct PingCommand: PrivilegedCommand {
         }
         let prober: ICMPProber
         do {
-            prober = try ICMPProber(sockets: sockets, configuration: configuration,
-                                    loop: try ProbeLoop(logger: logger, timerSlackNanoseconds: ProbeLoop.batchingTimerSlack(shortestGapNanoseconds: options.interval.nanoseconds)),
-                                    logger: logger)
+            let probers = try Probers(sockets: ProbeSockets(icmp: sockets),
+                                      timerSlackNanoseconds: ProbeLoop.batchingTimerSlack(shortestGapNanoseconds: options.interval.nanoseconds), logger: logger)
+            // The sockets are there (checked above), so there is a prober.
+            prober = try probers.icmp(configuration) ?? { preconditionFailure("Probers made no ICMP prober over open sockets") }()
         } catch {
             writeError("netprobe: cannot start: \(error)")
             throw ExitCode(ExitStatus.systemError)

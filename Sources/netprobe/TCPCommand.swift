@@ -56,9 +56,9 @@ struct TCPCommand: PrivilegedCommand {
         let logger = options.makeLogger()
         let endpoints = try options.collectTargets(targets).map { try Endpoint.parse($0, requirePort: true) }
         let resolved = await resolveEndpoints(endpoints, preference: options.addressPreference)
-        let prober = try TCPProber(configuration: EngineSettings.tcp(
+        let prober = try Probers(sockets: ProbeSockets(), logger: logger).tcp(EngineSettings.tcp(
             count: options.count, intervalNanoseconds: options.interval.nanoseconds, timeoutNanoseconds: options.timeout.nanoseconds, rate: options.rate,
-            targetCount: resolved.count, mode: tcp.mode, logger: logger), logger: logger)
+            targetCount: resolved.count, mode: tcp.mode, logger: logger))
         let interrupts = SignalWatcher.onInterrupt { prober.stop() }
         defer { interrupts.cancel() }
         let printer = ResultPrinter(json: options.json, quiet: options.quiet)

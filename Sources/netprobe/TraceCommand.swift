@@ -142,7 +142,9 @@ struct TraceCommand: PrivilegedCommand {
         }
         let prober: PathProber
         do {
-            prober = try PathProber(sockets: sockets, tcpSockets: resources.pathTCPSockets, configuration: pathConfiguration, logger: logger)
+            // The sockets are there (opened above), so there is a prober.
+            prober = try Probers(sockets: ProbeSockets(path: sockets, pathTCP: resources.pathTCPSockets), logger: logger).path(pathConfiguration)
+                ?? { preconditionFailure("Probers made no path prober over open sockets") }()
         } catch {
             writeError("netprobe: cannot trace: \(error)")
             throw ExitCode(ExitStatus.systemError)

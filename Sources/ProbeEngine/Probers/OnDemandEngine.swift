@@ -9,7 +9,7 @@ public final class OnDemandEngine: OnDemandProber {
     /// How a name is looked up: the system's resolver, or a test's.
     public typealias Lookup = @Sendable (String, AddressPreference, Int64) async -> Result<[IPAddress], LookupFailure>
 
-    let loop: ProbeLoop
+    let probers: Probers
     let icmp: ICMPProber?
     let logger: Logger
     let lookUp: Lookup
@@ -25,11 +25,8 @@ public final class OnDemandEngine: OnDemandProber {
     }) throws {
         self.logger = logger
         self.lookUp = lookUp
-        let loop = try ProbeLoop(logger: logger)
-        self.loop = loop
-        icmp = try icmpSockets.map { sockets in
-            try ICMPProber(sockets: sockets, configuration: ICMPProbeConfiguration(count: 1), loop: loop, logger: logger)
-        }
+        probers = try Probers(sockets: ProbeSockets(icmp: icmpSockets), logger: logger)
+        icmp = try probers.icmp(ICMPProbeConfiguration(count: 1))
     }
 
     public func canProbe(_ kind: ProbeKind) -> Bool {
@@ -47,7 +44,7 @@ public final class OnDemandEngine: OnDemandProber {
         case .tcp:
             let configuration = TCPProbeConfiguration(count: probe.count, intervalNanoseconds: probe.spacingNanoseconds, timeoutNanoseconds: probe.timeoutNanoseconds,
                                                       attemptsPerSecond: 1000, maximumInFlight: 16, mode: probe.tcpMode)
-            guard let prober = try? TCPProber(configuration: configuration, loop: loop, logger: logger) else { return nil }
+            guard let prober = try? probers.tcp(configuration) else { return nil }
             var result: RoundResult?
             for await event in prober.probe([target], reportingAttempts: false) {
                 if case .round(let round) = event { result = round }
