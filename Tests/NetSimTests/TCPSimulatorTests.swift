@@ -1,5 +1,6 @@
 import Foundation
 import NetSim
+import TestSupport
 import XCTest
 
 /// `netprobe tcp` and `netprobe check` against the simulator: known delays, port states and
@@ -92,11 +93,7 @@ final class TCPSimulatorTests: XCTestCase {
             }
             struct NeverSeen: Error { var what: String }
             func waitFor(_ what: String, _ condition: () throws -> Bool) throws {
-                let deadline = Date().addingTimeInterval(30)
-                while try !condition() {
-                    guard Date() < deadline else { throw NeverSeen(what: what) }
-                    usleep(5_000)
-                }
+                guard try TestEnvironment.eventually(within: 30, every: 0.005, condition) else { throw NeverSeen(what: what) }
             }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: try XCTUnwrap(SimulatedNetwork.ipPath))
