@@ -27,7 +27,7 @@ final class CapturedLog: Sendable {
     let lines = Mutex<[String]>([])
 
     var logger: Logger {
-        var logger = Logger(label: "sink") { _ in Handler(log: self) }
+        var logger = Logger(label: "sink") { _ in Handler(captured: self) }
         logger.logLevel = .trace
         return logger
     }
@@ -46,7 +46,7 @@ final class CapturedLog: Sendable {
     }
 
     struct Handler: LogHandler {
-        let log: CapturedLog
+        let captured: CapturedLog
         var logLevel: Logger.Level = .trace
         var metadata: Logger.Metadata = [:]
         subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -54,7 +54,7 @@ final class CapturedLog: Sendable {
             set { metadata[key] = newValue }
         }
         func log(event: LogEvent) {
-            log.lines.withLock { $0.append(event.message.description) }
+            captured.lines.withLock { $0.append(event.message.description) }
         }
     }
 }
