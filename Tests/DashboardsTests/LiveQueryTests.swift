@@ -141,8 +141,7 @@ final class LiveQueryTests: XCTestCase {
         }
         XCTAssertTrue(fourRounds, "four rounds of every watched target")
         kill(process.processIdentifier, SIGTERM)
-        let deadline = Date().addingTimeInterval(60)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
+        await TestEnvironment.eventually(within: 60) { !process.isRunning }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""

@@ -2,6 +2,7 @@ import ProbeResults
 import ProbeConfig
 import Foundation
 import Logging
+import Synchronization
 import TestSupport
 import XCTest
 @testable import InfluxSink
@@ -22,6 +23,44 @@ func v1(_ name: String, _ url: URL, database: String = "probes", username: Strin
     InfluxServer(name: name, url: url, api: .v1(database: database, retentionPolicy: nil, username: username, password: password), gzip: gzip)
 }
 
+/// The sink's log lines: what it decided (the wait before a retry it announces), which no
+/// clock reading can show on a loaded machine.
+final class CapturedLog: Sendable {
+    let lines = Mutex<[String]>([])
+
+    var logger: Logger {
+        var logger = Logger(label: "sink") { _ in Handler(captured: self) }
+        logger.logLevel = .trace
+        return logger
+    }
+
+    /// The waits, in seconds, that the sender announced before retry number 1, 2, ... (it
+    /// announces the 1st, 2nd, 4th, 8th...).
+    var announcedWaits: [Int: Double] {
+        var waits: [Int: Double] = [:]
+        for line in lines.withLock({ $0 }) {
+            guard let range = line.range(of: "retrying in "), let attemptRange = line.range(of: " s (attempt ") else { continue }
+            let wait = Double(line[range.upperBound..<attemptRange.lowerBound])
+            let attempt = Int(line[attemptRange.upperBound...].prefix { $0.isNumber })
+            if let wait, let attempt { waits[attempt] = wait }
+        }
+        return waits
+    }
+
+    struct Handler: LogHandler {
+        let captured: CapturedLog
+        var logLevel: Logger.Level = .trace
+        var metadata: Logger.Metadata = [:]
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            captured.lines.withLock { $0.append(event.message.description) }
+        }
+    }
+}
+
 final class DeliveryTests: XCTestCase {
     private var spool: URL!
 
@@ -34,9 +73,9 @@ final class DeliveryTests: XCTestCase {
     }
 
     private func makeSink(_ servers: [InfluxServer], batchSize: Int = 50, flushMilliseconds: Int64 = 50, limit: Int64 = 1 << 26,
-                          policy: DeliveryPolicy = quickPolicy) throws -> InfluxSink {
+                          policy: DeliveryPolicy = quickPolicy, logger: Logger = testLogger("sink")) throws -> InfluxSink {
         try InfluxSink(servers: servers, spoolDirectory: spool.path, spoolLimitBytes: limit, batchSize: batchSize,
-                       flushIntervalNanoseconds: flushMilliseconds * 1_000_000, logger: testLogger("sink"), deliveryPolicy: policy)
+                       flushIntervalNanoseconds: flushMilliseconds * 1_000_000, logger: logger, deliveryPolicy: policy)
     }
 
     private func sequenceValues(_ server: InfluxDBTestServer, database: String = "probes") async throws -> [Int] {
@@ -66,6 +105,7 @@ final class DeliveryTests: XCTestCase {
         flaky.stop()
         var delays: [Double] = []
         for _ in 0..<20 {
+            let failedAttempts = statistics(sink, "flaky").sendErrors
             try writeBatch()
             let written = Date()
             let target = next
@@ -73,9 +113,11 @@ final class DeliveryTests: XCTestCase {
             // server is still down: nothing waits for the dead one (how long it took is printed).
             let arrived = try await TestEnvironment.eventually(within: 60) { try await sequenceValues(healthy).count == target }
             XCTAssertTrue(arrived)
-            XCTAssertEqual(statistics(sink, "flaky").written, 50, "the other server is still down")
             delays.append(Date().timeIntervalSince(written))
-            try await Task.sleep(for: .milliseconds(100))
+            // ...and the dead one is being tried meanwhile: a failed attempt since the batch.
+            let tried = await TestEnvironment.eventually(within: 60) { statistics(sink, "flaky").sendErrors > failedAttempts }
+            XCTAssertTrue(tried, "\(sink.statistics())")
+            XCTAssertEqual(statistics(sink, "flaky").written, 50, "the other server is still down")
         }
         let whileDown = statistics(sink, "flaky")
         XCTAssertGreaterThan(whileDown.sendErrors, 0)
@@ -154,20 +196,34 @@ final class DeliveryTests: XCTestCase {
             statistics(sink, "good").written == 20 && statistics(sink, "bad").permanentErrors == 20
         }
         XCTAssertTrue(settled, "\(sink.statistics())")
-        try await Task.sleep(for: .milliseconds(500))
+        // A later batch, in place of a pause to see whether the first is retried: each
+        // server's batches go out in order, so once the later one is refused too, the first
+        // was given up on (a retry, or a resend of it, would come before it).
+        try sink.write((20..<25).map { sequencePoint($0) })
+        let deadLetterPath = spool.appendingPathComponent("bad/dead-letter.lp").path
+        func deadLetterLines() -> [Substring] { ((try? String(contentsOfFile: deadLetterPath, encoding: .utf8)) ?? "").split(separator: "\n") }
+        // The counters move just before the dead-letter file is written: wait for both.
+        let laterSettled = await TestEnvironment.eventually(within: 60) {
+            statistics(sink, "good").written == 25 && statistics(sink, "bad").permanentErrors >= 25 && deadLetterLines().count >= 2 + 25
+        }
+        XCTAssertTrue(laterSettled, "\(sink.statistics())")
         await sink.shutdown(deadlineSeconds: 2)
         let values = try await sequenceValues(server)
-        XCTAssertEqual(values.sorted(), Array(0..<20))
+        XCTAssertEqual(values.sorted(), Array(0..<25))
         let bad = statistics(sink, "bad")
         XCTAssertEqual(bad.retried, 0)
-        XCTAssertEqual(bad.sendErrors, 1)
+        XCTAssertEqual(bad.sendErrors, 2, "one refusal per batch")
+        XCTAssertEqual(bad.permanentErrors, 25)
         XCTAssertEqual(bad.spooled, 0)
         XCTAssertTrue(bad.lastError?.contains("authentication failed for server bad: check username/password") ?? false, bad.lastError ?? "")
         XCTAssertFalse(bad.lastError?.contains("wrong") ?? true, "no secrets in errors")
-        let deadLetter = try String(contentsOfFile: spool.appendingPathComponent("bad/dead-letter.lp").path, encoding: .utf8)
-        let lines = deadLetter.split(separator: "\n")
-        XCTAssertEqual(lines.count, 21)
-        XCTAssertTrue(lines[0].hasPrefix("# ") && lines[0].contains("HTTP 401"), String(lines[0]))
+        let lines = deadLetterLines()
+        XCTAssertEqual(lines.count, 2 + 25, "a header per batch, each point once")
+        let headers = lines.enumerated().filter { $0.element.hasPrefix("# ") }
+        XCTAssertEqual(headers.map(\.offset), [0, 21], "a header before each batch")
+        XCTAssertTrue(headers.allSatisfy { $0.element.contains("HTTP 401") }, "\(headers.map(\.element))")
+        XCTAssertEqual(lines.filter { !$0.hasPrefix("# ") }.map(String.init), (0..<25).map { LineProtocol.encode(sequencePoint($0))! },
+                       "the batches in order, the first not sent twice")
     }
 
     func testMissingDatabaseAndTypeConflictAreReportedClearlyAndDeadLettered() async throws {
@@ -237,15 +293,19 @@ final class DeliveryTests: XCTestCase {
             }
         }
         defer { stub.stop() }
-        let sink = try makeSink([InfluxServer(name: "v2", url: stub.url.appendingPathComponent("prefix"), api: .v2(org: "my org+", bucket: "b/1", token: Secret("T0K")), gzip: true)])
+        let log = CapturedLog()
+        let sink = try makeSink([InfluxServer(name: "v2", url: stub.url.appendingPathComponent("prefix"), api: .v2(org: "my org+", bucket: "b/1", token: Secret("T0K")), gzip: true)],
+                                logger: log.logger)
         try sink.write((0..<5).map { sequencePoint($0) })
         let done = await TestEnvironment.eventually(within: 60) { statistics(sink, "v2").written == 5 }
         await sink.shutdown(deadlineSeconds: 2)
         XCTAssertTrue(done, "\(sink.statistics())")
         let requests = stub.requests
         XCTAssertEqual(requests.count, 3)
-        XCTAssertGreaterThanOrEqual(requests[1].time.timeIntervalSince(requests[0].time), 0.95)
-        XCTAssertGreaterThanOrEqual(requests[2].time.timeIntervalSince(requests[1].time), 0.95)
+        // Honoured: the sender waits the server's 1 s instead of its own backoff (0.05 s
+        // doubling, quickPolicy). What it chose is asserted; how long it took is printed.
+        XCTAssertEqual(log.announcedWaits, [1: 1.0, 2: 1.0], "\(log.lines.withLock { $0 })")
+        print("delivery: Retry-After 1 s: requests \(zip(requests, requests.dropFirst()).map { String(format: "%.2f", $1.time.timeIntervalSince($0.time)) }) s apart")
         let counters = statistics(sink, "v2")
         XCTAssertEqual(counters.retried, 2)
         XCTAssertEqual(counters.sendErrors, 2)
@@ -264,23 +324,39 @@ final class DeliveryTests: XCTestCase {
             refusing.stop()
         }
         let policy = DeliveryPolicy(initialBackoffSeconds: 0.2, maximumBackoffSeconds: 1, requestTimeoutSeconds: 2)
-        let sink = try makeSink([v1("failing", failing.url, username: "u", password: Secret("p")), v1("refusing", refusing.url)], policy: policy)
+        let log = CapturedLog()
+        let sink = try makeSink([v1("failing", failing.url, username: "u", password: Secret("p")), v1("refusing", refusing.url)], policy: policy,
+                                logger: log.logger)
         try sink.write((0..<3).map { sequencePoint($0) })
         let done = await TestEnvironment.eventually(within: 60) {
             statistics(sink, "failing").written == 3 && statistics(sink, "refusing").permanentErrors == 3
         }
-        try await Task.sleep(for: .milliseconds(600))
-        await sink.shutdown(deadlineSeconds: 2)
         XCTAssertTrue(done, "\(sink.statistics())")
+        // A later batch, in place of a pause to see whether the 400 is retried: batches go
+        // out in order, so the refusing server's next request is a retry if there is one.
+        let later = (3..<5).map { sequencePoint($0) }
+        try sink.write(later)
+        let laterDone = await TestEnvironment.eventually(within: 60) {
+            statistics(sink, "failing").written == 5 && statistics(sink, "refusing").permanentErrors >= 5
+        }
+        await sink.shutdown(deadlineSeconds: 2)
+        XCTAssertTrue(laterDone, "\(sink.statistics())")
+        let body = { (points: [InfluxPoint]) in points.map { LineProtocol.encode($0)! + "\n" }.joined() }
         let attempts = failing.requests
-        XCTAssertEqual(attempts.count, 3)
-        XCTAssertGreaterThanOrEqual(attempts[1].time.timeIntervalSince(attempts[0].time), 0.1)
-        XCTAssertGreaterThanOrEqual(attempts[2].time.timeIntervalSince(attempts[1].time), 0.2)
+        XCTAssertEqual(attempts.count, 4)
+        // Growing: each wait is the policy's, with its jitter (50 to 100 %): 0.1-0.2 s, then
+        // 0.2-0.4 s (announced to a tenth). The waits are asserted; the gaps are printed.
+        let waits = log.announcedWaits
+        XCTAssertTrue((0.1...0.2).contains(waits[1] ?? -1) && (0.2...0.4).contains(waits[2] ?? -1), "announced waits \(waits)")
+        XCTAssertGreaterThanOrEqual(waits[2] ?? -1, waits[1] ?? 0, "the second wait is not shorter than the first")
+        print("delivery: backoff 0.2 s: failing attempts \(zip(attempts, attempts.dropFirst()).map { String(format: "%.2f", $1.time.timeIntervalSince($0.time)) }) s apart, announced \(waits)")
         XCTAssertEqual(attempts[0].headers["authorization"], "Basic " + Data("u:p".utf8).base64EncodedString())
         XCTAssertEqual(attempts[0].requestLine, "POST /write?db=probes&precision=ns HTTP/1.1")
-        XCTAssertEqual(String(decoding: attempts[0].body, as: UTF8.self), (0..<3).map { LineProtocol.encode(sequencePoint($0))! + "\n" }.joined())
+        XCTAssertEqual(attempts.map { String(decoding: $0.body, as: UTF8.self) },
+                       Array(repeating: body((0..<3).map { sequencePoint($0) }), count: 3) + [body(later)], "the same batch until stored, then the next")
         XCTAssertEqual(statistics(sink, "failing").retried, 2)
-        XCTAssertEqual(refusing.requests.count, 1, "a 400 is not retried")
+        XCTAssertEqual(refusing.requests.map { String(decoding: $0.body, as: UTF8.self) }, [body((0..<3).map { sequencePoint($0) }), body(later)],
+                       "a 400 is not retried: the next request is the next batch")
         XCTAssertEqual(statistics(sink, "refusing").retried, 0)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -21,8 +22,7 @@ struct DNSResponder {
         try? FileManager.default.removeItem(at: ready)
         let running = try Harness.start(["ip", "netns", "exec", namespace, ProcessInfo.processInfo.arguments[0], "IntegrationTests.DNSResponderProcess/testServe"],
                                         environment: ["NETPROBE_TEST_DNS_ZONE": zone.path, "NETPROBE_TEST_DNS_READY": ready.path])
-        let deadline = Date().addingTimeInterval(30)
-        while !FileManager.default.fileExists(atPath: ready.path) && running.process.isRunning && Date() < deadline { usleep(10_000) }
+        TestEnvironment.eventually(within: 30) { FileManager.default.fileExists(atPath: ready.path) || !running.process.isRunning }
         guard FileManager.default.fileExists(atPath: ready.path) else {
             kill(running.process.processIdentifier, SIGKILL)
             throw NSError(domain: "DNSResponder", code: 1, userInfo: [NSLocalizedDescriptionKey: "the DNS responder did not start: \(running.collected().1)"])

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -69,10 +70,10 @@ final class DatabaseServerTests: XCTestCase {
                                          "--user=mysql", "--skip-name-resolve", "--log-warnings=2", "--pid-file=\(directory)/mariadb/pid",
                                          "--log-error=\(directory)/mariadb/error.log"])
             let postgres = postgres, mariadb = mariadb, directory = directory
-            guard Harness.wait(within: 60, until: { postgres.errorSoFar.contains("database system is ready to accept connections") }) else {
+            guard TestEnvironment.eventually(within: 60, { postgres.errorSoFar.contains("database system is ready to accept connections") }) else {
                 throw Failure("PostgreSQL did not start: \(postgres.errorSoFar)")
             }
-            guard Harness.wait(within: 60, until: {
+            guard TestEnvironment.eventually(within: 60, {
                 ((try? String(contentsOfFile: "\(directory)/mariadb/error.log", encoding: .utf8)) ?? "").contains("ready for connections")
             }) else {
                 throw Failure("MariaDB did not start: \(mariadb.errorSoFar)")
@@ -194,7 +195,7 @@ final class DatabaseServerTests: XCTestCase {
         // every connection it accepts: it must be the only one since the probes began.
         XCTAssertTrue(try fixture.postgresLogin(), "psql from \(Self.proberAddress)")
         XCTAssertTrue(try fixture.mariadbLogin(), "mariadb from \(Self.proberAddress)")
-        XCTAssertTrue(Harness.wait(within: 30) { Self.count(String(fixture.postgresLog.dropFirst(postgresBefore)), "connection authorized") >= 1 })
+        XCTAssertTrue(TestEnvironment.eventually(within: 30) { Self.count(String(fixture.postgresLog.dropFirst(postgresBefore)), "connection authorized") >= 1 })
         let postgresLines = String(fixture.postgresLog.dropFirst(postgresBefore))
         print("half-open, \(Self.probes) probes per port: PostgreSQL log since the probes began:\n\(postgresLines)")
         XCTAssertEqual(Self.count(postgresLines, "connection received: host=\(Self.proberAddress)"), 1, "the login's connection, and no probe's")
@@ -223,12 +224,12 @@ final class DatabaseServerTests: XCTestCase {
             XCTAssertEqual(round["timestamp_source"] as? String, "kernel", "\(port)")
         }
         let received = "connection received: host=\(Self.proberAddress)"
-        XCTAssertTrue(Harness.wait(within: 30) { Self.count(String(fixture.postgresLog.dropFirst(postgresBefore)), received) >= Self.probes })
-        XCTAssertTrue(Harness.wait(within: 30) { (try? fixture.abortedConnects() - abortedBefore) ?? 0 >= Self.probes })
+        XCTAssertTrue(TestEnvironment.eventually(within: 30) { Self.count(String(fixture.postgresLog.dropFirst(postgresBefore)), received) >= Self.probes })
+        XCTAssertTrue(TestEnvironment.eventually(within: 30) { (try? fixture.abortedConnects() - abortedBefore) ?? 0 >= Self.probes })
         // A server slower to close than netprobe's deadline leaves our side in FIN_WAIT_2
         // for a while; it turns TIME_WAIT once the server's FIN comes.
         let newTimeWait = { Set(try fixture.sockets(in: fixture.proberNamespace, state: "time-wait")).subtracting(timeWaitBefore).count }
-        XCTAssertTrue(try Harness.wait(within: 30) { try newTimeWait() >= 2 * Self.probes })
+        XCTAssertTrue(try TestEnvironment.eventually(within: 30) { try newTimeWait() >= 2 * Self.probes })
         let postgresLines = String(fixture.postgresLog.dropFirst(postgresBefore))
         let errorLog = String(fixture.mariadbErrorLog.dropFirst(errorLogBefore))
         let aborted = try fixture.abortedConnects() - abortedBefore

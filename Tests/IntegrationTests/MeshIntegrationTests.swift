@@ -78,7 +78,7 @@ final class MeshIntegrationTests: XCTestCase {
                 return (series["values"] as? [[Any]] ?? []).map { [tags["probe"] ?? "", tags["target"] ?? ""] + $0 }
             }
         }
-        XCTAssertTrue(Harness.wait(within: 60) { (try? query("CREATE DATABASE mesh")) != nil }, "influxd did not start: \(server.errorSoFar.suffix(2000))")
+        XCTAssertTrue(TestEnvironment.eventually(within: 60) { (try? query("CREATE DATABASE mesh")) != nil }, "influxd did not start: \(server.errorSoFar.suffix(2000))")
 
         // One peers file for all; each instance finds itself in it by its own address.
         try "# the mesh\n198.18.0.1\n198.18.0.2\n198.18.0.3\n".write(toFile: root + "/peers.txt", atomically: true, encoding: .utf8)
@@ -105,7 +105,7 @@ final class MeshIntegrationTests: XCTestCase {
                 return [probe, target]
             })
         }
-        let complete = try Harness.wait(within: 60) { try answered() == expected }
+        let complete = try TestEnvironment.eventually(within: 60) { try answered() == expected }
         let logs = processes.dropFirst().map { String($0.errorSoFar.suffix(1500)) }.joined(separator: "\n---\n")
         let seen = try answered().map { $0.joined(separator: " -> ") }.sorted()
         XCTAssertTrue(complete, "answered pairs: \(seen); logs:\n\(logs)")

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -114,9 +115,7 @@ final class PingIntegrationTests: XCTestCase {
                                          "--inh-caps=+net_raw", "--ambient-caps=+net_raw", "--",
                                          netprobe, "ping", "-c", "30", "-i", "0.05", "127.0.0.1"])
         // Waits for the first reply; the limit only keeps a broken run from hanging the suite.
-        let deadline = Date().addingTimeInterval(60)
-        while !running.outputSoFar.contains("bytes from 127.0.0.1") && Date() < deadline { usleep(10_000) }
-        XCTAssertTrue(running.outputSoFar.contains("bytes from 127.0.0.1"), "no reply")
+        XCTAssertTrue(TestEnvironment.eventually(within: 60) { running.outputSoFar.contains("bytes from 127.0.0.1") }, "no reply")
         let sets = try capabilitySets(of: running.process.processIdentifier)
         XCTAssertFalse(sets.isEmpty)
         for threadSet in sets {

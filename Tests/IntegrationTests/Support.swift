@@ -81,8 +81,7 @@ enum Harness {
     }
 
     static func finish(_ running: RunningProcess, timeout: TimeInterval) throws -> CommandResult {
-        let deadline = Date().addingTimeInterval(timeout)
-        while running.process.isRunning && Date() < deadline { usleep(10_000) }
+        TestEnvironment.eventually(within: timeout) { !running.process.isRunning }
         if running.process.isRunning {
             running.process.terminate()
             running.process.waitUntilExit()
@@ -97,17 +96,6 @@ enum Harness {
     static func stopGracefully(_ running: RunningProcess) throws -> CommandResult {
         kill(running.process.processIdentifier, SIGTERM)
         return try finish(running, timeout: 10)
-    }
-
-    /// Waits for something a process does (a line in a log, a counter reaching a value),
-    /// looking every 10 ms; false if it has not happened within `seconds`.
-    static func wait(within seconds: TimeInterval, until condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try condition() { return true }
-            usleep(10_000)
-        }
-        return try condition()
     }
 
     /// A network namespace of the test's own, with only loopback up, deleted afterwards.

@@ -1,5 +1,6 @@
 import Foundation
 import NetSim
+import TestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -127,10 +128,9 @@ final class SocketTests: XCTestCase {
             }
             let seconds = Date().timeIntervalSince(start)
             // Wait for the stragglers; the limit only keeps a lost reply from hanging the test.
-            let settle = Date().addingTimeInterval(30)
-            while received < sent && Date() < settle {
+            TestEnvironment.eventually(within: 30, every: 0.001) {
                 drain()
-                usleep(1000)
+                return received >= sent
             }
             return (sent, received, seconds)
         }

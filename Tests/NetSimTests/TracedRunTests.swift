@@ -94,12 +94,7 @@ final class TracedRunTests: XCTestCase {
                 }
             }
             func eventually(_ what: String, _ condition: () throws -> Bool) throws {
-                // The limit only keeps a broken run from hanging the suite.
-                let deadline = Date().addingTimeInterval(60)
-                while try !condition() {
-                    guard Date() < deadline else { return XCTFail("gave up waiting: \(what)") }
-                    usleep(100_000)
-                }
+                guard try TestEnvironment.eventually(within: 60, every: 0.1, condition) else { return XCTFail("gave up waiting: \(what)") }
             }
 
             try eventually("the first path point") { try !paths().isEmpty }

@@ -86,7 +86,8 @@ final class ListenerTests: XCTestCase {
 
         func stop() {
             lock.withLock { stopped = true }
-            while thread?.isFinished == false { usleep(10_000) }
+            // Its loop looks at `stopped` every 100 ms at most; its descriptors are closed only once it is done.
+            guard TestEnvironment.eventually(within: 30, { thread?.isFinished != false }) else { return XCTFail("the reading thread did not stop") }
             descriptors.forEach { close($0) }
         }
     }

@@ -37,8 +37,7 @@ final class NetprobeRun {
     func stop() -> Int32 {
         guard process.isRunning else { return process.terminationStatus }
         process.terminate()
-        let end = Date().addingTimeInterval(30)
-        while process.isRunning && Date() < end { usleep(20_000) }
+        TestEnvironment.eventually(within: 30) { !process.isRunning }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         return process.terminationStatus
@@ -109,7 +108,8 @@ final class LoopbackCapture: @unchecked Sendable {
 
     func stop() {
         lock.withLock { stopped = true }
-        while thread?.isFinished == false { usleep(10_000) }
+        // Its loop looks at `stopped` every 50 ms; its descriptors are closed only once it is done.
+        guard TestEnvironment.eventually(within: 30, { thread?.isFinished != false }) else { return XCTFail("the reading thread did not stop") }
         descriptors.forEach { close($0) }
     }
 }

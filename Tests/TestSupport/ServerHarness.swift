@@ -104,15 +104,31 @@ public enum TestEnvironment {
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
     }
 
-    /// Polls `condition` every 50 ms until it holds or `seconds` pass.
+    /// The one poll-until of the tests: waits on an event (a counter, a line in a log, a row
+    /// in a server, a process's exit) by looking at `condition` every `interval` seconds
+    /// until it holds. `seconds` is a generous bound that only keeps a broken run from
+    /// hanging the suite, never a measurement: a loaded machine just takes longer.
+    /// - Returns: true once `condition` holds; false if it still does not after `seconds`.
     @discardableResult
-    public static func eventually(within seconds: Double, _ condition: () async throws -> Bool) async rethrows -> Bool {
+    public static func eventually(within seconds: Double, every interval: Double = 0.05, _ condition: () async throws -> Bool) async rethrows -> Bool {
         let end = Date().addingTimeInterval(seconds)
         while Date() < end {
             if try await condition() { return true }
-            try? await Task.sleep(for: .milliseconds(50))
+            try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
         }
         return try await condition()
+    }
+
+    /// `eventually` for synchronous code (child processes, sockets, `ip netns exec` bodies):
+    /// the same contract, blocking the calling thread between looks.
+    @discardableResult
+    public static func eventually(within seconds: Double, every interval: Double = 0.01, _ condition: () throws -> Bool) rethrows -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if try condition() { return true }
+            usleep(useconds_t(interval * 1_000_000))
+        }
+        return try condition()
     }
 }
 
@@ -170,8 +186,7 @@ public class TestServerProcess {
     public func stop() {
         guard let process else { return }
         if process.isRunning { process.terminate() }
-        let end = Date().addingTimeInterval(15)
-        while process.isRunning && Date() < end { usleep(20_000) }
+        TestEnvironment.eventually(within: 15) { !process.isRunning }
         if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
         self.process = nil
     }
