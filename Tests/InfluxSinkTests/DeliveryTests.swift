@@ -341,7 +341,7 @@ final class DeliveryTests: XCTestCase {
         }
         await sink.shutdown(deadlineSeconds: 2)
         XCTAssertTrue(laterDone, "\(sink.statistics())")
-        let body = { (points: [InfluxPoint]) in points.map { LineProtocol.encode($0)! + "\n" }.joined() }
+        let body = { (points: [DataPoint]) in points.map { LineProtocol.encode($0)! + "\n" }.joined() }
         let attempts = failing.requests
         XCTAssertEqual(attempts.count, 4)
         // Growing: each wait is the policy's, with its jitter (50 to 100 %): 0.1-0.2 s, then
