@@ -103,149 +103,36 @@ public final class ProbeService: Sendable {
     /// - Throws: when the engine or the sink cannot start.
     public func run(control: AsyncStream<ServiceControl>) async throws {
         let (events, send) = AsyncStream<Event>.makeStream()
-        let forwarder = Task {
-            for await request in control { send.yield(.control(request)) }
-            send.yield(.control(.stop))
-        }
-        defer { forwarder.cancel() }
-
-        var configuration = initialConfiguration
-        let probers = try Probers(sockets: ProbeSockets(icmp: icmpSockets, path: pathSockets, pathTCP: pathTCPSockets),
-                                  timerSlackNanoseconds: Self.timerSlack(configuration), logger: logger)
-        let icmpProber = try probers.icmp(EngineSettings.icmp(configuration.icmp, targetCount: configuration.pingTargets.count))
-        defer { icmpProber?.close() }
-        let tcpProber = try probers.tcp(EngineSettings.tcp(configuration.tcp, targetCount: configuration.tcpTargets.count, logger: logger))
-        let writer = RoundWriter(probe: configuration.probeName, sink: try makeSink(configuration), output: output,
-                                 logLimiter: logLimiter, resolveFailures: resolveFailures, logger: logger,
-                                 observers: RoundObservers(observers: observers, probe: configuration.probeName))
-        writer.observers.attach(writer)
-        let monitorInterval = configuration.icmp.intervalNanoseconds
-        let monitor = Task { await writer.monitor(every: monitorInterval) }
-        let tracing = try makeTracing(configuration, probers: probers, writer: writer)
-        let tracingTask = tracing.map { tracing in Task { await tracing.run() } }
-        logger.info("netprobe run started", metadata: [
-            "probe": "\(configuration.probeName)", "ping_targets": "\(configuration.pingTargets.count)",
-            "tcp_targets": "\(configuration.tcpTargets.count)", "influxdb_servers": "\(configuration.influxServers.count)",
-            "shard": "\(configuration.shard.map { "\($0.index) of \($0.count)" } ?? "none")", "mesh_groups": "\(configuration.meshGroups.count)",
-        ])
-
-        let (pingTargets, tcpTargets) = await self.resolve(initialConfiguration)
-        if icmpProber == nil && !(configuration.pingTargets.isEmpty && configuration.meshGroups.isEmpty) {
-            logger.warning("ping targets are configured but ICMP is not available: only TCP targets are probed")
-        }
-        var icmpRun = icmpProber.map { KindRun.start(icmp: $0, plan: ProbePlan(pingTargets), settings: configuration.icmp, writer: writer) }
-        var tcpRun = KindRun.start(tcp: tcpProber, plan: ProbePlan(tcpTargets), settings: configuration.tcp, writer: writer, logger: logger)
-
-        // Lookups run beside the loop; a generation tells a stale result (from before a
-        // reload) from a current one.
-        var generation = 0
-        var resolving = Task<Void, Never> {}
-        func scheduleLookups() {
-            resolving.cancel()
-            let anyUnresolved = (icmpRun?.plan.entries ?? []).contains { $0.isActive && $0.target.address == nil }
-                || tcpRun.plan.entries.contains { $0.isActive && $0.target.address == nil }
-            // While a name fails, look again every 30 s so probing resumes soon after it resolves.
-            let period = anyUnresolved ? min(configuration.resolveIntervalNanoseconds, 30_000_000_000) : configuration.resolveIntervalNanoseconds
-            let current = configuration, currentGeneration = generation
-            resolving = Task {
-                while !Task.isCancelled {
-                    try? await Task.sleep(nanoseconds: UInt64(period))
-                    if Task.isCancelled { return }
-                    let (ping, tcp) = await self.resolve(current)
-                    if Task.isCancelled { return }
-                    send.yield(.resolved(generation: currentGeneration, ping: ping, tcp: tcp))
+        var session = try await RunSession.start(self, configuration: initialConfiguration, send: send)
+        let writer = session.writer, tracing = session.tracing, monitorInterval = initialConfiguration.icmp.intervalNanoseconds
+        let stopStarted: Int64
+        do {
+            // Beside the control loop, and ended by it: the owner's requests, the
+            // self-monitoring points, the traces.
+            stopStarted = try await withThrowingDiscardingTaskGroup(returning: Int64.self) { group in
+                group.addTask {
+                    for await request in control { send.yield(.control(request)) }
+                    send.yield(.control(.stop))
                 }
+                group.addTask { await writer.monitor(every: monitorInterval) }
+                if let tracing { group.addTask { await tracing.run() } }
+                for await event in events {
+                    guard try await session.handle(event) else { break }
+                }
+                logger.info("stopping: finishing the rounds in flight, then sending or spooling what is left")
+                let started = Clock.monotonicNanoseconds()
+                await session.stopProbing()
+                writer.stopMonitoring()
+                group.cancelAll()
+                return started
             }
+        } catch {
+            await session.stopProbing()
+            session.close()
+            throw error
         }
-        scheduleLookups()
-        defer { resolving.cancel() }
-        // watch_interval: a changed config, targets or peers file is a reload (FileWatch.swift).
-        let fileWatch = FileWatch(files: configuration.sourceFiles)
-        if let interval = configuration.watchIntervalNanoseconds {
-            let logger = self.logger
-            fileWatch.start(intervalNanoseconds: interval) { changed in
-                logger.info("config files changed: reloading", metadata: ["files": "\(changed.joined(separator: ", "))"])
-                send.yield(.control(.reload))
-            }
-        }
-        defer { fileWatch.stop() }
-
-        control: for await event in events {
-            switch event {
-            case .control(.stop):
-                break control
-            case .control(.reresolve):
-                let current = configuration, currentGeneration = generation
-                Task { let (ping, tcp) = await self.resolve(current); send.yield(.resolved(generation: currentGeneration, ping: ping, tcp: tcp)) }
-            case .control(.reload):
-                let file = configuration.file
-                do {
-                    let reloaded = try loadConfiguration(file)
-                    generation += 1
-                    let reloadGeneration = generation
-                    Task {
-                        let (ping, tcp) = await self.resolve(reloaded)
-                        send.yield(.reloaded(generation: reloadGeneration, reloaded, ping: ping, tcp: tcp))
-                    }
-                } catch {
-                    logger.error("the new config is invalid; keeping the old one", metadata: ["file": "\(file)", "errors": "\(error)"])
-                }
-            case .resolved(let resolvedGeneration, let ping, let tcp):
-                guard resolvedGeneration == generation else { continue }
-                if let icmpProber { icmpRun?.apply(ping, prober: icmpProber) }
-                tcpRun.apply(tcp, prober: tcpProber)
-                scheduleLookups()
-            case .reloaded(let reloadedGeneration, let reloaded, let ping, let tcp):
-                guard reloadedGeneration == generation else { continue }
-                logger.info("reloaded the config", metadata: ["file": "\(reloaded.file)"])
-                if reloaded.influxServers != configuration.influxServers || reloaded.spoolDirectory != configuration.spoolDirectory
-                    || reloaded.spoolMaximumBytes != configuration.spoolMaximumBytes || reloaded.batchSize != configuration.batchSize
-                    || reloaded.flushIntervalNanoseconds != configuration.flushIntervalNanoseconds {
-                    await writer.replaceSink(with: try makeSink(reloaded))
-                }
-                if reloaded.icmp.ttl != configuration.icmp.ttl || reloaded.icmp.family != configuration.icmp.family {
-                    logger.warning("icmp ttl and family take effect at the next restart (the sockets were opened with the old ones)")
-                }
-                if reloaded.prometheus != configuration.prometheus {
-                    logger.warning("prometheus: changes take effect at the next restart (the endpoint keeps its address, allow-list and modules)")
-                }
-                if icmpProber == nil && !reloaded.pingTargets.isEmpty {
-                    logger.warning("ping targets are configured but ICMP is not available (sockets are opened only at start): restart netprobe to probe them")
-                }
-                if let prober = icmpProber, var run = icmpRun {
-                    if run.needsRestart(for: reloaded.icmp, targetCount: ping.count) {
-                        await run.stop(prober)
-                        run = KindRun.start(icmp: prober, plan: ProbePlan(run.plan.keepingKnownAddresses(ping)), settings: reloaded.icmp, writer: writer)
-                    } else {
-                        run.apply(ping, prober: prober)
-                    }
-                    icmpRun = run
-                }
-                if tcpRun.needsRestart(for: reloaded.tcp, targetCount: tcp.count) {
-                    await tcpRun.stop(tcpProber)
-                    tcpRun = KindRun.start(tcp: tcpProber, plan: ProbePlan(tcpRun.plan.keepingKnownAddresses(tcp)), settings: reloaded.tcp, writer: writer, logger: logger)
-                } else {
-                    tcpRun.apply(tcp, prober: tcpProber)
-                }
-                configuration = reloaded
-                fileWatch.watch(reloaded.sourceFiles)
-                tracing?.update(reloaded)
-                scheduleLookups()
-            }
-        }
-
-        logger.info("stopping: finishing the rounds in flight, then sending or spooling what is left")
-        let stopStarted = Clock.monotonicNanoseconds()
-        icmpProber?.stop()
-        tcpProber.stop()
-        await icmpRun?.consumer.value
-        await tcpRun.consumer.value
-        tracing?.prober.stop()
-        tracingTask?.cancel()
-        await tracingTask?.value
+        session.close()
         tracing?.prober.close()
-        writer.stopMonitoring()
-        await monitor.value
         await writer.flushMonitor()
         // Whatever the rounds in flight took, the whole stop stays within 5 s.
         let spent = Double(Clock.monotonicNanoseconds() - stopStarted) / 1e9
@@ -334,182 +221,5 @@ public enum ProbeServiceError: Error, CustomStringConvertible {
         switch self {
         case .noSink(let file): return "\(file): influxdb servers are configured but this service was started without a sink for them"
         }
-    }
-}
-
-/// The envs of a run's targets by engine index, read by its consumer while the control
-/// loop appends the added ones (before the engine is told about them).
-final class EnvTable: Sendable {
-    private let envs: Locked<[String]>
-
-    init(_ envs: [String]) { self.envs = Locked(envs) }
-
-    func append(_ added: [String]) { envs.withLock { $0 += added } }
-
-    func env(at index: Int) -> String { envs.withLock { index < $0.count ? $0[index] : "" } }
-}
-
-/// One prober's current run: its plan (control loop only), the envs its consumer reads,
-/// and the consumer.
-struct KindRun {
-    var plan: ProbePlan
-    let envs: EnvTable
-    let consumer: Task<Void, Never>
-    /// The section and the rate the run was started with.
-    let settings: ProbeSettings
-    let rate: Double
-
-    static func start(icmp prober: ICMPProber, plan: ProbePlan, settings: ProbeSettings, writer: RoundWriter) -> KindRun {
-        let engine = EngineSettings.icmp(settings, targetCount: plan.activeCount)
-        return start(prober, configuration: engine, rate: engine.packetsPerSecond, plan: plan, settings: settings, writer: writer)
-    }
-
-    static func start(tcp prober: TCPProber, plan: ProbePlan, settings: ProbeSettings, writer: RoundWriter, logger: Logger) -> KindRun {
-        let engine = EngineSettings.tcp(settings, targetCount: plan.activeCount, logger: logger)
-        return start(prober, configuration: engine, rate: engine.attemptsPerSecond, plan: plan, settings: settings, writer: writer)
-    }
-
-    /// Starts `prober` on the plan's targets, its rounds consumed by `writer`.
-    static func start<Prober: RoundProber>(_ prober: Prober, configuration: Prober.Configuration, rate: Double, plan: ProbePlan, settings: ProbeSettings,
-                                           writer: RoundWriter) -> KindRun {
-        let envs = EnvTable(plan.entries.map(\.planned.env))
-        let stream = prober.probe(plan.targets, configuration: configuration, reportingAttempts: false)
-        return KindRun(plan: plan, envs: envs, consumer: Task { await writer.consume(stream, envs: envs) }, settings: settings, rate: rate)
-    }
-
-    /// A changed section (count, spacing, interval, timeout, mode...) needs a new run; so
-    /// does a target list grown past what the run's rate was sized for. Anything else is
-    /// applied to the running one.
-    func needsRestart(for settings: ProbeSettings, targetCount: Int) -> Bool {
-        settings != self.settings || EngineSettings.rate(targets: targetCount, settings: settings) > rate
-    }
-
-    /// Hands the prober what changed between the plan and `wanted`; nothing when nothing did.
-    mutating func apply(_ wanted: [(planned: PlannedTarget, target: ProbeTarget)], prober: any RoundProber) {
-        apply(wanted) { prober.update($0) }
-    }
-
-    private mutating func apply(_ wanted: [(planned: PlannedTarget, target: ProbeTarget)], submit: (TargetUpdate) -> Range<Int>?) {
-        let before = plan.entries.count
-        let update = plan.update(to: plan.keepingKnownAddresses(wanted))
-        guard !update.isEmpty else { return }
-        envs.append(plan.entries[before...].map(\.planned.env))
-        let given = submit(update)
-        assert(given == nil || given == before..<plan.entries.count, "the engine gave the added targets other indices than the plan")
-    }
-
-    /// Ends the run: rounds in flight finish and are written.
-    func stop(_ prober: any RoundProber) async {
-        prober.stop()
-        await consumer.value
-    }
-}
-
-/// Turns rounds into points for the sink (or the output), and writes the self-monitoring
-/// points.
-final class RoundWriter: Sendable {
-    let probe: String
-    let output: (any RoundOutput)?
-    let logLimiter: RateLimitedLogHandler.Shared?
-    let resolveFailures: Locked<Int>
-    let logger: Logger
-    let observers: RoundObservers
-    private let state: Locked<(monitor: SelfMonitor, stopped: Bool, sink: (any PointSink)?)>
-    private let wakeMonitor: AsyncStream<Void>.Continuation
-    private let monitorWakes: AsyncStream<Void>
-
-    init(probe: String, sink: (any PointSink)?, output: (any RoundOutput)?, logLimiter: RateLimitedLogHandler.Shared?, resolveFailures: Locked<Int>, logger: Logger,
-         observers: RoundObservers = RoundObservers(observers: [], probe: "")) {
-        self.observers = observers
-        self.probe = probe
-        self.output = output
-        self.logLimiter = logLimiter
-        self.resolveFailures = resolveFailures
-        self.logger = logger
-        state = Locked((SelfMonitor(), false, sink))
-        (monitorWakes, wakeMonitor) = AsyncStream<Void>.makeStream()
-    }
-
-    var sink: (any PointSink)? { state.withLock { $0.sink } }
-
-    func consume(_ events: AsyncStream<ProbeEvent>, envs: EnvTable) async {
-        // One writer per stream and sink: it keeps per-target state (series keys).
-        var current: (sink: any PointSink, writer: any RoundPointWriter)?
-        for await event in events {
-            observers.observe(event, envs: envs)
-            switch event {
-            case .round(let round):
-                state.withLock { $0.monitor.count(round) }
-                let env = envs.env(at: round.targetIndex)
-                if let sink {
-                    if current == nil || current?.sink !== sink { current = (sink, sink.roundWriter(probe: probe)) }
-                    do {
-                        try current?.writer.write(round, env: env)
-                    } catch {
-                        logger.error("cannot spool a round", metadata: ["error": "\(error)"])
-                    }
-                } else {
-                    output?.write(round, env: env, point: Schema.point(for: round, env: env, probe: probe))
-                }
-            case .abandoned:
-                state.withLock { $0.monitor.countAbandoned() }
-            case .attempt:
-                continue
-            }
-        }
-    }
-
-    /// Writes a `netprobe` self-monitoring point every `interval` until stopped.
-    func monitor(every interval: Int64) async {
-        let ticker = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: UInt64(interval))
-                wakeMonitor.yield()
-            }
-        }
-        defer { ticker.cancel() }
-        for await _ in monitorWakes {
-            let (monitor, stopped) = state.withLock { state in
-                defer { state.monitor = SelfMonitor() }
-                return (state.monitor, state.stopped)
-            }
-            if stopped { break }
-            write(monitor)
-        }
-    }
-
-    private func write(_ monitor: SelfMonitor) {
-        guard let sink else { return }
-        do {
-            try sink.write(monitor.points(probe: probe, servers: sink.statistics(), suppressedLogLines: logLimiter?.suppressedTotal ?? 0,
-                                          resolveFailures: resolveFailures.withLock { $0 }, now: Date()))
-        } catch {
-            logger.error("cannot spool the self-monitoring point", metadata: ["error": "\(error)"])
-        }
-    }
-
-    func stopMonitoring() {
-        state.withLock { $0.stopped = true }
-        wakeMonitor.finish()
-    }
-
-    /// The last self-monitoring point.
-    func flushMonitor() async {
-        let monitor = state.withLock { $0.monitor }
-        if monitor.rounds > 0 || monitor.roundsAbandoned > 0 { write(monitor) }
-    }
-
-    /// A reload changed the servers: the old sink delivers or spools what it has, the new
-    /// one takes every point from now on.
-    func replaceSink(with sink: (any PointSink)?) async {
-        let old = state.withLock { state in
-            defer { state.sink = sink }
-            return state.sink
-        }
-        await old?.shutdown(deadlineSeconds: 2)
-    }
-
-    func shutdown(deadlineSeconds: Double) async {
-        await sink?.shutdown(deadlineSeconds: deadlineSeconds)
     }
 }
