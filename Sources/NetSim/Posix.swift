@@ -1,8 +1,8 @@
 import CSystemShims
 import ProbeEngine
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// The simulator's system calls beyond ProbeEngine's `Posix` (same rules: EINTR retried,

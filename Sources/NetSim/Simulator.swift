@@ -3,9 +3,9 @@ import ProbeEngine
 import Foundation
 import HeapModule
 import Logging
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// The simulator's packet loop: reads requests from a packet descriptor (the TUN

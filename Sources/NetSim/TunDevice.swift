@@ -2,9 +2,9 @@ import CSystemShims
 import ProbeEngine
 import Foundation
 import Logging
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// A TUN device (layer 3, no packet-information header) in the current network namespace,

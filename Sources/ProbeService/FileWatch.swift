@@ -1,9 +1,9 @@
 import Foundation
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// Notices that the config, targets or peers files changed, by a cheap poll of stat(2):

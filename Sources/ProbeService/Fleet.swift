@@ -1,9 +1,9 @@
 import Foundation
 import ProbeConfig
 import ProbeEngine
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// Rendezvous (highest random weight) hashing: every key gets a score per bucket, and the

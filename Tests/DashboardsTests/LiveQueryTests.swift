@@ -141,7 +141,7 @@ final class LiveQueryTests: XCTestCase {
         }
         XCTAssertTrue(fourRounds, "four rounds of every watched target")
         kill(process.processIdentifier, SIGTERM)
-        await TestEnvironment.eventually(within: 60) { !process.isRunning }
+        TestEnvironment.eventually(within: 60) { !process.isRunning }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""

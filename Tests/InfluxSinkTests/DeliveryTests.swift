@@ -97,7 +97,7 @@ final class DeliveryTests: XCTestCase {
             next += 10
         }
         for _ in 0..<5 { try writeBatch() }
-        let bothHaveFirst = await TestEnvironment.eventually(within: 60) {
+        let bothHaveFirst = TestEnvironment.eventually(within: 60) {
             statistics(sink, "healthy").written == 50 && statistics(sink, "flaky").written == 50
         }
         XCTAssertTrue(bothHaveFirst, "\(sink.statistics())")
@@ -115,7 +115,7 @@ final class DeliveryTests: XCTestCase {
             XCTAssertTrue(arrived)
             delays.append(Date().timeIntervalSince(written))
             // ...and the dead one is being tried meanwhile: a failed attempt since the batch.
-            let tried = await TestEnvironment.eventually(within: 60) { statistics(sink, "flaky").sendErrors > failedAttempts }
+            let tried = TestEnvironment.eventually(within: 60) { statistics(sink, "flaky").sendErrors > failedAttempts }
             XCTAssertTrue(tried, "\(sink.statistics())")
             XCTAssertEqual(statistics(sink, "flaky").written, 50, "the other server is still down")
         }
@@ -155,7 +155,7 @@ final class DeliveryTests: XCTestCase {
         child.standardOutput = FileHandle.nullDevice
         child.standardError = FileHandle.nullDevice
         try child.run()
-        let childReady = await TestEnvironment.eventually(within: 30) { FileManager.default.fileExists(atPath: ready) }
+        let childReady = TestEnvironment.eventually(within: 30) { FileManager.default.fileExists(atPath: ready) }
         kill(child.processIdentifier, SIGKILL)
         child.waitUntilExit()
         XCTAssertTrue(childReady, "the child never reported its points spooled")
@@ -192,7 +192,7 @@ final class DeliveryTests: XCTestCase {
         let sink = try makeSink([v1("good", server.url, username: "admin", password: Secret("admin-secret"), gzip: true),
                                  v1("bad", server.url, username: "admin", password: Secret("wrong"))])
         try sink.write((0..<20).map { sequencePoint($0) })
-        let settled = await TestEnvironment.eventually(within: 60) {
+        let settled = TestEnvironment.eventually(within: 60) {
             statistics(sink, "good").written == 20 && statistics(sink, "bad").permanentErrors == 20
         }
         XCTAssertTrue(settled, "\(sink.statistics())")
@@ -203,7 +203,7 @@ final class DeliveryTests: XCTestCase {
         let deadLetterPath = spool.appendingPathComponent("bad/dead-letter.lp").path
         func deadLetterLines() -> [Substring] { ((try? String(contentsOfFile: deadLetterPath, encoding: .utf8)) ?? "").split(separator: "\n") }
         // The counters move just before the dead-letter file is written: wait for both.
-        let laterSettled = await TestEnvironment.eventually(within: 60) {
+        let laterSettled = TestEnvironment.eventually(within: 60) {
             statistics(sink, "good").written == 25 && statistics(sink, "bad").permanentErrors >= 25 && deadLetterLines().count >= 2 + 25
         }
         XCTAssertTrue(laterSettled, "\(sink.statistics())")
@@ -231,12 +231,12 @@ final class DeliveryTests: XCTestCase {
         try await server.createDatabase("probes")
         let sink = try makeSink([v1("nodb", server.url, database: "missing"), v1("ok", server.url)])
         try sink.write([DataPoint(measurement: "clash", fields: [("v", .float(1.5))], timestampNanoseconds: 1)])
-        let first = await TestEnvironment.eventually(within: 60) { statistics(sink, "ok").written == 1 }
+        let first = TestEnvironment.eventually(within: 60) { statistics(sink, "ok").written == 1 }
         XCTAssertTrue(first)
         // Next batch: one line conflicts with the stored float, one does not.
         try sink.write([DataPoint(measurement: "clash", fields: [("v", .integer(2))], timestampNanoseconds: 2),
                         DataPoint(measurement: "clash", fields: [("v", .float(3.5))], timestampNanoseconds: 3)])
-        let settled = await TestEnvironment.eventually(within: 60) {
+        let settled = TestEnvironment.eventually(within: 60) {
             statistics(sink, "nodb").permanentErrors == 3 && statistics(sink, "ok").sendErrors == 1
         }
         await sink.shutdown(deadlineSeconds: 2)
@@ -263,7 +263,7 @@ final class DeliveryTests: XCTestCase {
                         fields: [("rtt", .float(Double(index) / 4)), ("ok", .boolean(true))],
                         timestampNanoseconds: base + Int64(index) * 1_000_000_000)
         })
-        let sent = await TestEnvironment.eventually(within: 60) { statistics(sink, "vm").written == 40 }
+        let sent = TestEnvironment.eventually(within: 60) { statistics(sink, "vm").written == 40 }
         await sink.shutdown(deadlineSeconds: 2)
         XCTAssertTrue(sent, "\(sink.statistics())")
         var series: [[String: Any]] = []
@@ -297,7 +297,7 @@ final class DeliveryTests: XCTestCase {
         let sink = try makeSink([InfluxServer(name: "v2", url: stub.url.appendingPathComponent("prefix"), api: .v2(org: "my org+", bucket: "b/1", token: Secret("T0K")), gzip: true)],
                                 logger: log.logger)
         try sink.write((0..<5).map { sequencePoint($0) })
-        let done = await TestEnvironment.eventually(within: 60) { statistics(sink, "v2").written == 5 }
+        let done = TestEnvironment.eventually(within: 60) { statistics(sink, "v2").written == 5 }
         await sink.shutdown(deadlineSeconds: 2)
         XCTAssertTrue(done, "\(sink.statistics())")
         let requests = stub.requests
@@ -328,7 +328,7 @@ final class DeliveryTests: XCTestCase {
         let sink = try makeSink([v1("failing", failing.url, username: "u", password: Secret("p")), v1("refusing", refusing.url)], policy: policy,
                                 logger: log.logger)
         try sink.write((0..<3).map { sequencePoint($0) })
-        let done = await TestEnvironment.eventually(within: 60) {
+        let done = TestEnvironment.eventually(within: 60) {
             statistics(sink, "failing").written == 3 && statistics(sink, "refusing").permanentErrors == 3
         }
         XCTAssertTrue(done, "\(sink.statistics())")
@@ -336,7 +336,7 @@ final class DeliveryTests: XCTestCase {
         // out in order, so the refusing server's next request is a retry if there is one.
         let later = (3..<5).map { sequencePoint($0) }
         try sink.write(later)
-        let laterDone = await TestEnvironment.eventually(within: 60) {
+        let laterDone = TestEnvironment.eventually(within: 60) {
             statistics(sink, "failing").written == 5 && statistics(sink, "refusing").permanentErrors >= 5
         }
         await sink.shutdown(deadlineSeconds: 2)
@@ -368,7 +368,7 @@ final class DeliveryTests: XCTestCase {
             try sink.write((start..<start + 20).map { sequencePoint($0) })
         }
         // Group commit: the points reach the spool (and its limit) within the commit interval.
-        let committed = await TestEnvironment.eventually(within: 10) { statistics(sink, "late").buffered == 0 }
+        let committed = TestEnvironment.eventually(within: 10) { statistics(sink, "late").buffered == 0 }
         XCTAssertTrue(committed)
         let full = statistics(sink, "late")
         XCTAssertGreaterThan(full.dropped, 0)
@@ -376,7 +376,7 @@ final class DeliveryTests: XCTestCase {
         XCTAssertEqual(full.spooled + full.dropped, 200)
         let stub = try StubHTTPServer(port: port) { _ in .init(status: 204) }
         defer { stub.stop() }
-        let drained = await TestEnvironment.eventually(within: 60) { statistics(sink, "late").spooled == 0 }
+        let drained = TestEnvironment.eventually(within: 60) { statistics(sink, "late").spooled == 0 }
         await sink.shutdown(deadlineSeconds: 2)
         XCTAssertTrue(drained, "\(sink.statistics())")
         let received = stub.requests.flatMap { String(decoding: $0.body, as: UTF8.self).split(separator: "\n").map(String.init) }
@@ -400,7 +400,7 @@ final class DeliveryTests: XCTestCase {
         let stub = try StubHTTPServer(port: port) { _ in .init(status: 204) }
         defer { stub.stop() }
         let sink = try makeSink([server])
-        let sent = await TestEnvironment.eventually(within: 60) { statistics(sink, "later").written == 30 }
+        let sent = TestEnvironment.eventually(within: 60) { statistics(sink, "later").written == 30 }
         await sink.shutdown(deadlineSeconds: 2)
         XCTAssertTrue(sent, "\(sink.statistics())")
         XCTAssertEqual(stub.requests.flatMap { String(decoding: $0.body, as: UTF8.self).split(separator: "\n") }.count, 30)

@@ -96,7 +96,7 @@ final class DiskFullChildTests: XCTestCase {
         // The server comes up: it gets exactly the points that were not dropped, in order.
         let stub = try StubHTTPServer(port: port) { _ in .init(status: 204) }
         defer { stub.stop() }
-        let drained = await TestEnvironment.eventually(within: 60) { sink.statistics().first?.spooled == 0 }
+        let drained = TestEnvironment.eventually(within: 60) { sink.statistics().first?.spooled == 0 }
         await sink.shutdown(deadlineSeconds: 2)
         XCTAssertTrue(drained, "\(sink.statistics())")
         let final = try XCTUnwrap(sink.statistics().first)

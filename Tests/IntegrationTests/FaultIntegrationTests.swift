@@ -97,7 +97,7 @@ final class FaultIntegrationTests: XCTestCase {
 
         // The spool fills the tmpfs: the disk refuses a write (waited for, not assumed after
         // a pause; the bound only keeps a broken run from hanging the suite).
-        let refused = await TestEnvironment.eventually(within: 120, every: 0.5) { running.errorSoFar.contains("No space left on device") }
+        let refused = TestEnvironment.eventually(within: 120, every: 0.5) { running.errorSoFar.contains("No space left on device") }
         XCTAssertTrue(refused, "the spool filled its tmpfs: \(running.errorSoFar.suffix(2000))")
         // The rest of the minute down is the scenario itself (the log rules are per cause per
         // minute), not a wait for an event: nothing below assumes what happened in it.
@@ -208,7 +208,7 @@ final class FaultIntegrationTests: XCTestCase {
         defer { if running.process.isRunning { kill(running.process.processIdentifier, SIGKILL) } }
         let pid = running.process.processIdentifier
         let memory = MemorySampler(pid: pid)
-        let resolvedFirst = await TestEnvironment.eventually(within: 30) {
+        let resolvedFirst = TestEnvironment.eventually(within: 30) {
             Self.rounds(running.outputSoFar)["known.test"]?.contains { $0.address == "127.0.0.2" && $0.result == "ok" } ?? false
         }
         XCTAssertTrue(resolvedFirst, "known.test resolved through the test's resolver: \(running.errorSoFar.suffix(1000))")
@@ -225,12 +225,12 @@ final class FaultIntegrationTests: XCTestCase {
         func roundsOfKnown(after instant: Date) -> Int {
             Self.rounds(running.outputSoFar)["known.test"]?.filter { $0.time > instant }.count ?? 0
         }
-        let unreachablePhase = await TestEnvironment.eventually(within: 120, every: 0.25) { roundsOfKnown(after: deadSince) >= 30 }
+        let unreachablePhase = TestEnvironment.eventually(within: 120, every: 0.25) { roundsOfKnown(after: deadSince) >= 30 }
         XCTAssertTrue(unreachablePhase, "rounds go on while the resolver is unreachable: \(running.errorSoFar.suffix(1000))")
         _ = FileManager.default.createFile(atPath: zone.deletingLastPathComponent().appendingPathComponent("silent").path, contents: Data())
         responder = try DNSResponder.start(namespace: namespace, zone: zone)
         let hungSince = Date()
-        let hungPhase = await TestEnvironment.eventually(within: 180, every: 0.25) { roundsOfKnown(after: hungSince) >= 50 }
+        let hungPhase = TestEnvironment.eventually(within: 180, every: 0.25) { roundsOfKnown(after: hungSince) >= 50 }
         XCTAssertTrue(hungPhase, "rounds go on while the resolver hangs: \(running.errorSoFar.suffix(1000))")
         let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task").count) ?? 0
         XCTAssertTrue(running.process.isRunning, "netprobe survives the dead resolver: \(running.errorSoFar.suffix(1000))")
@@ -239,7 +239,7 @@ final class FaultIntegrationTests: XCTestCase {
         // Recovery, with the late name now in the zone.
         try "known.test 127.0.0.2\nlate.test 127.0.0.3\n".write(to: zone, atomically: true, encoding: .utf8)
         try FileManager.default.removeItem(at: zone.deletingLastPathComponent().appendingPathComponent("silent"))
-        let recovered = await TestEnvironment.eventually(within: 60) {
+        let recovered = TestEnvironment.eventually(within: 60) {
             Self.rounds(running.outputSoFar)["late.test"]?.contains { $0.address == "127.0.0.3" && $0.result == "ok" } ?? false
         }
         XCTAssertTrue(recovered, "late.test resolves once the resolver answers: \(running.errorSoFar.suffix(1000))")
@@ -353,7 +353,7 @@ final class FaultIntegrationTests: XCTestCase {
         let expected = Set(try await Harness.rows(healthy, "SELECT result_code FROM icmp WHERE target = '\(targets[0])' AND time < \(Int64(faultEnd.timeIntervalSince1970 * 1e9))")
             .compactMap { ($0["time"] as? NSNumber)?.int64Value })
         XCTAssertGreaterThanOrEqual(expected.count, 30)
-        let caughtUp = await TestEnvironment.eventually(within: 120) {
+        let caughtUp = TestEnvironment.eventually(within: 120) {
             [replacement, failing, throttling].allSatisfy { expected.isSubset(of: Self.icmpTimes(in: $0.requests, target: targets[0])) }
         }
         XCTAssertTrue(caughtUp, "every round of the fault period reached every server after recovery")

@@ -156,7 +156,7 @@ final class MeshIntegrationTests: XCTestCase {
             })
         }
         let started = Date.distantPast
-        let first = await TestEnvironment.eventually(within: 30) { answered(since: started) == ["127.0.0.2", "127.0.0.3"] }
+        let first = TestEnvironment.eventually(within: 30) { answered(since: started) == ["127.0.0.2", "127.0.0.3"] }
         XCTAssertTrue(first, "the name's records but not this instance's own address: \(answered(since: started)); \(running.errorSoFar.suffix(1500))")
 
         // A pod goes, another comes: the next lookup moves the mesh.
@@ -164,7 +164,7 @@ final class MeshIntegrationTests: XCTestCase {
         let changed = Date()
         // Probed now: a round in the last 2 s (rounds are 200 ms apart), once the old
         // records' last rounds are more than 2 s old.
-        let moved = await TestEnvironment.eventually(within: 30) {
+        let moved = TestEnvironment.eventually(within: 30) {
             let now = Date()
             let recent = Set(FaultIntegrationTests.rounds(running.outputSoFar).compactMap { target, rounds in
                 rounds.contains { $0.time > now.addingTimeInterval(-2) } ? target : nil

@@ -226,7 +226,7 @@ final class RunIntegrationTests: XCTestCase {
         server.stop()
         let killed = try startRun(setup)
         // Killed once three rounds of 127.0.0.1 are on disk (the spool files say so).
-        let spooled = await TestEnvironment.eventually(within: 60) { self.spooledRounds(setup, target: "127.0.0.1") >= 3 }
+        let spooled = TestEnvironment.eventually(within: 60) { self.spooledRounds(setup, target: "127.0.0.1") >= 3 }
         XCTAssertTrue(spooled, "three rounds spooled")
         let killedAt = Date()
         kill(killed.process.processIdentifier, SIGKILL)
@@ -286,20 +286,20 @@ final class RunIntegrationTests: XCTestCase {
         try "local: [127.0.0.1]\n".write(to: targets, atomically: true, encoding: .utf8)
         let running = try Harness.start([netprobe, "run", "--config", config.path, "--output", "json"])
         let pid = running.process.processIdentifier
-        let first = await TestEnvironment.eventually(within: 60) { self.lines(running, target: "127.0.0.1") > 0 }
+        let first = TestEnvironment.eventually(within: 60) { self.lines(running, target: "127.0.0.1") > 0 }
         XCTAssertTrue(first, "rounds for the first target")
 
         try "local: [127.0.0.1, 127.0.0.2]\n".write(to: targets, atomically: true, encoding: .utf8)
         kill(pid, SIGHUP)
-        let added = await TestEnvironment.eventually(within: 60) { self.lines(running, target: "127.0.0.2") > 0 }
+        let added = TestEnvironment.eventually(within: 60) { self.lines(running, target: "127.0.0.2") > 0 }
         XCTAssertTrue(added, "SIGHUP reloaded the targets: \(running.outputSoFar.suffix(400))")
 
         try (valid + "\nicmp: {interval: fast}\n").write(to: config, atomically: true, encoding: .utf8)
         kill(pid, SIGHUP)
-        let refused = await TestEnvironment.eventually(within: 60) { running.errorSoFar.contains("the new config is invalid; keeping the old one") }
+        let refused = TestEnvironment.eventually(within: 60) { running.errorSoFar.contains("the new config is invalid; keeping the old one") }
         XCTAssertTrue(refused, running.errorSoFar)
         let before = lines(running, target: "127.0.0.2")
-        let goesOn = await TestEnvironment.eventually(within: 60) { self.lines(running, target: "127.0.0.2") >= before + 2 }
+        let goesOn = TestEnvironment.eventually(within: 60) { self.lines(running, target: "127.0.0.2") >= before + 2 }
         XCTAssertTrue(running.process.isRunning, "an invalid new config does not stop netprobe")
         XCTAssertTrue(goesOn, "probing goes on with the old config")
         _ = try stop(running)
@@ -322,13 +322,13 @@ final class RunIntegrationTests: XCTestCase {
         // private mount namespace; rewriting it in place moves the name to another address.
         let running = try Harness.start(["unshare", "-m", "--", "sh", "-c", "mount --bind \"$1\" /etc/hosts && exec \"$2\" run --config \"$3\" --output json",
                                          "sh", hosts.path, netprobe, config.path])
-        let onFirst = await TestEnvironment.eventually(within: 60) { running.outputSoFar.contains("\"address\":\"127.0.0.1\"") }
+        let onFirst = TestEnvironment.eventually(within: 60) { running.outputSoFar.contains("\"address\":\"127.0.0.1\"") }
         XCTAssertTrue(onFirst, running.outputSoFar)
         let handle = try FileHandle(forWritingTo: hosts)
         try handle.truncate(atOffset: 0)
         try handle.write(contentsOf: Data("127.0.0.3 moving-target.test\n".utf8))
         try handle.close()
-        let moved = await TestEnvironment.eventually(within: 60) { running.outputSoFar.contains("\"address\":\"127.0.0.3\"") }
+        let moved = TestEnvironment.eventually(within: 60) { running.outputSoFar.contains("\"address\":\"127.0.0.3\"") }
         XCTAssertTrue(moved, "the new address shows in the address tag: \(running.outputSoFar.suffix(300))")
         _ = try stop(running)
     }

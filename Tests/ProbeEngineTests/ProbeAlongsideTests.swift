@@ -34,7 +34,7 @@ final class ProbeAlongsideTests: XCTestCase {
             await finishes.add("silent")
             return round
         }
-        let started = await TestEnvironment.eventually(within: 30) { prober.runningAlongside == 1 }
+        let started = TestEnvironment.eventually(within: 30) { prober.runningAlongside == 1 }
         XCTAssertTrue(started, "the silent target's run is on the loop")
         // The same settings, then other ones: neither waits for the silent target.
         for (name, count) in [("same module", 1), ("other module", 3)] {
@@ -91,7 +91,7 @@ final class ProbeAlongsideTests: XCTestCase {
         // Ten probes a second apart: a stop sends no more of them.
         let tenEchoes = ICMPProbeConfiguration(count: 10, intervalNanoseconds: 1_000_000_000, timeoutNanoseconds: 1_000_000_000)
         let silent = Task { await prober.probeAlongside(silentTarget, configuration: tenEchoes) }
-        let started = await TestEnvironment.eventually(within: 30) { prober.runningAlongside == 1 }
+        let started = TestEnvironment.eventually(within: 30) { prober.runningAlongside == 1 }
         XCTAssertTrue(started)
         prober.shutDown()
         let round = await silent.value

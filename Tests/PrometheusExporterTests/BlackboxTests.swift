@@ -121,7 +121,7 @@ final class BlackboxTests: XCTestCase {
         let query = "module=tcp&target=db1.example.com:\(listener.port)"
         // Three requests take every slot and wait in their lookup.
         let inFlight = (0..<3).map { _ in Task { await prober.answer(query: query, format: .text) } }
-        let holding = await TestEnvironment.eventually(within: 30) { resolver.heldCount == 3 }
+        let holding = TestEnvironment.eventually(within: 30) { resolver.heldCount == 3 }
         XCTAssertTrue(holding)
         let refused = await prober.answer(query: query, format: .text)
         XCTAssertEqual(refused.status, 503, refused.body)

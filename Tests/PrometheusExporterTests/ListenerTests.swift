@@ -111,7 +111,7 @@ final class ListenerTests: XCTestCase {
         let count = limits.maximumServing + 50
         let tricklers = try Tricklers(count: count, port: port, sequencer: sequencer)
         defer { tricklers.stop() }
-        let waiting = await TestEnvironment.eventually(within: 30) { exporter.connections.open.waiting == count }
+        let waiting = TestEnvironment.eventually(within: 30) { exporter.connections.open.waiting == count }
         XCTAssertTrue(waiting, "every trickling connection was accepted: \(exporter.connections.open)")
 
         let (status, body) = try await TestEnvironment.http("GET", URL(string: "http://127.0.0.1:\(port)/metrics")!)
@@ -119,7 +119,7 @@ final class ListenerTests: XCTestCase {
         XCTAssertEqual(status, 200)
         XCTAssertTrue(String(decoding: body, as: UTF8.self).contains("netprobe_http_connections{probe=\"\",state=\"waiting\"} \(count)\n"))
 
-        let allClosed = await TestEnvironment.eventually(within: 60) { !tricklers.closures.contains(nil) }
+        let allClosed = TestEnvironment.eventually(within: 60) { !tricklers.closures.contains(nil) }
         XCTAssertTrue(allClosed, "every trickling connection was closed: \(tricklers.closures.filter { $0 == nil }.count) open")
         XCTAssertGreaterThan(tricklers.closures.compactMap { $0 }.min() ?? -1, answeredAt, "the scrape was answered before any trickling connection was closed")
         XCTAssertFalse(tricklers.anyAnswered, "a header never finished is never answered")
@@ -137,12 +137,12 @@ final class ListenerTests: XCTestCase {
         let sequencer = Sequencer()
         let tricklers = try Tricklers(count: 8 + 50, port: port, sequencer: sequencer)
         defer { tricklers.stop() }
-        let settled = await TestEnvironment.eventually(within: 30) { tricklers.closures.compactMap { $0 }.count == 50 }
+        let settled = TestEnvironment.eventually(within: 30) { tricklers.closures.compactMap { $0 }.count == 50 }
         XCTAssertTrue(settled, "50 connections beyond the 8 waiting ones were made room for")
         XCTAssertEqual(exporter.connections.open.waiting, 8)
         let (status, _) = try await TestEnvironment.http("GET", URL(string: "http://127.0.0.1:\(port)/metrics")!)
         XCTAssertEqual(status, 200, "the scrape's connection took the place of the one waiting longest")
-        let closed = await TestEnvironment.eventually(within: 30) { tricklers.closures.compactMap { $0 }.count == 51 }
+        let closed = TestEnvironment.eventually(within: 30) { tricklers.closures.compactMap { $0 }.count == 51 }
         XCTAssertTrue(closed)
         XCTAssertEqual(exporter.connections.closures[.evicted], 51)
         XCTAssertEqual(tricklers.closures.filter { $0 == nil }.count, 7, "the others still wait")
@@ -160,7 +160,7 @@ final class ListenerTests: XCTestCase {
         let (exporter, port) = try await makeExporter(limits: limits, blackbox: blackbox)
         let probe = URL(string: "http://127.0.0.1:\(port)/probe?module=tcp&target=db1.example.com:\(listener.port)")!
         let held = (0..<2).map { _ in Task { try await TestEnvironment.http("GET", probe) } }
-        let holding = await TestEnvironment.eventually(within: 30) { resolver.heldCount == 2 }
+        let holding = TestEnvironment.eventually(within: 30) { resolver.heldCount == 2 }
         XCTAssertTrue(holding)
         let (status, body) = try await TestEnvironment.http("GET", URL(string: "http://127.0.0.1:\(port)/metrics")!)
         XCTAssertEqual(status, 503)

@@ -38,7 +38,7 @@ final class ServiceObserverTests: XCTestCase {
         let service = ProbeService(configuration: configuration, icmpSockets: nil, output: nil, logger: Logger(label: "test"), observers: [metrics, recorder])
         let (control, send) = AsyncStream<ServiceControl>.makeStream()
         let done = Task { try await service.run(control: control) }
-        let enough = await TestEnvironment.eventually(within: 60) { recorder.count >= 5 }
+        let enough = TestEnvironment.eventually(within: 60) { recorder.count >= 5 }
         XCTAssertTrue(enough, "rounds reached the observers")
         send.yield(.stop)
         try await done.value

@@ -28,7 +28,7 @@ final class SilentTargetTests: XCTestCase {
             \(modules)
             """.write(to: config, atomically: true, encoding: .utf8)
         let run = try NetprobeRun(config: config, network: network)
-        let listening = await TestEnvironment.eventually(within: 60) {
+        let listening = TestEnvironment.eventually(within: 60) {
             (try? network.http("http://\(Self.listen)/metrics", maximumSeconds: 2).status) == 200
         }
         XCTAssertTrue(listening, "netprobe's endpoint never answered:\n\(run.errorLog)")
@@ -90,7 +90,7 @@ final class SilentTargetTests: XCTestCase {
         silent.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         silent.arguments = ["ip", "netns", "exec", network.prober, "curl", "-sS", "-o", "/dev/null", "--max-time", "30", "\(base)?module=icmp_5s&target=\(network.silentAddress)"]
         try silent.run()
-        let inFlight = await TestEnvironment.eventually(within: 30) {
+        let inFlight = TestEnvironment.eventually(within: 30) {
             // This scrape is one request being answered, the silent probe the other.
             let (_, body) = (try? network.http("http://\(Self.listen)/metrics", maximumSeconds: 5)) ?? (0, "")
             return body.contains("netprobe_http_connections{probe=\"\",state=\"serving\"} 2\n")

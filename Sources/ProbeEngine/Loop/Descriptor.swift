@@ -1,6 +1,6 @@
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// A file descriptor with exactly one owner, which closes it with `close()`.

@@ -1,9 +1,9 @@
 import CSystemShims
 import FoundationEssentials
 import Logging
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// What the loop calls when a watched descriptor is ready (loop thread).

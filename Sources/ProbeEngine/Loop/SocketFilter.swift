@@ -1,6 +1,6 @@
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// Classic BPF socket filters (SO_ATTACH_FILTER) for the path prober's raw sockets.

@@ -1,7 +1,7 @@
 import CSystemShims
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// Dedicated OS threads for work that blocks (the event loop, getaddrinfo), started with

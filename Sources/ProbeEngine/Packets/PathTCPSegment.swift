@@ -1,7 +1,7 @@
 import CSystemShims
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// TCP SYN path probes: the segments and the raw sockets that send them.

@@ -1,7 +1,7 @@
 import CSystemShims
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// Capabilities of the running process (libcap).

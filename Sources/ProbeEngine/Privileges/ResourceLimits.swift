@@ -1,6 +1,6 @@
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// The process's descriptor limit.

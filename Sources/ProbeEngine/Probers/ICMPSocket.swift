@@ -1,8 +1,8 @@
 import CSystemShims
 import Logging
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// How an ICMP socket was opened.

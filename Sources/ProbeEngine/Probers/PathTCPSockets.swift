@@ -1,7 +1,7 @@
 import CSystemShims
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// The raw TCP sockets of the path prober, one per address family, each with the TCP

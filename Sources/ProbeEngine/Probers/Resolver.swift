@@ -1,7 +1,7 @@
 import CSystemShims
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// Turns target names into addresses with getaddrinfo, on threads of its own.

@@ -2,9 +2,9 @@ import CSystemShims
 import DequeModule
 import FoundationEssentials
 import Logging
+import ProbeResults
 #if canImport(Glibc)
 import Glibc
-import ProbeResults
 #endif
 
 /// How a TCP prober connects.
