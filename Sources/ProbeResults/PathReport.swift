@@ -151,7 +151,19 @@ public struct PathAnalysis: Sendable, Equatable {
     /// Analyses `hops` (hop 1 first, destination last when reached).
     public init(hops: [HopReport], reached: Bool) {
         let measured = hops.indices.filter { hops[$0].sent > 0 }
-        // Rule 1, from the end: compare each hop with the pool of later trusted hops.
+        let limiting = Self.rateLimiting(hops, measured: measured)
+        rateLimitingHops = measured.filter { limiting.contains($0) }.map { hops[$0].hop }
+        let trusted = measured.filter { !limiting.contains($0) }
+        forwardedLossPercent = Self.forwardedLoss(hops, trusted: trusted)
+        let destination = reached ? hops.last : nil
+        destinationLossPercent = destination?.lossPercent
+        lossStartHop = Self.lossStart(hops, trusted: trusted, destination: destination)
+        (latencyStartHop, addedLatencyMilliseconds) = Self.addedLatency(hops, destination: destination) ?? (nil, nil)
+    }
+
+    /// Rule 1, from the end: each measured hop against the pool of later trusted hops.
+    /// - Returns: the indices of the hops that rate-limit.
+    static func rateLimiting(_ hops: [HopReport], measured: [Int]) -> Set<Int> {
         var limiting = Set<Int>()
         var pool = (lost: 0, sent: 0)
         for (position, index) in measured.enumerated().reversed() {
@@ -174,10 +186,12 @@ public struct PathAnalysis: Sendable, Equatable {
             pool.lost += lost
             pool.sent += hop.sent
         }
-        rateLimitingHops = measured.filter { limiting.contains($0) }.map { hops[$0].hop }
-        let trusted = measured.filter { !limiting.contains($0) }
+        return limiting
+    }
 
-        // Rule 2: pool adjacent violators over the trusted hops.
+    /// Rule 2: pool adjacent violators over the trusted hops; a hop not trusted (or not
+    /// measured) takes the value of the hop before it.
+    static func forwardedLoss(_ hops: [HopReport], trusted: [Int]) -> [Double] {
         var blocks: [(lost: Double, sent: Double, count: Int)] = []
         for index in trusted {
             blocks.append((Double(hops[index].sent - hops[index].received), Double(hops[index].sent), 1))
@@ -202,55 +216,55 @@ public struct PathAnalysis: Sendable, Equatable {
             if let value = fitted[index] { previous = value }
             forwarded[index] = previous
         }
-        forwardedLossPercent = forwarded
+        return forwarded
+    }
 
-        // Rule 3: the change point of a binomial step over the trusted hops.
-        let destination = reached ? hops.last : nil
-        destinationLossPercent = destination?.lossPercent
-        lossStartHop = nil
-        if let destination, destination.lossPercent >= Self.significantLossPercent, destination.sent - destination.received >= 2, !trusted.isEmpty {
-            func logLikelihood(_ range: ArraySlice<Int>) -> Double {
-                let lost = range.reduce(0) { $0 + hops[$1].sent - hops[$1].received }
-                let sent = range.reduce(0) { $0 + hops[$1].sent }
-                guard sent > 0, lost > 0, lost < sent else { return 0 }
-                let p = Double(lost) / Double(sent)
-                return Double(lost) * Glibc.log(p) + Double(sent - lost) * Glibc.log(1 - p)
-            }
-            // A split always fits a little better: take it only when the likelihood ratio
-            // is significant at 99 % (chi-square, 1 degree of freedom: 6.63); otherwise
-            // the loss is the same everywhere and starts at the first hop.
-            let unsplit = logLikelihood(trusted[...])
-            var best = (position: 0, value: unsplit)
-            for split in trusted.indices.dropFirst() {
-                let value = logLikelihood(trusted[..<split]) + logLikelihood(trusted[split...])
-                if value > best.value + 1e-9 { best = (split, value) }
-            }
-            if 2 * (best.value - unsplit) < 6.63 { best.position = 0 }
-            lossStartHop = hops[trusted[best.position]].hop
+    /// Rule 3: the change point of a binomial step over the trusted hops; nil when the
+    /// destination loses nothing significant.
+    static func lossStart(_ hops: [HopReport], trusted: [Int], destination: HopReport?) -> Int? {
+        guard let destination, destination.lossPercent >= significantLossPercent, destination.sent - destination.received >= 2, !trusted.isEmpty else {
+            return nil
         }
-        // Rule 4 on the medians.
+        func logLikelihood(_ range: ArraySlice<Int>) -> Double {
+            let lost = range.reduce(0) { $0 + hops[$1].sent - hops[$1].received }
+            let sent = range.reduce(0) { $0 + hops[$1].sent }
+            guard sent > 0, lost > 0, lost < sent else { return 0 }
+            let p = Double(lost) / Double(sent)
+            return Double(lost) * Glibc.log(p) + Double(sent - lost) * Glibc.log(1 - p)
+        }
+        // A split always fits a little better: take it only when the likelihood ratio
+        // is significant at 99 % (chi-square, 1 degree of freedom: 6.63); otherwise
+        // the loss is the same everywhere and starts at the first hop.
+        let unsplit = logLikelihood(trusted[...])
+        var best = (position: 0, value: unsplit)
+        for split in trusted.indices.dropFirst() {
+            let value = logLikelihood(trusted[..<split]) + logLikelihood(trusted[split...])
+            if value > best.value + 1e-9 { best = (split, value) }
+        }
+        if 2 * (best.value - unsplit) < 6.63 { best.position = 0 }
+        return hops[trusted[best.position]].hop
+    }
+
+    /// Rule 4 on the forwarded medians (least median of a hop and every later one).
+    /// - Returns: the hop and how much it adds, in milliseconds; nil when none adds enough.
+    static func addedLatency(_ hops: [HopReport], destination: HopReport?) -> (hop: Int?, milliseconds: Double?)? {
+        guard let destinationMedian = destination?.statistics?.median else { return nil }
         var medians = [Double?](repeating: nil, count: hops.count)
         var leastMedian: Double?
         for index in hops.indices.reversed() {
             if let median = hops[index].statistics?.median { leastMedian = min(leastMedian ?? median, median) }
             medians[index] = leastMedian
         }
-        latencyStartHop = nil
-        addedLatencyMilliseconds = nil
-        if let destinationMedian = destination?.statistics?.median {
-            var previous = 0.0
-            var best: (hop: Int, rise: Double)?
-            for index in hops.indices {
-                guard let median = medians[index] else { continue }
-                let rise = median - previous
-                if rise > (best?.rise ?? 0) { best = (hops[index].hop, rise) }
-                previous = median
-            }
-            if let best, best.rise >= 1, best.rise >= destinationMedian / 2 {
-                latencyStartHop = best.hop
-                addedLatencyMilliseconds = best.rise
-            }
+        var previous = 0.0
+        var best: (hop: Int, rise: Double)?
+        for index in hops.indices {
+            guard let median = medians[index] else { continue }
+            let rise = median - previous
+            if rise > (best?.rise ?? 0) { best = (hops[index].hop, rise) }
+            previous = median
         }
+        guard let best, best.rise >= 1, best.rise >= destinationMedian / 2 else { return nil }
+        return (best.hop, best.rise)
     }
 
     /// One line for people: where loss starts, which hops only rate-limit.
