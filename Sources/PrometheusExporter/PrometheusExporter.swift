@@ -64,6 +64,51 @@ public final class PrometheusExporter: Sendable {
     ///   not an address of this host, privileged port).
     @discardableResult
     public func start() async throws -> Int {
+        let router = makeRouter()
+        let (bound, reportBound) = AsyncStream<Int>.makeStream()
+        var serverLogger = logger
+        serverLogger.logLevel = max(logger.logLevel, .notice)
+        // Deadlines and slots are the connection guard's (no idle timeout of Hummingbird's,
+        // no pause in accepting): see ConnectionLimits.
+        let registry = connections
+        let http = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [ConnectionGuard(registry: registry)], idleTimeout: nil,
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: Self.maximumHeaderFieldSize, maxHeaderListSize: Self.maximumHeaderListSize, maxHeaderFieldCount: 100))
+        let application = Application(
+            router: router,
+            server: .http1(configuration: http),
+            configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: nil, backlog: 256),
+            onServerRunning: { channel in
+                reportBound.yield(channel.localAddress?.port ?? 0)
+                reportBound.finish()
+            },
+            // swift-nio's shared event-loop threads (one per core): threads of NIO's own.
+            eventLoopGroupProvider: .singleton,
+            logger: serverLogger)
+        let group = ServiceGroup(configuration: .init(services: [application], gracefulShutdownSignals: [], logger: serverLogger))
+        let task = Task {
+            defer { reportBound.finish() }
+            try await group.run()
+        }
+        server.withLock { $0 = (task, group) }
+        var iterator = bound.makeAsyncIterator()
+        let address = Self.authority(host: settings.host, port: settings.port)
+        guard let port = await iterator.next() else {
+            // The server ended before it was running: its error says why.
+            do {
+                try await task.value
+            } catch {
+                throw PrometheusExporterError.cannotListen(address, Self.reason(error, port: settings.port))
+            }
+            throw PrometheusExporterError.cannotListen(address, "the server stopped before it listened")
+        }
+        boundPort.withLock { $0 = port }
+        logger.info("prometheus endpoint listening", metadata: ["address": "\(Self.authority(host: settings.host, port: port))", "paths": "/metrics /probe"])
+        return port
+    }
+
+    /// The paths: `/metrics` (streamed), `/probe`, and the index page; wrong methods get 405.
+    func makeRouter() -> Router<ExporterRequestContext> {
         let router = Router(context: ExporterRequestContext.self)
         router.add(middleware: MethodCheck(allowed: Self.allowedMethods))
         let metrics = self.metrics, blackbox = self.blackbox
@@ -109,46 +154,7 @@ public final class PrometheusExporter: Sendable {
         router.head("/") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"])
         }
-        let (bound, reportBound) = AsyncStream<Int>.makeStream()
-        var serverLogger = logger
-        serverLogger.logLevel = max(logger.logLevel, .notice)
-        // Deadlines and slots are the connection guard's (no idle timeout of Hummingbird's,
-        // no pause in accepting): see ConnectionLimits.
-        let registry = connections
-        let http = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [ConnectionGuard(registry: registry)], idleTimeout: nil,
-            httpDecoderConfiguration: .init(maxHeaderFieldSize: Self.maximumHeaderFieldSize, maxHeaderListSize: Self.maximumHeaderListSize, maxHeaderFieldCount: 100))
-        let application = Application(
-            router: router,
-            server: .http1(configuration: http),
-            configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: nil, backlog: 256),
-            onServerRunning: { channel in
-                reportBound.yield(channel.localAddress?.port ?? 0)
-                reportBound.finish()
-            },
-            // swift-nio's shared event-loop threads (one per core): threads of NIO's own.
-            eventLoopGroupProvider: .singleton,
-            logger: serverLogger)
-        let group = ServiceGroup(configuration: .init(services: [application], gracefulShutdownSignals: [], logger: serverLogger))
-        let task = Task {
-            defer { reportBound.finish() }
-            try await group.run()
-        }
-        server.withLock { $0 = (task, group) }
-        var iterator = bound.makeAsyncIterator()
-        let address = Self.authority(host: settings.host, port: settings.port)
-        guard let port = await iterator.next() else {
-            // The server ended before it was running: its error says why.
-            do {
-                try await task.value
-            } catch {
-                throw PrometheusExporterError.cannotListen(address, Self.reason(error, port: settings.port))
-            }
-            throw PrometheusExporterError.cannotListen(address, "the server stopped before it listened")
-        }
-        boundPort.withLock { $0 = port }
-        logger.info("prometheus endpoint listening", metadata: ["address": "\(Self.authority(host: settings.host, port: port))", "paths": "/metrics /probe"])
-        return port
+        return router
     }
 
     /// How many `/metrics` chunks may be queued for the event loop before the writer waits
