@@ -153,14 +153,9 @@ struct CheckCommand: PrivilegedCommand {
         progress.finish()
 
         var statuses: [Int32] = []
-        for (index, host) in hostTargets.enumerated() {
-            let icmpRound = icmp.first { $0.targetIndex == index }
-            let tcpRoundsForHost = tcp.filter { $0.target.name == host.name }.sorted { $0.targetIndex < $1.targetIndex }
-            let trace = traces.first { $0.targetIndex == index && host.address != nil }
-            var diagnosis = Diagnosis.diagnose(icmp: icmpRound, tcp: tcpRoundsForHost)
-            if let trace, diagnosis.culprit != .name { diagnosis = diagnosis.locating(in: trace) }
-            print(report(host: host, diagnosis: diagnosis, icmp: icmpRound, tcp: tcpRoundsForHost, trace: trace))
-            switch diagnosis.culprit {
+        for verdict in Diagnosis.verdicts(hosts: hostTargets, icmp: icmp, tcp: tcp, traces: traces) {
+            print(report(host: verdict.host, diagnosis: verdict.diagnosis, icmp: verdict.icmp, tcp: verdict.tcp, trace: verdict.trace))
+            switch verdict.diagnosis.culprit {
             case .name: statuses.append(ExitStatus.unresolved)
             case .network, .server: statuses.append(ExitStatus.someUnanswered)
             case .neither: statuses.append(ExitStatus.allAnswered)

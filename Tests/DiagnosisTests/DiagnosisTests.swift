@@ -18,6 +18,42 @@ final class DiagnosisTests: XCTestCase {
         return tally.result(kind: kind, targetIndex: 0, target: target)
     }
 
+    func testEachHostGetsItsOwnRoundsAndTraceAndAnUnresolvedOneNoTrace() {
+        let other = ProbeTarget(name: "cache", address: IPAddress(parsing: "198.18.0.6"))
+        let unresolved = ProbeTarget(name: "gone.example", address: nil, resolutionError: "no such name")
+        func rounds(_ kind: ProbeKind, of target: ProbeTarget, index: Int, port: UInt16? = nil, rtts: [Double]) -> RoundResult {
+            var tally = RoundTally()
+            tally.sent = 10
+            for (sample, rtt) in rtts.enumerated() { tally.recordSample(index: sample, milliseconds: rtt, source: .kernel) }
+            var probed = target
+            probed.port = port
+            return tally.result(kind: kind, targetIndex: index, target: probed)
+        }
+        let hop = HopReport(hop: 1, addresses: [(IPAddress(parsing: "198.18.0.6")!, 10)], sent: 10, received: 10, rttsMilliseconds: Array(repeating: 1, count: 10),
+                            isDestination: true, unreachable: 0)
+        let trace = { (index: Int, target: ProbeTarget) in
+            PathTrace(targetIndex: index, target: target, startNanoseconds: 0, rounds: 10, flows: 1, hops: [hop], flowPaths: [], reached: true, ignored: [:],
+                      analysis: PathAnalysis(hops: [hop], reached: true))
+        }
+        let verdicts = Diagnosis.verdicts(
+            hosts: [host, other, unresolved],
+            icmp: [rounds(.icmp, of: other, index: 1, rtts: Array(repeating: 1, count: 10)), rounds(.icmp, of: host, index: 0, rtts: []),
+                   rounds(.icmp, of: unresolved, index: 2, rtts: [])],
+            tcp: [rounds(.tcp, of: host, index: 2, port: 6432, rtts: Array(repeating: 1, count: 10)), rounds(.tcp, of: other, index: 1, port: 6379, rtts: []),
+                  rounds(.tcp, of: host, index: 0, port: 5432, rtts: Array(repeating: 1, count: 10))],
+            traces: [trace(1, other), trace(2, unresolved)])
+        XCTAssertEqual(verdicts.map(\.host.name), ["db", "cache", "gone.example"])
+        XCTAssertEqual(verdicts[0].icmp?.received, 0, "db's own ICMP round, not cache's")
+        XCTAssertEqual(verdicts[0].tcp.map(\.target.port), [5432, 6432], "db's ports, in the order given")
+        XCTAssertNil(verdicts[0].trace)
+        XCTAssertEqual(verdicts[0].diagnosis.culprit, .neither, "no ICMP reply, but the ports answer: the network carries them")
+        XCTAssertEqual(verdicts[1].tcp.map(\.target.port), [6379])
+        XCTAssertEqual(verdicts[1].trace?.targetIndex, 1)
+        XCTAssertEqual(verdicts[1].diagnosis.culprit, .server, "the network answers, the port does not")
+        XCTAssertNil(verdicts[2].trace, "a host without an address has no trace")
+        XCTAssertEqual(verdicts[2].diagnosis.culprit, .name)
+    }
+
     func testHealthyNetworkAndServiceIsNeither() {
         let diagnosis = Diagnosis.diagnose(icmp: round(.icmp, rtts: Array(repeating: 0.4, count: 50)),
                                            tcp: [round(.tcp, port: 5432, rtts: Array(repeating: 0.5, count: 50))])
