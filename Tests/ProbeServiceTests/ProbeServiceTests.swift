@@ -69,6 +69,26 @@ final class ProbeServiceTests: XCTestCase {
         return path
     }
 
+    func testInfluxDBServersWithoutASinkFactoryAreAClearErrorAndNothingIsProbed() async throws {
+        try writeConfig(tcpTargets: [("production", "127.0.0.1", 9)])
+        var configuration = try ConfigurationLoader.load(path: directory.appendingPathComponent("netprobe.yaml").path)
+        configuration.influxServers = [InfluxServerSettings(name: "db", url: "http://127.0.0.1:8086", api: .v1(database: "netprobe", retentionPolicy: nil, username: nil, password: nil))]
+        let collector = Collector()
+        let service = ProbeService(configuration: configuration, icmpSockets: nil, output: collector, logger: Logger(label: "service-test"))
+        let (control, send) = AsyncStream<ServiceControl>.makeStream()
+        defer { send.finish() }
+        do {
+            try await service.run(control: control)
+            XCTFail("a service with servers and no way to write to them must not start")
+        } catch let error as ProbeServiceError {
+            XCTAssertEqual(error.description, "\(configuration.file): influxdb servers are configured but this service was started without a sink for them")
+        }
+        collector.finish()
+        var written = 0
+        for await _ in collector.records { written += 1 }
+        XCTAssertEqual(written, 0)
+    }
+
     /// Whether each reload's config loaded, in order.
     var reloads: AsyncStream<Bool>!
     private var reloadOutcome: AsyncStream<Bool>.Continuation!
