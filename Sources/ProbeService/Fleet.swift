@@ -90,7 +90,7 @@ public struct LocalIdentity: Sendable, Equatable {
 
     /// Whether `peer` (an address or a name, as a peers list writes it) is this instance.
     public func isSelf(_ peer: String) -> Bool {
-        let bare = Resolver.bareName(peer)
+        let bare = IPAddress.bareName(peer)
         if let address = IPAddress(parsing: bare) { return addresses.contains(address) }
         let name = Self.canonicalName(bare)
         if names.contains(name) { return true }

@@ -12,7 +12,7 @@ struct ResultPrinter {
     static func label(_ target: ProbeTarget) -> String {
         let host: String
         if let address = target.address {
-            host = address.description == Resolver.bareName(target.name) ? bracketed(address) : "\(target.name) (\(address))"
+            host = address.description == IPAddress.bareName(target.name) ? bracketed(address) : "\(target.name) (\(address))"
         } else {
             host = target.name
         }

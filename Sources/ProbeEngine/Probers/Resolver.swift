@@ -23,7 +23,7 @@ public enum Resolver {
         var results = [ProbeTarget?](repeating: nil, count: names.count)
         var pending: [Int] = []
         for (index, name) in names.enumerated() {
-            let bare = stripBrackets(name)
+            let bare = IPAddress.bareName(name)
             if let address = IPAddress(parsing: bare) {
                 results[index] = accepting(address, name: name, preference: preference)
             } else {
@@ -31,7 +31,7 @@ public enum Resolver {
             }
         }
         if !pending.isEmpty {
-            let resolved = await lookUp(pending.map { stripBrackets(names[$0]) }, preference: preference, threads: threads, timeoutNanoseconds: timeoutNanoseconds)
+            let resolved = await lookUp(pending.map { IPAddress.bareName(names[$0]) }, preference: preference, threads: threads, timeoutNanoseconds: timeoutNanoseconds)
             for (slot, index) in pending.enumerated() {
                 var target = resolved[slot]
                 target.name = names[index]
@@ -40,11 +40,6 @@ public enum Resolver {
         }
         return results.map { $0! }
     }
-
-    /// The name without IPv6 brackets: "[::1]" -> "::1".
-    public static func bareName(_ name: String) -> String { IPAddress.bareName(name) }
-
-    static func stripBrackets(_ name: String) -> String { IPAddress.bareName(name) }
 
     private static func accepting(_ address: IPAddress, name: String, preference: AddressPreference) -> ProbeTarget {
         switch (preference, address.family) {
