@@ -203,6 +203,40 @@ public final class ProbeService: Sendable {
 }
 
 extension ProbeService {
+    /// The sockets `run` needs for `configuration`, opened now: call it with privileges,
+    /// before they are dropped. Echo sockets when there are ping targets (or meshes), of the
+    /// families `icmp: family:` allows; raw path sockets when `trace:` is on.
+    /// - Returns: the sockets, and what could not be opened without stopping the run (a
+    ///   line for people each: traces need raw sockets).
+    /// - Throws: the echo sockets' error when ping targets are configured and none opens.
+    public static func openSockets(for configuration: NetprobeConfiguration, logger: Logger) throws(ICMPSocketError) -> (sockets: ProbeSockets, warnings: [String]) {
+        var sockets = ProbeSockets()
+        var warnings: [String] = []
+        if !configuration.pingTargets.isEmpty || !configuration.meshGroups.isEmpty {
+            let families: Set<AddressFamily> = switch configuration.icmp.family {
+            case .ipv4Only: [.ipv4]
+            case .ipv6Only: [.ipv6]
+            case .any: [.ipv4, .ipv6]
+            }
+            sockets.icmp = try ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [], ttl: configuration.icmp.ttl, logger: logger)
+        }
+        if configuration.trace.isEnabled {
+            // The path prober's own raw sockets (time exceeded reaches only raw sockets).
+            let families: Set<AddressFamily> = [.ipv4, .ipv6]
+            sockets.path = try? ICMPSocketSet.open(families: families, optional: families, ttl: nil, logger: logger)
+            if configuration.trace.tcpIntervalNanoseconds != nil {
+                sockets.pathTCP = try? PathTCPSockets.open(families: families, optional: families)
+            }
+            if sockets.path?.modes.values.contains(where: { $0 != .raw }) != false {
+                warnings.append("netprobe: trace: needs raw ICMP sockets (CAP_NET_RAW); traces are off for this run")
+                sockets.path = nil
+            }
+        }
+        return (sockets, warnings)
+    }
+}
+
+extension ProbeService {
     /// The sink of a configuration's servers; nil when it names none.
     /// - Throws: `ProbeServiceError.noSink` when it names servers and no factory was given.
     func makeSink(_ configuration: NetprobeConfiguration) throws -> (any PointSink)? {

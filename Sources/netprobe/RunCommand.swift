@@ -77,31 +77,15 @@ struct RunCommand: PrivilegedCommand {
             throw ExitCode(2)
         }
         var resources = PrivilegedResources(configuration: configuration)
-        if !configuration.pingTargets.isEmpty || !configuration.meshGroups.isEmpty {
-            let families: Set<AddressFamily> = switch configuration.icmp.family {
-            case .ipv4Only: [.ipv4]
-            case .ipv6Only: [.ipv6]
-            case .any: [.ipv4, .ipv6]
-            }
-            do {
-                resources.icmpSockets = try ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [],
-                                                               ttl: configuration.icmp.ttl, logger: makeLogger())
-            } catch {
-                Terminal.printError(PingCommand.explain(error))
-                throw ExitCode(ExitStatus.systemError)
-            }
-        }
-        if configuration.trace.isEnabled {
-            // The path prober's own raw sockets (time exceeded reaches only raw sockets).
-            let families: Set<AddressFamily> = [.ipv4, .ipv6]
-            resources.pathSockets = try? ICMPSocketSet.open(families: families, optional: families, ttl: nil, logger: makeLogger())
-            if configuration.trace.tcpIntervalNanoseconds != nil {
-                resources.pathTCPSockets = try? PathTCPSockets.open(families: families, optional: families)
-            }
-            if resources.pathSockets?.modes.values.contains(where: { $0 != .raw }) != false {
-                Terminal.printError("netprobe: trace: needs raw ICMP sockets (CAP_NET_RAW); traces are off for this run")
-                resources.pathSockets = nil
-            }
+        do {
+            let (sockets, warnings) = try ProbeService.openSockets(for: configuration, logger: makeLogger())
+            warnings.forEach { Terminal.printError($0) }
+            resources.icmpSockets = sockets.icmp
+            resources.pathSockets = sockets.path
+            resources.pathTCPSockets = sockets.pathTCP
+        } catch {
+            Terminal.printError(PingCommand.explain(error))
+            throw ExitCode(ExitStatus.systemError)
         }
         resources.blackboxICMPSockets = PrometheusWiring.openICMPSockets(for: configuration, logger: makeLogger())
         try dropPrivileges()
