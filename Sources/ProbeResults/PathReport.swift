@@ -3,47 +3,184 @@ import FoundationEssentials
 import Glibc
 #endif
 
-/// One hop of a trace: every probe sent with this TTL (the destination's hop also takes
-/// the probes sent with larger TTLs, which the destination answered too).
+/// An ICMP destination unreachable, named as mtr and traceroute name it.
+public struct UnreachableMark: Hashable, Sendable {
+    public var family: AddressFamily
+    /// The ICMP (type 3) or ICMPv6 (type 1) code.
+    public var code: UInt8
+
+    public init(family: AddressFamily, code: UInt8) {
+        self.family = family
+        self.code = code
+    }
+
+    /// "!N" net, "!H" host, "!P" protocol or port, "!X" administratively prohibited, "!F"
+    /// fragmentation needed, "!<code>" otherwise.
+    public var mark: String {
+        switch (family, code) {
+        case (.ipv4, 0), (.ipv4, 6), (.ipv4, 11), (.ipv6, 0), (.ipv6, 2): return "!N"
+        case (.ipv4, 1), (.ipv4, 7), (.ipv4, 12), (.ipv6, 3): return "!H"
+        case (.ipv4, 2), (.ipv4, 3), (.ipv6, 4): return "!P"
+        case (.ipv4, 9), (.ipv4, 10), (.ipv4, 13), (.ipv6, 1), (.ipv6, 5), (.ipv6, 6): return "!X"
+        case (.ipv4, 4): return "!F"
+        default: return "!\(code)"
+        }
+    }
+
+    /// The code in words.
+    public var meaning: String {
+        switch (family, code) {
+        case (.ipv4, 0), (.ipv4, 6), (.ipv4, 11): return "net unreachable"
+        case (.ipv6, 0): return "no route"
+        case (.ipv6, 2): return "beyond scope"
+        case (.ipv4, 1), (.ipv4, 7), (.ipv4, 12), (.ipv6, 3): return "host unreachable"
+        case (.ipv4, 2): return "protocol unreachable"
+        case (.ipv4, 3), (.ipv6, 4): return "port unreachable"
+        case (.ipv4, 9), (.ipv4, 10), (.ipv4, 13), (.ipv6, 1): return "administratively prohibited"
+        case (.ipv6, 5): return "source address failed policy"
+        case (.ipv6, 6): return "reject route"
+        case (.ipv4, 4): return "fragmentation needed"
+        default: return "unreachable code \(code)"
+        }
+    }
+
+    /// True for a port unreachable (ICMP code 3, ICMPv6 code 4): from a TCP trace's
+    /// destination it means the port is closed, an answer like a RST.
+    public var isPortUnreachable: Bool { (family == .ipv4 && code == 3) || (family == .ipv6 && code == 4) }
+}
+
+/// What one flow saw at one hop (`--flows`): its own loss and times, so a lossy
+/// equal-cost branch shows in the flows that take it.
+public struct FlowHop: Sendable, Equatable {
+    public var flow: Int
+    public var addresses: [AddressCount]
+    public var sent: Int
+    public var received: Int
+    public var unreachable: Int
+    public var rttsMilliseconds: [Double]
+
+    public var address: IPAddress? { addresses.first?.address }
+    public var lossPercent: Double { sent == 0 ? 0 : Double(max(0, sent - received - unreachable)) / Double(sent) * 100 }
+    public var statistics: RTTStatistics? { RTTStatistics(samples: rttsMilliseconds) }
+
+    package init(flow: Int, addresses: [AddressCount], sent: Int, received: Int, unreachable: Int, rttsMilliseconds: [Double]) {
+        self.flow = flow
+        self.addresses = addresses
+        self.sent = sent
+        self.received = received
+        self.unreachable = unreachable
+        self.rttsMilliseconds = rttsMilliseconds
+    }
+}
+
+/// An address that answered at a hop, and how many answers it gave.
+public struct AddressCount: Sendable, Equatable {
+    public var address: IPAddress
+    public var answers: Int
+
+    package init(address: IPAddress, answers: Int) {
+        self.address = address
+        self.answers = answers
+    }
+}
+
+/// One hop of a trace: every probe sent with this TTL. At the destination's hop (and a
+/// hop that ends the path with unreachable) one probe per round and flow counts: the
+/// lowest-TTL probe of the round that reached it; probes sent beyond it count nowhere.
 public struct HopReport: Sendable, Equatable {
     /// TTL / hop limit of the probes, 1 for the first router.
     public var hop: Int
-    /// Who answered, with how many answers each, most answers first (several: equal-cost
+    /// Who answered (replies and unreachables), most answers first (several: equal-cost
     /// branches, with `--flows`, or a path that changed).
-    public var addresses: [(address: IPAddress, answers: Int)]
+    public var addressCounts: [AddressCount]
     /// Probes sent.
     public var sent: Int
-    /// Timely answers (time exceeded from a router, echo reply from the destination).
+    /// Timely replies (time exceeded from a router, echo reply, SYN-ACK or RST from the
+    /// destination). An unreachable is never a reply: it is counted in `unreachable`.
     public var received: Int
-    /// RTTs in milliseconds, in send order.
+    /// RTTs of the replies in milliseconds, in send order.
     public var rttsMilliseconds: [Double]
     /// True for the destination's hop.
     public var isDestination: Bool
-    /// Answers that were "unreachable" (the path ends here).
+    /// Answers that were "unreachable" (the path ends here), timely or late.
     public var unreachable: Int
+    /// The unreachables by mark ("!H": 75).
+    public var unreachableMarks: [String: Int]
+    /// Replies timed by kernel stamps at both ends, and by user-space clock reads.
+    public var kernelTimestamps: Int
+    public var userTimestamps: Int
+    /// Per flow, in flow order (the flows that were probed at this hop).
+    public var flows: [FlowHop]
     /// The hop's loss is its own (ICMP rate limiting or a slow control plane), not loss of
     /// traffic: later hops and the destination lose less. Set by `PathAnalysis`.
     public var ratesLimited = false
 
-    public var lossPercent: Double { sent == 0 ? 0 : Double(sent - received) / Double(sent) * 100 }
+    /// Probes that got no answer at all, in percent of those sent.
+    public var lossPercent: Double { sent == 0 ? 0 : Double(unanswered) / Double(sent) * 100 }
+    public var unanswered: Int { max(0, sent - received - unreachable) }
     public var statistics: RTTStatistics? { RTTStatistics(samples: rttsMilliseconds) }
     /// The address with the most answers.
-    public var address: IPAddress? { addresses.first?.address }
+    public var address: IPAddress? { addressCounts.first?.address }
+    /// Who answered, as (address, answers) pairs.
+    public var addresses: [(address: IPAddress, answers: Int)] { addressCounts.map { ($0.address, $0.answers) } }
+    /// Nothing answered at this hop: shown as "???".
+    public var isSilent: Bool { received == 0 && unreachable == 0 }
+    /// The most frequent unreachable mark, when there were unreachables.
+    public var unreachableMark: String? { unreachableMarks.max { ($0.value, $1.key) < ($1.value, $0.key) }?.key }
 
-    public static func == (lhs: HopReport, rhs: HopReport) -> Bool {
-        lhs.hop == rhs.hop && lhs.addresses.map(\.address) == rhs.addresses.map(\.address) && lhs.addresses.map(\.answers) == rhs.addresses.map(\.answers)
-            && lhs.sent == rhs.sent && lhs.received == rhs.received && lhs.rttsMilliseconds == rhs.rttsMilliseconds
-            && lhs.isDestination == rhs.isDestination && lhs.unreachable == rhs.unreachable && lhs.ratesLimited == rhs.ratesLimited
+    /// "kernel" or "user" when every reply agrees, "mixed" otherwise; nil with no replies.
+    public var timestampSource: TimestampSource? {
+        switch (kernelTimestamps, userTimestamps) {
+        case (0, 0): return nil
+        case (_, 0): return .kernel
+        case (0, _): return .user
+        default: return .mixed
+        }
     }
 
-    package init(hop: Int, addresses: [(address: IPAddress, answers: Int)], sent: Int, received: Int, rttsMilliseconds: [Double], isDestination: Bool, unreachable: Int) {
+    package init(hop: Int, addresses: [(address: IPAddress, answers: Int)], sent: Int, received: Int, rttsMilliseconds: [Double], isDestination: Bool, unreachable: Int,
+                 unreachableMarks: [String: Int] = [:], kernelTimestamps: Int = 0, userTimestamps: Int = 0, flows: [FlowHop] = []) {
         self.hop = hop
-        self.addresses = addresses
+        self.addressCounts = addresses.map { AddressCount(address: $0.address, answers: $0.answers) }
         self.sent = sent
         self.received = received
         self.rttsMilliseconds = rttsMilliseconds
         self.isDestination = isDestination
         self.unreachable = unreachable
+        self.unreachableMarks = unreachableMarks
+        self.kernelTimestamps = kernelTimestamps
+        self.userTimestamps = userTimestamps
+        self.flows = flows
+    }
+}
+
+/// How a trace ended: the destination answered, or why it did not.
+public enum PathEnding: Sendable, Equatable {
+    /// The destination answered.
+    case reached
+    /// A router (or the host) answered "unreachable": the path ends at `hop`.
+    case unreachable(hop: Int, address: IPAddress, mark: UnreachableMark)
+    /// The same addresses answer again at later TTLs: packets go round between them.
+    case loop(addresses: [IPAddress], fromHop: Int)
+    /// The largest TTL probed was answered by a router: the target is farther away.
+    case maxHops(Int)
+    /// The target never answered and the hops after `lastRespondingHop` stayed silent over
+    /// 2 rounds: probing past them stopped (a destination or firewall that drops the probes).
+    case filtered(lastRespondingHop: Int?, silentHops: [Int])
+    /// The target did not answer (too few rounds to call it filtered).
+    case noAnswer(lastRespondingHop: Int?)
+
+    /// The name in `--json` ("reached", "unreachable", "routing_loop", "max_hops",
+    /// "filtered", "no_answer").
+    public var name: String {
+        switch self {
+        case .reached: return "reached"
+        case .unreachable: return "unreachable"
+        case .loop: return "routing_loop"
+        case .maxHops: return "max_hops"
+        case .filtered: return "filtered"
+        case .noAnswer: return "no_answer"
+        }
     }
 }
 
@@ -78,6 +215,8 @@ public struct PathTrace: Sendable {
     public var flowPaths: [FlowPath]
     /// True when the destination answered at least once.
     public var reached: Bool
+    /// How the path ended: reached, or why not.
+    public var ending: PathEnding
     /// Replies and errors that were not ours or matched no probe, by reason.
     public var ignored: [String: Int]
     /// What the hops say, per the rules of `PathAnalysis`.
@@ -96,7 +235,9 @@ public struct PathTrace: Sendable {
         return hash
     }
 
-    package init(targetIndex: Int, target: ProbeTarget, startNanoseconds: Int64, rounds: Int, flows: Int, hops: [HopReport], flowPaths: [FlowPath], reached: Bool, ignored: [String: Int], analysis: PathAnalysis) {
+    package init(targetIndex: Int, target: ProbeTarget, startNanoseconds: Int64, rounds: Int, flows: Int, hops: [HopReport], flowPaths: [FlowPath], reached: Bool,
+                 ending: PathEnding? = nil, ignored: [String: Int], analysis: PathAnalysis) {
+        self.ending = ending ?? (reached ? .reached : .noAnswer(lastRespondingHop: hops.last { !$0.isSilent }?.hop))
         self.targetIndex = targetIndex
         self.target = target
         self.startNanoseconds = startNanoseconds
@@ -107,6 +248,43 @@ public struct PathTrace: Sendable {
         self.reached = reached
         self.ignored = ignored
         self.analysis = analysis
+    }
+}
+
+extension PathTrace {
+    /// The ending in words ("unreachable at hop 5, 198.18.5.2 (!H host unreachable)"); nil
+    /// when the destination answered.
+    public var endingSentence: String? {
+        func hop(_ number: Int?) -> String {
+            guard let number else { return "hop -" }
+            return "hop \(number), " + (hops.first { $0.hop == number }?.address?.description ?? "???")
+        }
+        switch ending {
+        case .reached:
+            return nil
+        case .unreachable(let number, let address, let mark):
+            return "unreachable at hop \(number), \(address) (\(mark.mark) \(mark.meaning))"
+        case .loop(let addresses, let from):
+            let names = addresses.map(\.description)
+            let between = names.count == 2 ? "\(names[0]) and \(names[1])" : names.joined(separator: ", ")
+            return "routing loop between \(between) from hop \(from): the target is never reached"
+        case .maxHops(let maximum):
+            return "max hops (\(maximum)) reached before the target"
+        case .filtered(let last, let silent):
+            let range = silent.count > 1 ? "hops \(silent.first!)-\(silent.last!)" : "hop \(silent.first ?? 0)"
+            let after = last == nil ? "from the first hop on" : "after \(hop(last))"
+            return "the target does not answer (filtered?): \(range) silent \(after); probing stopped there"
+        case .noAnswer(let last):
+            return last == nil ? "nothing answered, not even the first hop" : "the target did not answer; the last hop that did is \(hop(last))"
+        }
+    }
+
+    /// The report's headline: how the path ended, where loss and latency start, which hops
+    /// only rate-limit.
+    public var summary: String {
+        let analysis = analysis.summary(hops: hops)
+        guard let ending = endingSentence else { return analysis }
+        return analysis.isEmpty ? ending : ending + "; " + analysis
     }
 }
 
@@ -142,6 +320,9 @@ public struct PathAnalysis: Sendable, Equatable {
     public var rateLimitingHops: [Int]
     /// The hop where loss starts (rule 3), nil when the destination loses nothing significant.
     public var lossStartHop: Int?
+    /// True when the loss start is a significant change point (rule 3's test); false when
+    /// the loss looks the same from the first hop on (then `lossStartHop` is the first).
+    public var lossStartIsChangePoint = false
     /// The destination's loss, percent (nil without a destination hop).
     public var destinationLossPercent: Double?
     /// The hop that adds the latency (rule 4) and how much, in milliseconds.
@@ -157,7 +338,9 @@ public struct PathAnalysis: Sendable, Equatable {
         forwardedLossPercent = Self.forwardedLoss(hops, trusted: trusted)
         let destination = reached ? hops.last : nil
         destinationLossPercent = destination?.lossPercent
-        lossStartHop = Self.lossStart(hops, trusted: trusted, destination: destination)
+        let start = Self.lossStart(hops, trusted: trusted, destination: destination)
+        lossStartHop = start?.hop
+        lossStartIsChangePoint = start?.isChangePoint ?? false
         (latencyStartHop, addedLatencyMilliseconds) = Self.addedLatency(hops, destination: destination) ?? (nil, nil)
     }
 
@@ -168,7 +351,7 @@ public struct PathAnalysis: Sendable, Equatable {
         var pool = (lost: 0, sent: 0)
         for (position, index) in measured.enumerated().reversed() {
             let hop = hops[index]
-            let lost = hop.sent - hop.received
+            let lost = hop.unanswered
             if position < measured.count - 1 && pool.sent > 0 {
                 // Two-proportion z-test of the hop against the pool, one-sided, at 5 sigma:
                 // a hop that truly loses what the later hops lose is flagged about once in
@@ -194,7 +377,7 @@ public struct PathAnalysis: Sendable, Equatable {
     static func forwardedLoss(_ hops: [HopReport], trusted: [Int]) -> [Double] {
         var blocks: [(lost: Double, sent: Double, count: Int)] = []
         for index in trusted {
-            blocks.append((Double(hops[index].sent - hops[index].received), Double(hops[index].sent), 1))
+            blocks.append((Double(hops[index].unanswered), Double(hops[index].sent), 1))
             while blocks.count > 1, blocks[blocks.count - 2].lost / blocks[blocks.count - 2].sent > blocks[blocks.count - 1].lost / blocks[blocks.count - 1].sent {
                 let last = blocks.removeLast()
                 blocks[blocks.count - 1].lost += last.lost
@@ -221,12 +404,12 @@ public struct PathAnalysis: Sendable, Equatable {
 
     /// Rule 3: the change point of a binomial step over the trusted hops; nil when the
     /// destination loses nothing significant.
-    static func lossStart(_ hops: [HopReport], trusted: [Int], destination: HopReport?) -> Int? {
-        guard let destination, destination.lossPercent >= significantLossPercent, destination.sent - destination.received >= 2, !trusted.isEmpty else {
+    static func lossStart(_ hops: [HopReport], trusted: [Int], destination: HopReport?) -> (hop: Int, isChangePoint: Bool)? {
+        guard let destination, destination.lossPercent >= significantLossPercent, destination.unanswered >= 2, !trusted.isEmpty else {
             return nil
         }
         func logLikelihood(_ range: ArraySlice<Int>) -> Double {
-            let lost = range.reduce(0) { $0 + hops[$1].sent - hops[$1].received }
+            let lost = range.reduce(0) { $0 + hops[$1].unanswered }
             let sent = range.reduce(0) { $0 + hops[$1].sent }
             guard sent > 0, lost > 0, lost < sent else { return 0 }
             let p = Double(lost) / Double(sent)
@@ -242,7 +425,7 @@ public struct PathAnalysis: Sendable, Equatable {
             if value > best.value + 1e-9 { best = (split, value) }
         }
         if 2 * (best.value - unsplit) < 6.63 { best.position = 0 }
-        return hops[trusted[best.position]].hop
+        return (hops[trusted[best.position]].hop, best.position > 0)
     }
 
     /// Rule 4 on the forwarded medians (least median of a hop and every later one).
@@ -274,8 +457,6 @@ public struct PathAnalysis: Sendable, Equatable {
             parts.append("loss starts at hop \(start), \(hop.address?.description ?? "*"): \(Self.percent(destinationLoss)) from there to the target")
         } else if destinationLossPercent != nil {
             parts.append("no loss persists to the target")
-        } else {
-            parts.append("the target did not answer")
         }
         if let start = latencyStartHop, let added = addedLatencyMilliseconds, let hop = hops.first(where: { $0.hop == start }) {
             parts.append("latency added at hop \(start), \(hop.address?.description ?? "*"): +\(DecimalText.fixed(added, places: added < 10 ? 2 : 1)) ms")

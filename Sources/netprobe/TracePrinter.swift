@@ -12,27 +12,40 @@ enum TracePrinter {
             return "\(who): unresolved (\(trace.target.resolutionError ?? "no address"))"
         }
         let flows = trace.flows == 1 ? "1 flow" : "\(trace.flows) flows"
-        var lines = ["\(who): \(trace.hops.count == 1 ? "1 hop" : "\(trace.hops.count) hops"), \(trace.rounds == 1 ? "1 round" : "\(trace.rounds) rounds"), \(flows): \(trace.analysis.summary(hops: trace.hops))"]
+        var lines = ["\(who): \(trace.hops.count == 1 ? "1 hop" : "\(trace.hops.count) hops"), \(trace.rounds == 1 ? "1 round" : "\(trace.rounds) rounds"), \(flows): \(trace.summary)"]
         lines.append(" hop  address                                  sent  recv    loss  fwd loss     min     avg     max  median  stddev")
         for (position, hop) in trace.hops.enumerated() {
             let address = hop.address?.description ?? "???"
             let stats = hop.statistics
             let numbers = [stats?.minimum, stats?.average, stats?.maximum, stats?.median, stats?.standardDeviation]
                 .map { $0.map { pad(ResultPrinter.milliseconds($0), 7) } ?? pad("-", 7) }.joined(separator: " ")
+            // A hop that answered only "unreachable" shows the mark where the loss would be.
+            let loss = hop.received == 0 && hop.unreachable > 0 ? (hop.unreachableMark ?? "!") : DecimalText.fixed(hop.lossPercent, places: 1) + "%"
             var line = pad("\(hop.hop)", 4) + "  " + padRight(address, 39) + " " + pad("\(hop.sent)", 5) + " "
-                + pad("\(hop.received)", 5) + " " + pad(DecimalText.fixed(hop.lossPercent, places: 1) + "%", 7) + " "
+                + pad("\(hop.received)", 5) + " " + pad(loss, 7) + " "
                 + pad(DecimalText.fixed(trace.analysis.forwardedLossPercent[position], places: 1) + "%", 9) + " " + numbers
             if hop.ratesLimited { line += "  rate-limits (not loss)" }
-            if hop.unreachable > 0 { line += "  \(hop.unreachable) unreachable" }
+            for (mark, count) in hop.unreachableMarks.sorted(by: { $0.key < $1.key }) { line += "  \(mark) \(count)" }
             if hop.isDestination { line += "  destination" }
+            if hop.timestampSource == .user || hop.timestampSource == .mixed { line += "  (\(hop.timestampSource!.rawValue) clock)" }
             lines.append(line)
-            for extra in hop.addresses.dropFirst() {
-                lines.append("      " + "\(extra.address) (\(extra.answers) answers)")
+            if hop.addressCounts.count > 1 {
+                // Every address of the hop with its answers, the first one included.
+                for entry in hop.addressCounts { lines.append("      \(entry.address) (\(entry.answers) answers)") }
             }
         }
         if trace.flows > 1 {
+            // Per flow: its own path, with its loss and median at each hop, so a lossy
+            // equal-cost branch shows in the flows that take it.
             for path in trace.flowPaths {
-                lines.append("  flow \(path.flow): " + path.hops.map { $0?.description ?? "*" }.joined(separator: " > ") + (path.reached ? "" : " (target not reached)"))
+                let steps = trace.hops.compactMap { hop -> String? in
+                    guard let figures = hop.flows.first(where: { $0.flow == path.flow }) else { return nil }
+                    let address = figures.address?.description ?? "???"
+                    let loss = figures.received == 0 && figures.unreachable > 0 ? "unreachable" : DecimalText.fixed(figures.lossPercent, places: 0) + "%"
+                    let median = figures.statistics.map { " " + ResultPrinter.milliseconds($0.median) } ?? ""
+                    return "\(address) \(loss)\(median)"
+                }
+                lines.append("  flow \(path.flow): " + steps.joined(separator: " > ") + (path.reached ? "" : " (target not reached)"))
             }
         }
         return lines.joined(separator: "\n")
@@ -50,9 +63,11 @@ enum TracePrinter {
         object.add("rounds", .integer(trace.rounds))
         object.add("flows", .integer(trace.flows))
         object.add("reached", .raw(trace.reached ? "true" : "false"))
+        object.add("ending", .string(trace.ending.name))
+        object.add("ending_detail", endingDetail(trace.ending))
         object.add("hop_count", .integer(trace.hops.count))
         object.add("path_hash", .string(String(trace.pathHash, radix: 16)))
-        object.add("summary", .string(analysis.summary(hops: trace.hops)))
+        object.add("summary", .string(trace.summary))
         object.add("loss_start_hop", analysis.lossStartHop.map { .integer($0) } ?? .null)
         object.add("destination_loss_percent", analysis.destinationLossPercent.map { .number($0) } ?? .null)
         object.add("latency_start_hop", analysis.latencyStartHop.map { .integer($0) } ?? .null)
@@ -63,12 +78,7 @@ enum TracePrinter {
             let stats = hop.statistics
             entry.add("hop", .integer(hop.hop))
             entry.add("address", hop.address.map { .string($0.description) } ?? .null)
-            entry.add("addresses", .array(hop.addresses.map { address in
-                var item = JSONObject()
-                item.add("address", .string(address.address.description))
-                item.add("answers", .integer(address.answers))
-                return .raw(item.serialized)
-            }))
+            entry.add("addresses", addresses(hop.addressCounts))
             entry.add("sent", .integer(hop.sent))
             entry.add("received", .integer(hop.received))
             entry.add("loss_percent", .number(hop.lossPercent))
@@ -76,11 +86,26 @@ enum TracePrinter {
             entry.add("rate_limited", .raw(hop.ratesLimited ? "true" : "false"))
             entry.add("destination", .raw(hop.isDestination ? "true" : "false"))
             entry.add("unreachable", .integer(hop.unreachable))
+            entry.add("unreachable_marks", .raw(counts(hop.unreachableMarks)))
+            entry.add("silent", .raw(hop.isSilent ? "true" : "false"))
+            entry.add("timestamp_source", hop.timestampSource.map { .string($0.rawValue) } ?? .null)
             for (key, value) in [("rtt_min_ms", stats?.minimum), ("rtt_avg_ms", stats?.average), ("rtt_max_ms", stats?.maximum),
                                  ("rtt_median_ms", stats?.median), ("rtt_stddev_ms", stats?.standardDeviation)] {
                 entry.add(key, value.map { .number($0) } ?? .null)
             }
             entry.add("rtts_ms", .array(hop.rttsMilliseconds.map { .number($0) }))
+            entry.add("flows", .array(hop.flows.map { flow in
+                var item = JSONObject()
+                item.add("flow", .integer(flow.flow))
+                item.add("address", flow.address.map { .string($0.description) } ?? .null)
+                item.add("addresses", addresses(flow.addresses))
+                item.add("sent", .integer(flow.sent))
+                item.add("received", .integer(flow.received))
+                item.add("unreachable", .integer(flow.unreachable))
+                item.add("loss_percent", .number(flow.lossPercent))
+                item.add("rtt_median_ms", flow.statistics.map { .number($0.median) } ?? .null)
+                return .raw(item.serialized)
+            }))
             return .raw(entry.serialized)
         }))
         object.add("flow_paths", .array(trace.flowPaths.map { path in
@@ -90,9 +115,49 @@ enum TracePrinter {
             entry.add("hops", .array(path.hops.map { $0.map { .string($0.description) } ?? .null }))
             return .raw(entry.serialized)
         }))
-        object.add("ignored", .raw("{" + trace.ignored.sorted { $0.key < $1.key }.map { "\(JSONObject.quote($0.key)):\($0.value)" }.joined(separator: ",") + "}"))
+        object.add("ignored", .raw(counts(trace.ignored)))
         object.add("time", .string(Date(timeIntervalSince1970: Double(trace.startNanoseconds) / 1e9).formatted(ResultPrinter.timeFormat)))
         return object.serialized
+    }
+
+    /// `{"key": count, ...}` in key order.
+    static func counts(_ values: [String: Int]) -> String {
+        "{" + values.sorted { $0.key < $1.key }.map { "\(JSONObject.quote($0.key)):\($0.value)" }.joined(separator: ",") + "}"
+    }
+
+    static func addresses(_ entries: [AddressCount]) -> JSONObject.Value {
+        .array(entries.map { entry in
+            var item = JSONObject()
+            item.add("address", .string(entry.address.description))
+            item.add("answers", .integer(entry.answers))
+            return .raw(item.serialized)
+        })
+    }
+
+    /// The ending's particulars (see the README's trace keys).
+    static func endingDetail(_ ending: PathEnding) -> JSONObject.Value {
+        var detail = JSONObject()
+        switch ending {
+        case .reached:
+            return .null
+        case .unreachable(let hop, let address, let mark):
+            detail.add("hop", .integer(hop))
+            detail.add("address", .string(address.description))
+            detail.add("mark", .string(mark.mark))
+            detail.add("icmp_code", .integer(Int(mark.code)))
+            detail.add("meaning", .string(mark.meaning))
+        case .loop(let addresses, let from):
+            detail.add("addresses", .array(addresses.map { .string($0.description) }))
+            detail.add("from_hop", .integer(from))
+        case .maxHops(let maximum):
+            detail.add("max_hops", .integer(maximum))
+        case .filtered(let last, let silent):
+            detail.add("last_responding_hop", last.map { .integer($0) } ?? .null)
+            detail.add("silent_hops", .array(silent.map { .integer($0) }))
+        case .noAnswer(let last):
+            detail.add("last_responding_hop", last.map { .integer($0) } ?? .null)
+        }
+        return .raw(detail.serialized)
     }
 
     static func padRight(_ text: String, _ width: Int) -> String {

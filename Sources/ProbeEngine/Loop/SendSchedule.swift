@@ -64,6 +64,12 @@ struct SendSchedule {
         heap.insert(Due(instant: instant, targetIndex: targetIndex))
     }
 
+    /// Plans one send of `item` (a target, or the path prober's probe key) at `instant`,
+    /// without a next one: for senders that plan each send themselves.
+    mutating func add(_ item: Int, at instant: Int64) {
+        heap.insert(Due(instant: instant, targetIndex: item))
+    }
+
     mutating func removeAll() {
         heap = Heap()
     }

@@ -22,6 +22,8 @@ struct PathTracker {
         var targetIndex: Int
         var flow: Int
         var ttl: Int
+        /// The target's round the probe belongs to (1 for the first).
+        var round: Int = 1
         var transport: Transport
         /// Position in the target's send order, to keep RTTs in send order.
         var order: Int
@@ -61,7 +63,7 @@ struct PathTracker {
     /// What an answer is about, before it concludes anything.
     enum Match: Equatable {
         /// The answer names this probe; `conclude` decides the rest.
-        case probe(UInt32, from: IPAddress, isDestination: Bool, unreachable: Bool)
+        case probe(UInt32, from: IPAddress, isDestination: Bool, unreachable: UnreachableMark?)
         case ignored(IgnoredReason)
         /// Not about any packet of ours (another prober's identifier, a port we do not
         /// hold): not counted anywhere, the host's other traffic.
@@ -71,9 +73,17 @@ struct PathTracker {
     /// What concluding a probe did.
     enum Verdict: Equatable {
         /// A timely answer: count it at the probe's TTL.
-        case answered(Probe, rttNanoseconds: Int64, from: IPAddress, isDestination: Bool, unreachable: Bool)
+        case answered(Probe, rttNanoseconds: Int64, from: IPAddress, isDestination: Bool, unreachable: UnreachableMark?)
+        /// An unreachable for a probe whose timeout passed, within `unreachableWindowNanoseconds`
+        /// of its send: the path's ending (a router's neighbour lookup gave up), not a reply.
+        case lateUnreachable(Probe, from: IPAddress, mark: UnreachableMark)
         case ignored(IgnoredReason)
     }
+
+    /// How long after a probe's send an unreachable still names the path's ending: a Linux
+    /// router that cannot resolve the next hop answers after its neighbour lookup gives up
+    /// (3 solicitations 1 s apart: about 3 s); 4 s leaves a second for the way back.
+    static let unreachableWindowNanoseconds: Int64 = 4_000_000_000
 
     let cookie: UInt64
     let payloadLength: Int
@@ -85,8 +95,9 @@ struct PathTracker {
     private(set) var inFlight: [UInt32: Probe] = [:]
     /// Every probe's deadline, in send order (answered ones stay until then: the loop wakes).
     private var deadlines = Deque<(deadline: Int64, probeNumber: UInt32)>()
-    /// Probes recently concluded.
-    private var recent: [UInt32: Probe] = [:]
+    /// Probes recently concluded, and whether they were answered (an expired one may still
+    /// get a late unreachable).
+    private var recent: [UInt32: (probe: Probe, answered: Bool)] = [:]
     private var recentOrder = Deque<(forgetAt: Int64, probeNumber: UInt32)>()
     /// The last probe number sent: an 8-byte quote names only the sequence.
     private(set) var lastProbeNumber: UInt32 = 0
@@ -97,7 +108,7 @@ struct PathTracker {
         self.cookie = cookie
         self.payloadLength = payloadLength
         self.timeoutNanoseconds = timeoutNanoseconds
-        self.retentionNanoseconds = retentionNanoseconds ?? timeoutNanoseconds + 1_000_000_000
+        self.retentionNanoseconds = retentionNanoseconds ?? max(timeoutNanoseconds, Self.unreachableWindowNanoseconds) + 1_000_000_000
         self.destinations = destinations
     }
 
@@ -136,7 +147,7 @@ struct PathTracker {
     // MARK: matching
 
     private func probe(_ probeNumber: UInt32) -> Probe? {
-        inFlight[probeNumber] ?? recent[probeNumber]
+        inFlight[probeNumber] ?? recent[probeNumber]?.probe
     }
 
     /// An echo reply on the ICMP socket.
@@ -146,7 +157,7 @@ struct PathTracker {
         guard reply.cookie == cookie else { return .ignored(.wrongCookie) }
         guard reply.sequence == UInt16(truncatingIfNeeded: reply.probeNumber) else { return .ignored(.sequenceMismatch) }
         guard reply.payloadLength == payloadLength else { return .ignored(.wrongLength) }
-        return .probe(reply.probeNumber, from: source, isDestination: true, unreachable: false)
+        return .probe(reply.probeNumber, from: source, isDestination: true, unreachable: nil)
     }
 
     /// An ICMP error (time exceeded, unreachable) quoting one of our echo requests or SYNs.
@@ -161,8 +172,12 @@ struct PathTracker {
                   ports[probe.flow % ports.count] == sourcePort else { return .ignored(.unknownProbe) }
             let address = destinations[probe.targetIndex].address
             guard report.quotedDestination == address else { return .ignored(.wrongDestination) }
-            let isDestination = source == address && report.kind != .timeExceeded
-            return .probe(sequence, from: source, isDestination: isDestination, unreachable: report.kind == .unreachable && !isDestination)
+            // The destination's own port unreachable is a closed port (as a RST would say);
+            // every other unreachable ends the path.
+            let mark = report.kind == .unreachable ? UnreachableMark(family: source.family, code: report.code) : nil
+            let closedPort = source == address && mark?.isPortUnreachable == true
+            let isDestination = closedPort || (source == address && report.kind != .timeExceeded && mark == nil)
+            return .probe(sequence, from: source, isDestination: isDestination, unreachable: closedPort ? nil : mark)
         case .echo(let quotedIdentifier, let sequence, let quotedCookie, let quotedNumber):
             guard quotedIdentifier == identifier else { return .notOurs }
             if let quotedCookie, quotedCookie != cookie { return .ignored(.wrongCookie) }
@@ -172,8 +187,10 @@ struct PathTracker {
             guard let probe = probe(probeNumber) else { return .ignored(.unknownProbe) }
             let address = destinations[probe.targetIndex].address
             guard report.quotedDestination == address else { return .ignored(.wrongDestination) }
-            return .probe(probeNumber, from: source, isDestination: source == address && report.kind != .timeExceeded,
-                          unreachable: report.kind == .unreachable)
+            // An unreachable is never a reply, not even from the destination itself (a
+            // firewall there rejecting echo): it ends the path.
+            let mark = report.kind == .unreachable ? UnreachableMark(family: source.family, code: report.code) : nil
+            return .probe(probeNumber, from: source, isDestination: source == address && report.kind != .timeExceeded && mark == nil, unreachable: mark)
         }
     }
 
@@ -186,7 +203,7 @@ struct PathTracker {
         let destination = destinations[probe.targetIndex]
         guard destination.address == source, destination.port == answer.sourcePort,
               ports[probe.flow % ports.count] == answer.destinationPort else { return .ignored(.wrongSource) }
-        return .probe(probeNumber, from: source, isDestination: true, unreachable: false)
+        return .probe(probeNumber, from: source, isDestination: true, unreachable: nil)
     }
 
     // MARK: concluding
@@ -197,37 +214,53 @@ struct PathTracker {
     ///     (kernel stamps at both ends, or user-space reads at both).
     ///   - userReceivedRealtime: CLOCK_REALTIME read right after the read.
     ///   - nowMonotonic: when the probe starts to be remembered as concluded.
-    mutating func conclude(_ probeNumber: UInt32, from source: IPAddress, isDestination: Bool, unreachable: Bool,
+    mutating func conclude(_ probeNumber: UInt32, from source: IPAddress, isDestination: Bool, unreachable: UnreachableMark?,
                            kernelReceivedRealtime: Int64?, userReceivedRealtime: Int64, nowMonotonic: Int64) -> Verdict {
         guard let probe = inFlight[probeNumber] else {
-            return .ignored(recent[probeNumber] == nil ? .unknownProbe : .lateOrDuplicate)
+            guard let past = recent[probeNumber] else { return .ignored(.unknownProbe) }
+            let sent = past.probe.kernelSentRealtime ?? past.probe.userSentRealtime
+            if let unreachable, !past.answered, userReceivedRealtime - sent <= Self.unreachableWindowNanoseconds {
+                recent[probeNumber]?.answered = true
+                return .lateUnreachable(past.probe, from: source, mark: unreachable)
+            }
+            return .ignored(.lateOrDuplicate)
         }
         // An echo reply or SYN-ACK must come from the target itself.
-        if isDestination && !unreachable && source != destinations[probe.targetIndex].address { return .ignored(.wrongSource) }
+        if isDestination && unreachable == nil && source != destinations[probe.targetIndex].address { return .ignored(.wrongSource) }
         let sent = probe.kernelSentRealtime ?? probe.userSentRealtime
         let arrived = (probe.kernelSentRealtime != nil ? kernelReceivedRealtime : nil) ?? userReceivedRealtime
         let rtt = max(0, arrived - sent)
         inFlight[probeNumber] = nil
-        remember(probeNumber, probe, now: nowMonotonic)
-        if rtt > timeoutNanoseconds { return .ignored(.lateOrDuplicate) }
+        remember(probeNumber, probe, answered: true, now: nowMonotonic)
+        if rtt > timeoutNanoseconds {
+            if let unreachable { return .lateUnreachable(probe, from: source, mark: unreachable) }
+            return .ignored(.lateOrDuplicate)
+        }
         return .answered(probe, rttNanoseconds: rtt, from: source, isDestination: isDestination, unreachable: unreachable)
     }
 
     /// Ends the probes past their deadline (their answers are late from now on) and
     /// forgets concluded probes past the retention.
-    mutating func expire(nowMonotonic now: Int64) {
+    /// - Returns: the probes that expired unanswered now.
+    @discardableResult
+    mutating func expire(nowMonotonic now: Int64) -> [Probe] {
+        var expired: [Probe] = []
         while let first = deadlines.first, first.deadline <= now {
             deadlines.removeFirst()
-            if let probe = inFlight.removeValue(forKey: first.probeNumber) { remember(first.probeNumber, probe, now: now) }
+            if let probe = inFlight.removeValue(forKey: first.probeNumber) {
+                remember(first.probeNumber, probe, answered: false, now: now)
+                expired.append(probe)
+            }
         }
         while let first = recentOrder.first, first.forgetAt <= now {
             recentOrder.removeFirst()
             recent[first.probeNumber] = nil
         }
+        return expired
     }
 
-    private mutating func remember(_ probeNumber: UInt32, _ probe: Probe, now: Int64) {
-        recent[probeNumber] = probe
+    private mutating func remember(_ probeNumber: UInt32, _ probe: Probe, answered: Bool, now: Int64) {
+        recent[probeNumber] = (probe, answered)
         recentOrder.append((now + retentionNanoseconds, probeNumber))
     }
 }

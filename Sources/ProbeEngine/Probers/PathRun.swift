@@ -10,29 +10,38 @@ import Glibc
 
 /// One trace call's state, owned by the loop thread.
 final class PathRun: LoopTask, DescriptorOwner {
-    /// What one TTL of one flow saw.
+    /// What the probes of one TTL of one flow saw from routers (time exceeded); answers
+    /// that end the path (the destination's, unreachables) are `EndAnswer`s.
     struct Tally {
         var sent = 0
         var received = 0
-        var unreachable = 0
-        var destinationAnswers = 0
+        /// Probes whose timeout passed without an answer.
+        var expired = 0
         var rtts: [(order: Int, milliseconds: Double)] = []
         var addresses: [IPAddress: Int] = [:]
-
-        mutating func add(_ other: Tally) {
-            sent += other.sent
-            received += other.received
-            unreachable += other.unreachable
-            destinationAnswers += other.destinationAnswers
-            rtts += other.rtts
-            for (address, count) in other.addresses { addresses[address, default: 0] += count }
-        }
+        var kernelTimestamps = 0
+        var userTimestamps = 0
     }
 
+    /// An answer that ends a flow's path: the destination's reply, or an unreachable.
+    struct EndAnswer {
+        var round: Int
+        var ttl: Int
+        var order: Int
+        var source: IPAddress
+        /// nil for the destination's reply.
+        var unreachable: UnreachableMark?
+        /// The reply's RTT (an unreachable has none: it is not a reply).
+        var milliseconds: Double?
+        var kernelTimed: Bool
+    }
+
+    /// A probe waiting for its send slot.
     struct Pending {
         var targetIndex: Int
         var flow: Int
         var ttl: Int
+        var round: Int
     }
 
     struct RoundStart: Comparable {
@@ -54,6 +63,11 @@ final class PathRun: LoopTask, DescriptorOwner {
         }
     }
 
+    /// Consecutive TTLs after the last answering one that must stay silent over
+    /// `silentRounds` rounds before probing past them stops (a destination that filters).
+    static let silentWindow = 3
+    static let silentRounds = 2
+
     let prober: PathProber
     let configuration: PathProbeConfiguration
     let targets: [ProbeTarget]
@@ -63,17 +77,26 @@ final class PathRun: LoopTask, DescriptorOwner {
 
     /// [target][flow][ttl - 1]
     var tallies: [[[Tally]]]
+    /// [target][flow]: the answers that ended the flow's path, in arrival order.
+    var endAnswers: [[[EndAnswer]]]
     /// Per target and flow: the smallest TTL the destination (or an unreachable) answered.
     var endTTL: [[Int?]]
+    /// Per target and flow: the last TTL still probed when the hops after the last
+    /// answering one stayed silent (filtered destination); nil probes up to `maxHops`.
+    var silentLimit: [[Int?]]
     var roundsStarted: [Int]
-    /// Probes of each target waiting in `queue`: a round starts only once the target's
+    /// Probes of each target waiting for their slot: a round starts only once the target's
     /// last one is sent (more probes than the rate allows delay rounds, never pile them up).
     var queued: [Int]
     var sendOrder: [Int]
     var roundStarts = Heap<RoundStart>()
-    var queue = Deque<Pending>()
-    var nextSendAt: Int64 = 0
-    let spacing: Int64
+    /// Every probe's send slot, on the send schedule the other probers use: one probe per
+    /// `spacing` at most, never a burst to catch up.
+    var schedule: SendSchedule
+    var pending: [Int: Pending] = [:]
+    var nextPendingKey = 0
+    /// CLOCK_MONOTONIC of the last send, for the late-unreachable wait.
+    var lastSend: Int64 = 0
     /// The probes in flight and recently concluded, and the matching rules.
     var tracker: PathTracker
     var packet: [UInt8] = []
@@ -89,11 +112,13 @@ final class PathRun: LoopTask, DescriptorOwner {
         self.continuation = continuation
         let hops = configuration.maxHops
         tallies = Array(repeating: Array(repeating: Array(repeating: Tally(), count: hops), count: configuration.flows), count: targets.count)
+        endAnswers = Array(repeating: Array(repeating: [], count: configuration.flows), count: targets.count)
         endTTL = Array(repeating: Array(repeating: nil, count: configuration.flows), count: targets.count)
+        silentLimit = endTTL
         roundsStarted = Array(repeating: 0, count: targets.count)
         queued = Array(repeating: 0, count: targets.count)
         sendOrder = Array(repeating: 0, count: targets.count)
-        spacing = max(1, Int64(1_000_000_000 / configuration.packetsPerSecond))
+        schedule = SendSchedule(targets: [], interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.packetsPerSecond, start: 0)
         tracker = PathTracker(cookie: prober.cookie, payloadLength: configuration.payloadLength, timeoutNanoseconds: configuration.timeoutNanoseconds,
                               destinations: targets.map { PathTracker.Destination(address: $0.address, port: $0.port) })
     }
@@ -117,14 +142,14 @@ final class PathRun: LoopTask, DescriptorOwner {
         for (position, index) in traced.enumerated() {
             roundStarts.insert(RoundStart(instant: now + Int64(position) * phase, targetIndex: index))
         }
-        nextSendAt = now
     }
 
     func service(now: Int64) throws {
         if !stopping && prober.gate.isStopRequested {
             stopping = true
             roundStarts = Heap()
-            queue.removeAll()
+            schedule.removeAll()
+            pending.removeAll()
             queued = Array(repeating: 0, count: targets.count)
         }
         while let first = roundStarts.min, first.instant <= now {
@@ -132,15 +157,38 @@ final class PathRun: LoopTask, DescriptorOwner {
             startRound(first.targetIndex, plannedAt: first.instant)
         }
         try sendDue(now: now)
-        tracker.expire(nowMonotonic: now)
-        if isFinished && !reported { reportAll() }
+        for probe in tracker.expire(nowMonotonic: now) {
+            tallies[probe.targetIndex][probe.flow][probe.ttl - 1].expired += 1
+        }
+        if isFinished(now: now) && !reported { reportAll() }
     }
 
     var nextWake: Int64? {
-        earliest(earliest(roundStarts.min?.instant, queue.isEmpty ? nil : nextSendAt), tracker.nextDeadline)
+        earliest(earliest(roundStarts.min?.instant, schedule.nextWake), earliest(tracker.nextDeadline, lateUnreachableWait))
     }
 
-    var isFinished: Bool { roundStarts.isEmpty && queue.isEmpty && !tracker.hasProbesInFlight }
+    var isFinished: Bool { isFinished(now: Clock.monotonicNanoseconds()) }
+
+    /// Every probe sent and concluded, and no late unreachable to wait for.
+    func isFinished(now: Int64) -> Bool {
+        guard roundStarts.isEmpty && pending.isEmpty && !tracker.hasProbesInFlight else { return false }
+        return lateUnreachableWait.map { now >= $0 } ?? true
+    }
+
+    /// Until when to wait for a late unreachable after the last send: while a traced
+    /// target's flow has not ended and its farthest probes went unanswered (a router may
+    /// still be resolving its neighbour); nil when no flow can be waiting for one.
+    var lateUnreachableWait: Int64? {
+        for index in targets.indices where targets[index].address != nil && roundsStarted[index] > 0 {
+            for flow in 0..<configuration.flows where endTTL[index][flow] == nil {
+                let perTTL = tallies[index][flow]
+                if let farthest = perTTL.lastIndex(where: { $0.sent > 0 }), perTTL[farthest].received == 0 {
+                    return lastSend + PathTracker.unreachableWindowNanoseconds
+                }
+            }
+        }
+        return nil
+    }
 
     func handle(fd: Int32, events: UInt32) throws {
         if let tcp = prober.tcpSockets.values.first(where: { $0.descriptor.rawValue == fd }) {
@@ -165,32 +213,69 @@ final class PathRun: LoopTask, DescriptorOwner {
     func startRound(_ index: Int, plannedAt instant: Int64) {
         if queued[index] > 0 {
             // The last round is still being sent: start this one once it is.
-            roundStarts.insert(RoundStart(instant: max(instant, nextSendAt) + spacing * Int64(queued[index]), targetIndex: index))
+            roundStarts.insert(RoundStart(instant: instant + configuration.intervalNanoseconds / 4, targetIndex: index))
             return
         }
         roundsStarted[index] += 1
+        let round = roundsStarted[index]
+        var probes: [Pending] = []
         for flow in 0..<configuration.flows {
-            let last = min(configuration.maxHops, endTTL[index][flow] ?? configuration.maxHops)
+            if round > Self.silentRounds { silentLimit[index][flow] = silentWindowEnd(index, flow: flow) }
+            let last = min(configuration.maxHops, endTTL[index][flow] ?? silentLimit[index][flow] ?? configuration.maxHops)
             guard last >= configuration.firstHop else { continue }
-            for ttl in configuration.firstHop...last { queue.append(Pending(targetIndex: index, flow: flow, ttl: ttl)) }
-            queued[index] += last - configuration.firstHop + 1
+            for ttl in configuration.firstHop...last { probes.append(Pending(targetIndex: index, flow: flow, ttl: ttl, round: round)) }
         }
+        for (position, instant) in Self.sendInstants(count: probes.count, start: instant, interval: configuration.intervalNanoseconds, spacing: schedule.spacing).enumerated() {
+            pending[nextPendingKey] = probes[position]
+            schedule.add(nextPendingKey, at: instant)
+            nextPendingKey += 1
+        }
+        queued[index] += probes.count
         if configuration.rounds == 0 || roundsStarted[index] < configuration.rounds {
             roundStarts.insert(RoundStart(instant: instant + configuration.intervalNanoseconds, targetIndex: index))
         }
     }
 
+    /// When a round's probes are due: spread evenly over half the interval (at least the
+    /// rate's spacing apart), so no hop's probe waits behind a burst of the others. The
+    /// send schedule then keeps every prober's sends `spacing` apart.
+    static func sendInstants(count: Int, start: Int64, interval: Int64, spacing: Int64) -> [Int64] {
+        guard count > 0 else { return [] }
+        let step = max(spacing, interval / 2 / Int64(count))
+        return (0..<count).map { start + Int64($0) * step }
+    }
+
+    /// The last TTL to probe for a flow whose destination has not answered: when the
+    /// `silentWindow` TTLs after the last one that answered each had `silentRounds` probes
+    /// expire without an answer, the end of that window; nil otherwise (probe on).
+    func silentWindowEnd(_ index: Int, flow: Int) -> Int? {
+        guard endTTL[index][flow] == nil else { return nil }
+        let perTTL = tallies[index][flow]
+        let answered = (configuration.firstHop...configuration.maxHops).last { perTTL[$0 - 1].received > 0 } ?? (configuration.firstHop - 1)
+        let window = (answered + 1)...min(configuration.maxHops, answered + Self.silentWindow)
+        guard !window.isEmpty else { return nil }
+        let silent = window.allSatisfy { perTTL[$0 - 1].received == 0 && perTTL[$0 - 1].expired >= Self.silentRounds }
+        return silent ? window.upperBound : nil
+    }
+
     func sendDue(now: Int64) throws {
         var clock = now
-        while let pending = queue.first, nextSendAt <= clock {
-            guard try send(pending) else {
+        while let due = schedule.popDue(now: clock) {
+            guard let probe = pending[due.targetIndex] else { continue }
+            // A probe beyond where its flow is now known to end is not sent (nor counted).
+            if let end = endTTL[probe.targetIndex][probe.flow], probe.ttl > end {
+                pending[due.targetIndex] = nil
+                queued[probe.targetIndex] -= 1
+                continue
+            }
+            guard try send(probe) else {
                 // The socket buffer is full: try again shortly.
-                nextSendAt = clock + 1_000_000
+                schedule.add(due.targetIndex, at: clock + 1_000_000)
                 return
             }
-            queue.removeFirst()
-            queued[pending.targetIndex] -= 1
-            nextSendAt = max(nextSendAt + spacing, clock - 10 * spacing)
+            pending[due.targetIndex] = nil
+            queued[probe.targetIndex] -= 1
+            lastSend = clock
             clock = Clock.monotonicNanoseconds()
         }
     }
@@ -243,7 +328,7 @@ final class PathRun: LoopTask, DescriptorOwner {
         let order = sendOrder[pending.targetIndex]
         sendOrder[pending.targetIndex] += 1
         tracker.register(probeNumber: probeNumber, PathTracker.Probe(
-            targetIndex: pending.targetIndex, flow: pending.flow, ttl: pending.ttl, transport: transport.kind, order: order,
+            targetIndex: pending.targetIndex, flow: pending.flow, ttl: pending.ttl, round: pending.round, transport: transport.kind, order: order,
             userSentRealtime: sentAt, kernelSentRealtime: nil, deadline: deadline))
         tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
         // Loopback and TUN stamp inside sendmsg: take the stamp while it is there.
@@ -307,22 +392,32 @@ final class PathRun: LoopTask, DescriptorOwner {
             case .ignored(let reason):
                 tracker.count(reason)
             case .answered(let probe, let rtt, let source, let isDestination, let unreachable):
-                count(probe, rttNanoseconds: rtt, from: source, isDestination: isDestination, unreachable: unreachable)
+                let kernelTimed = probe.kernelSentRealtime != nil && kernelRealtime != nil
+                count(probe, rttNanoseconds: rtt, from: source, isDestination: isDestination, unreachable: unreachable, kernelTimed: kernelTimed)
+            case .lateUnreachable(let probe, let source, let mark):
+                count(probe, rttNanoseconds: nil, from: source, isDestination: false, unreachable: mark, kernelTimed: false)
             }
         }
     }
 
-    func count(_ probe: PathTracker.Probe, rttNanoseconds rtt: Int64, from source: IPAddress, isDestination: Bool, unreachable: Bool) {
+    /// Counts an answer: a router's time exceeded at the probe's TTL; the destination's
+    /// reply or an unreachable as the end of the flow's path.
+    /// - Parameter rtt: nil for a late unreachable (no reply, no time).
+    func count(_ probe: PathTracker.Probe, rttNanoseconds rtt: Int64?, from source: IPAddress, isDestination: Bool, unreachable: UnreachableMark?, kernelTimed: Bool) {
+        if isDestination || unreachable != nil {
+            let milliseconds = unreachable == nil ? rtt.map { Double($0) / 1_000_000 } : nil
+            endAnswers[probe.targetIndex][probe.flow].append(EndAnswer(round: probe.round, ttl: probe.ttl, order: probe.order, source: source,
+                                                                       unreachable: unreachable, milliseconds: milliseconds, kernelTimed: kernelTimed))
+            let current = endTTL[probe.targetIndex][probe.flow]
+            endTTL[probe.targetIndex][probe.flow] = min(current ?? probe.ttl, probe.ttl)
+            return
+        }
+        guard let rtt else { return }
         var tally = tallies[probe.targetIndex][probe.flow][probe.ttl - 1]
         tally.received += 1
         tally.rtts.append((probe.order, Double(rtt) / 1_000_000))
         tally.addresses[source, default: 0] += 1
-        if unreachable { tally.unreachable += 1 }
-        if isDestination || unreachable {
-            tally.destinationAnswers += isDestination ? 1 : 0
-            let current = endTTL[probe.targetIndex][probe.flow]
-            endTTL[probe.targetIndex][probe.flow] = min(current ?? probe.ttl, probe.ttl)
-        }
+        if kernelTimed { tally.kernelTimestamps += 1 } else { tally.userTimestamps += 1 }
         tallies[probe.targetIndex][probe.flow][probe.ttl - 1] = tally
     }
 
@@ -333,67 +428,146 @@ final class PathRun: LoopTask, DescriptorOwner {
         for index in targets.indices { continuation.yield(trace(index)) }
     }
 
-    /// The hop list of one target: TTL t's probes, the destination's hop taking every
-    /// probe of a flow at or beyond the TTL where that flow reached it.
+    /// What one flow shows at one hop, before flows are merged.
+    struct HopView {
+        var sent = 0
+        var received = 0
+        var unreachable = 0
+        var marks: [String: Int] = [:]
+        var rtts: [(order: Int, milliseconds: Double)] = []
+        var addresses: [IPAddress: Int] = [:]
+        var kernelTimestamps = 0
+        var userTimestamps = 0
+        var reachedDestination = false
+
+        mutating func add(_ other: HopView) {
+            sent += other.sent
+            received += other.received
+            unreachable += other.unreachable
+            for (mark, count) in other.marks { marks[mark, default: 0] += count }
+            rtts += other.rtts
+            for (address, count) in other.addresses { addresses[address, default: 0] += count }
+            kernelTimestamps += other.kernelTimestamps
+            userTimestamps += other.userTimestamps
+            reachedDestination = reachedDestination || other.reachedDestination
+        }
+    }
+
+    /// The hop list of one target: TTL t's probes; at the TTL where a flow's path ends, one
+    /// probe per round (the lowest-TTL probe of the round that reached the end).
     func trace(_ index: Int) -> PathTrace {
-        let last = lastHopShown(index)
-        let reachedFlows = flowsThatReachedTheDestination(index)
+        let flows = 0..<configuration.flows
+        let last = flows.map { lastHopShown(index, flow: $0) }.max() ?? 0
         var hops: [HopReport] = []
-        var flowPaths = (0..<configuration.flows).map { FlowPath(flow: $0, hops: [], reached: reachedFlows.contains($0)) }
+        var flowPaths = flows.map { FlowPath(flow: $0, hops: [], reached: false) }
         if last >= configuration.firstHop {
             for ttl in configuration.firstHop...last {
-                var merged = Tally()
-                for flow in 0..<configuration.flows {
-                    guard let parts = talliesShown(index, flow: flow, atHop: ttl) else {
+                var merged = HopView()
+                var perFlow: [FlowHop] = []
+                for flow in flows {
+                    guard let view = view(index, flow: flow, atHop: ttl) else {
                         flowPaths[flow].hops.append(Optional<IPAddress>.none)  // this flow ended before
                         continue
                     }
-                    var flowTally = Tally()
-                    for part in parts { flowTally.add(part) }
-                    merged.add(flowTally)
-                    flowPaths[flow].hops.append(Self.ranked(flowTally.addresses).first?.address)
+                    merged.add(view)
+                    let ranked = Self.ranked(view.addresses)
+                    flowPaths[flow].hops.append(ranked.first?.address)
+                    if view.reachedDestination { flowPaths[flow].reached = true }
+                    perFlow.append(FlowHop(flow: flow, addresses: ranked.map { AddressCount(address: $0.address, answers: $0.answers) }, sent: view.sent,
+                                           received: view.received, unreachable: view.unreachable,
+                                           rttsMilliseconds: view.rtts.sorted { $0.order < $1.order }.map(\.milliseconds)))
                 }
                 hops.append(HopReport(hop: ttl, addresses: Self.ranked(merged.addresses), sent: merged.sent, received: merged.received,
                                       rttsMilliseconds: merged.rtts.sorted { $0.order < $1.order }.map(\.milliseconds),
-                                      isDestination: ttl == last && !reachedFlows.isEmpty, unreachable: merged.unreachable))
+                                      isDestination: merged.reachedDestination, unreachable: merged.unreachable, unreachableMarks: merged.marks,
+                                      kernelTimestamps: merged.kernelTimestamps, userTimestamps: merged.userTimestamps,
+                                      flows: configuration.flows > 1 ? perFlow : []))
             }
         }
-        let reached = !reachedFlows.isEmpty
+        let reached = flowPaths.contains(where: \.reached)
         let analysis = PathAnalysis(hops: hops, reached: reached)
         for position in hops.indices where analysis.rateLimitingHops.contains(hops[position].hop) { hops[position].ratesLimited = true }
         return PathTrace(targetIndex: index, target: targets[index], startNanoseconds: startRealtime, rounds: roundsStarted[index], flows: configuration.flows,
-                         hops: hops, flowPaths: flowPaths, reached: reached, ignored: tracker.ignored, analysis: analysis)
+                         hops: hops, flowPaths: flowPaths, reached: reached, ending: ending(index, hops: hops, reached: reached),
+                         ignored: tracker.ignored, analysis: analysis)
     }
 
-    /// The last hop shown: where each flow ended (destination or unreachable), or for a
-    /// flow that never ended, the last TTL anything answered; 0 when nothing did.
-    func lastHopShown(_ index: Int) -> Int {
-        var last = 0
-        for flow in 0..<configuration.flows {
-            if let end = endTTL[index][flow] {
-                last = max(last, end)
-            } else if let answered = (configuration.firstHop...configuration.maxHops).last(where: { tallies[index][flow][$0 - 1].received > 0 }) {
-                last = max(last, answered)
+    /// The last hop a flow shows: where its path ended (destination or unreachable); for a
+    /// flow that never ended, the silent hops after the last one that answered too (up to
+    /// `silentWindow` of them, as far as they were probed); 0 when nothing was probed.
+    func lastHopShown(_ index: Int, flow: Int) -> Int {
+        if let end = endTTL[index][flow] { return end }
+        let perTTL = tallies[index][flow]
+        guard let probed = perTTL.lastIndex(where: { $0.sent > 0 }).map({ $0 + 1 }) else { return 0 }
+        let answered = (configuration.firstHop...configuration.maxHops).last { perTTL[$0 - 1].received > 0 } ?? (configuration.firstHop - 1)
+        return min(probed, answered + Self.silentWindow)
+    }
+
+    /// One flow at one TTL; nil past the TTL where its path ended.
+    func view(_ index: Int, flow: Int, atHop ttl: Int) -> HopView? {
+        let tally = tallies[index][flow][ttl - 1]
+        var view = HopView(sent: tally.sent, received: tally.received, rtts: tally.rtts, addresses: tally.addresses,
+                           kernelTimestamps: tally.kernelTimestamps, userTimestamps: tally.userTimestamps)
+        guard let end = endTTL[index][flow] else { return view }
+        if ttl > end { return nil }
+        guard ttl == end else { return view }
+        // The end: per round, the answer of the lowest TTL that reached it.
+        var firstOfRound: [Int: EndAnswer] = [:]
+        for answer in endAnswers[index][flow] where firstOfRound[answer.round].map({ answer.ttl < $0.ttl }) ?? true {
+            firstOfRound[answer.round] = answer
+        }
+        for answer in firstOfRound.values where view.received + view.unreachable < view.sent {
+            view.addresses[answer.source, default: 0] += 1
+            if let mark = answer.unreachable {
+                view.unreachable += 1
+                view.marks[mark.mark, default: 0] += 1
+            } else if let milliseconds = answer.milliseconds {
+                view.received += 1
+                view.reachedDestination = true
+                view.rtts.append((answer.order, milliseconds))
+                if answer.kernelTimed { view.kernelTimestamps += 1 } else { view.userTimestamps += 1 }
             }
         }
-        return last
+        return view
     }
 
-    /// The flows whose end is the destination answering (not an unreachable).
-    func flowsThatReachedTheDestination(_ index: Int) -> [Int] {
-        (0..<configuration.flows).filter { flow in
-            guard let end = endTTL[index][flow] else { return false }
-            return tallies[index][flow][(end - 1)...].contains { $0.destinationAnswers > 0 }
+    /// How the target's path ended.
+    func ending(_ index: Int, hops: [HopReport], reached: Bool) -> PathEnding {
+        if reached { return .reached }
+        let unreachables = (0..<configuration.flows).flatMap { endAnswers[index][$0] }.filter { $0.unreachable != nil }
+        if let hop = hops.first(where: { $0.unreachable > 0 }), let address = hop.address {
+            var marks: [UnreachableMark: Int] = [:]
+            for answer in unreachables where answer.source == address { marks[answer.unreachable!, default: 0] += 1 }
+            if let mark = marks.max(by: { ($0.value, $1.key.code) < ($1.value, $0.key.code) })?.key {
+                return .unreachable(hop: hop.hop, address: address, mark: mark)
+            }
         }
+        if let loop = Self.loop(in: hops) { return .loop(addresses: loop.addresses, fromHop: loop.fromHop) }
+        if let farthest = hops.last, farthest.hop == configuration.maxHops, farthest.received > 0 { return .maxHops(configuration.maxHops) }
+        let lastResponding = hops.last { !$0.isSilent }?.hop
+        let limited = (0..<configuration.flows).filter { endTTL[index][$0] == nil }
+        if !limited.isEmpty, limited.allSatisfy({ silentLimit[index][$0] != nil }) {
+            return .filtered(lastRespondingHop: lastResponding, silentHops: hops.filter { $0.hop > (lastResponding ?? 0) }.map(\.hop))
+        }
+        return .noAnswer(lastRespondingHop: lastResponding)
     }
 
-    /// What one flow shows at hop `ttl`: that TTL's tally, or at the flow's end every TTL
-    /// from there on (probes beyond the destination are answered by it); nil past the end.
-    func talliesShown(_ index: Int, flow: Int, atHop ttl: Int) -> ArraySlice<Tally>? {
-        let perTTL = tallies[index][flow]
-        guard let end = endTTL[index][flow] else { return perTTL[(ttl - 1)...(ttl - 1)] }
-        if ttl > end { return nil }
-        return ttl == end ? perTTL[(ttl - 1)...] : perTTL[(ttl - 1)...(ttl - 1)]
+    /// A routing loop: an address that answers again at a later TTL with another address
+    /// in between (A B A, A B C A); the addresses of the cycle and where it starts.
+    static func loop(in hops: [HopReport]) -> (addresses: [IPAddress], fromHop: Int)? {
+        var seen: [IPAddress: Int] = [:]
+        for (position, hop) in hops.enumerated() {
+            guard let address = hop.address else { continue }
+            if let first = seen[address], position > 0, hops[position - 1].address != address {
+                var cycle: [IPAddress] = []
+                for earlier in hops[first..<position] {
+                    if let other = earlier.address, !cycle.contains(other) { cycle.append(other) }
+                }
+                if cycle.count >= 2 { return (cycle, hops[first].hop) }
+            }
+            if seen[address] == nil { seen[address] = position }
+        }
+        return nil
     }
 
     static func ranked(_ addresses: [IPAddress: Int]) -> [(address: IPAddress, answers: Int)] {
