@@ -95,7 +95,7 @@ final class PathAnalysisTests: XCTestCase {
     func testThePathHashChangesWithTheHopList() {
         let one = trace([hop(1, received: 100), hop(2, received: 100, destination: true)])
         var other = one
-        other.hops[0].addresses = [(IPAddress(parsing: "198.18.101.1")!, 100)]
+        other.hops[0].addressCounts = [AddressCount(address: IPAddress(parsing: "198.18.101.1")!, answers: 100)]
         XCTAssertEqual(one.pathHash, trace([hop(1, received: 90), hop(2, received: 100, destination: true)]).pathHash, "counts are not the path")
         XCTAssertNotEqual(one.pathHash, other.pathHash)
     }

@@ -23,7 +23,7 @@ final class PathProberTests: XCTestCase {
         return collected.sorted { $0.targetIndex < $1.targetIndex }
     }
 
-    func testLoopbackIsOneHopAwayAndHopsBeyondTheDestinationAreProbedOnlyInTheFirstRound() async throws {
+    func testLoopbackIsOneHopAwayAndTheDestinationCountsOneProbePerRound() async throws {
         guard geteuid() == 0 else { throw XCTSkip("needs root for raw ICMP sockets; CI runs as root") }
         let logger = Logger(label: "test")
         let sockets = try ICMPSocketSet.open(families: [.ipv4, .ipv6], optional: [.ipv6], ttl: nil, logger: logger)
@@ -43,7 +43,9 @@ final class PathProberTests: XCTestCase {
             let hop = try XCTUnwrap(trace.hops.first)
             XCTAssertTrue(hop.isDestination)
             XCTAssertEqual(hop.address, trace.target.address)
-            XCTAssertEqual(hop.sent, 5 + 2, "round 1 probes TTL 1 to 5, later rounds only up to the destination")
+            XCTAssertEqual(hop.sent, 3, "one probe per round counts at the destination, whatever round 1 sent beyond it")
+            XCTAssertEqual(trace.ending, .reached)
+            XCTAssertEqual(hop.timestampSource, .kernel)
             XCTAssertEqual(hop.received, hop.sent)
             XCTAssertEqual(hop.rttsMilliseconds.count, hop.sent)
             XCTAssertEqual(trace.flowPaths, [FlowPath(flow: 0, hops: [trace.target.address], reached: true)])

@@ -32,15 +32,15 @@ final class PathTrackerTests: XCTestCase {
                        probeNumber: number, payloadLength: length, ttl: 60)
     }
 
-    func echoError(_ kind: PathPacket.ErrorKind = .timeExceeded, number: UInt32? = 100, sequence: UInt16 = 100, cookie: UInt64? = nil,
+    func echoError(_ kind: PathPacket.ErrorKind = .timeExceeded, code: UInt8 = 0, number: UInt32? = 100, sequence: UInt16 = 100, cookie: UInt64? = nil,
                    identifier: UInt16? = nil, quotedDestination: IPAddress? = nil) -> PathPacket.ErrorReport {
-        PathPacket.ErrorReport(kind: kind, type: 11, code: 0, quotedSource: router, quotedDestination: quotedDestination ?? target, quotedTTL: 1,
+        PathPacket.ErrorReport(kind: kind, type: kind == .unreachable ? 3 : 11, code: code, quotedSource: router, quotedDestination: quotedDestination ?? target, quotedTTL: 1,
                                probe: .echo(identifier: identifier ?? self.identifier, sequence: sequence, cookie: number == nil ? nil : (cookie ?? self.cookie), probeNumber: number))
     }
 
-    func tcpError(_ kind: PathPacket.ErrorKind = .timeExceeded, sourcePort: UInt16 = 40_001, destinationPort: UInt16 = 443, sequence: UInt32 = 101,
+    func tcpError(_ kind: PathPacket.ErrorKind = .timeExceeded, code: UInt8 = 0, sourcePort: UInt16 = 40_001, destinationPort: UInt16 = 443, sequence: UInt32 = 101,
                   quotedDestination: IPAddress? = nil) -> PathPacket.ErrorReport {
-        PathPacket.ErrorReport(kind: kind, type: 11, code: 0, quotedSource: router, quotedDestination: quotedDestination ?? tcpTarget, quotedTTL: 1,
+        PathPacket.ErrorReport(kind: kind, type: kind == .unreachable ? 3 : 11, code: code, quotedSource: router, quotedDestination: quotedDestination ?? tcpTarget, quotedTTL: 1,
                                probe: .tcp(sourcePort: sourcePort, destinationPort: destinationPort, sequence: sequence))
     }
 
@@ -59,8 +59,8 @@ final class PathTrackerTests: XCTestCase {
     func testEchoReplyFromTheTargetConcludesItsProbeAtTheDestination() {
         var tracker = makeTracker()
         let match = tracker.match(echoReply: reply(), from: target, identifier: identifier)
-        XCTAssertEqual(match, .probe(100, from: target, isDestination: true, unreachable: false))
-        XCTAssertEqual(conclude(&tracker, match), .answered(probe(target: 0, ttl: 3), rttNanoseconds: 2_000_000, from: target, isDestination: true, unreachable: false))
+        XCTAssertEqual(match, .probe(100, from: target, isDestination: true, unreachable: nil))
+        XCTAssertEqual(conclude(&tracker, match), .answered(probe(target: 0, ttl: 3), rttNanoseconds: 2_000_000, from: target, isDestination: true, unreachable: nil))
         XCTAssertFalse(tracker.inFlight.keys.contains(100))
     }
 
@@ -91,15 +91,45 @@ final class PathTrackerTests: XCTestCase {
     func testTimeExceededFromARouterConcludesTheProbeAtItsTTLNotAtTheDestination() {
         var tracker = makeTracker()
         let match = tracker.match(error: echoError(), from: router, identifier: identifier, tcpPorts: nil)
-        XCTAssertEqual(match, .probe(100, from: router, isDestination: false, unreachable: false))
-        guard case .answered(let probe, _, let source, false, false)? = conclude(&tracker, match) else { return XCTFail("not answered") }
+        XCTAssertEqual(match, .probe(100, from: router, isDestination: false, unreachable: nil))
+        guard case .answered(let probe, _, let source, false, nil)? = conclude(&tracker, match) else { return XCTFail("not answered") }
         XCTAssertEqual(probe.ttl, 3)
         XCTAssertEqual(source, router)
     }
 
-    func testUnreachableFromTheTargetEndsThePathAsUnreachable() {
-        let match = makeTracker().match(error: echoError(.unreachable), from: target, identifier: identifier, tcpPorts: nil)
-        XCTAssertEqual(match, .probe(100, from: target, isDestination: true, unreachable: true))
+    func testUnreachableFromTheTargetEndsThePathAsUnreachableNotAsAReply() {
+        let match = makeTracker().match(error: echoError(.unreachable, code: 13), from: target, identifier: identifier, tcpPorts: nil)
+        XCTAssertEqual(match, .probe(100, from: target, isDestination: false, unreachable: UnreachableMark(family: .ipv4, code: 13)))
+    }
+
+    func testUnreachableMarksAreMtrs() {
+        let v4: [UInt8: String] = [0: "!N", 1: "!H", 2: "!P", 3: "!P", 4: "!F", 6: "!N", 7: "!H", 9: "!X", 10: "!X", 11: "!N", 12: "!H", 13: "!X", 14: "!14"]
+        for (code, mark) in v4 { XCTAssertEqual(UnreachableMark(family: .ipv4, code: code).mark, mark, "ICMP code \(code)") }
+        let v6: [UInt8: String] = [0: "!N", 1: "!X", 2: "!N", 3: "!H", 4: "!P", 5: "!X", 6: "!X", 7: "!7"]
+        for (code, mark) in v6 { XCTAssertEqual(UnreachableMark(family: .ipv6, code: code).mark, mark, "ICMPv6 code \(code)") }
+    }
+
+    func testAnUnreachableAfterTheTimeoutIsTheLateEndingOfThePathNotAReply() {
+        var tracker = makeTracker()
+        tracker.expire(nowMonotonic: 5_000)
+        let match = tracker.match(error: echoError(.unreachable, code: 1), from: router, identifier: identifier, tcpPorts: nil)
+        let mark = UnreachableMark(family: .ipv4, code: 1)
+        // A router's neighbour lookup gives up after about 3 s: still the path's ending.
+        XCTAssertEqual(conclude(&tracker, match, rtt: 3_000_000_000), .lateUnreachable(probe(target: 0, ttl: 3), from: router, mark: mark))
+        XCTAssertEqual(conclude(&tracker, match, rtt: 3_100_000_000), .ignored(.lateOrDuplicate), "one ending per probe")
+        var slower = makeTracker()
+        slower.expire(nowMonotonic: 5_000)
+        XCTAssertEqual(conclude(&slower, match, rtt: PathTracker.unreachableWindowNanoseconds + 1), .ignored(.lateOrDuplicate), "past the window")
+        var inFlight = makeTracker()
+        XCTAssertEqual(conclude(&inFlight, match, rtt: timeout + 1), .lateUnreachable(probe(target: 0, ttl: 3), from: router, mark: mark),
+                       "read after the timeout but before the deadline was served")
+    }
+
+    func testATimeExceededAfterTheTimeoutStaysLate() {
+        var tracker = makeTracker()
+        tracker.expire(nowMonotonic: 5_000)
+        XCTAssertEqual(conclude(&tracker, tracker.match(error: echoError(), from: router, identifier: identifier, tcpPorts: nil), rtt: 2_000_000_000),
+                       .ignored(.lateOrDuplicate))
     }
 
     func testErrorQuotingAnotherIdentifierIsNotOurs() {
@@ -112,7 +142,7 @@ final class PathTrackerTests: XCTestCase {
 
     func testEightByteQuoteFindsTheLatestProbeWithThatSequence() {
         let match = makeTracker().match(error: echoError(number: nil, sequence: 100), from: router, identifier: identifier, tcpPorts: nil)
-        XCTAssertEqual(match, .probe(100, from: router, isDestination: false, unreachable: false))
+        XCTAssertEqual(match, .probe(100, from: router, isDestination: false, unreachable: nil))
     }
 
     func testQuotedProbeNumberThatDisagreesWithTheSequenceIsIgnored() {
@@ -135,8 +165,8 @@ final class PathTrackerTests: XCTestCase {
     func testSynAckFromTheTargetPortConcludesTheSYNAtTheDestination() {
         var tracker = makeTracker()
         let match = tracker.match(tcpAnswer: synAck(), from: tcpTarget, ports: ports)
-        XCTAssertEqual(match, .probe(101, from: tcpTarget, isDestination: true, unreachable: false))
-        guard case .answered(let probe, _, _, true, false)? = conclude(&tracker, match) else { return XCTFail("not answered") }
+        XCTAssertEqual(match, .probe(101, from: tcpTarget, isDestination: true, unreachable: nil))
+        guard case .answered(let probe, _, _, true, nil)? = conclude(&tracker, match) else { return XCTFail("not answered") }
         XCTAssertEqual(probe.transport, .tcp)
     }
 
@@ -157,7 +187,7 @@ final class PathTrackerTests: XCTestCase {
 
     func testTimeExceededQuotingOurSYNConcludesItAtItsTTL() {
         let match = makeTracker().match(error: tcpError(), from: router, identifier: identifier, tcpPorts: ports)
-        XCTAssertEqual(match, .probe(101, from: router, isDestination: false, unreachable: false))
+        XCTAssertEqual(match, .probe(101, from: router, isDestination: false, unreachable: nil))
     }
 
     func testErrorQuotingASYNFromAPortWeDoNotHoldIsNotOurs() {
@@ -175,8 +205,16 @@ final class PathTrackerTests: XCTestCase {
     }
 
     func testUnreachableFromARouterAboutASYNEndsThePathAsUnreachable() {
-        XCTAssertEqual(makeTracker().match(error: tcpError(.unreachable), from: router, identifier: identifier, tcpPorts: ports),
-                       .probe(101, from: router, isDestination: false, unreachable: true))
+        XCTAssertEqual(makeTracker().match(error: tcpError(.unreachable, code: 1), from: router, identifier: identifier, tcpPorts: ports),
+                       .probe(101, from: router, isDestination: false, unreachable: UnreachableMark(family: .ipv4, code: 1)))
+    }
+
+    func testPortUnreachableFromTheTCPTargetIsAClosedPortAnswering() {
+        XCTAssertEqual(makeTracker().match(error: tcpError(.unreachable, code: 3), from: tcpTarget, identifier: identifier, tcpPorts: ports),
+                       .probe(101, from: tcpTarget, isDestination: true, unreachable: nil))
+        XCTAssertEqual(makeTracker().match(error: tcpError(.unreachable, code: 13), from: tcpTarget, identifier: identifier, tcpPorts: ports),
+                       .probe(101, from: tcpTarget, isDestination: false, unreachable: UnreachableMark(family: .ipv4, code: 13)),
+                       "a prohibited from the host's firewall ends the path")
     }
 
     // MARK: concluding
