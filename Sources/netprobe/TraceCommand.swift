@@ -13,8 +13,10 @@ struct TraceCommand: PrivilegedCommand {
             (and flow); routers answer with time exceeded, the destination with an echo \
             reply. Answers are matched by the header the router quotes (identifier, \
             sequence, destination; cookie and probe number when quoted), times come from \
-            the kernel's timestamps. After the first round, hops beyond the destination are \
-            no longer probed.
+            the kernel's timestamps. A round's probes are spread over half the interval \
+            (at least 1/--rate apart), never sent as a burst. Once the destination answers, \
+            hops beyond it are no longer probed, and at the destination one probe per round \
+            and flow counts (the lowest-TTL one that reached it): its `sent` is rounds x flows.
 
             HOST:PORT traces with TCP SYNs to the port instead (for hosts that filter ICMP \
             echo): half-open, as `netprobe tcp`: the destination's SYN-ACK is answered by \
@@ -27,8 +29,9 @@ struct TraceCommand: PrivilegedCommand {
             One flow identifier per trace (Paris traceroute): the ICMP checksum stays the \
             same for every probe, so a per-flow load balancer sends all of them down one \
             branch and the hop list is one path. --flows N probes N flow identifiers: the \
-            equal-cost branches show as several addresses at a hop, and each flow's path \
-            is printed.
+            equal-cost branches show as several addresses at a hop (each with its answers), \
+            and each flow's path is printed with its own loss and median at every hop \
+            (--json: "flows" in each hop), so a lossy branch shows in the flows that take it.
 
             Reading the report (the rules):
               1. A hop rate-limits (its ICMP, or answers slowly) when it loses more than
@@ -43,6 +46,24 @@ struct TraceCommand: PrivilegedCommand {
                  rates (maximum likelihood, significant at 99%; else at hop 1).
               4. Latency is added at the hop whose forwarded median RTT rises most over the
                  hop before it, when the rise is 1 ms or more and half the destination's.
+
+            How the path ends, in the headline and --json's "ending":
+              reached       the destination answered
+              unreachable   a router or the host answered destination unreachable, with
+                            mtr's marks: !N net, !H host, !P protocol/port, !X prohibited,
+                            !F fragmentation needed, !<code> otherwise. An unreachable is
+                            never a reply: it is counted apart ("unreachable"), not in
+                            "recv". A router that must first resolve its next hop answers
+                            only when its neighbour lookup gives up (about 3 s on Linux),
+                            so an unreachable still counts up to 4 s after the send (after
+                            -W), and a trace whose target did not answer waits up to 4 s
+                            after its last probe for one.
+              routing_loop  the same addresses answer again at later TTLs
+              max_hops      the largest TTL probed (-m) was answered by a router
+              filtered      the target never answered and the 3 hops after the last one
+                            that did stayed silent over 2 rounds: probing past them stops
+                            (they show as ???)
+              no_answer     the target did not answer (too few rounds to say filtered)
 
             Needs raw ICMP sockets (CAP_NET_RAW: root, or setcap cap_net_raw+ep netprobe), \
             dropped as soon as they are open.
