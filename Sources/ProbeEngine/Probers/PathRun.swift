@@ -252,8 +252,8 @@ final class PathRun: LoopTask, DescriptorOwner {
         guard endTTL[index][flow] == nil else { return nil }
         let perTTL = tallies[index][flow]
         let answered = (configuration.firstHop...configuration.maxHops).last { perTTL[$0 - 1].received > 0 } ?? (configuration.firstHop - 1)
+        guard answered < configuration.maxHops else { return nil }
         let window = (answered + 1)...min(configuration.maxHops, answered + Self.silentWindow)
-        guard !window.isEmpty else { return nil }
         let silent = window.allSatisfy { perTTL[$0 - 1].received == 0 && perTTL[$0 - 1].expired >= Self.silentRounds }
         return silent ? window.upperBound : nil
     }
