@@ -257,11 +257,11 @@ public enum DashboardGenerator {
                           InfluxQL.tagEquals(Schema.PathTag.traceProtocol, target.port == nil ? "icmp" : "tcp")]
         if let port = target.port { conditions.append(InfluxQL.tagEquals(Schema.Tag.port, String(port))) }
         let field = InfluxQL.identifier
-        let query = "SELECT \(field(Schema.PathField.hopCount)), \(field(Schema.PathField.hops)), \(field(Schema.PathField.lossStartHop)), "
-            + "\(field(Schema.PathField.hash)) FROM \(field("path")) \(whereClause(conditions)) ORDER BY time DESC"
+        let query = "SELECT \(field(Schema.PathField.hopCount)), \(field(Schema.PathField.hops)), \(field(Schema.PathField.ending)), "
+            + "\(field(Schema.PathField.lossStartHop)), \(field(Schema.PathField.hash)) FROM \(field("path")) \(whereClause(conditions)) ORDER BY time DESC"
         return [
             "type": "table", "title": .string("path: \(target.title)"), "id": .int(id), "gridPos": grid, "datasource": datasource,
-            "description": .string("The path to the target each time it changed (netprobe run with trace:): hop count, the hops, the hop where loss starts, a hash of the hop list."),
+            "description": .string("The path to the target each time it changed (netprobe run with trace:): hop count, the hops, how it ended (reached, unreachable, routing_loop, ...), the hop where loss starts, a hash of the hop list."),
             "targets": [["refId": "A", "datasource": datasource, "query": .string(query), "rawQuery": true, "resultFormat": "table"]],
             "fieldConfig": ["defaults": [:], "overrides": []],
             "options": ["showHeader": true, "cellHeight": "sm"],

@@ -11,6 +11,8 @@ extension Schema {
     /// Field keys of `path` points.
     public enum PathField {
         public static let hash = "hash", hopCount = "hop_count", hops = "hops", reached = "reached", lossStartHop = "loss_start_hop"
+        /// How the path ended (`PathEnding.name`: reached, unreachable, routing_loop, ...).
+        public static let ending = "ending"
     }
 
     /// One `hop` point per hop of `trace` (fields as for icmp, plus `forwarded_loss_percent`
@@ -26,6 +28,8 @@ extension Schema {
                 ("forwarded_loss_percent", .float(trace.analysis.forwardedLossPercent[position])),
                 ("rate_limited", .integer(hop.ratesLimited ? 1 : 0)),
             ]
+            // Unreachables are answers but not replies: counted apart, where there were any.
+            if hop.unreachable > 0 { fields.append(("unreachable", .integer(Int64(hop.unreachable)))) }
             if let stats = hop.statistics {
                 fields += [
                     (Field.rttMinimum, .float(stats.minimum)), (Field.rttAverage, .float(stats.average)), (Field.rttMaximum, .float(stats.maximum)),
@@ -43,6 +47,7 @@ extension Schema {
             (PathField.hopCount, .integer(Int64(trace.hops.count))),
             (PathField.hops, .string(trace.hops.map { $0.address?.description ?? "*" }.joined(separator: ","))),
             (PathField.reached, .integer(trace.reached ? 1 : 0)),
+            (PathField.ending, .string(trace.ending.name)),
         ]
         if let start = trace.analysis.lossStartHop { fields.append((PathField.lossStartHop, .integer(Int64(start)))) }
         return DataPoint(measurement: "path", tags: pathTags(trace, env: env, probe: probe), fields: fields, timestampNanoseconds: trace.startNanoseconds / 1000 * 1000)

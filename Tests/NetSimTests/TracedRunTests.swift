@@ -77,12 +77,12 @@ final class TracedRunTests: XCTestCase {
                 _ = try? self.blocking { try await running.value }
             }
 
-            /// The `path` points so far: (time, hash, hop_count, hops).
-            func paths() throws -> [(time: Int64, hash: String, count: Int, hops: String)] {
+            /// The `path` points so far: (time, hash, hop_count, hops, ending).
+            func paths() throws -> [(time: Int64, hash: String, count: Int, hops: String, ending: String)] {
                 try blocking {
-                    let series = try await server.series("SELECT \"hash\", \"hop_count\", \"hops\" FROM \"path\" WHERE \"target\" = '198.18.80.9'", database: "netprobe")
+                    let series = try await server.series("SELECT \"hash\", \"hop_count\", \"hops\", \"ending\" FROM \"path\" WHERE \"target\" = '198.18.80.9'", database: "netprobe")
                     return ((series.first?["values"] as? [[Any]]) ?? []).map { row in
-                        ((row[0] as? NSNumber)?.int64Value ?? 0, row[1] as? String ?? "", (row[2] as? NSNumber)?.intValue ?? 0, row[3] as? String ?? "")
+                        ((row[0] as? NSNumber)?.int64Value ?? 0, row[1] as? String ?? "", (row[2] as? NSNumber)?.intValue ?? 0, row[3] as? String ?? "", row[4] as? String ?? "")
                     }
                 }
             }
@@ -99,6 +99,7 @@ final class TracedRunTests: XCTestCase {
 
             try eventually("the first path point") { try !paths().isEmpty }
             let first = try XCTUnwrap(try paths().first)
+            XCTAssertEqual(first.ending, "reached", "the path point says how the path ended")
             XCTAssertEqual(first.count, 3, "two routers and the destination")
             XCTAssertEqual(first.hops, (before + ["198.18.80.9"]).joined(separator: ","))
             try eventually("two more traces") { try traceTimes().count >= 3 }
