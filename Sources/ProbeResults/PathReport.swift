@@ -24,19 +24,35 @@ public struct HopReport: Sendable, Equatable {
     /// The hop's loss is its own (ICMP rate limiting or a slow control plane), not loss of
     /// traffic: later hops and the destination lose less. Set by `PathAnalysis`.
     public var ratesLimited = false
+    /// Answers timed by the kernel's stamps at both ends (SO_TIMESTAMPING: the probe's
+    /// transmit stamp and the answer's receive stamp).
+    public var kernelTimestamps: Int
+    /// Answers timed by user-space clock reads at both ends (a stamp was missing).
+    public var userTimestamps: Int
 
     public var lossPercent: Double { sent == 0 ? 0 : Double(sent - received) / Double(sent) * 100 }
     public var statistics: RTTStatistics? { RTTStatistics(samples: rttsMilliseconds) }
     /// The address with the most answers.
     public var address: IPAddress? { addresses.first?.address }
+    /// "kernel" or "user" when every answer agrees, "mixed" otherwise; nil with no answers.
+    public var timestampSource: TimestampSource? {
+        switch (kernelTimestamps, userTimestamps) {
+        case (0, 0): return nil
+        case (_, 0): return .kernel
+        case (0, _): return .user
+        default: return .mixed
+        }
+    }
 
     public static func == (lhs: HopReport, rhs: HopReport) -> Bool {
         lhs.hop == rhs.hop && lhs.addresses.map(\.address) == rhs.addresses.map(\.address) && lhs.addresses.map(\.answers) == rhs.addresses.map(\.answers)
             && lhs.sent == rhs.sent && lhs.received == rhs.received && lhs.rttsMilliseconds == rhs.rttsMilliseconds
             && lhs.isDestination == rhs.isDestination && lhs.unreachable == rhs.unreachable && lhs.ratesLimited == rhs.ratesLimited
+            && lhs.kernelTimestamps == rhs.kernelTimestamps && lhs.userTimestamps == rhs.userTimestamps
     }
 
-    package init(hop: Int, addresses: [(address: IPAddress, answers: Int)], sent: Int, received: Int, rttsMilliseconds: [Double], isDestination: Bool, unreachable: Int) {
+    package init(hop: Int, addresses: [(address: IPAddress, answers: Int)], sent: Int, received: Int, rttsMilliseconds: [Double], isDestination: Bool, unreachable: Int,
+                 kernelTimestamps: Int = 0, userTimestamps: Int = 0) {
         self.hop = hop
         self.addresses = addresses
         self.sent = sent
@@ -44,6 +60,8 @@ public struct HopReport: Sendable, Equatable {
         self.rttsMilliseconds = rttsMilliseconds
         self.isDestination = isDestination
         self.unreachable = unreachable
+        self.kernelTimestamps = kernelTimestamps
+        self.userTimestamps = userTimestamps
     }
 }
 

@@ -81,6 +81,7 @@ enum TracePrinter {
                 entry.add(key, value.map { .number($0) } ?? .null)
             }
             entry.add("rtts_ms", .array(hop.rttsMilliseconds.map { .number($0) }))
+            entry.add("timestamp_source", hop.timestampSource.map { .string($0.rawValue) } ?? .null)
             return .raw(entry.serialized)
         }))
         object.add("flow_paths", .array(trace.flowPaths.map { path in

@@ -392,7 +392,8 @@ final class PathRun: LoopTask, DescriptorOwner {
                 }
                 hops.append(HopReport(hop: ttl, addresses: Self.ranked(merged.addresses), sent: merged.sent, received: merged.received,
                                       rttsMilliseconds: merged.rtts.sorted { $0.order < $1.order }.map(\.milliseconds),
-                                      isDestination: ttl == last && !reachedFlows.isEmpty, unreachable: merged.unreachable))
+                                      isDestination: ttl == last && !reachedFlows.isEmpty, unreachable: merged.unreachable,
+                                      kernelTimestamps: merged.kernelTimestamps, userTimestamps: merged.userTimestamps))
             }
         }
         let reached = !reachedFlows.isEmpty
