@@ -106,8 +106,10 @@ public struct HopReport: Sendable, Equatable {
     public var unreachable: Int
     /// The unreachables by mark ("!H": 75).
     public var unreachableMarks: [String: Int]
-    /// Replies timed by kernel stamps at both ends, and by user-space clock reads.
+    /// Replies timed by the kernel's stamps at both ends (SO_TIMESTAMPING: the probe's
+    /// transmit stamp and the answer's receive stamp).
     public var kernelTimestamps: Int
+    /// Replies timed by user-space clock reads at both ends (a stamp was missing).
     public var userTimestamps: Int
     /// Per flow, in flow order (the flows that were probed at this hop).
     public var flows: [FlowHop]

@@ -23,8 +23,9 @@ struct TraceCommand: PrivilegedCommand {
             this host's kernel with a RST, so its application never sees a connection. All \
             SYNs of a flow share one 5-tuple (source port reserved by a bound socket); the \
             probe's number is the sequence number, which routers quote and the SYN-ACK or \
-            RST acknowledges. TCP times are user-space clock reads (the raw TCP socket is \
-            not kernel-stamped).
+            RST acknowledges. TCP times come from the kernel's timestamps too (the SYN's \
+            send stamp on the raw TCP socket, the answer's receive stamp); --json names the \
+            clock of each hop (timestamp_source).
 
             One flow identifier per trace (Paris traceroute): the ICMP checksum stays the \
             same for every probe, so a per-flow load balancer sends all of them down one \

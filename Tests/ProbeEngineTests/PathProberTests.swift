@@ -1,14 +1,15 @@
 import CSystemShims
 import Logging
 import ProbeResults
+import TestSupport
 import XCTest
 @testable import ProbeEngine
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The path prober on real loopback sockets: a one-hop path, and forged ICMP errors
-/// (hostile input) that must not count as hops.
+/// The path prober on real loopback sockets: a one-hop path, forged ICMP errors (hostile
+/// input) that must not count as hops, and TCP traces timed by the kernel at both ends.
 final class PathProberTests: XCTestCase {
     func traces(_ prober: PathProber, _ targets: [ProbeTarget], whileRunning body: () -> Void = {}) async -> [PathTrace] {
         let safety = Task {
@@ -56,6 +57,139 @@ final class PathProberTests: XCTestCase {
         XCTAssertFalse(unresolved.reached)
         XCTAssertEqual(unresolved.hops.count, 0)
         XCTAssertEqual(unresolved.rounds, 0)
+    }
+
+    /// A TCP socket bound to `address` (port chosen by the kernel), listening or not: a
+    /// SYN to a listening one is answered with a SYN-ACK, to a bound one with a RST (a
+    /// closed port that nobody can open while the test holds it).
+    func port(on address: IPAddress, listening: Bool) throws -> (descriptor: Int32, port: UInt16) {
+        let descriptor = socket(address.family == .ipv4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw XCTSkip("no \(address.family) TCP socket: errno \(errno)") }
+        let bound = address.withSocketAddress(port: 0) { socketAddress, length in bind(descriptor, socketAddress, length) == 0 }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) == 0 } }
+        guard bound, named, !listening || listen(descriptor, 16) == 0 else {
+            let error = errno
+            close(descriptor)
+            throw NSError(domain: "PathProberTests.port", code: Int(error))
+        }
+        let port = withUnsafeBytes(of: storage) { UInt16(bigEndian: $0.loadUnaligned(fromByteOffset: 2, as: UInt16.self)) }
+        return (descriptor, port)
+    }
+
+    /// Waits until the kernel stamps what it receives. The first socket that asks for
+    /// receive stamps switches them on through deferred work (FIELD-NOTES "Timestamps"),
+    /// and answers before that are timed by user-space reads: the tests below assert that
+    /// none was. A datagram to ourselves on loopback tells when stamping is on.
+    func waitUntilReceivedPacketsAreStamped() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(descriptor, 0)
+        defer { close(descriptor) }
+        try Posix.setsockopt(descriptor, SOL_SOCKET, SO_TIMESTAMPING, Int32(CSystemShims_SOF_TIMESTAMPING_RX_SOFTWARE | CSystemShims_SOF_TIMESTAMPING_SOFTWARE))
+        let loopback = try XCTUnwrap(IPAddress(parsing: "127.0.0.1"))
+        XCTAssertTrue(loopback.withSocketAddress(port: 0) { address, length in bind(descriptor, address, length) == 0 })
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) } }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
+        let control = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: MemoryLayout<Int>.alignment)
+        let source = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
+        defer { buffer.deallocate(); control.deallocate(); source.deallocate() }
+        let stamped = try TestEnvironment.eventually(within: 10) {
+            _ = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(descriptor, "stamp?", 6, 0, $0, length) } }
+            var sawStamp = false
+            while case .processed(let message) = try Posix.recvmsg(descriptor, into: buffer, source: source, control: control, flags: 0) {
+                if ReceivedControlMessages(parsing: message.control, flags: message.flags).softwareRealtime != nil { sawStamp = true }
+            }
+            return sawStamp
+        }
+        XCTAssertTrue(stamped, "the kernel never stamped a received packet")
+    }
+
+    func testTCPTracesToAnOpenAndAClosedLoopbackPortAreKernelTimedAtBothEnds() async throws {
+        guard geteuid() == 0 else { throw XCTSkip("needs root for raw ICMP and TCP sockets; CI runs as root") }
+        let logger = Logger(label: "test")
+        let sockets = try ICMPSocketSet.open(families: [.ipv4, .ipv6], optional: [.ipv6], ttl: nil, logger: logger)
+        let tcpSockets = try PathTCPSockets.open(families: [.ipv4, .ipv6], optional: [.ipv6])
+        let prober = try PathProber(sockets: sockets, tcpSockets: tcpSockets, configuration: PathProbeConfiguration(rounds: 3, intervalNanoseconds: 20_000_000,
+                                                                                                                     timeoutNanoseconds: 500_000_000, maxHops: 5), logger: logger)
+        defer { prober.close() }
+        var addresses = [try XCTUnwrap(IPAddress(parsing: "127.0.0.1"))]
+        if prober.sockets[.ipv6] != nil && prober.tcpSockets[.ipv6] != nil { addresses.append(try XCTUnwrap(IPAddress(parsing: "::1"))) }
+        var held: [Int32] = []
+        defer { for descriptor in held { close(descriptor) } }
+        var targets: [ProbeTarget] = []
+        for address in addresses {
+            for listening in [true, false] {
+                let (descriptor, port) = try port(on: address, listening: listening)
+                held.append(descriptor)
+                targets.append(ProbeTarget(name: "\(address) \(listening ? "open" : "closed")", address: address, port: port))
+            }
+        }
+        try waitUntilReceivedPacketsAreStamped()
+        let result = await traces(prober, targets)
+        XCTAssertEqual(result.count, targets.count)
+        for trace in result {
+            let name = trace.target.name
+            XCTAssertTrue(trace.reached, "\(name): a SYN-ACK or a RST is the destination answering")
+            XCTAssertEqual(trace.hops.count, 1, "\(name): the destination answers TTL 1")
+            for hop in trace.hops {
+                XCTAssertGreaterThan(hop.received, 0, name)
+                XCTAssertEqual(hop.received, hop.sent, name)
+                XCTAssertEqual(hop.kernelTimestamps, hop.received, "\(name): every answer timed by the SYN's send stamp and the answer's receive stamp")
+                XCTAssertEqual(hop.userTimestamps, 0, name)
+                XCTAssertEqual(hop.timestampSource, .kernel, name)
+            }
+        }
+    }
+
+    func testTCPTracesThroughARouterAreKernelTimedAtEveryHop() async throws {
+        let chain = try RouterChain.make()
+        let logger = Logger(label: "test")
+        // The sockets live in the prober namespace, and so does the loop thread (trace()
+        // starts it below), where the IPv4 checksum's source address is looked up.
+        let (sockets, tcpSockets) = try chain.inProber {
+            (try ICMPSocketSet.open(families: [.ipv4, .ipv6], ttl: nil, logger: logger), try PathTCPSockets.open(families: [.ipv4, .ipv6]))
+        }
+        let prober = try PathProber(sockets: sockets, tcpSockets: tcpSockets, configuration: PathProbeConfiguration(rounds: 5, intervalNanoseconds: 20_000_000,
+                                                                                                                     timeoutNanoseconds: 1_000_000_000, maxHops: 4), logger: logger)
+        defer { prober.close() }
+        var held: [Int32] = []
+        defer { for descriptor in held { close(descriptor) } }
+        var targets: [ProbeTarget] = []
+        var routers: [IPAddress: IPAddress] = [:]
+        for (host, router) in [(chain.hostAddress4, chain.routerAddress4), (chain.hostAddress6, chain.routerAddress6)] {
+            let address = try XCTUnwrap(IPAddress(parsing: host))
+            routers[address] = IPAddress(parsing: router)
+            for listening in [true, false] {
+                let (descriptor, port) = try chain.inHost { try self.port(on: address, listening: listening) }
+                held.append(descriptor)
+                targets.append(ProbeTarget(name: "\(host) \(listening ? "open" : "closed")", address: address, port: port))
+            }
+        }
+        try waitUntilReceivedPacketsAreStamped()
+        let safety = Task {
+            try? await Task.sleep(nanoseconds: 120_000_000_000)
+            if !Task.isCancelled { prober.stop() }
+        }
+        let stream = try chain.inProber { [targets] in prober.trace(targets) }
+        var result: [PathTrace] = []
+        for await trace in stream { result.append(trace) }
+        safety.cancel()
+        XCTAssertEqual(result.count, targets.count)
+        for trace in result {
+            let name = trace.target.name
+            XCTAssertTrue(trace.reached, name)
+            XCTAssertEqual(trace.hops.map(\.address), [routers[trace.target.address!], trace.target.address],
+                           "\(name): the router's time exceeded (on the ICMP socket), then the host's SYN-ACK or RST")
+            for hop in trace.hops {
+                XCTAssertGreaterThan(hop.received, 0, "\(name) hop \(hop.hop)")
+                XCTAssertEqual(hop.kernelTimestamps, hop.received, "\(name) hop \(hop.hop): the SYN's send stamp is on the TCP socket, whichever socket the answer came in on")
+                XCTAssertEqual(hop.userTimestamps, 0, "\(name) hop \(hop.hop)")
+                XCTAssertEqual(hop.timestampSource, .kernel, "\(name) hop \(hop.hop)")
+            }
+        }
     }
 
     /// An IPv4 time exceeded from 127.0.0.1 to itself quoting an echo request.

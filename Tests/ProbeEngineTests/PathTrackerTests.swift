@@ -60,7 +60,7 @@ final class PathTrackerTests: XCTestCase {
         var tracker = makeTracker()
         let match = tracker.match(echoReply: reply(), from: target, identifier: identifier)
         XCTAssertEqual(match, .probe(100, from: target, isDestination: true, unreachable: nil))
-        XCTAssertEqual(conclude(&tracker, match), .answered(probe(target: 0, ttl: 3), rttNanoseconds: 2_000_000, from: target, isDestination: true, unreachable: nil))
+        XCTAssertEqual(conclude(&tracker, match), .answered(probe(target: 0, ttl: 3), rttNanoseconds: 2_000_000, from: target, isDestination: true, unreachable: nil, kernelTimed: false))
         XCTAssertFalse(tracker.inFlight.keys.contains(100))
     }
 
@@ -92,7 +92,7 @@ final class PathTrackerTests: XCTestCase {
         var tracker = makeTracker()
         let match = tracker.match(error: echoError(), from: router, identifier: identifier, tcpPorts: nil)
         XCTAssertEqual(match, .probe(100, from: router, isDestination: false, unreachable: nil))
-        guard case .answered(let probe, _, let source, false, nil)? = conclude(&tracker, match) else { return XCTFail("not answered") }
+        guard case .answered(let probe, _, let source, false, nil, _)? = conclude(&tracker, match) else { return XCTFail("not answered") }
         XCTAssertEqual(probe.ttl, 3)
         XCTAssertEqual(source, router)
     }
@@ -166,7 +166,7 @@ final class PathTrackerTests: XCTestCase {
         var tracker = makeTracker()
         let match = tracker.match(tcpAnswer: synAck(), from: tcpTarget, ports: ports)
         XCTAssertEqual(match, .probe(101, from: tcpTarget, isDestination: true, unreachable: nil))
-        guard case .answered(let probe, _, _, true, nil)? = conclude(&tracker, match) else { return XCTFail("not answered") }
+        guard case .answered(let probe, _, _, true, nil, _)? = conclude(&tracker, match) else { return XCTFail("not answered") }
         XCTAssertEqual(probe.transport, .tcp)
     }
 
@@ -247,15 +247,31 @@ final class PathTrackerTests: XCTestCase {
     func testKernelStampsAreUsedOnlyWhenBothEndsHaveThem() {
         var tracker = makeTracker()
         XCTAssertTrue(tracker.needsTransmitStamp(probeNumber: 100))
-        XCTAssertFalse(tracker.needsTransmitStamp(probeNumber: 101), "SYNs are not stamped")
         let match = tracker.match(echoReply: reply(), from: target, identifier: identifier)
         var withoutTXStamp = tracker
-        guard case .answered(_, let userRTT, _, _, _)? = conclude(&withoutTXStamp, match, rtt: 2_000_000, kernel: sentAt + 1_000_000) else { return XCTFail() }
+        guard case .answered(_, let userRTT, _, _, _, let userTimed)? = conclude(&withoutTXStamp, match, rtt: 2_000_000, kernel: sentAt + 1_000_000) else { return XCTFail() }
         XCTAssertEqual(userRTT, 2_000_000, "no TX stamp: user-space reads at both ends")
+        XCTAssertFalse(userTimed)
         tracker.recordTransmitStamp(probeNumber: 100, realtime: sentAt + 100_000)
         XCTAssertFalse(tracker.needsTransmitStamp(probeNumber: 100))
-        guard case .answered(_, let kernelRTT, _, _, _)? = conclude(&tracker, match, rtt: 2_000_000, kernel: sentAt + 1_000_000) else { return XCTFail() }
+        var withoutRXStamp = tracker
+        guard case .answered(_, let mixedRTT, _, _, _, let mixedTimed)? = conclude(&withoutRXStamp, match, rtt: 2_000_000, kernel: nil) else { return XCTFail() }
+        XCTAssertEqual(mixedRTT, 2_000_000, "no RX stamp: user-space reads at both ends, never one of each")
+        XCTAssertFalse(mixedTimed)
+        guard case .answered(_, let kernelRTT, _, _, _, let kernelTimed)? = conclude(&tracker, match, rtt: 2_000_000, kernel: sentAt + 1_000_000) else { return XCTFail() }
         XCTAssertEqual(kernelRTT, 900_000, "kernel stamps at both ends")
+        XCTAssertTrue(kernelTimed)
+    }
+
+    func testSYNsAreKernelTimedLikeEchoRequests() {
+        var tracker = makeTracker()
+        XCTAssertTrue(tracker.needsTransmitStamp(probeNumber: 101), "a SYN waits for its transmit stamp as an echo request does")
+        tracker.recordTransmitStamp(probeNumber: 101, realtime: sentAt + 100_000)
+        XCTAssertFalse(tracker.needsTransmitStamp(probeNumber: 101))
+        let match = tracker.match(tcpAnswer: synAck(), from: tcpTarget, ports: ports)
+        guard case .answered(_, let rtt, _, true, nil, let kernelTimed)? = conclude(&tracker, match, rtt: 2_000_000, kernel: sentAt + 700_000) else { return XCTFail() }
+        XCTAssertEqual(rtt, 600_000, "the SYN's transmit stamp and the SYN-ACK's receive stamp")
+        XCTAssertTrue(kernelTimed)
     }
 
     func testReasonCodesAreCountedUnderTheirStableNamesSharedWithTheEchoTracker() {

@@ -1,6 +1,7 @@
 // Network namespaces of a test's own, for what loopback cannot play: a host that never
-// answers. Nothing sent inside them can leave the machine (no default route, no interface
-// but loopback and the veth pair between them). Needs root and iproute2 (CI has both).
+// answers (SilentNetwork), a real router between the prober and a host (RouterChain).
+// Nothing sent inside them can leave the machine (no default route, no interface but
+// loopback and the veth pairs between them). Needs root and iproute2 (CI has both).
 //
 //   let network = try SilentNetwork.make()            // deleted with the object
 //   network.silentAddress                             // 198.18.211.7: routed, never answers
@@ -116,8 +117,14 @@ public final class SilentNetwork {
     /// Runs `body` on a thread that has entered the prober namespace: sockets it opens live
     /// there, and keep living there when used from any other thread.
     public func inProber<T>(_ body: @escaping () throws -> T) throws -> T {
+        try Self.inNamespace(prober, body)
+    }
+
+    /// Runs `body` on a thread that has entered network namespace `namespace` (a name of
+    /// `ip netns`): sockets it opens, and threads it starts, live there.
+    public static func inNamespace<T>(_ namespace: String, _ body: @escaping () throws -> T) throws -> T {
         let handOver = NamespaceHandOver<T>(body)
-        let path = "/run/netns/\(prober)"
+        let path = "/run/netns/\(namespace)"
         let thread = Thread {
             let outcome: Result<T, any Error>
             let descriptor = open(path, O_RDONLY | O_CLOEXEC)
@@ -144,6 +151,78 @@ public final class SilentNetwork {
         guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "setns") else { fatalError("glibc has no setns") }
         return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32) -> Int32).self)
     }()
+}
+
+/// Three namespaces in a row, joined by veth pairs, IPv4 and IPv6: "prober", "router" (a
+/// real Linux router: forwarding on, its ICMP errors not rate-limited, so it answers every
+/// TTL-limited probe with time exceeded) and "host". A path of two hops from the prober:
+/// the router, then the host. Nothing has a default route; nothing leaves the machine.
+public final class RouterChain {
+    public let prober: String
+    public let router: String
+    public let host: String
+    /// The router's addresses on the prober's side (the source of its time exceeded).
+    public let routerAddress4 = "198.18.220.2"
+    public let routerAddress6 = "2001:db8:220::2"
+    /// The host's addresses, two hops away.
+    public let hostAddress4 = "198.18.221.2"
+    public let hostAddress6 = "2001:db8:221::2"
+
+    private init(tag: String) {
+        prober = "netprobe-chain-p-\(tag)"
+        router = "netprobe-chain-r-\(tag)"
+        host = "netprobe-chain-h-\(tag)"
+    }
+
+    /// - Throws: a skip without root or `ip` (an XCTFail first in CI).
+    public static func make() throws -> RouterChain {
+        guard geteuid() == 0 else {
+            if TestEnvironment.isCI { XCTFail("CI must run the tests as root") }
+            throw XCTSkip("needs root (network namespaces); CI runs as root")
+        }
+        _ = try TestEnvironment.requireBinary("ip", package: "iproute2")
+        let chain = RouterChain(tag: "\(getpid() % 100_000)-\(UInt16.random(in: 0...UInt16.max))")
+        func run(_ arguments: [String]) throws { try SilentNetwork.run(arguments) }
+        for namespace in [chain.prober, chain.router, chain.host] {
+            try run(["ip", "netns", "add", namespace])
+            try run(["ip", "-n", namespace, "link", "set", "lo", "up"])
+            // No duplicate address detection: addresses (link-local ones too) usable at once.
+            try run(["ip", "netns", "exec", namespace, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"])
+        }
+        try run(["ip", "netns", "exec", chain.router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+                 "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0"])
+        let link = "npc\(UInt32.random(in: 0...0xFFFFFF))"
+        // Link "a": prober 198.18.220.1 / 2001:db8:220::1 - router .2; link "b": router
+        // 198.18.221.1 / 2001:db8:221::1 - host .2.
+        for (side, left, right, net4, net6) in [("a", chain.prober, chain.router, "198.18.220", "2001:db8:220"),
+                                                ("b", chain.router, chain.host, "198.18.221", "2001:db8:221")] {
+            try run(["ip", "link", "add", link + side + "l", "netns", left, "type", "veth", "peer", "name", link + side + "r", "netns", right])
+            for (namespace, device, number) in [(left, link + side + "l", 1), (right, link + side + "r", 2)] {
+                try run(["ip", "-n", namespace, "addr", "add", "\(net4).\(number)/24", "dev", device])
+                try run(["ip", "-n", namespace, "addr", "add", "\(net6)::\(number)/64", "dev", device, "nodad"])
+                try run(["ip", "-n", namespace, "link", "set", device, "up"])
+            }
+        }
+        try run(["ip", "-n", chain.prober, "route", "add", "198.18.221.0/24", "via", "198.18.220.2"])
+        try run(["ip", "-n", chain.prober, "-6", "route", "add", "2001:db8:221::/64", "via", "2001:db8:220::2"])
+        try run(["ip", "-n", chain.host, "route", "add", "198.18.220.0/24", "via", "198.18.221.1"])
+        try run(["ip", "-n", chain.host, "-6", "route", "add", "2001:db8:220::/64", "via", "2001:db8:221::1"])
+        return chain
+    }
+
+    deinit {
+        for namespace in [prober, router, host] { _ = try? SilentNetwork.run(["ip", "netns", "delete", namespace]) }
+    }
+
+    /// Runs `body` on a thread inside the prober namespace (see `SilentNetwork.inNamespace`).
+    public func inProber<T>(_ body: @escaping () throws -> T) throws -> T {
+        try SilentNetwork.inNamespace(prober, body)
+    }
+
+    /// Runs `body` on a thread inside the host namespace.
+    public func inHost<T>(_ body: @escaping () throws -> T) throws -> T {
+        try SilentNetwork.inNamespace(host, body)
+    }
 }
 
 /// What `inProber`'s thread is given and hands back: written once by it, read after it

@@ -11,9 +11,10 @@ import DequeModule
 struct PathTracker {
     /// What a probe was sent over: decides the matching rules and which stamps it gets.
     enum Transport: Equatable {
-        /// A TTL-limited echo request on the raw ICMP socket (kernel-stamped).
+        /// A TTL-limited echo request on the raw ICMP socket (its stamps on that socket).
         case echo
-        /// A TTL-limited TCP SYN on the raw TCP socket (not stamped: user-space clock).
+        /// A TTL-limited TCP SYN on the raw TCP socket (its transmit stamp on that socket,
+        /// whichever socket the answer comes in on).
         case tcp
     }
 
@@ -27,7 +28,9 @@ struct PathTracker {
         var transport: Transport
         /// Position in the target's send order, to keep RTTs in send order.
         var order: Int
+        /// CLOCK_REALTIME read just before the send: the fallback.
         var userSentRealtime: Int64
+        /// The kernel's software transmit stamp, once read from the error queue.
         var kernelSentRealtime: Int64?
         /// CLOCK_MONOTONIC instant after which the probe is lost.
         var deadline: Int64
@@ -72,8 +75,9 @@ struct PathTracker {
 
     /// What concluding a probe did.
     enum Verdict: Equatable {
-        /// A timely answer: count it at the probe's TTL.
-        case answered(Probe, rttNanoseconds: Int64, from: IPAddress, isDestination: Bool, unreachable: UnreachableMark?)
+        /// A timely answer: count it at the probe's TTL. `kernelTimed`: the RTT is from the
+        /// kernel's stamps at both ends (else from user-space reads at both ends).
+        case answered(Probe, rttNanoseconds: Int64, from: IPAddress, isDestination: Bool, unreachable: UnreachableMark?, kernelTimed: Bool)
         /// An unreachable for a probe whose timeout passed, within `unreachableWindowNanoseconds`
         /// of its send: the path's ending (a router's neighbour lookup gave up), not a reply.
         case lateUnreachable(Probe, from: IPAddress, mark: UnreachableMark)
@@ -137,11 +141,11 @@ struct PathTracker {
         inFlight[probeNumber]?.kernelSentRealtime = realtime
     }
 
-    /// True for an echo probe still in flight whose transmit stamp has not come back:
-    /// read the error queue before concluding it.
+    /// True for a probe still in flight (echo request or SYN) whose transmit stamp has not
+    /// come back: read its socket's error queue before concluding it.
     func needsTransmitStamp(probeNumber: UInt32) -> Bool {
         guard let probe = inFlight[probeNumber] else { return false }
-        return probe.transport == .echo && probe.kernelSentRealtime == nil
+        return probe.kernelSentRealtime == nil
     }
 
     // MARK: matching
@@ -211,7 +215,7 @@ struct PathTracker {
     /// Concludes the probe an answer named.
     /// - Parameters:
     ///   - kernelReceivedRealtime: the RX stamp; used only when the probe has a TX stamp
-    ///     (kernel stamps at both ends, or user-space reads at both).
+    ///     (kernel stamps at both ends, or user-space reads at both: never one of each).
     ///   - userReceivedRealtime: CLOCK_REALTIME read right after the read.
     ///   - nowMonotonic: when the probe starts to be remembered as concluded.
     mutating func conclude(_ probeNumber: UInt32, from source: IPAddress, isDestination: Bool, unreachable: UnreachableMark?,
@@ -227,16 +231,20 @@ struct PathTracker {
         }
         // An echo reply or SYN-ACK must come from the target itself.
         if isDestination && unreachable == nil && source != destinations[probe.targetIndex].address { return .ignored(.wrongSource) }
-        let sent = probe.kernelSentRealtime ?? probe.userSentRealtime
-        let arrived = (probe.kernelSentRealtime != nil ? kernelReceivedRealtime : nil) ?? userReceivedRealtime
-        let rtt = max(0, arrived - sent)
+        let rtt: Int64
+        let kernelTimed: Bool
+        if let sent = probe.kernelSentRealtime, let arrived = kernelReceivedRealtime, arrived >= sent {
+            (rtt, kernelTimed) = (arrived - sent, true)
+        } else {
+            (rtt, kernelTimed) = (max(0, userReceivedRealtime - probe.userSentRealtime), false)
+        }
         inFlight[probeNumber] = nil
         remember(probeNumber, probe, answered: true, now: nowMonotonic)
         if rtt > timeoutNanoseconds {
             if let unreachable { return .lateUnreachable(probe, from: source, mark: unreachable) }
             return .ignored(.lateOrDuplicate)
         }
-        return .answered(probe, rttNanoseconds: rtt, from: source, isDestination: isDestination, unreachable: unreachable)
+        return .answered(probe, rttNanoseconds: rtt, from: source, isDestination: isDestination, unreachable: unreachable, kernelTimed: kernelTimed)
     }
 
     /// Ends the probes past their deadline (their answers are late from now on) and

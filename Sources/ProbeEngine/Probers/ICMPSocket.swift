@@ -93,11 +93,11 @@ final class ICMPSocket {
     /// True when reads start at the IPv4 header (raw IPv4 only).
     var includesIPHeader: Bool { mode == .raw && family == .ipv4 }
 
+    /// How transmit stamps name their probe (SCM_TS_OPT_ID per send, or the socket's counter).
+    private var stampNaming = TransmitStampNaming()
     /// Whether each send names its own timestamp id (SCM_TS_OPT_ID, Linux 6.13+). When the
     /// kernel refuses it we fall back to the socket's own OPT_ID counter.
-    private(set) var usesPerSendTimestampID = true
-    private var nextKernelCounter: UInt32 = 0
-    private var probeNumberByCounter = [UInt32](repeating: 0, count: 1 << 16)
+    var usesPerSendTimestampID: Bool { stampNaming.usesPerSendID }
 
     private let receiveBuffer: UnsafeMutableRawBufferPointer
     private let controlBuffer: UnsafeMutableRawBufferPointer
@@ -228,18 +228,9 @@ final class ICMPSocket {
     /// Sends one request. The kernel's transmit stamp for it will carry `probeNumber`.
     /// - Parameter hopLimit: this packet's TTL / hop limit (path probes); nil keeps the socket's.
     func send(_ packet: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int? = nil) throws(SystemCallError) -> IOResult<Int> {
-        let result: IOResult<Int>
-        do {
-            result = try sendOnce(packet, to: destination, probeNumber: probeNumber, hopLimit: hopLimit, perSendID: usesPerSendTimestampID)
-        } catch where error.errno == EINVAL && usesPerSendTimestampID {
-            usesPerSendTimestampID = false
-            result = try sendOnce(packet, to: destination, probeNumber: probeNumber, hopLimit: hopLimit, perSendID: false)
+        try stampNaming.send(probeNumber: probeNumber) { (perSendID) throws(SystemCallError) -> IOResult<Int> in
+            try sendOnce(packet, to: destination, probeNumber: probeNumber, hopLimit: hopLimit, perSendID: perSendID)
         }
-        if case .processed = result, !usesPerSendTimestampID {
-            probeNumberByCounter[Int(nextKernelCounter & 0xffff)] = probeNumber
-            nextKernelCounter &+= 1
-        }
-        return result
     }
 
     private func sendOnce(_ packet: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int?, perSendID: Bool) throws(SystemCallError) -> IOResult<Int> {
@@ -304,9 +295,8 @@ final class ICMPSocket {
         let destination = IPAddress(socketAddress: addressBuffer, length: message.sourceLength)
         switch extended.origin {
         case .timestamping:
-            guard Int32(extended.info) == CSystemShims_SCM_TSTAMP_SND, let stamp = control.softwareRealtime else { return .other }
-            let probeNumber = usesPerSendTimestampID ? extended.data : probeNumberByCounter[Int(extended.data & 0xffff)]
-            return .transmitStamp(probeNumber: probeNumber, realtime: stamp)
+            guard let stamp = stampNaming.transmitStamp(in: control) else { return .other }
+            return .transmitStamp(probeNumber: stamp.probeNumber, realtime: stamp.realtime)
         case .icmp, .icmp6:
             return .icmpError(type: extended.type, code: extended.code, destination: destination, quotedRequest: quoted)
         case .local:

@@ -131,7 +131,8 @@ final class PathRun: LoopTask, DescriptorOwner {
             try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue, for: self)
         }
         for socket in prober.tcpSockets.values {
-            try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue, for: self)
+            // EPOLLERR: the SYNs' transmit stamps wait on the error queue.
+            try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue | EPOLLERR.rawValue, for: self)
         }
         for (index, target) in targets.enumerated() where target.port != nil {
             // The IPv4 TCP checksum covers our source address: ask the routing table.
@@ -192,7 +193,9 @@ final class PathRun: LoopTask, DescriptorOwner {
 
     func handle(fd: Int32, events: UInt32) throws {
         if let tcp = prober.tcpSockets.values.first(where: { $0.descriptor.rawValue == fd }) {
-            return try drainTCP(tcp, limit: 16)
+            if events & EPOLLERR.rawValue != 0 { try drainErrorQueue(tcp, limit: 4) }
+            if events & EPOLLIN.rawValue != 0 { try drainTCP(tcp, limit: 16) }
+            return
         }
         guard let socket = prober.sockets.values.first(where: { $0.descriptor.rawValue == fd }) else { return }
         if events & EPOLLERR.rawValue != 0 { try drainErrorQueue(socket, limit: 4) }
@@ -316,7 +319,7 @@ final class PathRun: LoopTask, DescriptorOwner {
             case .icmp(let socket):
                 if case .processed = try socket.send(packet, to: address, probeNumber: probeNumber, hopLimit: pending.ttl) { left = true } else { left = false }
             case .tcp(let socket, _):
-                left = try socket.send(segment, to: address, hopLimit: pending.ttl)
+                left = try socket.send(segment, to: address, probeNumber: probeNumber, hopLimit: pending.ttl)
             }
         } catch {
             tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
@@ -332,7 +335,10 @@ final class PathRun: LoopTask, DescriptorOwner {
             userSentRealtime: sentAt, kernelSentRealtime: nil, deadline: deadline))
         tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
         // Loopback and TUN stamp inside sendmsg: take the stamp while it is there.
-        if case .icmp(let socket) = transport { try drainErrorQueue(socket, limit: 1) }
+        switch transport {
+        case .icmp(let socket): try drainErrorQueue(socket, limit: 1)
+        case .tcp(let socket, _): try drainErrorQueue(socket, limit: 1)
+        }
         return true
     }
 
@@ -344,6 +350,28 @@ final class PathRun: LoopTask, DescriptorOwner {
             if case .transmitStamp(let probeNumber, let realtime) = message {
                 tracker.recordTransmitStamp(probeNumber: probeNumber, realtime: realtime)
             }
+        }
+    }
+
+    /// The SYNs' transmit stamps; anything else on the raw TCP socket's error queue is dropped.
+    func drainErrorQueue(_ socket: PathTCPSockets.Socket, limit: Int) throws {
+        for _ in 0..<limit {
+            guard let message = try socket.receiveError() else { return }
+            if case .transmitStamp(let probeNumber, let realtime) = message {
+                tracker.recordTransmitStamp(probeNumber: probeNumber, realtime: realtime)
+            }
+        }
+    }
+
+    /// Reads the error queue that holds a probe's transmit stamp, when the stamp has not
+    /// been read yet: the SYN's is on the raw TCP socket even when the answer (an ICMP
+    /// error) came in on the ICMP socket.
+    func drainTransmitStamp(of probeNumber: UInt32) throws {
+        guard tracker.needsTransmitStamp(probeNumber: probeNumber), let probe = tracker.inFlight[probeNumber],
+              let family = targets[probe.targetIndex].address?.family else { return }
+        switch probe.transport {
+        case .echo: if let socket = prober.sockets[family] { try drainErrorQueue(socket, limit: 64) }
+        case .tcp: if let socket = prober.tcpSockets[family] { try drainErrorQueue(socket, limit: 64) }
         }
     }
 
@@ -363,7 +391,7 @@ final class PathRun: LoopTask, DescriptorOwner {
                     match = tracker.match(error: report, from: source, identifier: socket.identifier, tcpPorts: prober.tcpSockets[socket.family]?.ports)
                 }
             }
-            try answer(match, stampedBy: socket, kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime)
+            try answer(match, kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime)
         }
     }
 
@@ -373,26 +401,28 @@ final class PathRun: LoopTask, DescriptorOwner {
         for _ in 0..<limit {
             guard let received = try socket.receive() else { return }
             guard let source = received.source, let answer = PathTCPSegment.decodeAnswer(received.packet, family: socket.family) else { continue }
-            try self.answer(tracker.match(tcpAnswer: answer, from: source, ports: socket.ports), stampedBy: nil, kernelRealtime: nil, userRealtime: received.realtime)
+            try self.answer(tracker.match(tcpAnswer: answer, from: source, ports: socket.ports),
+                            kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime)
         }
     }
 
     /// Concludes the probe an answer matched and counts it at its TTL.
-    /// - Parameter socket: the ICMP socket whose error queue holds the probe's transmit stamp.
-    func answer(_ match: PathTracker.Match, stampedBy socket: ICMPSocket?, kernelRealtime: Int64?, userRealtime: Int64) throws {
+    /// - Parameters:
+    ///   - kernelRealtime: the answer's receive stamp, when the kernel gave one.
+    ///   - userRealtime: CLOCK_REALTIME read right after the answer was read.
+    func answer(_ match: PathTracker.Match, kernelRealtime: Int64?, userRealtime: Int64) throws {
         switch match {
         case .notOurs:
             return
         case .ignored(let reason):
             tracker.count(reason)
         case .probe(let probeNumber, let source, let isDestination, let unreachable):
-            if let socket, tracker.needsTransmitStamp(probeNumber: probeNumber) { try drainErrorQueue(socket, limit: 64) }
+            try drainTransmitStamp(of: probeNumber)
             switch tracker.conclude(probeNumber, from: source, isDestination: isDestination, unreachable: unreachable,
                                     kernelReceivedRealtime: kernelRealtime, userReceivedRealtime: userRealtime, nowMonotonic: Clock.monotonicNanoseconds()) {
             case .ignored(let reason):
                 tracker.count(reason)
-            case .answered(let probe, let rtt, let source, let isDestination, let unreachable):
-                let kernelTimed = probe.kernelSentRealtime != nil && kernelRealtime != nil
+            case .answered(let probe, let rtt, let source, let isDestination, let unreachable, let kernelTimed):
                 count(probe, rttNanoseconds: rtt, from: source, isDestination: isDestination, unreachable: unreachable, kernelTimed: kernelTimed)
             case .lateUnreachable(let probe, let source, let mark):
                 count(probe, rttNanoseconds: nil, from: source, isDestination: false, unreachable: mark, kernelTimed: false)

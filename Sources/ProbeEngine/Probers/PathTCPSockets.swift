@@ -5,7 +5,9 @@ import Glibc
 #endif
 
 /// The raw TCP sockets of the path prober, one per address family, each with the TCP
-/// socket that reserves its source port.
+/// socket that reserves its source port. Kernel-timed as the ICMP sockets are: every SYN's
+/// software transmit stamp comes back on the error queue naming its probe, and every
+/// segment read carries its receive stamp.
 public final class PathTCPSockets: @unchecked Sendable {
     final class Socket {
         let family: AddressFamily
@@ -16,8 +18,12 @@ public final class PathTCPSockets: @unchecked Sendable {
         let ports: [UInt16]
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 8)
         let address = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
-        /// The hop-limit control message of each send.
-        let sendControl = UnsafeMutableRawBufferPointer.allocate(byteCount: OutboundControlMessage.largestSpace, alignment: MemoryLayout<Int>.alignment)
+        /// The control messages of each send: timestamp id and hop limit.
+        let sendControl = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * OutboundControlMessage.largestSpace, alignment: MemoryLayout<Int>.alignment)
+        /// The control messages of each read: the receive stamp, or a transmit stamp's.
+        let receiveControl = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: MemoryLayout<Int>.alignment)
+        /// How each SYN's transmit stamp names its probe.
+        private var stampNaming = TransmitStampNaming()
 
         init(family: AddressFamily, descriptor: Descriptor, reservations: [Descriptor], ports: [UInt16]) {
             self.family = family
@@ -30,6 +36,7 @@ public final class PathTCPSockets: @unchecked Sendable {
             buffer.deallocate()
             address.deallocate()
             sendControl.deallocate()
+            receiveControl.deallocate()
         }
 
         func close() {
@@ -37,37 +44,76 @@ public final class PathTCPSockets: @unchecked Sendable {
             for reservation in reservations where reservation.isOpen { try? reservation.close() }
         }
 
-        /// Sends one segment; false when the socket would block.
+        /// Sends one segment; false when the socket would block. Its transmit stamp will
+        /// carry `probeNumber`.
         /// - Parameter hopLimit: the segment's TTL / hop limit, as a control message.
-        func send(_ segment: [UInt8], to destination: IPAddress, hopLimit: Int) throws(SystemCallError) -> Bool {
+        func send(_ segment: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int) throws(SystemCallError) -> Bool {
+            let result = try stampNaming.send(probeNumber: probeNumber) { (perSendID) throws(SystemCallError) -> IOResult<Int> in
+                try sendOnce(segment, to: destination, probeNumber: probeNumber, hopLimit: hopLimit, perSendID: perSendID)
+            }
+            if case .processed = result { return true }
+            return false
+        }
+
+        private func sendOnce(_ segment: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int, perSendID: Bool) throws(SystemCallError) -> IOResult<Int> {
             let fd = descriptor.rawValue
             var control = ControlMessageBuilder(storage: sendControl)
+            if perSendID { control.append(.timestampID(probeNumber)) }
             control.append(.hopLimit(hopLimit, family))
             let controlBytes = control.bytes
-            let result = try segment.withUnsafeBytes { (bytes) -> Result<IOResult<Int>, SystemCallError> in
+            return try segment.withUnsafeBytes { (bytes) -> Result<IOResult<Int>, SystemCallError> in
                 Result { () throws(SystemCallError) -> IOResult<Int> in
                     try destination.withSocketAddress { (address, length) throws(SystemCallError) -> IOResult<Int> in
                         try Posix.sendmsg(fd, bytes, to: address, length, control: controlBytes, flags: Int32(MSG_DONTWAIT))
                     }
                 }
             }.get()
-            if case .processed = result { return true }
-            return false
         }
 
-        /// Reads one segment: the bytes (valid until the next read), who sent them, and when.
-        func receive() throws(SystemCallError) -> (packet: UnsafeRawBufferPointer, source: IPAddress?, realtime: Int64)? {
-            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let fd = descriptor.rawValue
-            let buffer = self.buffer
-            let address = self.address
-            let result = try Posix.nonBlocking("recvfrom") {
-                address.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.recvfrom(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT), $0, &length) }
-            }
-            let realtime = Clock.realtimeNanoseconds()
-            guard case .processed(let count) = result else { return nil }
-            return (UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[0..<min(count, buffer.count)]),
-                    IPAddress(socketAddress: address, length: Int(length)), realtime)
+        /// One segment read from the normal queue.
+        struct Received {
+            /// The bytes read (from the IPv4 header on, for IPv4), valid until the next read.
+            var packet: UnsafeRawBufferPointer
+            var source: IPAddress?
+            /// The kernel's software receive stamp, CLOCK_REALTIME ns; nil when the packet has none.
+            var kernelRealtime: Int64?
+            /// CLOCK_REALTIME read right after the read: the fallback.
+            var userRealtime: Int64
+        }
+
+        /// What the error queue held.
+        enum ErrorQueueMessage {
+            /// The software transmit stamp of one of our SYNs.
+            case transmitStamp(probeNumber: UInt32, realtime: Int64)
+            /// Anything else: dropped. (Without IP_RECVERR / IPV6_RECVERR, which this socket
+            /// does not set, ICMP errors about our SYNs never land here: the ICMP socket reads them.)
+            case other
+        }
+
+        /// Reads one segment; nil when the queue is empty.
+        func receive() throws(SystemCallError) -> Received? {
+            guard let (message, userRealtime) = try receive(flags: 0) else { return nil }
+            let control = ReceivedControlMessages(parsing: message.control, flags: message.flags)
+            return Received(packet: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[0..<min(message.length, buffer.count)]),
+                            source: IPAddress(socketAddress: address, length: message.sourceLength),
+                            kernelRealtime: control.softwareRealtime, userRealtime: userRealtime)
+        }
+
+        /// Reads one message from the error queue; nil when it is empty.
+        func receiveError() throws(SystemCallError) -> ErrorQueueMessage? {
+            guard let (message, _) = try receive(flags: Int32(MSG_ERRQUEUE)) else { return nil }
+            let control = ReceivedControlMessages(parsing: message.control, flags: message.flags)
+            guard let stamp = stampNaming.transmitStamp(in: control) else { return .other }
+            return .transmitStamp(probeNumber: stamp.probeNumber, realtime: stamp.realtime)
+        }
+
+        private func receive(flags: Int32) throws(SystemCallError) -> (ReceivedDatagram, userRealtime: Int64)? {
+            let result = try Posix.recvmsg(descriptor.rawValue, into: buffer, source: address, control: receiveControl, flags: flags)
+            // Read the user-space clock right after the syscall: the fallback when the kernel
+            // did not stamp this segment.
+            let userRealtime = Clock.realtimeNanoseconds()
+            guard case .processed(let message) = result else { return nil }
+            return (message, userRealtime)
         }
     }
 
@@ -102,6 +148,14 @@ public final class PathTCPSockets: @unchecked Sendable {
         var reservations: [Descriptor] = []
         var ports: [UInt16] = []
         do {
+            // Software stamps as on the ICMP sockets (FIELD-NOTES "Timestamps"). No
+            // IP_RECVERR / IPV6_RECVERR: the transmit stamps come back with their
+            // extended-error message without it (checked on Linux 6.18, IPv4 and IPv6),
+            // and with it every ICMP error about our SYNs would land here too and set
+            // SO_ERROR, which fails the next read; the ICMP socket reads those errors.
+            let stamping = CSystemShims_SOF_TIMESTAMPING_TX_SOFTWARE | CSystemShims_SOF_TIMESTAMPING_RX_SOFTWARE
+                | CSystemShims_SOF_TIMESTAMPING_SOFTWARE | CSystemShims_SOF_TIMESTAMPING_OPT_ID | CSystemShims_SOF_TIMESTAMPING_OPT_TSONLY
+            try Posix.setsockopt(raw.rawValue, SOL_SOCKET, SO_TIMESTAMPING, Int32(stamping))
             if family == .ipv6 {
                 // The kernel fills the TCP checksum (it knows the source address) at byte 16.
                 try Posix.setsockopt(raw.rawValue, Int32(IPPROTO_IPV6), IPV6_CHECKSUM, Int32(16))
