@@ -145,7 +145,7 @@ final class PathProberTests: XCTestCase {
     }
 
     func testTCPTracesThroughARouterAreKernelTimedAtEveryHop() async throws {
-        let chain = try RouterChain.make()
+        let chain = try OneRouterNetwork.make()
         let logger = Logger(label: "test")
         // The sockets live in the prober namespace, and so does the loop thread (trace()
         // starts it below), where the IPv4 checksum's source address is looked up.

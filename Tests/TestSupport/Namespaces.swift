@@ -1,5 +1,5 @@
 // Network namespaces of a test's own, for what loopback cannot play: a host that never
-// answers (SilentNetwork), a real router between the prober and a host (RouterChain).
+// answers (SilentNetwork), a real router between the prober and a host (OneRouterNetwork).
 // Nothing sent inside them can leave the machine (no default route, no interface but
 // loopback and the veth pairs between them). Needs root and iproute2 (CI has both).
 //
@@ -157,7 +157,7 @@ public final class SilentNetwork {
 /// real Linux router: forwarding on, its ICMP errors not rate-limited, so it answers every
 /// TTL-limited probe with time exceeded) and "host". A path of two hops from the prober:
 /// the router, then the host. Nothing has a default route; nothing leaves the machine.
-public final class RouterChain {
+public final class OneRouterNetwork {
     public let prober: String
     public let router: String
     public let host: String
@@ -175,13 +175,13 @@ public final class RouterChain {
     }
 
     /// - Throws: a skip without root or `ip` (an XCTFail first in CI).
-    public static func make() throws -> RouterChain {
+    public static func make() throws -> OneRouterNetwork {
         guard geteuid() == 0 else {
             if TestEnvironment.isCI { XCTFail("CI must run the tests as root") }
             throw XCTSkip("needs root (network namespaces); CI runs as root")
         }
         _ = try TestEnvironment.requireBinary("ip", package: "iproute2")
-        let chain = RouterChain(tag: "\(getpid() % 100_000)-\(UInt16.random(in: 0...UInt16.max))")
+        let chain = OneRouterNetwork(tag: "\(getpid() % 100_000)-\(UInt16.random(in: 0...UInt16.max))")
         func run(_ arguments: [String]) throws { try SilentNetwork.run(arguments) }
         for namespace in [chain.prober, chain.router, chain.host] {
             try run(["ip", "netns", "add", namespace])
