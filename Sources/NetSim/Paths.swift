@@ -207,8 +207,9 @@ public struct RouterSummary: Codable, Equatable, Sendable {
     public var timeExceeded = 0
     /// Fragmentation-needed / packet-too-big errors sent.
     public var tooBig = 0
-    /// Destination-unreachable errors sent: the router refused the packets (its hop is the
-    /// one a rule's `unreachable` names).
+    /// Destination-unreachable errors the router sent, or holds for their delay (the
+    /// summary's `pending`): the packets it refused, its hop being the one a rule's
+    /// `unreachable` names. Time exceeded and too big count the same way.
     public var unreachable = 0
     /// ICMP errors the router's rate limit held back (counted, never sent).
     public var rateLimited = 0
