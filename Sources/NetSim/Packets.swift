@@ -169,6 +169,12 @@ public enum SimulatedPacket {
         /// The names the rules use; a number stands for itself.
         public static let names: [(String, Unreachable)] = [("net", .net), ("host", .host), ("protocol", .protocol), ("port", .port), ("prohibited", .prohibited)]
 
+        /// Code `number` of v4 type 3 / v6 type 1, by its name where it has one (one code,
+        /// one spelling: one verdict in the summary).
+        public init(number: UInt8, isIPv6: Bool) {
+            self = Self.names.map(\.1).first { $0.typeAndCode(isIPv6: isIPv6) == (isIPv6 ? 1 : 3, number, 0) } ?? .code(number)
+        }
+
         /// The name the rules use, or the number.
         public var name: String {
             if case .code(let code) = self { return "\(code)" }

@@ -118,6 +118,12 @@ public struct HostRule: Equatable, Sendable {
         self.prefix = prefix
     }
 
+    /// The `unreachable` a router of the path sends (it names a hop), if any.
+    var routerRefusal: UnreachableAnswer? { unreachable?.place.hop == nil ? nil : unreachable }
+
+    /// The `unreachable` the hosts send themselves, if any.
+    var hostRefusal: UnreachableAnswer? { unreachable?.place == .host ? unreachable : nil }
+
     /// What a SYN to `port` gets.
     public func behaviour(port: UInt16) -> PortBehaviour {
         // Later entries win, so "1-1000:open,22:closed" reads naturally.
@@ -308,12 +314,8 @@ extension HostRule {
             }
             switch name {
             case "code":
-                if let code = UInt8(text) {
-                    answer.code = .code(code)
-                    // The named codes have one spelling each, so a summary's kinds and the marks agree.
-                    if let named = SimulatedPacket.Unreachable.names.first(where: { $0.1.typeAndCode(isIPv6: prefix.address.isIPv6) == (prefix.address.isIPv6 ? 1 : 3, code, 0) }) {
-                        answer.code = named.1
-                    }
+                if let number = UInt8(text) {
+                    answer.code = SimulatedPacket.Unreachable(number: number, isIPv6: prefix.address.isIPv6)
                 } else if let named = SimulatedPacket.Unreachable.names.first(where: { $0.0 == text }) {
                     answer.code = named.1
                 } else {

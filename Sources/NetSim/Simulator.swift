@@ -347,8 +347,7 @@ public final class Simulator: @unchecked Sendable {
         var replyTTL = rule.ttl
         if !rule.path.isEmpty || !rule.loop.isEmpty, let parsed, !parsed.isICMPOther {
             // Routers first: the host sees only what the path lets through.
-            let refusal = rule.unreachable.flatMap { $0.place == .host ? nil : $0 }
-            switch paths.walk(packet, header: header, path: rule.path, loop: rule.loop, refusal: refusal, now: readAt, delayGenerator: &generator) {
+            switch paths.walk(packet, header: header, path: rule.path, loop: rule.loop, refusal: rule.routerRefusal, now: readAt, delayGenerator: &generator) {
             case .delivered(let delay, let hops):
                 pathDelay = delay
                 replyTTL = UInt8(max(1, Int(rule.ttl) - hops))
@@ -386,8 +385,8 @@ public final class Simulator: @unchecked Sendable {
             return
         }
         let verdict: Verdict
-        // A refusing router (a hop's `unreachable`) never lets a packet through: only the host's own refusal is left here.
-        let refusal = rule.unreachable.flatMap { $0.place == .host ? $0 : nil }
+        // (A refusing router never lets a packet through to here.)
+        let refusal = rule.hostRefusal
         if let refusal {
             verdict = Verdict(refusal.code)
         } else {
@@ -433,7 +432,7 @@ public final class Simulator: @unchecked Sendable {
                                               maximumSegmentSize: header.isIPv6 ? 1440 : 1460)
         case .reset:
             bytes = SimulatedPacket.tcpResetAck(to: packet, header: header, ttl: replyTTL)
-        case .portUnreachable where refusal == nil:
+        case .portUnreachable:
             bytes = SimulatedPacket.unreachable(.port, quoting: packet, header: header, ttl: replyTTL)
         default:
             bytes = SimulatedPacket.unreachable(refusal?.code ?? .host, quoting: packet, header: header, ttl: replyTTL)

@@ -169,7 +169,7 @@ final class LoopAndUnreachableRulesTests: XCTestCase {
         var delays = Xoshiro256(seed: 9)
         return try packet.withUnsafeBytes { raw in
             walker.walk(raw, header: try SimulatedPacket.header(raw), path: rule.path, loop: rule.loop,
-                        refusal: rule.unreachable.flatMap { $0.place == .host ? nil : $0 }, now: now, delayGenerator: &delays)
+                        refusal: rule.routerRefusal, now: now, delayGenerator: &delays)
         }
     }
 
