@@ -147,28 +147,68 @@ public enum SimulatedPacket {
                         transportMessage: segment, checksumOffset: 16)
     }
 
-    /// The destination-unreachable errors the simulator sends.
-    public enum Unreachable: Sendable {
-        /// v4 type 3 code 3; v6 type 1 code 4.
-        case port
-        /// v4 type 3 code 1; v6 type 1 code 3 ("address unreachable").
+    /// The destination-unreachable errors the simulator sends, by what they say (the
+    /// marks are mtr's and traceroute's).
+    public enum Unreachable: Equatable, Sendable {
+        /// !N: v4 type 3 code 0; v6 type 1 code 0 ("no route to destination").
+        case net
+        /// !H: v4 type 3 code 1; v6 type 1 code 3 ("address unreachable").
         case host
+        /// !P: v4 type 3 code 2. ICMPv6 has no such code: a v6 host that does not speak
+        /// the protocol sends parameter problem code 1 (unrecognized next header), and so
+        /// does the simulator (the rules refuse `protocol` for IPv6 prefixes).
+        case `protocol`
+        /// !P: v4 type 3 code 3; v6 type 1 code 4.
+        case port
+        /// !X: v4 type 3 code 13 ("communication administratively prohibited"); v6 type 1
+        /// code 1 (as Linux's `prohibit` routes and nftables' admin-prohibited send).
+        case prohibited
+        /// Any other code of v4 type 3 / v6 type 1, as given.
+        case code(UInt8)
 
-        func typeAndCode(isIPv6: Bool) -> (UInt8, UInt8) {
+        /// The names the rules use; a number stands for itself.
+        public static let names: [(String, Unreachable)] = [("net", .net), ("host", .host), ("protocol", .protocol), ("port", .port), ("prohibited", .prohibited)]
+
+        /// Code `number` of v4 type 3 / v6 type 1, by its name where it has one (one code,
+        /// one spelling: one verdict in the summary).
+        public init(number: UInt8, isIPv6: Bool) {
+            self = Self.names.map(\.1).first { $0.typeAndCode(isIPv6: isIPv6) == (isIPv6 ? 1 : 3, number, 0) } ?? .code(number)
+        }
+
+        /// The name the rules use, or the number.
+        public var name: String {
+            if case .code(let code) = self { return "\(code)" }
+            return Self.names.first { $0.1 == self }!.0
+        }
+
+        /// ICMP type and code, and the rest-of-header word (the pointer of a parameter problem).
+        func typeAndCode(isIPv6: Bool) -> (type: UInt8, code: UInt8, restOfHeader: UInt32) {
             switch (self, isIPv6) {
-            case (.port, false): return (3, 3)
-            case (.host, false): return (3, 1)
-            case (.port, true): return (1, 4)
-            case (.host, true): return (1, 3)
+            case (.net, false): return (3, 0, 0)
+            case (.host, false): return (3, 1, 0)
+            case (.protocol, false): return (3, 2, 0)
+            case (.port, false): return (3, 3, 0)
+            case (.prohibited, false): return (3, 13, 0)
+            case (.code(let code), false): return (3, code, 0)
+            case (.net, true): return (1, 0, 0)
+            case (.host, true): return (1, 3, 0)
+            case (.protocol, true): return (4, 1, 6)          // parameter problem at the next-header byte
+            case (.port, true): return (1, 4, 0)
+            case (.prohibited, true): return (1, 1, 0)
+            case (.code(let code), true): return (1, code, 0)
             }
         }
     }
 
-    /// An ICMP / ICMPv6 destination unreachable from the request's destination, quoting
-    /// as much of the request as fits in 576 (v4) / 1280 (v6) bytes.
-    public static func unreachable(_ kind: Unreachable, quoting packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8) -> [UInt8] {
-        let (type, code) = kind.typeAndCode(isIPv6: header.isIPv6)
-        return icmpError(type: type, code: code, from: header.destination, quoting: packet, header: header, ttl: ttl)
+    /// An ICMP / ICMPv6 destination unreachable from `source` (the request's destination
+    /// when nil: the host itself), quoting the request as a time exceeded does.
+    /// - Parameter quoteBytes: bytes past the quoted IP header; nil quotes as much as fits
+    ///   576 (v4) / 1280 (v6) bytes.
+    public static func unreachable(_ kind: Unreachable, from source: SimulatedAddress? = nil, quoting packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8,
+                                   quoteBytes: Int? = nil) -> [UInt8] {
+        let (type, code, restOfHeader) = kind.typeAndCode(isIPv6: header.isIPv6)
+        return icmpError(type: type, code: code, from: source ?? header.destination, quoting: packet, header: header, ttl: ttl,
+                         quoteBytes: quoteBytes, restOfHeader: restOfHeader)
     }
 
     /// An ICMP time exceeded in transit (v4 type 11 code 0, v6 type 3 code 0) from `router`,

@@ -9,6 +9,17 @@
 /// big" instead of being forwarded. A packet that passes every router reaches the host,
 /// which answers as its own rule says, after the delays of the whole path.
 ///
+/// Routing loops: a rule's `loop` follows its path; a packet that passed the path goes
+/// round the loop's routers, one hop each, until its TTL runs out at one of them. Each visit
+/// is a hop like any other (loss, delay, the rate limit); the error comes back as from the
+/// router's first place on the path, whichever round the packet was on.
+///
+/// Refusals: a rule's `unreachable` naming a hop makes the router there answer destination
+/// unreachable (the rule's code, after its delay): `at-hop` for every packet reaching it,
+/// before the TTL and MTU checks (an unreachable route: the lookup fails first);
+/// `after-hop` only for the packets it would forward (a reject in the forward chain, a
+/// neighbour that never answers), so TTL-limited ones expire there as usual.
+///
 /// Equal-cost branches: where a hop lists several routers, the packet's flow hash (source,
 /// destination, protocol and the first 4 transport bytes: TCP/UDP ports, ICMP type, code
 /// and checksum, as per-flow load balancers hash) picks one, the same index at every such
@@ -34,7 +45,10 @@ struct PathWalker {
         case dropped(router: SimulatedAddress, hop: Int)
         /// `router` answers with an ICMP error after `delay` (time exceeded or too big).
         case icmpError(router: SimulatedAddress, hop: Int, bytes: [UInt8], delay: Int64, tooBig: Bool)
-        /// The TTL ran out at `router`, whose ICMP rate limit held the error back.
+        /// `router` refuses the packet: destination unreachable with `code`, after `delay`
+        /// (the path's delays and the refusal's own).
+        case unreachable(router: SimulatedAddress, hop: Int, bytes: [UInt8], delay: Int64, code: SimulatedPacket.Unreachable)
+        /// `router` would have sent an ICMP error, but its rate limit held it back.
         case rateLimited(router: SimulatedAddress, hop: Int)
         /// Reached the host after `delay`; replies lose `hops` from their TTL.
         case delivered(delay: Int64, hops: Int)
@@ -66,20 +80,35 @@ struct PathWalker {
 
     /// Sends `packet` (to a host whose rule has `path`) along the path.
     /// - Parameters:
+    ///   - loop: the rule's routing loop after the path (empty: none).
+    ///   - refusal: the rule's `unreachable`, when it names a hop.
     ///   - now: CLOCK_MONOTONIC nanoseconds, for the ICMP rate limits.
     ///   - delayGenerator: draws the routers' delays.
     mutating func walk<Generator: RandomNumberGenerator>(_ packet: UnsafeRawBufferPointer, header: SimulatedPacket.Header, path: [[SimulatedAddress]],
+                                                         loop: [SimulatedAddress] = [], refusal: UnreachableAnswer? = nil,
                                                          now: Int64, delayGenerator: inout Generator) -> Outcome {
         let hash = Self.flowHash(packet, header: header)
         var delay: Int64 = 0
         let length = header.end
         let dontFragment = !header.isIPv6 && packet.count >= 7 && packet[6] & 0x40 != 0
-        for (index, branches) in path.enumerated() {
-            let hop = index + 1
-            let address = branches[Int(hash % UInt64(branches.count))]
+        var hop = 0
+        // Ends: a loop is gone round until the TTL (at most 255) runs out.
+        while true {
+            hop += 1
+            let looping = hop > path.count
+            let address: SimulatedAddress
+            if !looping {
+                let branches = path[hop - 1]
+                address = branches[Int(hash % UInt64(branches.count))]
+            } else if !loop.isEmpty {
+                address = loop[(hop - path.count - 1) % loop.count]
+            } else {
+                return .delivered(delay: delay, hops: path.count)
+            }
             var router = routers[address] ?? makeRouter(address)
             defer { routers[address] = router }
             router.counters.packetsIn += 1
+            if looping { router.counters.looped += 1 }
             let rule = router.rule
             if rule.loss > 0 && Double.random(in: 0..<1, using: &router.generator) < rule.loss {
                 router.counters.dropped += 1
@@ -90,17 +119,27 @@ struct PathWalker {
             // the wire expires at the first router too).
             let expires = Int(header.ttl) <= hop
             let tooBig = !expires && rule.mtu.map { length > $0 && (header.isIPv6 || dontFragment) } == true
-            guard expires || tooBig else {
+            let refuses = switch refusal?.place {
+            case .atHop(let refusing)?: refusing == hop
+            case .afterHop(let refusing)?: refusing == hop && !expires && !tooBig
+            default: false
+            }
+            guard expires || tooBig || refuses else {
                 router.counters.forwarded += 1
                 continue
             }
-            if expires { router.counters.expired += 1 }
+            if expires && !refuses { router.counters.expired += 1 }
             guard takeToken(&router, now: now) else {
                 router.counters.rateLimited += 1
                 return .rateLimited(router: address, hop: hop)
             }
             // The error travels back through the routers before this one.
-            let ttl = UInt8(max(1, Int(rule.ttl) - index))
+            let ttl = UInt8(max(1, Int(rule.ttl) - Self.routersBefore(address, hop: hop, path: path, loop: loop)))
+            if refuses, let refusal {
+                router.counters.unreachable += 1
+                let bytes = SimulatedPacket.unreachable(refusal.code, from: address, quoting: packet, header: header, ttl: ttl, quoteBytes: rule.quoteBytes)
+                return .unreachable(router: address, hop: hop, bytes: bytes, delay: delay + refusal.delay, code: refusal.code)
+            }
             let bytes: [UInt8]
             if tooBig {
                 router.counters.tooBig += 1
@@ -111,7 +150,14 @@ struct PathWalker {
             }
             return .icmpError(router: address, hop: hop, bytes: bytes, delay: delay, tooBig: tooBig)
         }
-        return .delivered(delay: delay, hops: path.count)
+    }
+
+    /// The routers an error from `address`, met at `hop`, crosses on its way back: those
+    /// before the router's first place on the path and loop, however often the packet went round.
+    static func routersBefore(_ address: SimulatedAddress, hop: Int, path: [[SimulatedAddress]], loop: [SimulatedAddress]) -> Int {
+        guard hop > path.count else { return hop - 1 }
+        if let index = path.firstIndex(where: { $0.contains(address) }) { return index }
+        return path.count + (loop.firstIndex(of: address) ?? 0)
     }
 
     /// New rules for every router (a reload); generators, buckets and counters stay.
@@ -155,14 +201,21 @@ public struct RouterSummary: Codable, Equatable, Sendable {
     public var dropped = 0
     /// Passed on towards the next hop.
     public var forwarded = 0
-    /// Packets whose TTL / hop limit ran out here.
+    /// Packets whose TTL / hop limit ran out here (and that it did not refuse).
     public var expired = 0
     /// Time-exceeded errors sent (expired minus rate-limited).
     public var timeExceeded = 0
     /// Fragmentation-needed / packet-too-big errors sent.
     public var tooBig = 0
+    /// Destination-unreachable errors the router sent, or holds for their delay (the
+    /// summary's `pending`): the packets it refused, its hop being the one a rule's
+    /// `unreachable` names. Time exceeded and too big count the same way.
+    public var unreachable = 0
     /// ICMP errors the router's rate limit held back (counted, never sent).
     public var rateLimited = 0
+    /// Visits of packets going round a routing loop (a rule's `loop`), counted in
+    /// `packetsIn` too: one packet can visit a router of a loop several times.
+    public var looped = 0
 
     public init() {}
 
@@ -172,5 +225,6 @@ public struct RouterSummary: Codable, Equatable, Sendable {
         case timeExceeded = "time_exceeded"
         case tooBig = "too_big"
         case rateLimited = "rate_limited"
+        case unreachable, looped
     }
 }

@@ -39,6 +39,44 @@ public enum PortBehaviour: String, Equatable, Sendable, CaseIterable {
     case rejected
 }
 
+/// Destination unreachable instead of an answer: which code, who sends it, how late.
+public struct UnreachableAnswer: Equatable, Sendable {
+    /// Who sends the unreachable.
+    public enum Place: Equatable, Sendable {
+        /// The hosts themselves, after the whole path (`unreachable: true`).
+        case host
+        /// The router at this hop (1 = the first router of the path), for every packet that
+        /// reaches it, TTL-limited ones included: a Linux `unreachable` / `prohibit` route,
+        /// whose route lookup comes before the TTL check.
+        case atHop(Int)
+        /// The router at this hop, for the packets it would forward; those whose TTL runs out
+        /// there still get time exceeded: a forward-chain reject (nftables), or a next hop
+        /// whose neighbour lookup fails (with `delay: 3s`).
+        case afterHop(Int)
+
+        /// The hop of the router, nil for the host.
+        public var hop: Int? {
+            switch self {
+            case .host: return nil
+            case .atHop(let hop), .afterHop(let hop): return hop
+            }
+        }
+    }
+
+    /// The code; host unreachable unless given.
+    public var code: SimulatedPacket.Unreachable = .host
+    public var place: Place = .host
+    /// How long the sender holds the unreachable, in nanoseconds, on top of the path's
+    /// delays (a router's neighbour lookup gives up after about 3 s: 3 tries of 1 s).
+    public var delay: Int64 = 0
+
+    public init(code: SimulatedPacket.Unreachable = .host, place: Place = .host, delay: Int64 = 0) {
+        self.code = code
+        self.place = place
+        self.delay = delay
+    }
+}
+
 /// The behaviour of every host inside one prefix.
 public struct HostRule: Equatable, Sendable {
     /// The addresses the rule covers; the longest matching prefix wins.
@@ -52,8 +90,9 @@ public struct HostRule: Equatable, Sendable {
     public var tcpPorts: [(ports: ClosedRange<UInt16>, behaviour: PortBehaviour)] = []
     /// Behaviour of every other TCP port.
     public var tcpDefault: PortBehaviour = .closed
-    /// The host answers everything with ICMP host unreachable.
-    public var unreachable = false
+    /// Destination unreachable instead of every answer (from the host or a router of the
+    /// path); nil: the hosts answer.
+    public var unreachable: UnreachableAnswer?
     /// The host drops ICMP echo requests (a firewall that filters ping); routers in front
     /// of it still answer TTL-limited ones.
     public var icmpFiltered = false
@@ -61,7 +100,11 @@ public struct HostRule: Equatable, Sendable {
     /// alternatives a packet's flow hash chooses between (empty: the hosts are one hop away).
     /// Each router behaves as the rule for its own address says (see `RouterBehaviour`).
     public var path: [[SimulatedAddress]] = []
-    /// As a router: ICMP errors (time exceeded, too big) it generates per second, at most;
+    /// A routing loop after the path: packets that passed it go round these routers (the
+    /// first follows the path's last hop, the last hands back to the first) until their TTL
+    /// runs out; the hosts are never reached. Empty: no loop.
+    public var loop: [SimulatedAddress] = []
+    /// As a router: ICMP errors (time exceeded, too big, unreachable) it generates per second, at most;
     /// nil for no limit.
     public var icmpRatePerSecond: Double?
     /// As a router: the MTU of its next link; bigger packets (IPv4 with DF set, all IPv6)
@@ -75,6 +118,12 @@ public struct HostRule: Equatable, Sendable {
         self.prefix = prefix
     }
 
+    /// The `unreachable` a router of the path sends (it names a hop), if any.
+    var routerRefusal: UnreachableAnswer? { unreachable?.place.hop == nil ? nil : unreachable }
+
+    /// The `unreachable` the hosts send themselves, if any.
+    var hostRefusal: UnreachableAnswer? { unreachable?.place == .host ? unreachable : nil }
+
     /// What a SYN to `port` gets.
     public func behaviour(port: UInt16) -> PortBehaviour {
         // Later entries win, so "1-1000:open,22:closed" reads naturally.
@@ -86,7 +135,7 @@ public struct HostRule: Equatable, Sendable {
         lhs.prefix == rhs.prefix && lhs.delay == rhs.delay && lhs.loss == rhs.loss && lhs.ttl == rhs.ttl
             && lhs.tcpPorts.map(\.ports) == rhs.tcpPorts.map(\.ports) && lhs.tcpPorts.map(\.behaviour) == rhs.tcpPorts.map(\.behaviour)
             && lhs.tcpDefault == rhs.tcpDefault && lhs.unreachable == rhs.unreachable
-            && lhs.icmpFiltered == rhs.icmpFiltered && lhs.path == rhs.path && lhs.icmpRatePerSecond == rhs.icmpRatePerSecond && lhs.mtu == rhs.mtu && lhs.quoteBytes == rhs.quoteBytes
+            && lhs.icmpFiltered == rhs.icmpFiltered && lhs.path == rhs.path && lhs.loop == rhs.loop && lhs.icmpRatePerSecond == rhs.icmpRatePerSecond && lhs.mtu == rhs.mtu && lhs.quoteBytes == rhs.quoteBytes
     }
 }
 
@@ -108,15 +157,29 @@ extension HostRule {
           tcp=80:open,81:closed,82:filtered,83:rejected,1000-1010:open
           tcp-default=closed              unlisted ports (default closed)
           unreachable                     answer all with ICMP host unreachable
+          unreachable=CODE[,at-hop:N | ,after-hop:N][,delay:D]
+                                          destination unreachable with CODE: net (!N),
+                                          host (!H), protocol (!P, IPv4 only), port (!P),
+                                          prohibited (!X) or a number 0-255; from the
+                                          hosts, or from the router at hop N of the path:
+                                          at-hop: for every packet reaching it (an
+                                          unreachable route); after-hop: for the packets
+                                          it would forward, TTL-limited ones still expire
+                                          there (a reject, a failed neighbour lookup);
+                                          delay:3s holds each unreachable that long
           icmp=filtered                   drop ICMP echo requests (default: answer)
           path=R1,R2|R2b,R3               routers in front of the hosts, nearest first;
                                           R2|R2b: equal-cost branches picked by flow hash
                                           (src, dst, protocol, first 4 transport bytes)
+          loop=R4,R5                      a routing loop after the path: packets go round
+                                          R4, R5, R4, ... until their TTL runs out; the
+                                          hosts are never reached
         As a router (a rule covering a router's address), the same keys mean:
           delay, jitter                   round-trip time this hop adds
           loss                            probability a packet reaching it is dropped
           ttl                             TTL / hop limit of the ICMP errors it sends
-          icmp-rate=1                     time-exceeded / too-big it sends per second
+          icmp-rate=1                     ICMP errors (time exceeded, too big,
+                                          unreachable) it sends per second
           mtu=1400                        MTU of its next link (DF / IPv6: too big)
           quote=8                         bytes past the IP header its errors quote
                                           (default: as much as fits 576 / 1280 bytes)
@@ -135,33 +198,16 @@ extension HostRule {
         var jitter: String?
         for word in words.dropFirst() {
             if word == "unreachable" {
-                unreachable = true
+                try apply(key: "unreachable", value: "true", jitter: &jitter)
                 continue
             }
             guard let equals = word.firstIndex(of: "=") else { throw RuleError("'\(word)' in rule '\(text)': expected KEY=VALUE or 'unreachable'") }
             try apply(key: String(word[..<equals]), value: String(word[word.index(after: equals)...]), jitter: &jitter)
         }
-        try applyJitter(jitter)
+        try finish(jitter: jitter)
     }
 
-    /// Parses a rule given as a YAML mapping: `prefix` plus the keys of the flag syntax.
-    init(mapping: [String: String]) throws(RuleError) {
-        guard let prefixText = mapping["prefix"] else { throw RuleError("a rule needs 'prefix: ADDRESS/LENGTH'") }
-        guard let prefix = AddressPrefix(prefixText) else { throw RuleError("'\(prefixText)' is not a prefix: write ADDRESS/LENGTH") }
-        self.init(prefix: prefix)
-        var jitter: String?
-        for (key, value) in mapping.sorted(by: { $0.key < $1.key }) where key != "prefix" {
-            if key == "unreachable" {
-                guard let flag = Bool(value.lowercased()) else { throw RuleError("unreachable must be true or false, got '\(value)'") }
-                unreachable = flag
-                continue
-            }
-            try apply(key: key, value: value, jitter: &jitter)
-        }
-        try applyJitter(jitter)
-    }
-
-    private mutating func apply(key: String, value: String, jitter: inout String?) throws(RuleError) {
+    fileprivate mutating func apply(key: String, value: String, jitter: inout String?) throws(RuleError) {
         switch key {
         case "delay":
             if let range = value.range(of: "..") {
@@ -197,19 +243,29 @@ extension HostRule {
             for hop in value.split(separator: ",", omittingEmptySubsequences: false) {
                 var branches: [SimulatedAddress] = []
                 for text in hop.split(separator: "|", omittingEmptySubsequences: false) {
-                    guard let router = SimulatedAddress(String(text)) else {
-                        throw RuleError("path='\(value)': '\(text)' is not an address: write R1,R2|R2b,R3 with literal addresses")
-                    }
-                    guard router.isIPv6 == prefix.address.isIPv6 else { throw RuleError("path='\(value)': router \(text) is not of the prefix's address family") }
-                    guard Self.simulatedRanges.contains(where: { $0.contains(router) }) else {
-                        throw RuleError("path='\(value)': router \(text) is outside 198.18.0.0/15 and 2001:db8::/32")
-                    }
-                    branches.append(router)
+                    branches.append(try router(String(text), key: key, value: value, example: "R1,R2|R2b,R3"))
                 }
                 hops.append(branches)
             }
             guard hops.count <= 64 else { throw RuleError("path='\(value)': at most 64 routers") }
             path = hops
+        case "loop":
+            var routers: [SimulatedAddress] = []
+            for text in value.split(separator: ",", omittingEmptySubsequences: false) {
+                let address = try router(String(text), key: key, value: value, example: "R1,R2")
+                guard !routers.contains(address) else {
+                    throw RuleError("loop='\(value)': \(text) appears twice: a router is in a loop once (it has one next hop for the hosts)")
+                }
+                routers.append(address)
+            }
+            guard (2...16).contains(routers.count) else { throw RuleError("loop='\(value)': a loop goes round 2 to 16 routers, e.g. loop=198.18.6.2,198.18.6.1") }
+            loop = routers
+        case "unreachable":
+            switch value.lowercased() {
+            case "true": unreachable = UnreachableAnswer()
+            case "false": unreachable = nil
+            default: unreachable = try unreachableAnswer(value)
+            }
         case "icmp-rate":
             guard let rate = Double(value.hasSuffix("/s") ? String(value.dropLast(2)) : value), rate.isFinite, rate > 0 else {
                 throw RuleError("icmp-rate='\(value)': write ICMP errors per second, e.g. 1 or 0.5")
@@ -228,7 +284,78 @@ extension HostRule {
             guard let behaviour = PortBehaviour(rawValue: value) else { throw RuleError("tcp-default='\(value)': write open, closed, filtered or rejected") }
             tcpDefault = behaviour
         default:
-            throw RuleError("unknown key '\(key)': use delay, jitter, loss, ttl, tcp, tcp-default, icmp, unreachable, path, icmp-rate, mtu or quote")
+            throw RuleError("unknown key '\(key)': use delay, jitter, loss, ttl, tcp, tcp-default, icmp, unreachable, path, loop, icmp-rate, mtu or quote")
+        }
+    }
+
+    /// One router address of `path` or `loop`: a literal of the prefix's family, inside the simulator's ranges.
+    private func router(_ text: String, key: String, value: String, example: String) throws(RuleError) -> SimulatedAddress {
+        guard let router = SimulatedAddress(text) else {
+            throw RuleError("\(key)='\(value)': '\(text)' is not an address: write \(example) with literal addresses")
+        }
+        guard router.isIPv6 == prefix.address.isIPv6 else { throw RuleError("\(key)='\(value)': router \(text) is not of the prefix's address family") }
+        guard Self.simulatedRanges.contains(where: { $0.contains(router) }) else {
+            throw RuleError("\(key)='\(value)': router \(text) is outside 198.18.0.0/15 and 2001:db8::/32")
+        }
+        return router
+    }
+
+    /// `unreachable=CODE,at-hop:N,delay:D` (items in any order; `code:CODE` as well as a bare code).
+    private func unreachableAnswer(_ value: String) throws(RuleError) -> UnreachableAnswer {
+        let example = "e.g. unreachable=host,after-hop:5,delay:3s"
+        var answer = UnreachableAnswer()
+        var seen: Set<String> = []
+        for item in value.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = item.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            let (name, text) = parts.count == 2 ? (parts[0], parts[1]) : ("code", parts[0])
+            let place = name == "after-hop" ? "at-hop" : name
+            guard seen.insert(place).inserted else {
+                throw RuleError("unreachable='\(value)': \(place == "at-hop" ? "at-hop or after-hop" : name) given twice: give each once, \(example)")
+            }
+            switch name {
+            case "code":
+                if let number = UInt8(text) {
+                    answer.code = SimulatedPacket.Unreachable(number: number, isIPv6: prefix.address.isIPv6)
+                } else if let named = SimulatedPacket.Unreachable.names.first(where: { $0.0 == text }) {
+                    answer.code = named.1
+                } else {
+                    throw RuleError("unreachable='\(value)': '\(text)' is not a code: write net, host, protocol, port, prohibited or a number 0 to 255")
+                }
+                if answer.code == .protocol && prefix.address.isIPv6 {
+                    throw RuleError("unreachable='\(value)': ICMPv6 has no protocol unreachable (IPv4 code 2): use port, prohibited, net, host or a number for \(prefix)")
+                }
+            case "at-hop", "after-hop":
+                guard let hop = Int(text), (1...64).contains(hop) else {
+                    throw RuleError("unreachable='\(value)': \(name) '\(text)': write the hop of a router of the path, 1 to 64, \(example)")
+                }
+                answer.place = name == "at-hop" ? .atHop(hop) : .afterHop(hop)
+            case "delay":
+                guard let delay = Self.duration(text), delay <= 60_000_000_000 else {
+                    throw RuleError("unreachable='\(value)': delay '\(text)': write a duration up to 60s with a unit, e.g. delay:3s")
+                }
+                answer.delay = delay
+            default:
+                throw RuleError("unreachable='\(value)': unknown key '\(name)': use code, at-hop or after-hop, and delay, \(example)")
+            }
+        }
+        return answer
+    }
+
+    /// What can only be checked once every key is read: the jitter (it needs the delay) and
+    /// the keys that must agree with each other.
+    fileprivate mutating func finish(jitter: String?) throws(RuleError) {
+        try applyJitter(jitter)
+        if let answer = unreachable {
+            guard loop.isEmpty else {
+                throw RuleError("loop and unreachable exclude each other: a packet going round a loop never reaches the router or host that would refuse it")
+            }
+            if let hop = answer.place.hop, hop > path.count {
+                let key = answer.place == .atHop(hop) ? "at-hop" : "after-hop"
+                guard !path.isEmpty else {
+                    throw RuleError("unreachable: \(key):\(hop) names a router, but the rule has no path: give it one (path=R1,R2), or name no hop for the hosts themselves")
+                }
+                throw RuleError("unreachable: \(key):\(hop), but the path has \(path.count) router\(path.count == 1 ? "" : "s"): name a hop of the path (1 to \(path.count)), or none for the hosts themselves")
+            }
         }
     }
 
@@ -276,7 +403,9 @@ public struct RuleSet: Sendable {
         rules.first { $0.prefix.contains(address) } ?? HostRule(prefix: AddressPrefix(address: address, length: address.width))
     }
 
-    /// Reads rules from YAML:
+    /// Reads rules from YAML: `prefix` and the keys of the flag syntax. A list is written
+    /// as the flag's comma list (a list inside `path` as `|` branches), a mapping as its
+    /// `key:value` items:
     /// ```yaml
     /// rules:
     ///   - prefix: 198.18.1.0/24
@@ -286,29 +415,85 @@ public struct RuleSet: Sendable {
     ///     tcp: 80:open,81:closed
     ///   - prefix: 198.18.9.0/24
     ///     unreachable: true
+    ///   - prefix: 198.18.5.0/24
+    ///     path: [198.18.105.1, 198.18.105.2, 198.18.105.3]
+    ///     unreachable: {code: host, after-hop: 3, delay: 3s}
+    ///   - prefix: 198.18.6.0/24
+    ///     path: [198.18.106.1, 198.18.106.2]
+    ///     loop: [198.18.106.3, 198.18.106.4]
     /// ```
-    /// - Throws: `RuleError` naming the rule that is wrong.
+    /// - Throws: `RuleError` naming the file, the line and the rule that is wrong.
     public static func rules(yaml text: String, file: String = "config") throws -> [HostRule] {
-        let document: Any?
+        let document: Node?
         do {
-            document = try Yams.load(yaml: text)
+            document = try Yams.compose(yaml: text)
         } catch {
             throw RuleError("\(file): not YAML: \(error)")
         }
-        guard let root = document as? [String: Any], let list = root["rules"] as? [Any] else {
-            throw RuleError("\(file): expected a mapping with a 'rules:' list")
+        guard let root = document?.mapping, let listNode = root["rules"], let list = listNode.sequence else {
+            throw RuleError("\(file):\(document?.mark?.line ?? 1): expected a mapping with a 'rules:' list")
         }
         var rules: [HostRule] = []
         for (index, item) in list.enumerated() {
-            guard let mapping = item as? [String: Any] else { throw RuleError("\(file): rule \(index + 1) is not a mapping") }
-            var strings: [String: String] = [:]
-            for (key, value) in mapping { strings[key] = "\(value)" }
-            do {
-                rules.append(try HostRule(mapping: strings))
-            } catch {
-                throw RuleError("\(file): rule \(index + 1): \(error.description)")
+            let number = index + 1
+            let itemLine = item.mark?.line ?? listNode.mark?.line ?? 1
+            guard let mapping = item.mapping else { throw RuleError("\(file):\(itemLine): rule \(number) is not a mapping: write '- prefix: ADDRESS/LENGTH' and its keys") }
+            guard let prefixNode = mapping["prefix"] else { throw RuleError("\(file):\(itemLine): rule \(number): a rule needs 'prefix: ADDRESS/LENGTH'") }
+            guard let prefixText = prefixNode.scalar?.string, let prefix = AddressPrefix(prefixText) else {
+                throw RuleError("\(file):\(prefixNode.mark?.line ?? itemLine): rule \(number): '\(flagText(prefixNode) ?? "?")' is not a prefix: write ADDRESS/LENGTH")
             }
+            var rule = HostRule(prefix: prefix)
+            var jitter: String?
+            for (keyNode, valueNode) in mapping {
+                let line = keyNode.mark?.line ?? itemLine
+                guard let key = keyNode.scalar?.string else { throw RuleError("\(file):\(line): rule \(number): a key must be a word such as delay") }
+                guard key != "prefix" else { continue }
+                guard let value = flagText(valueNode) else {
+                    throw RuleError("\(file):\(line): rule \(number): \(key) must be a value, a list or a mapping of values")
+                }
+                do {
+                    try rule.apply(key: key, value: value, jitter: &jitter)
+                } catch {
+                    throw RuleError("\(file):\(line): rule \(number): \(error.description)")
+                }
+            }
+            do {
+                try rule.finish(jitter: jitter)
+            } catch {
+                throw RuleError("\(file):\(itemLine): rule \(number): \(error.description)")
+            }
+            rules.append(rule)
         }
         return rules
+    }
+
+    /// A YAML value in the flag syntax: a scalar as it is, a list as a comma list (a list
+    /// inside it as `|` branches), a mapping as `key:value` items; nil for deeper nesting.
+    /// - Parameter depth: 1 inside a list or mapping, where only scalars are taken.
+    static func flagText(_ node: Node, depth: Int = 0) -> String? {
+        switch node {
+        case .scalar(let scalar):
+            return scalar.string
+        case .sequence(let sequence) where depth == 0:
+            var items: [String] = []
+            for item in sequence {
+                var branches: [String] = []
+                for branch in item.sequence.map(Array.init) ?? [item] {
+                    guard let text = flagText(branch, depth: 1) else { return nil }
+                    branches.append(text)
+                }
+                items.append(branches.joined(separator: "|"))
+            }
+            return items.joined(separator: ",")
+        case .mapping(let mapping) where depth == 0:
+            var items: [String] = []
+            for (key, value) in mapping {
+                guard let name = key.scalar?.string, let text = value.scalar?.string else { return nil }
+                items.append("\(name):\(text)")
+            }
+            return items.joined(separator: ",")
+        default:
+            return nil
+        }
     }
 }

@@ -84,9 +84,23 @@ public enum SimulatedNetwork {
     /// The running simulator, for a body that changes it while it runs.
     public struct Handle: Sendable {
         fileprivate let process: ChildProcess
+        fileprivate let summaryPath: String
 
         /// Sends SIGHUP: netsim reads its --config again (a path that changes at run time).
         public func reload() { process.signal(SIGHUP) }
+
+        /// Asks netsim for its counters so far (SIGUSR1); `requestedSummary` has them once
+        /// written. netsim takes the snapshot on its packet thread, between packets, so the
+        /// counters agree with each other (a reply held for its delay is `pending`).
+        public func requestSummary() {
+            try? FileManager.default.removeItem(atPath: summaryPath)
+            process.signal(SIGUSR1)
+        }
+
+        /// The summary `requestSummary()` asked for, nil until netsim has written it.
+        public var requestedSummary: SimulationSummary? {
+            FileManager.default.contents(atPath: summaryPath).flatMap { try? JSONDecoder().decode(SimulationSummary.self, from: $0) }
+        }
 
         /// What netsim wrote to standard error so far (its log: "reloaded N rules ...").
         public var standardError: String { process.standardError }
@@ -123,7 +137,7 @@ public enum SimulatedNetwork {
             usleep(5_000)
         }
 
-        let value = try body(namespace, Handle(process: simulator))
+        let value = try body(namespace, Handle(process: simulator, summaryPath: summaryPath))
 
         simulator.terminate()
         stopped = simulator.wait(timeout: 15)

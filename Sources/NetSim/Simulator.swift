@@ -52,6 +52,12 @@ public final class Simulator: @unchecked Sendable {
         case reset = "rst"
         case portUnreachable = "port_unreachable"
         case hostUnreachable = "host_unreachable"
+        case netUnreachable = "net_unreachable"
+        case protocolUnreachable = "protocol_unreachable"
+        /// Communication administratively prohibited.
+        case prohibited
+        /// A destination unreachable with a code given as a number.
+        case otherUnreachable = "unreachable_other"
         /// A router on the path: TTL ran out there.
         case timeExceeded = "time_exceeded"
         /// A router on the path: bigger than its next link's MTU.
@@ -61,6 +67,22 @@ public final class Simulator: @unchecked Sendable {
         case filtered
         case dropped
         case ignored
+
+        /// The verdicts that are a packet written back.
+        static let answers: [Verdict] = [.echoReply, .synAck, .reset, .timeExceeded, .tooBig] + unreachables
+        static let unreachables: [Verdict] = [.portUnreachable, .hostUnreachable, .netUnreachable, .protocolUnreachable, .prohibited, .otherUnreachable]
+
+        /// The verdict of a destination unreachable with `code`.
+        init(_ code: SimulatedPacket.Unreachable) {
+            switch code {
+            case .net: self = .netUnreachable
+            case .host: self = .hostUnreachable
+            case .protocol: self = .protocolUnreachable
+            case .port: self = .portUnreachable
+            case .prohibited: self = .prohibited
+            case .code: self = .otherUnreachable
+            }
+        }
     }
 
     /// What a record line says about the request.
@@ -323,9 +345,9 @@ public final class Simulator: @unchecked Sendable {
         let parsed = try? SimulatedPacket.request(packet, header: header)
         var pathDelay: Int64 = 0
         var replyTTL = rule.ttl
-        if !rule.path.isEmpty, let parsed, !parsed.isICMPOther {
+        if !rule.path.isEmpty || !rule.loop.isEmpty, let parsed, !parsed.isICMPOther {
             // Routers first: the host sees only what the path lets through.
-            switch paths.walk(packet, header: header, path: rule.path, now: readAt, delayGenerator: &generator) {
+            switch paths.walk(packet, header: header, path: rule.path, loop: rule.loop, refusal: rule.routerRefusal, now: readAt, delayGenerator: &generator) {
             case .delivered(let delay, let hops):
                 pathDelay = delay
                 replyTTL = UInt8(max(1, Int(rule.ttl) - hops))
@@ -340,6 +362,11 @@ public final class Simulator: @unchecked Sendable {
             case .icmpError(let router, _, let bytes, let delay, let tooBig):
                 order &+= 1
                 pending.insert(PendingReply(release: readAt + delay, order: order, readAt: readAt, bytes: bytes, verdict: tooBig ? .tooBig : .timeExceeded,
+                                            source: header.source, destination: header.destination, details: Self.details(parsed), router: router))
+                return
+            case .unreachable(let router, _, let bytes, let delay, let code):
+                order &+= 1
+                pending.insert(PendingReply(release: readAt + delay, order: order, readAt: readAt, bytes: bytes, verdict: Verdict(code),
                                             source: header.source, destination: header.destination, details: Self.details(parsed), router: router))
                 return
             }
@@ -358,8 +385,10 @@ public final class Simulator: @unchecked Sendable {
             return
         }
         let verdict: Verdict
-        if rule.unreachable {
-            verdict = .hostUnreachable
+        // (A refusing router never lets a packet through to here.)
+        let refusal = rule.hostRefusal
+        if let refusal {
+            verdict = Verdict(refusal.code)
         } else {
             switch request {
             case .echoRequest where rule.icmpFiltered:
@@ -406,9 +435,9 @@ public final class Simulator: @unchecked Sendable {
         case .portUnreachable:
             bytes = SimulatedPacket.unreachable(.port, quoting: packet, header: header, ttl: replyTTL)
         default:
-            bytes = SimulatedPacket.unreachable(.host, quoting: packet, header: header, ttl: replyTTL)
+            bytes = SimulatedPacket.unreachable(refusal?.code ?? .host, quoting: packet, header: header, ttl: replyTTL)
         }
-        let delay = rule.delay.sample(using: &generator) + pathDelay
+        let delay = rule.delay.sample(using: &generator) + pathDelay + (refusal?.delay ?? 0)
         order &+= 1
         pending.insert(PendingReply(release: readAt + delay, order: order, readAt: readAt, bytes: bytes, verdict: verdict,
                                     source: header.source, destination: header.destination, details: details))
@@ -434,7 +463,7 @@ public final class Simulator: @unchecked Sendable {
     public func summary() -> SimulationSummary {
         var kindCounts: [String: Int] = [:]
         for verdict in Verdict.allCases { kindCounts[verdict.rawValue] = kinds[verdict] ?? 0 }
-        let answered = [Verdict.echoReply, .synAck, .reset, .portUnreachable, .hostUnreachable, .timeExceeded, .tooBig].reduce(0) { $0 + (kinds[$1] ?? 0) }
+        let answered = Verdict.answers.reduce(0) { $0 + (kinds[$1] ?? 0) }
         var hostSummaries: [String: HostSummary] = [:]
         for (address, state) in hosts {
             hostSummaries[address.description] = HostSummary(packetsIn: state.packetsIn, answered: state.answered, dropped: state.dropped,

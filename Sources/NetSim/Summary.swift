@@ -78,8 +78,10 @@ public struct SimulationSummary: Codable, Equatable, Sendable {
     public var pending: Int
     /// Replies the kernel refused (write failed).
     public var writeErrors: Int
-    /// Counts per verdict: echo_reply, syn_ack, rst, port_unreachable, host_unreachable,
-    /// filtered, dropped, ignored.
+    /// Counts per verdict: echo_reply, syn_ack, rst, time_exceeded, too_big, the
+    /// destination unreachables by code (net_unreachable, host_unreachable,
+    /// protocol_unreachable, port_unreachable, prohibited, unreachable_other: from hosts and
+    /// routers alike), rate_limited, filtered, dropped, ignored.
     public var kinds: [String: Int]
     /// Hold time of every reply: from read() returning the request to write() of the reply.
     public var holdMicroseconds: HoldTimeSummary?

@@ -11,7 +11,7 @@ import Glibc
 struct Netsim: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netsim",
-        abstract: "Simulate hosts behind a TUN device: delay, loss, TTL, TCP ports, unreachable hosts.",
+        abstract: "Simulate hosts behind a TUN device: delay, loss, TTL, TCP ports, multi-hop paths, routing loops, unreachables.",
         discussion: """
             Creates the TUN device in the CURRENT network namespace, so run it inside a \
             namespace of its own (ip netns exec NAME netsim ...): it adds 198.18.0.1/32 and \
@@ -27,7 +27,9 @@ struct Netsim: ParsableCommand {
             file that does not parse keeps the old rules.
 
             Rules (--rule, repeatable; or --config FILE with a 'rules:' list of mappings \
-            using the same keys plus 'prefix'):
+            using the same keys plus 'prefix'; there a list is the comma list, e.g. \
+            'loop: [198.18.6.2, 198.18.6.1]', and a mapping its KEY:VALUE items, e.g. \
+            'unreachable: {code: host, after-hop: 5, delay: 3s}'):
 
             \(HostRule.syntax)
 
@@ -35,7 +37,9 @@ struct Netsim: ParsableCommand {
               ip netns exec NS netsim --summary /tmp/sim.json \\
                 --rule "198.18.1.0/24 delay=10ms jitter=normal:1ms loss=0.2 ttl=60" \\
                 --rule "2001:db8:1::/48 tcp=80:open,81:closed,82:filtered,83:rejected" \\
-                --rule "198.18.9.0/24 unreachable"
+                --rule "198.18.9.0/24 unreachable" \\
+                --rule "198.18.5.0/24 path=198.18.105.1,198.18.105.2 unreachable=host,after-hop:2,delay:3s" \\
+                --rule "198.18.6.0/24 path=198.18.106.1 loop=198.18.106.2,198.18.106.3"
             """
     )
 

@@ -159,7 +159,7 @@ final class RuleTests: XCTestCase {
         XCTAssertEqual(rule.behaviour(port: 83), .rejected)
         XCTAssertEqual(rule.behaviour(port: 1005), .open)
         XCTAssertEqual(rule.behaviour(port: 9), .filtered)
-        XCTAssertEqual(try HostRule(parsing: "2001:db8:9::/48 unreachable").unreachable, true)
+        XCTAssertEqual(try HostRule(parsing: "2001:db8:9::/48 unreachable").unreachable, UnreachableAnswer(code: .host, place: .host))
         XCTAssertEqual(try HostRule(parsing: "198.18.2.0/24 delay=5ms..15ms").delay, .uniform(minimum: 5_000_000, maximum: 15_000_000))
     }
 
@@ -193,7 +193,7 @@ final class RuleTests: XCTestCase {
         XCTAssertEqual(rules[0].loss, 0.2)
         XCTAssertEqual(rules[0].ttl, 60)
         XCTAssertEqual(rules[0].behaviour(port: 80), .open)
-        XCTAssertTrue(rules[1].unreachable)
+        XCTAssertEqual(rules[1].unreachable, UnreachableAnswer(code: .host, place: .host), "unreachable: true is the host answering host unreachable")
         XCTAssertThrowsError(try RuleSet.rules(yaml: "rules:\n  - delay: 10ms\n"))
     }
 
