@@ -178,12 +178,18 @@ final class PathRun: LoopTask, DescriptorOwner {
 
     /// Until when to wait for a late unreachable after the last send: while a traced
     /// target's flow has not ended and its farthest probes went unanswered (a router may
-    /// still be resolving its neighbour); nil when no flow can be waiting for one.
+    /// still be resolving its neighbour), or a flow ended by unreachables still misses a
+    /// round's (they come late, one per round); nil when no flow can be waiting for one.
     var lateUnreachableWait: Int64? {
         for index in targets.indices where targets[index].address != nil && roundsStarted[index] > 0 {
-            for flow in 0..<configuration.flows where endTTL[index][flow] == nil {
-                let perTTL = tallies[index][flow]
-                if let farthest = perTTL.lastIndex(where: { $0.sent > 0 }), perTTL[farthest].received == 0 {
+            for flow in 0..<configuration.flows {
+                if endTTL[index][flow] == nil {
+                    let perTTL = tallies[index][flow]
+                    if let farthest = perTTL.lastIndex(where: { $0.sent > 0 }), perTTL[farthest].received == 0 {
+                        return lastSend + PathTracker.unreachableWindowNanoseconds
+                    }
+                } else if endAnswers[index][flow].contains(where: { $0.unreachable != nil }),
+                          Set(endAnswers[index][flow].map(\.round)).count < roundsStarted[index] {
                     return lastSend + PathTracker.unreachableWindowNanoseconds
                 }
             }
