@@ -46,7 +46,9 @@ public final class RouterChain {
 
     /// Loss from a hop on: the router of that hop drops in prerouting, before its TTL check,
     /// so probes that expire at it are dropped as often as those it forwards ("loss starts at
-    /// hop k": hop k and every hop after it lose).
+    /// hop k": hop k and every hop after it lose). The pattern runs per arriving TTL and
+    /// family, so with `.everyNth(10)` each hop from k on loses exactly every 10th of its
+    /// probes (the first included), and so do pings.
     public struct Loss: Sendable, Equatable {
         public var fromHop: Int
         public var pattern: LossPattern
@@ -59,6 +61,10 @@ public final class RouterChain {
     /// What makes a hop answer "destination unreachable" for one destination address of its own.
     public enum UnreachableKind: Sendable, Equatable {
         /// `ip route add unreachable ADDRESS`: IPv4 code 1 (host), IPv6 code 0 (no route).
+        /// IPv4 route errors have a limiter of their own, host-wide and not per namespace
+        /// (net.ipv4.route.error_cost 1 s, error_burst 5 s, per source address and router):
+        /// a router answers 5 probes at once, then one a second. A test leaves it alone and
+        /// sends at most 5 probes a router's route must answer.
         case unreachableRoute
         /// `ip route add prohibit ADDRESS`: IPv4 code 13, IPv6 code 1 (administratively prohibited).
         case prohibitRoute
@@ -566,30 +572,47 @@ public final class RouterChain {
 
     // MARK: faults
 
-    /// Matches of the prober's probes (echo requests, TCP SYNs), both families, as nftables
-    /// rule prefixes.
-    private var probeMatches: [String] {
-        let v4 = proberAddress(.ipv4), v6 = proberAddress(.ipv6)
-        return ["ip saddr \(v4) icmp type echo-request", "ip6 saddr \(v6) icmpv6 type echo-request",
-                "ip saddr \(v4) tcp flags syn / syn,ack", "ip6 saddr \(v6) tcp flags syn / syn,ack"]
-    }
-
     private func addFaults() throws {
         let table = Self.faultTable
         if let loss = options.loss {
             // Prerouting comes before the TTL check: probes that expire at this hop are
-            // dropped as often as those it forwards. One numgen for all kinds of probe.
+            // dropped as often as those it forwards. One numgen per arriving TTL (and
+            // family): every hop from here on, and the pings, lose every nth of their own
+            // probes. One numgen for all would alias with the probes' periodic order (4
+            // probes an interval through it, every 10th dropped: hop 4 or the pings lose
+            // 0 % or 25 %, and loss seems to start a hop later).
+            var chains: [String] = []
+            var dispatch: [String] = []
+            for (family, field) in [("4", "ip ttl"), ("6", "ip6 hoplimit")] {
+                for ttl in (1...64).map(String.init) + ["other"] {
+                    chains.append("""
+                      chain lossy_\(family)_\(ttl) {
+                        counter name "seen"
+                        \(loss.pattern.nftablesCondition) counter name "dropped" drop
+                      }
+                    """)
+                }
+                let entries = (1...64).map { "\($0) : goto lossy_\(family)_\($0)" }.joined(separator: ", ")
+                dispatch.append("""
+                  chain probe\(family) {
+                    \(field) vmap { \(entries) }
+                    goto lossy_\(family)_other
+                  }
+                """)
+            }
+            let v4 = proberAddress(.ipv4), v6 = proberAddress(.ipv6)
             try nft(router(loss.fromHop), """
                 table inet \(table) {
                   counter seen {}
                   counter dropped {}
-                  chain lossy {
-                    counter name "seen"
-                    \(loss.pattern.nftablesCondition) counter name "dropped" drop
-                  }
+                \(chains.joined(separator: "\n"))
+                \(dispatch.joined(separator: "\n"))
                   chain prerouting {
                     type filter hook prerouting priority -150; policy accept;
-                    \(probeMatches.map { "\($0) jump lossy" }.joined(separator: "\n    "))
+                    ip saddr \(v4) icmp type echo-request jump probe4
+                    ip saddr \(v4) tcp flags syn / syn,ack jump probe4
+                    ip6 saddr \(v6) icmpv6 type echo-request jump probe6
+                    ip6 saddr \(v6) tcp flags syn / syn,ack jump probe6
                   }
                 }
                 """)
@@ -706,12 +729,18 @@ public final class RouterChain {
                   set dropped_tcp { typeof tcp sport; flags dynamic; counter; }
                   set dropped_icmp4 { typeof icmp checksum; flags dynamic; counter; }
                   set dropped_icmp6 { typeof icmpv6 checksum; flags dynamic; counter; }
-                  chain tcp_probe { update @flows_tcp { tcp sport }
-                    \(drop["tcp"] ?? "") }
-                  chain icmp4_probe { update @flows_icmp4 { icmp checksum }
-                    \(drop["icmp4"] ?? "") }
-                  chain icmp6_probe { update @flows_icmp6 { icmpv6 checksum }
-                    \(drop["icmp6"] ?? "") }
+                  chain tcp_probe {
+                    update @flows_tcp { tcp sport }
+                    \(drop["tcp"] ?? "")
+                  }
+                  chain icmp4_probe {
+                    update @flows_icmp4 { icmp checksum }
+                    \(drop["icmp4"] ?? "")
+                  }
+                  chain icmp6_probe {
+                    update @flows_icmp6 { icmpv6 checksum }
+                    \(drop["icmp6"] ?? "")
+                  }
                   chain prerouting {
                     type filter hook prerouting priority -150; policy accept;
                     ip saddr \(v4) tcp flags syn / syn,ack jump tcp_probe
