@@ -33,7 +33,8 @@ chain_make() {
     ip netns exec "$namespace" sysctl -q -w net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
       net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
       net.ipv4.ip_forward=$forward net.ipv6.conf.all.forwarding=$forward \
-      net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0
+      net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0 \
+      net.ipv4.icmp_msgs_per_sec=100000 net.ipv4.icmp_msgs_burst=10000
   done
   local link
   for link in $(seq $((routers + 1))); do
@@ -103,7 +104,8 @@ NFT
 }
 
 chain_rate_limit() {
-  ip netns exec "${chain_routers[$1]}" sysctl -q -w net.ipv4.icmp_ratelimit=1000 net.ipv6.icmp.ratelimit=1000
+  ip netns exec "${chain_routers[$1]}" sysctl -q -w net.ipv4.icmp_ratelimit=1000 net.ipv6.icmp.ratelimit=1000 \
+    net.ipv4.icmp_msgs_per_sec=1000 net.ipv4.icmp_msgs_burst=50
 }
 
 chain_counter() {

@@ -265,22 +265,37 @@ final class TraceRouterTests: XCTestCase {
 
     // MARK: acceptance 5: per-flow figures on two branches
 
-    /// `--flows 8` TCP over two branches after hop 2 (nftables gives new flows the branches
-    /// alternately: 4 each), the second dropping every 5th probe: the flows that lose are
-    /// exactly those through the second branch, each losing what the kernel dropped of it,
-    /// and all of them together what the drop rule counted.
+    /// `--flows 8` TCP over two branches after hop 2, the second dropping every 5th probe
+    /// (before its TTL check): the flows that lose are exactly those through the second
+    /// branch, each losing what the kernel dropped of it, and all of them together what the
+    /// drop rule counted. nftables gives new flows the branches alternately (4 each).
     func testPerFlowLossFollowsTheLossyBranch() throws {
+        try checkPerFlowLossFollowsTheLossyBranch(.alternatingFlows)
+    }
+
+    /// The same through the kernel's own ECMP (a multipath route, L4 hash): the split
+    /// follows the flows' random source ports, so only the figures are held to the kernel's
+    /// counters, not the 4 and 4.
+    func testPerFlowLossFollowsTheLossyBranchUnderKernelECMP() throws {
+        try checkPerFlowLossFollowsTheLossyBranch(.kernelHash)
+    }
+
+    func checkPerFlowLossFollowsTheLossyBranch(_ balancing: RouterChain.Balancing) throws {
         var options = RouterChain.Options(routers: 4)
-        options.branches = .init(afterHop: 2, balancing: .alternatingFlows, secondBranchLoss: .everyNth(5))
+        options.branches = .init(afterHop: 2, balancing: balancing, secondBranchLoss: .everyNth(5))
         let chain = try RouterChain.make(options)
         let destinationHop = chain.destinationHop  // 5: r1, r2, r3 or its twin, r4
         // -m at the destination's hop: no probe goes past it, so every drop is a counted probe.
         guard let result = try trace(chain, Self.quick + ["--flows", "8", "-m", String(destinationHop), "\(chain.destination(.ipv4)):\(chain.tcpPort)"]).first else { return }
         let kernel = try chain.branchFlows()
-        XCTAssertEqual(kernel.first.count, 4, "the first branch carried 4 flows: \(kernel.first)")
-        XCTAssertEqual(kernel.second.count, 4, "the second branch carried 4 flows: \(kernel.second)")
+        XCTAssertEqual(kernel.first.count + kernel.second.count, 8, "every flow took one branch: \(kernel)")
+        if balancing == .alternatingFlows {
+            XCTAssertEqual(kernel.first.count, 4, "the first branch carried 4 flows: \(kernel.first)")
+            XCTAssertEqual(kernel.second.count, 4, "the second branch carried 4 flows: \(kernel.second)")
+        }
         let dropped = try chain.droppedOnSecondBranch()
-        XCTAssertGreaterThan(dropped, 0)
+        XCTAssertEqual(dropped, kernel.droppedOnSecond.values.reduce(0, +), "the per-flow drop counts add up")
+        if !kernel.second.isEmpty { XCTAssertGreaterThan(dropped, 0) }
         XCTAssertEqual(result["reached"] as? Bool, true)
 
         // Which branch each flow took: its path's hop 3.
@@ -292,8 +307,8 @@ final class TraceRouterTests: XCTestCase {
             branchOfFlow[flow] = hops[2] as? String
         }
         let first = chain.routerAddress(hop: 3, .ipv4), second = chain.twinAddress(.ipv4)
-        XCTAssertEqual(branchOfFlow.values.filter { $0 == first }.count, 4, "\(branchOfFlow)")
-        XCTAssertEqual(branchOfFlow.values.filter { $0 == second }.count, 4, "\(branchOfFlow)")
+        XCTAssertEqual(branchOfFlow.values.filter { $0 == first }.count, kernel.first.count, "\(branchOfFlow)")
+        XCTAssertEqual(branchOfFlow.values.filter { $0 == second }.count, kernel.second.count, "\(branchOfFlow)")
 
         // Each flow's probes lost from hop 3 on (the per-flow figures of contract 27).
         var lostOfFlow: [Int: Int] = [:]

@@ -156,9 +156,10 @@ public final class RouterChain {
         /// Routers between the prober and the destination (the destination is hop routers+1).
         public var routers: Int
         public var loss: Loss?
-        /// Hops that keep the kernel's ICMP rate limit (1000 ms per peer, a burst of 6): they
-        /// look lossy to a tracer although they forward everything. Every other router
-        /// answers every probe (icmp_ratelimit 0).
+        /// Hops that keep the kernel's ICMP rate limits (1000 ms per peer, a burst of 6; the
+        /// namespace's 1000 errors/s, burst 50): they look lossy to a tracer although they
+        /// forward everything. Every other router answers every probe (icmp_ratelimit 0 and a
+        /// global budget of 100000/s).
         public var rateLimitingHops: Set<Int> = []
         /// Each gets a destination address of its own, 198.18.(N+1).(10+index).
         public var unreachables: [Unreachable] = []
@@ -327,6 +328,9 @@ public final class RouterChain {
             let hop = routerNamespaces.firstIndex(of: namespace).map { $0 + 1 }
             let rateLimits = hop.map { options.rateLimitingHops.contains($0) } ?? false
             settings += ["net.ipv4.icmp_ratelimit=\(rateLimits ? 1000 : 0)", "net.ipv6.icmp.ratelimit=\(rateLimits ? 1000 : 0)"]
+            // The namespace's global ICMP error budget (1000/s, a burst of 50, shared by
+            // both families) would cap a router hit by a first round of 5 targets x 30 TTLs.
+            if !rateLimits { settings += ["net.ipv4.icmp_msgs_per_sec=100000", "net.ipv4.icmp_msgs_burst=10000"] }
             if namespace == router(branchesAfterHop), options.branches?.balancing == .kernelHash {
                 settings += ["net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1"]
             }
