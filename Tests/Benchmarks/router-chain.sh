@@ -13,6 +13,7 @@
 #   chain_loss HOP "numgen inc mod 10 == 0" | "numgen random mod 1000 < 100"
 #   chain_rate_limit HOP               the kernel's ICMP rate limit left on (1000 ms) at HOP
 #   chain_counter NAMESPACE NAME       a named counter's packets (table inet netprobe_fault)
+#   chain_accepted                     connections the destination's listener has accepted
 #   chain_delete                       (also at exit, when chain_trap is called)
 
 chain_namespaces=()
@@ -74,7 +75,8 @@ chain_make() {
       done
     done
   done
-  ip netns exec "$chain_destination" socat "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,backlog=1024,fork" /dev/null >/dev/null 2>&1 &
+  chain_listener_log=$(mktemp "/tmp/netprobe-chain-listener.XXXXXX")
+  ip netns exec "$chain_destination" socat -d -d "TCP6-LISTEN:8080,ipv6only=0,reuseaddr,backlog=1024,fork" /dev/null >/dev/null 2>"$chain_listener_log" &
   chain_listener=$!
   for tries in $(seq 100); do
     ip netns exec "$chain_destination" ss -ltn 2>/dev/null | grep -q ':8080 ' && break
@@ -112,12 +114,17 @@ chain_counter() {
   ip netns exec "$1" nft list counter inet netprobe_fault "$2" | sed -n 's/.*packets \([0-9]*\).*/\1/p'
 }
 
+chain_accepted() {
+  grep -c "accepting connection" "$chain_listener_log" || true
+}
+
 chain_reset_counters() {
   ip netns exec "$1" nft reset counters table inet netprobe_fault >/dev/null
 }
 
 chain_delete() {
   if [ -n "${chain_listener:-}" ]; then kill "$chain_listener" 2>/dev/null || true; fi
+  if [ -n "${chain_listener_log:-}" ]; then rm -f "$chain_listener_log"; fi
   local namespace
   for namespace in "${chain_namespaces[@]}"; do ip netns delete "$namespace" 2>/dev/null || true; done
   chain_namespaces=()

@@ -48,12 +48,19 @@ if [ "$family" = 4 ]; then host=$chain_target4; tcp_target="$host:8080"; else ho
 grep -m1 'model name' /proc/cpuinfo | sed 's/^.*: /CPU: /'
 echo "kernel $(uname -r), $(nproc) cores; $routers routers, destination $host (hop $((routers + 1))); $count probes per hop, ${interval}s apart, $runs runs"
 
+# Connections the destination's application accepted during each TCP tool's runs.
+accepted_netprobe=0 accepted_mtr=0
 for run in $(seq "$runs"); do
   echo "$name: run $run of $runs" >&2
   ip netns exec "$chain_prober" "$netprobe" trace --json -c "$count" -i "${interval}s" "$host" >"$work/netprobe-icmp-$run.json" || true
+  before=$(chain_accepted)
   ip netns exec "$chain_prober" "$netprobe" trace --json -c "$count" -i "${interval}s" "$tcp_target" >"$work/netprobe-tcp-$run.json" || true
+  accepted_netprobe=$((accepted_netprobe + $(chain_accepted) - before))
   ip netns exec "$chain_prober" mtr "-$family" --raw -n -c "$count" -i "$interval" "$host" >"$work/mtr-icmp-$run.raw" || true
+  before=$(chain_accepted)
   ip netns exec "$chain_prober" mtr "-$family" --raw -n -T -P 8080 -c "$count" -i "$interval" "$host" >"$work/mtr-tcp-$run.raw" || true
+  sleep 0.5  # socat logs its accepts after the fact
+  accepted_mtr=$((accepted_mtr + $(chain_accepted) - before))
 done
 
 python3 - "$work" "$runs" "$((routers + 1))" <<'PY'
@@ -96,4 +103,4 @@ for hop in range(1, hops + 1):
     print(f"| {hop}{' (destination)' if hop == hops else ''} | " + " | ".join(cell(label, hop) for label, *_ in tools) + " |")
 PY
 echo
-echo "Connections the destination's listener accepted (socat children): none from netprobe's half-open probes."
+echo "Connections the destination's listener accepted over the $runs runs: netprobe tcp $accepted_netprobe, mtr -T $accepted_mtr."
