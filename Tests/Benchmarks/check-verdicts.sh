@@ -58,7 +58,8 @@ work = sys.argv[1]
 for path, title in (("lossy", "10 % random loss from hop 4"), ("clean", "clean path, hop 2 rate-limits its ICMP")):
     results = [json.loads(line) for line in open(f"{work}/{path}.jsonl") if line.strip()]
     verdicts = collections.Counter(r.get("verdict") for r in results)
-    summaries = collections.Counter(re.sub(r"\d+(\.\d+)?", "N", r.get("summary", "")) for r in results)
+    # Percentages and times as N; hop numbers and addresses kept (which hop is named matters).
+    summaries = collections.Counter(re.sub(r"\d+(\.\d+)?(%| ms)", r"N\2", r.get("summary", "")) for r in results)
     print()
     print(f"## {title}: {len(results)} runs")
     print("verdicts: " + ", ".join(f"{v} {n}" for v, n in verdicts.most_common()))
@@ -69,7 +70,7 @@ for path, title in (("lossy", "10 % random loss from hop 4"), ("clean", "clean p
         print(f"name hop 4 in the summary: {names}; trace loss_start_hop 4: {starts}; say \"not the network\": {not_network}")
     else:
         print(f"blame the network: {verdicts.get('network', 0)}")
-    print("summaries (numbers as N):")
+    print("summaries (percentages and times as N):")
     for summary, n in summaries.most_common():
         print(f"  {n} x {summary}")
     for r in results:
