@@ -117,19 +117,23 @@ public final class SilentNetwork {
     /// Runs `body` on a thread that has entered the prober namespace: sockets it opens live
     /// there, and keep living there when used from any other thread.
     public func inProber<T>(_ body: @escaping () throws -> T) throws -> T {
-        try Self.inNamespace(prober, body)
+        try NetworkNamespace.inside(prober, body)
     }
+}
 
-    /// Runs `body` on a thread that has entered network namespace `namespace` (a name of
-    /// `ip netns`): sockets it opens, and threads it starts, live there.
-    public static func inNamespace<T>(_ namespace: String, _ body: @escaping () throws -> T) throws -> T {
+/// What every namespace fixture needs: a thread inside a namespace (sockets of a test's own
+/// there, e.g. a listener in a router chain's destination).
+public enum NetworkNamespace {
+    /// Runs `body` on a thread that has entered `namespace` (a name under /run/netns):
+    /// sockets it opens live there, and keep living there when used from any other thread.
+    public static func inside<T>(_ namespace: String, _ body: @escaping () throws -> T) throws -> T {
         let handOver = NamespaceHandOver<T>(body)
         let path = "/run/netns/\(namespace)"
         let thread = Thread {
             let outcome: Result<T, any Error>
             let descriptor = open(path, O_RDONLY | O_CLOEXEC)
             if descriptor < 0 || Self.setns(descriptor, 0x4000_0000 /* CLONE_NEWNET */) != 0 {
-                outcome = .failure(NSError(domain: "SilentNetwork", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: "setns into \(path) failed"]))
+                outcome = .failure(NSError(domain: "NetworkNamespace", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: "setns into \(path) failed"]))
             } else {
                 outcome = Result { try handOver.body() }
             }
@@ -214,18 +218,18 @@ public final class OneRouterNetwork {
         for namespace in [prober, router, host] { _ = try? SilentNetwork.run(["ip", "netns", "delete", namespace]) }
     }
 
-    /// Runs `body` on a thread inside the prober namespace (see `SilentNetwork.inNamespace`).
+    /// Runs `body` on a thread inside the prober namespace (see `NetworkNamespace.inside`).
     public func inProber<T>(_ body: @escaping () throws -> T) throws -> T {
-        try SilentNetwork.inNamespace(prober, body)
+        try NetworkNamespace.inside(prober, body)
     }
 
     /// Runs `body` on a thread inside the host namespace.
     public func inHost<T>(_ body: @escaping () throws -> T) throws -> T {
-        try SilentNetwork.inNamespace(host, body)
+        try NetworkNamespace.inside(host, body)
     }
 }
 
-/// What `inProber`'s thread is given and hands back: written once by it, read after it
+/// What `NetworkNamespace.inside`'s thread is given and hands back: written once by it, read after it
 /// signalled.
 private final class NamespaceHandOver<T>: @unchecked Sendable {
     let condition = NSCondition()
