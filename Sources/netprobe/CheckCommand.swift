@@ -31,8 +31,9 @@ struct CheckCommand: PrivilegedCommand {
             or above 5 %, no problem when its upper bound is below 5 %, and undecided when \
             the interval straddles 5 %. The ICMP loss pools the pings with the ICMP trace's \
             probes that reached the host (the same packets on the same path; a TCP trace is \
-            not pooled). Handshake failures are judged the same way; what is undecided \
-            is "inconclusive".
+            not pooled). Handshake failures are judged the same way. While a verdict is \
+            undecided after --duration, check probes on (the trace too), up to \
+            --max-duration; what is still undecided then is "inconclusive".
 
             The rules, first match wins (threshold 5 %; interval: the 95 % interval):
               1. the name does not resolve                  -> name: DNS problem
@@ -74,6 +75,10 @@ struct CheckCommand: PrivilegedCommand {
     @Option(help: ArgumentHelp("How long to probe (seconds, or with a unit: 30s, 1m).", valueName: "duration"))
     var duration = DurationArgument(nanoseconds: 10_000_000_000)
 
+    @Option(help: ArgumentHelp("How long to probe on past --duration while a loss or failure rate is undecided against 5 % (default 60s, or --duration when longer; at least --duration).",
+                               valueName: "max-duration"))
+    var maxDuration: DurationArgument?
+
     @Option(name: .shortAndLong, help: ArgumentHelp("Time between two probes of one kind to the same host and port.", valueName: "interval"))
     var interval = DurationArgument(nanoseconds: 200_000_000)
 
@@ -100,10 +105,20 @@ struct CheckCommand: PrivilegedCommand {
         guard duration.nanoseconds >= 100_000_000 else { throw ValidationError("--duration must be at least 100ms, got \(duration).") }
         guard interval.nanoseconds >= 1_000_000 else { throw ValidationError("--interval must be at least 1ms, got \(interval).") }
         guard timeout.nanoseconds >= 1_000_000 else { throw ValidationError("--timeout must be at least 1ms, got \(timeout).") }
+        if let maxDuration, maxDuration.nanoseconds < duration.nanoseconds {
+            throw ValidationError("--max-duration must be at least --duration (\(duration)), got \(maxDuration).")
+        }
         for target in targets { _ = try Endpoint.parse(target, requirePort: false) }
     }
 
     var preference: AddressPreference { family.preference }
+
+    /// How long check may probe in all: --max-duration, by default 60 s or --duration if longer.
+    var probingBound: DurationArgument {
+        maxDuration ?? DurationArgument(nanoseconds: max(duration.nanoseconds, Self.defaultMaxDurationNanoseconds))
+    }
+
+    static let defaultMaxDurationNanoseconds: Int64 = 60_000_000_000
 
     func makeLogger() -> Logger { CommandLogger.make(verbose: verbose) }
 
@@ -151,20 +166,26 @@ struct CheckCommand: PrivilegedCommand {
         let interrupts = SignalWatcher.onInterrupt(stopAll)
         defer { interrupts.cancel() }
 
-        let progress = Progress(hosts: hosts.count, ports: tcpTargets.count, duration: duration.seconds)
+        let progress = Progress(hosts: hosts.count, ports: tcpTargets.count, duration: duration.seconds, maxDuration: probingBound.seconds)
+        let live = Locked(LiveRounds(icmp: icmpProber == nil ? [] : hostTargets, tcp: tcpTargets))
         let icmpEvents = icmpProber?.probe(hostTargets)
         let tcpEvents = tcpTargets.isEmpty ? nil : tcpProber.probe(tcpTargets)
-        let durationNanoseconds = duration.nanoseconds
+        let (durationNanoseconds, boundNanoseconds) = (duration.nanoseconds, probingBound.nanoseconds)
+        // After --duration, probing goes on while the rounds so far leave a verdict
+        // undecided that more probes could settle, up to --max-duration.
         let timer = Task {
             let start = Date()
-            while Date().timeIntervalSince(start) * 1e9 < Double(durationNanoseconds) {
+            while true {
                 try await Task.sleep(nanoseconds: 250_000_000)
-                progress.show(elapsed: Date().timeIntervalSince(start))
+                let elapsed = Date().timeIntervalSince(start)
+                progress.show(elapsed: elapsed)
+                guard elapsed * 1e9 >= Double(durationNanoseconds) else { continue }
+                if elapsed * 1e9 >= Double(boundNanoseconds) || !live.withLock({ $0.wantMoreProbes(hosts: hostTargets) }) { break }
             }
             stopAll()
         }
-        async let icmpRounds = collect(icmpEvents, progress: progress)
-        async let tcpRounds = collect(tcpEvents, progress: progress)
+        async let icmpRounds = collect(icmpEvents, progress: progress, live: live)
+        async let tcpRounds = collect(tcpEvents, progress: progress, live: live)
         let traceTargets = hostTargets.map { host in
             var target = host
             if resources.pathTCPSockets != nil { target.port = endpoints.first { $0.host == host.name }?.ports.first }
@@ -190,12 +211,14 @@ struct CheckCommand: PrivilegedCommand {
         if status != ExitStatus.allAnswered { throw ExitCode(status) }
     }
 
-    func collect(_ events: AsyncStream<ProbeEvent>?, progress: Progress) async -> [RoundResult] {
+    func collect(_ events: AsyncStream<ProbeEvent>?, progress: Progress, live: Locked<LiveRounds>) async -> [RoundResult] {
         guard let events else { return [] }
         var rounds: [RoundResult] = []
         for await event in events {
             switch event {
-            case .attempt(let attempt): progress.count(attempt)
+            case .attempt(let attempt):
+                progress.count(attempt)
+                live.withLock { $0.record(attempt) }
             case .round(let round): rounds.append(round)
             case .abandoned: break  // repeating rounds only
             }
@@ -255,12 +278,14 @@ final class Progress: Sendable {
     private let hosts: Int
     private let ports: Int
     private let duration: Double
+    private let maxDuration: Double
     private let enabled = isatty(STDERR_FILENO) == 1
 
-    init(hosts: Int, ports: Int, duration: Double) {
+    init(hosts: Int, ports: Int, duration: Double, maxDuration: Double) {
         self.hosts = hosts
         self.ports = ports
         self.duration = duration
+        self.maxDuration = maxDuration
     }
 
     func count(_ attempt: AttemptEvent) {
@@ -276,7 +301,7 @@ final class Progress: Sendable {
     func show(elapsed: Double) {
         guard enabled else { return }
         let now = counts.withLock { $0 }
-        let seconds = "\(Int(min(elapsed, duration)))/\(Int(duration)) s"
+        let seconds = elapsed < duration ? "\(Int(elapsed))/\(Int(duration)) s" : "\(Int(min(elapsed, maxDuration))) s, undecided: probing on up to \(Int(maxDuration)) s"
         Terminal.write("\rchecking \(hosts) host(s), \(ports) port(s): \(seconds), icmp replies \(now.icmpReplies), tcp connected \(now.tcpConnected), failed \(now.tcpFailed) ", to: STDERR_FILENO)
     }
 
