@@ -10,7 +10,10 @@ import ProbeResults
 /// `lossThreshold` (5 %), not one when its upper bound is below it, and undecided when the
 /// interval straddles the threshold. The ICMP estimate pools the pings with the trace's
 /// probes that reached the host when the trace is ICMP to the same address (the same
-/// packets on the same path); a TCP trace is never pooled with ICMP.
+/// packets on the same path); a TCP trace is never pooled with ICMP. Where the pooled
+/// interval straddles the threshold but the pings' own decides, the pings decide: `check`
+/// probes on until the pings decide (a trace reports only at its end), and stopping on
+/// one estimate to judge by another would turn its decided verdicts into inconclusive ones.
 ///
 /// The rules, in order, first match wins (also in `netprobe check --help`):
 /// 1. The name does not resolve: a name (DNS) problem.
@@ -118,7 +121,7 @@ public struct Diagnosis: Sendable, Equatable {
     ///   - trace: the host's trace, taken side by side with the rounds; nil without one.
     /// - Returns: the verdict, its sentence and the estimates it was drawn from.
     public static func diagnose(icmp: RoundResult?, tcp: [RoundResult], trace: PathTrace? = nil) -> Diagnosis {
-        let icmpLoss = icmp.map { loss(of: $0, pooledWith: trace) }
+        let icmpLoss = icmp.map { judgedLoss(of: $0, trace: trace) }
         let failures = tcp.map { PortFailures(port: $0.target.port, failures: LossEstimate(lost: $0.sent - $0.received, probes: $0.sent)) }
         func verdict(_ culprit: Culprit, _ reason: Reason, _ body: String, pathNote: Bool = true) -> Diagnosis {
             var summary = culprit.rawValue + ": " + body
@@ -126,11 +129,11 @@ public struct Diagnosis: Sendable, Equatable {
             return Diagnosis(culprit: culprit, reason: reason, summary: summary, icmpLoss: icmpLoss, handshakeFailures: failures)
         }
 
-        // 1
+        // Rule 1
         if let round = ([icmp].compactMap { $0 } + tcp).first(where: { $0.outcome == .unresolved }) {
             return verdict(.name, .unresolved, "\(round.target.name) does not resolve: DNS problem", pathNote: false)
         }
-        // 2
+        // Rule 2
         let unreachable = ([icmp].compactMap { $0 } + tcp).filter { $0.outcome == .unreachable }
         if !unreachable.isEmpty {
             return verdict(.network, .unreachable, "unreachable (\(unreachable.map(describeUnreachable).joined(separator: ", "))): no route, or the host is down")
@@ -143,29 +146,29 @@ public struct Diagnosis: Sendable, Equatable {
             }
         }
         let icmpAnswers = (icmp?.received ?? 0) > 0
-        // 3
+        // Rule 3
         if icmpAnswers, let icmpLoss, icmpLoss.decision(thresholdPercent: lossThreshold) == .above {
             return verdict(.network, .icmpLoss, lead(icmp, icmpLoss, tcp: tcp, failures: failures))
         }
-        // 4
+        // Rule 4
         if let trace, locatedLoss(in: trace) != nil {
             return verdict(.network, .pathLoss, lead(icmp, icmpLoss, tcp: tcp, failures: failures))
         }
-        // 5
+        // Rule 5
         if let icmp, !icmpAnswers, !tcp.contains(where: { $0.received > 0 || $0.refused > 0 }) {
             let ports = tcp.isEmpty ? "" : " nor to TCP port " + tcp.map(port).joined(separator: ", ")
             return verdict(.network, .noAnswer, "no reply to \(icmp.sent) ICMP probes\(ports): the host is down, or the path to it")
         }
         let icmpLead = lead(icmp, icmpLoss, tcp: [], failures: [])
-        // 6
+        // Rule 6
         for round in tcp where round.received == 0 && round.refused > 0 {
             return verdict(.server, .refused, "\(icmpLead), TCP port \(port(round)) refused: service down")
         }
-        // 7
+        // Rule 7
         for round in tcp where round.received == 0 {
             return verdict(.server, .portFiltered, "\(icmpLead), TCP port \(port(round)) filtered (no answer): firewall, or the accept backlog is full")
         }
-        // 8
+        // Rule 8
         if icmpAnswers, let icmpMedian = icmp?.statistics?.median {
             for round in tcp {
                 if let tcpMedian = round.statistics?.median, tcpMedian > 2 * icmpMedian + 1 {
@@ -173,11 +176,11 @@ public struct Diagnosis: Sendable, Equatable {
                 }
             }
         }
-        // 9
+        // Rule 9
         if icmpAnswers, let icmpLoss, icmpLoss.decision(thresholdPercent: lossThreshold) == .undecided {
             return verdict(.inconclusive, .icmpLossUndecided, lead(icmp, icmpLoss, tcp: tcp, failures: failures) + ": " + undecided)
         }
-        // 10
+        // Rule 10
         for (round, failed) in zip(tcp, failures) where failed.failures.decision(thresholdPercent: lossThreshold) == .above {
             return verdict(.server, .handshakeFailures, "\(icmpLead), TCP port \(port(round)) handshake failures \(failed.failures.text(unit: "handshakes")): overloaded")
         }
@@ -185,7 +188,7 @@ public struct Diagnosis: Sendable, Equatable {
             return verdict(.inconclusive, .handshakeFailuresUndecided,
                            "\(icmpLead), TCP port \(port(round)) handshake failures \(failed.failures.text(unit: "handshakes")): \(undecided)")
         }
-        // 11
+        // Rule 11
         guard icmp != nil || !tcp.isEmpty else {
             return verdict(.inconclusive, .nothingMeasured, "nothing was measured (no ICMP, no TCP port)")
         }
@@ -195,6 +198,15 @@ public struct Diagnosis: Sendable, Equatable {
             return verdict(.neither, .healthy, "\(icmpLead), below the \(thresholdText) threshold" + (traceFoundLoss ? "" : ": not the network"))
         }
         return verdict(.neither, .healthy, lead(icmp, icmpLoss, tcp: tcp, failures: failures) + ": look at the application")
+    }
+
+    /// The ICMP loss rules 3 and 9 judge: pooled with the trace (`loss(of:pooledWith:)`)
+    /// unless that straddles the threshold and the pings alone do not.
+    static func judgedLoss(of icmp: RoundResult, trace: PathTrace?) -> LossEstimate {
+        let pooled = loss(of: icmp, pooledWith: trace)
+        guard pooled.traceProbes > 0, pooled.decision(thresholdPercent: lossThreshold) == .undecided else { return pooled }
+        let own = loss(of: icmp, pooledWith: nil)
+        return own.decision(thresholdPercent: lossThreshold) == .undecided ? pooled : own
     }
 
     /// The ICMP loss: the round's, pooled with the trace's probes that reached the host

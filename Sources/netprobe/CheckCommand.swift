@@ -31,7 +31,8 @@ struct CheckCommand: PrivilegedCommand {
             or above 5 %, no problem when its upper bound is below 5 %, and undecided when \
             the interval straddles 5 %. The ICMP loss pools the pings with the ICMP trace's \
             probes that reached the host (the same packets on the same path; a TCP trace is \
-            not pooled). Handshake failures are judged the same way. While a verdict is \
+            not pooled); where that straddles 5 % but the pings alone decide, they do. \
+            Handshake failures are judged the same way. While a verdict is \
             undecided after --duration, check probes on (the trace too), up to \
             --max-duration; what is still undecided then is "inconclusive".
 

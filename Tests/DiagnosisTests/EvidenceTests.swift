@@ -111,6 +111,21 @@ final class EvidenceTests: XCTestCase {
         XCTAssertEqual(Diagnosis.loss(of: icmp(sent: 50, lost: 1), pooledWith: unreached), LossEstimate(lost: 1, probes: 50), "no destination hop to pool")
     }
 
+    func testPingsThatDecideAreNotUndoneByAnUnluckyTrace() {
+        // A NetSim run of the path (10 % dropped at hop 4): check stopped when 7 of
+        // 67 pings were lost (5.2-20.0 %: above 5 %); its trace lost only 2 of 66 at the
+        // target, and pooled (9 of 133: 3.6-12.4 %) the verdict fell back to inconclusive.
+        let path = trace([hop(1, sent: 67, received: 67), hop(2, sent: 67, received: 67), hop(3, sent: 67, received: 67),
+                          hop(4, sent: 67, received: 57), hop(5, sent: 66, received: 61), hop(6, sent: 66, received: 64, destination: true)])
+        XCTAssertEqual(Diagnosis.loss(of: icmp(sent: 67, lost: 7), pooledWith: path).decision(thresholdPercent: 5), .undecided)
+        let diagnosis = Diagnosis.diagnose(icmp: icmp(sent: 67, lost: 7), tcp: [], trace: path)
+        XCTAssertEqual(diagnosis.culprit, .network)
+        XCTAssertEqual(diagnosis.reason, .icmpLoss)
+        XCTAssertEqual(diagnosis.summary, "network: ICMP loss 10.4 % (95 % interval 5.2-20.0 %, 67 probes); loss starts at hop 4, 198.18.100.4: 3.0 % from there to the target")
+        let bothUndecided = Diagnosis.diagnose(icmp: icmp(sent: 50, lost: 3), tcp: [], trace: path)
+        XCTAssertEqual(bothUndecided.icmpLoss?.traceProbes, 66, "neither decides: the pooled estimate, the better one, is shown")
+    }
+
     // MARK: the trace's own findings
 
     func testATraceEndingUnreachableOrInALoopIsANetworkProblem() {
