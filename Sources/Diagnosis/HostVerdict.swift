@@ -15,16 +15,13 @@ public struct HostVerdict: Sendable {
 
 extension Diagnosis {
     /// Every host's verdict from the rounds and traces of one `check` (the ICMP rounds and
-    /// traces by host index, the TCP rounds by host name), the trace naming where on the
-    /// path when the verdict is not about the name.
+    /// traces by host index, the TCP rounds by host name), each judged with its trace.
     public static func verdicts(hosts: [ProbeTarget], icmp: [RoundResult], tcp: [RoundResult], traces: [PathTrace]) -> [HostVerdict] {
         hosts.enumerated().map { index, host in
             let icmpRound = icmp.first { $0.targetIndex == index }
             let tcpRounds = tcp.filter { $0.target.name == host.name }.sorted { $0.targetIndex < $1.targetIndex }
             let trace = traces.first { $0.targetIndex == index && host.address != nil }
-            var diagnosis = diagnose(icmp: icmpRound, tcp: tcpRounds)
-            if let trace, diagnosis.culprit != .name { diagnosis = diagnosis.locating(in: trace) }
-            return HostVerdict(host: host, icmp: icmpRound, tcp: tcpRounds, trace: trace, diagnosis: diagnosis)
+            return HostVerdict(host: host, icmp: icmpRound, tcp: tcpRounds, trace: trace, diagnosis: diagnose(icmp: icmpRound, tcp: tcpRounds, trace: trace))
         }
     }
 }

@@ -1,43 +1,61 @@
 import ProbeResults
 
-/// "Where is it the network?": the hop a `check` verdict names, from a trace of the host.
+/// "Where is it the network?": what a host's trace adds to its `check` verdict.
 extension Diagnosis {
-    /// Adds what the trace says to the verdict: for a network problem, the first hop from
-    /// which loss (or added latency) persists to the target, or where the path ends; for
-    /// any other verdict, that the path is clean (and which hops only rate-limit).
-    /// - Parameter trace: the host's trace, taken side by side with the verdict's probes.
-    public func locating(in trace: PathTrace) -> Diagnosis {
-        var located = self
-        located.summary += "; " + Self.pathNote(trace, networkProblem: culprit == .network)
-        return located
-    }
-
-    static func pathNote(_ trace: PathTrace, networkProblem: Bool) -> String {
-        let analysis = trace.analysis
+    /// The trace's part of a verdict's sentence (it follows "; "): for a network problem,
+    /// where the path ends, or the first hop from which loss (or added latency) persists to
+    /// the target; for any other verdict, whether the path is clean. Hops that only
+    /// rate-limit their ICMP are named either way.
+    /// - Parameters:
+    ///   - trace: the host's trace, taken side by side with the verdict's probes.
+    ///   - culprit: the verdict.
+    ///   - reason: the rule that decided: when it was the trace's ending, the verdict
+    ///     already says it and the note does not repeat it.
+    /// - Returns: nil when there is nothing to add.
+    static func pathNote(_ trace: PathTrace, culprit: Culprit, reason: Reason) -> String? {
         let hops = trace.hops
-        func name(_ hop: HopReport) -> String { "hop \(hop.hop), \(hop.address?.description ?? "*")" }
-        let limiting = hops.filter(\.ratesLimited).map { "hop \($0.hop) \($0.address?.description ?? "*") rate-limits its ICMP (\(PathAnalysis.percent($0.lossPercent)) unanswered, not loss)" }
-        let limitingNote = limiting.isEmpty ? "" : "; " + limiting.joined(separator: ", ")
-        if networkProblem {
+        let analysis = trace.analysis
+        func name(_ hop: HopReport) -> String { "hop \(hop.hop), \(hop.address?.description ?? "???")" }
+        let limiting = hops.filter(\.ratesLimited).map {
+            "hop \($0.hop) \($0.address?.description ?? "???") rate-limits its ICMP (\(LossEstimate.percent($0.lossPercent)) unanswered, not loss)"
+        }
+        func note(_ finding: String?) -> String? {
+            let parts = [finding].compactMap { $0 } + (limiting.isEmpty ? [] : [limiting.joined(separator: ", ")])
+            return parts.isEmpty ? nil : parts.joined(separator: "; ")
+        }
+        func count(_ hops: [HopReport]) -> String { hops.count == 1 ? "1 hop" : "\(hops.count) hops" }
+
+        if reason == .pathUnreachable || reason == .routingLoop { return note(nil) }
+        if culprit == .network {
+            switch trace.ending {
+            case .unreachable, .loop: return note(trace.endingSentence)
+            default: break
+            }
             if let unreachable = hops.first(where: { $0.unreachable > 0 }) {
-                return "the path ends at \(name(unreachable)): it answers unreachable"
+                return note("the path ends at \(name(unreachable)): it answers unreachable")
             }
             if !trace.reached {
-                guard let last = hops.last(where: { $0.received > 0 }) else { return "no hop answers the trace, not even the first" }
-                return "the path ends after \(name(last)): no hop after it answers, nor the target\(limitingNote)"
+                guard let last = hops.last(where: { $0.received > 0 }) else { return note("no hop answers the trace, not even the first") }
+                return note("the path ends after \(name(last)): no hop after it answers, nor the target")
             }
             if let start = analysis.lossStartHop, let hop = hops.first(where: { $0.hop == start }), let loss = analysis.destinationLossPercent {
-                return "loss starts at \(name(hop)): \(PathAnalysis.percent(loss)) from there to the target\(limitingNote)"
+                var finding = "loss starts at \(name(hop)): \(LossEstimate.percent(loss)) from there to the target"
+                if let located = locatedLoss(in: trace) {
+                    let destination = located.destinationLoss
+                    finding += " (95 % interval \(LossEstimate.number(destination.lowPercent))-\(LossEstimate.percent(destination.highPercent)),"
+                        + " \(destination.probes) traced probes), a significant step"
+                }
+                return note(finding)
             }
             if let start = analysis.latencyStartHop, let hop = hops.first(where: { $0.hop == start }), let added = analysis.addedLatencyMilliseconds {
-                return "latency added at \(name(hop)): +\(Diagnosis.ms(added))\(limitingNote)"
+                return note("latency added at \(name(hop)): +\(Diagnosis.ms(added))")
             }
-            return "the trace finds no hop to blame (\(hops.count == 1 ? "1 hop" : "\(hops.count) hops"), no loss persists to the target)\(limitingNote)"
+            return note("the trace finds no hop to blame (\(count(hops)), no loss persists to the target)")
         }
-        guard trace.reached else { return "the trace did not reach the target (ICMP with a TTL may be filtered on the way)" }
-        if analysis.lossStartHop == nil {
-            return "path clean: \(hops.count == 1 ? "1 hop" : "\(hops.count) hops"), no loss persists to the target\(limitingNote)"
+        guard trace.reached else { return note("trace: " + (trace.endingSentence ?? "the target did not answer")) }
+        if let start = analysis.lossStartHop, let hop = hops.first(where: { $0.hop == start }), let loss = analysis.destinationLossPercent {
+            return note("loss starts at \(name(hop)): \(LossEstimate.percent(loss)) from there to the target")
         }
-        return analysis.summary(hops: hops)
+        return note("path clean: \(count(hops)), no loss persists to the target")
     }
 }

@@ -16,25 +16,48 @@ struct CheckCommand: PrivilegedCommand {
             side by side for --duration, then prints a verdict per host with the numbers \
             behind it. Example: netprobe check db.example.com:5432
 
-            The rules, first match wins (loss threshold 5%):
-              1. the name does not resolve                      -> DNS problem
-              2. ICMP or TCP reports unreachable                -> network problem
-              3. ICMP loses 5% or more                          -> network problem
-              4. no ICMP reply: if a TCP port answers (even with a refusal) ICMP is only
-                 filtered and TCP decides; if nothing answers   -> network problem (or host down)
-              5. a TCP port refuses                             -> server problem: service down
-              6. a TCP port never answers                       -> server side: filtered or backlog full
-              7. 5% or more of a port's handshakes fail         -> server problem: overloaded
-              8. handshake median > 2 x ICMP median + 1 ms      -> server problem: slow to accept
-              9. otherwise                                      -> neither: look at the application
-
             Side by side, check traces the path to every host (TTL-limited ICMP, or TCP \
             SYNs to the first port given, as `netprobe trace`; needs raw sockets, skip it \
-            with --no-trace). For a network \
-            problem the verdict names the first hop from which loss or added latency \
-            persists to the host ("loss starts at hop 4, 198.51.100.1: 12% from there to \
-            the target"), or where the path ends; otherwise it says the path is clean and \
-            which hops only rate-limit their ICMP (see `netprobe trace --help` for the rules).
+            with --no-trace). The trace is part of the evidence (rules 2 and 4), and the \
+            verdict ends with what it found: for a network problem the first hop from \
+            which loss or added latency persists to the host ("loss starts at hop 4, \
+            198.51.100.1: 12.0 % from there to the target"), or where the path ends; \
+            otherwise whether the path is clean and which hops only rate-limit their ICMP \
+            (see `netprobe trace --help` for how a trace is read).
+
+            How sure: a loss rate is an estimate with a 95 % confidence interval (the Wilson \
+            score interval), "ICMP loss 4.0 % (95 % interval 1.1-13.5 %, 50 probes)". \
+            Against the 5 % threshold it is a problem when the interval's lower bound is at \
+            or above 5 %, no problem when its upper bound is below 5 %, and undecided when \
+            the interval straddles 5 %. The ICMP loss pools the pings with the ICMP trace's \
+            probes that reached the host (the same packets on the same path; a TCP trace is \
+            not pooled); where that straddles 5 % but the pings alone decide, they do. \
+            Handshake failures are judged the same way. While a verdict is \
+            undecided after --duration, check probes on (the trace too), up to \
+            --max-duration; what is still undecided then is "inconclusive".
+
+            The rules, first match wins (threshold 5 %; interval: the 95 % interval):
+              1. the name does not resolve                  -> name: DNS problem
+              2. ICMP or TCP answered only "unreachable", or
+                 the trace ends unreachable or in a loop    -> network
+              3. ICMP loss interval at or above 5 %         -> network
+              4. the trace's loss start is a significant
+                 change point (99 %) and the target's loss
+                 interval starts at or above 1 %            -> network, from that hop
+              5. no ICMP reply: if a TCP port answers (even with a refusal),
+                 ICMP is only filtered and TCP decides;
+                 if nothing answers                         -> network (or host down)
+              6. a TCP port refuses                         -> server: service down
+              7. a TCP port never answers                   -> server: filtered, or
+                                                               accept backlog full
+              8. handshake median > 2 x ICMP median + 1 ms  -> server: slow to accept
+              9. ICMP loss interval straddles 5 %           -> inconclusive
+             10. a port's handshake failure interval
+                 at or above 5 %                            -> server: overloaded
+                 straddling 5 %                             -> inconclusive
+             11. otherwise                                  -> neither: look at the
+                                                               application
+            Loss explains none of rules 6-8, so they come before its undecided rule 9.
 
             TCP probes are half-open unless --tcp-mode connect is given: the server's \
             application never sees a connection, so a production database logs nothing \
@@ -43,13 +66,19 @@ struct CheckCommand: PrivilegedCommand {
             ICMP needs CAP_NET_RAW or net.ipv4.ping_group_range (see `netprobe ping --help`); \
             without either, check runs TCP only and says so.
 
-            Exit status: 0 every verdict is "neither", 1 some host has a problem, 2 a name \
-            did not resolve, 3 bad arguments, 4 system error.
+            Exit status: 0 every verdict is "neither", 1 some host has a problem (network \
+            or server), 2 a name did not resolve, 3 bad arguments, 4 system error, 5 some \
+            verdict is inconclusive (and none of 1 or 2 applies). The first that applies of \
+            2, 1, 5 wins.
             """
     )
 
     @Option(help: ArgumentHelp("How long to probe (seconds, or with a unit: 30s, 1m).", valueName: "duration"))
     var duration = DurationArgument(nanoseconds: 10_000_000_000)
+
+    @Option(help: ArgumentHelp("How long to probe on past --duration while a loss or failure rate is undecided against 5 % (default 60s, or --duration when longer; at least --duration).",
+                               valueName: "max-duration"))
+    var maxDuration: DurationArgument?
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Time between two probes of one kind to the same host and port.", valueName: "interval"))
     var interval = DurationArgument(nanoseconds: 200_000_000)
@@ -77,10 +106,20 @@ struct CheckCommand: PrivilegedCommand {
         guard duration.nanoseconds >= 100_000_000 else { throw ValidationError("--duration must be at least 100ms, got \(duration).") }
         guard interval.nanoseconds >= 1_000_000 else { throw ValidationError("--interval must be at least 1ms, got \(interval).") }
         guard timeout.nanoseconds >= 1_000_000 else { throw ValidationError("--timeout must be at least 1ms, got \(timeout).") }
+        if let maxDuration, maxDuration.nanoseconds < duration.nanoseconds {
+            throw ValidationError("--max-duration must be at least --duration (\(duration)), got \(maxDuration).")
+        }
         for target in targets { _ = try Endpoint.parse(target, requirePort: false) }
     }
 
     var preference: AddressPreference { family.preference }
+
+    /// How long check may probe in all: --max-duration, by default 60 s or --duration if longer.
+    var probingBound: DurationArgument {
+        maxDuration ?? DurationArgument(nanoseconds: max(duration.nanoseconds, Self.defaultMaxDurationNanoseconds))
+    }
+
+    static let defaultMaxDurationNanoseconds: Int64 = 60_000_000_000
 
     func makeLogger() -> Logger { CommandLogger.make(verbose: verbose) }
 
@@ -128,20 +167,26 @@ struct CheckCommand: PrivilegedCommand {
         let interrupts = SignalWatcher.onInterrupt(stopAll)
         defer { interrupts.cancel() }
 
-        let progress = Progress(hosts: hosts.count, ports: tcpTargets.count, duration: duration.seconds)
+        let progress = Progress(hosts: hosts.count, ports: tcpTargets.count, duration: duration.seconds, maxDuration: probingBound.seconds)
+        let live = Locked(LiveRounds(icmp: icmpProber == nil ? [] : hostTargets, tcp: tcpTargets))
         let icmpEvents = icmpProber?.probe(hostTargets)
         let tcpEvents = tcpTargets.isEmpty ? nil : tcpProber.probe(tcpTargets)
-        let durationNanoseconds = duration.nanoseconds
+        let (durationNanoseconds, boundNanoseconds) = (duration.nanoseconds, probingBound.nanoseconds)
+        // After --duration, probing goes on while the rounds so far leave a verdict
+        // undecided that more probes could settle, up to --max-duration.
         let timer = Task {
             let start = Date()
-            while Date().timeIntervalSince(start) * 1e9 < Double(durationNanoseconds) {
+            while true {
                 try await Task.sleep(nanoseconds: 250_000_000)
-                progress.show(elapsed: Date().timeIntervalSince(start))
+                let elapsed = Date().timeIntervalSince(start)
+                progress.show(elapsed: elapsed)
+                guard elapsed * 1e9 >= Double(durationNanoseconds) else { continue }
+                if elapsed * 1e9 >= Double(boundNanoseconds) || !live.withLock({ $0.wantMoreProbes(hosts: hostTargets) }) { break }
             }
             stopAll()
         }
-        async let icmpRounds = collect(icmpEvents, progress: progress)
-        async let tcpRounds = collect(tcpEvents, progress: progress)
+        async let icmpRounds = collect(icmpEvents, progress: progress, live: live)
+        async let tcpRounds = collect(tcpEvents, progress: progress, live: live)
         let traceTargets = hostTargets.map { host in
             var target = host
             if resources.pathTCPSockets != nil { target.port = endpoints.first { $0.host == host.name }?.ports.first }
@@ -158,19 +203,23 @@ struct CheckCommand: PrivilegedCommand {
             switch verdict.diagnosis.culprit {
             case .name: statuses.append(ExitStatus.unresolved)
             case .network, .server: statuses.append(ExitStatus.someUnanswered)
+            case .inconclusive: statuses.append(ExitStatus.inconclusive)
             case .neither: statuses.append(ExitStatus.allAnswered)
             }
         }
-        let status = statuses.contains(ExitStatus.unresolved) ? ExitStatus.unresolved : (statuses.max() ?? 0)
+        // A name problem first, then a network or server problem, then an open question.
+        let status = [ExitStatus.unresolved, ExitStatus.someUnanswered, ExitStatus.inconclusive].first(where: statuses.contains) ?? ExitStatus.allAnswered
         if status != ExitStatus.allAnswered { throw ExitCode(status) }
     }
 
-    func collect(_ events: AsyncStream<ProbeEvent>?, progress: Progress) async -> [RoundResult] {
+    func collect(_ events: AsyncStream<ProbeEvent>?, progress: Progress, live: Locked<LiveRounds>) async -> [RoundResult] {
         guard let events else { return [] }
         var rounds: [RoundResult] = []
         for await event in events {
             switch event {
-            case .attempt(let attempt): progress.count(attempt)
+            case .attempt(let attempt):
+                progress.count(attempt)
+                live.withLock { $0.record(attempt) }
             case .round(let round): rounds.append(round)
             case .abandoned: break  // repeating rounds only
             }
@@ -191,26 +240,36 @@ struct CheckCommand: PrivilegedCommand {
             object.add("target", .string(host.name))
             object.add("address", host.address.map { .string($0.description) } ?? .null)
             object.add("verdict", .string(diagnosis.culprit.rawValue))
+            object.add("reason", .string(diagnosis.reason.rawValue))
             object.add("summary", .string(diagnosis.summary))
+            object.add("loss", diagnosis.icmpLoss.map { .raw(Self.json($0).serialized) } ?? .null)
+            object.add("handshake_failures", .array(diagnosis.handshakeFailures.map { .raw(Self.json($0.failures, port: $0.port).serialized) }))
             object.add("icmp", icmp.map { .raw(ResultPrinter.jsonLine($0)) } ?? .null)
             object.add("tcp", .array(tcp.map { .raw(ResultPrinter.jsonLine($0)) }))
             object.add("path", trace.map { .raw(TracePrinter.json($0)) } ?? .null)
             return object.serialized
         }
-        let headline: String
-        switch diagnosis.culprit {
-        case .name: headline = "name problem"
-        case .network: headline = "network problem"
-        case .server: headline = "server problem"
-        case .neither: headline = "neither"
-        }
-        var lines = ["\(ResultPrinter.label(host)): \(headline): \(diagnosis.summary)"]
+        // (The summary starts with the verdict: "network: ICMP loss 10.0 % ...".)
+        var lines = ["\(ResultPrinter.label(host)): \(diagnosis.summary)"]
         if let icmp { lines.append("  icmp     " + ResultPrinter.summaryLine(icmp)) }
         for round in tcp { lines.append("  tcp      " + ResultPrinter.summaryLine(round)) }
         if let trace {
             lines.append("  path     " + TracePrinter.text(trace).split(separator: "\n").joined(separator: "\n           "))
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// {"percent", "low", "high", "probes", "trace_probes"}: a rate and its 95 % interval
+    /// (with "port" first for a port's failed handshakes).
+    static func json(_ estimate: LossEstimate, port: UInt16? = nil) -> JSONObject {
+        var object = JSONObject()
+        if let port { object.add("port", .integer(Int(port))) }
+        object.add("percent", .number(estimate.percent))
+        object.add("low", .number(estimate.lowPercent))
+        object.add("high", .number(estimate.highPercent))
+        object.add("probes", .integer(estimate.probes))
+        object.add("trace_probes", .integer(estimate.traceProbes))
+        return object
     }
 }
 
@@ -220,12 +279,14 @@ final class Progress: Sendable {
     private let hosts: Int
     private let ports: Int
     private let duration: Double
+    private let maxDuration: Double
     private let enabled = isatty(STDERR_FILENO) == 1
 
-    init(hosts: Int, ports: Int, duration: Double) {
+    init(hosts: Int, ports: Int, duration: Double, maxDuration: Double) {
         self.hosts = hosts
         self.ports = ports
         self.duration = duration
+        self.maxDuration = maxDuration
     }
 
     func count(_ attempt: AttemptEvent) {
@@ -241,7 +302,7 @@ final class Progress: Sendable {
     func show(elapsed: Double) {
         guard enabled else { return }
         let now = counts.withLock { $0 }
-        let seconds = "\(Int(min(elapsed, duration)))/\(Int(duration)) s"
+        let seconds = elapsed < duration ? "\(Int(elapsed))/\(Int(duration)) s" : "\(Int(min(elapsed, maxDuration))) s, undecided: probing on up to \(Int(maxDuration)) s"
         Terminal.write("\rchecking \(hosts) host(s), \(ports) port(s): \(seconds), icmp replies \(now.icmpReplies), tcp connected \(now.tcpConnected), failed \(now.tcpFailed) ", to: STDERR_FILENO)
     }
 

@@ -16,7 +16,7 @@ extension TCPCommand: TargetListCommand {
 }
 
 extension CheckCommand: TargetListCommand {
-    static let optionsTakingValues: Set<String> = ["--duration", "-i", "--interval", "-W", "--timeout", "--tcp-mode"]
+    static let optionsTakingValues: Set<String> = ["--duration", "--max-duration", "-i", "--interval", "-W", "--timeout", "--tcp-mode"]
 }
 
 extension ProbeOptions {

@@ -17,6 +17,8 @@ enum ExitStatus {
     static let badArguments: Int32 = 3
     /// A system error, e.g. no privilege to open ICMP sockets.
     static let systemError: Int32 = 4
+    /// `check` only: some verdict is inconclusive (the evidence did not decide).
+    static let inconclusive: Int32 = 5
 }
 
 @main

@@ -32,8 +32,9 @@ final class PathAnalysisTests: XCTestCase {
         XCTAssertEqual(analysis.rateLimitingHops, [], "10 % at every hop from 4 on is binomial noise around one loss, not a hop's own")
         XCTAssertEqual(analysis.destinationLossPercent, 10)
         XCTAssertEqual(analysis.forwardedLossPercent, [0, 0, 0, 9, 10.5, 10.5], "pooled where the raw losses fall: a drop is never undone")
-        XCTAssertEqual(Diagnosis(culprit: .network, summary: "ICMP 10% loss").locating(in: trace(hops)).summary,
-                       "ICMP 10% loss; loss starts at hop 4, 198.18.100.4: 10% from there to the target")
+        XCTAssertTrue(analysis.lossStartIsChangePoint)
+        XCTAssertEqual(Diagnosis.pathNote(trace(hops), culprit: .network, reason: .icmpLoss),
+                       "loss starts at hop 4, 198.18.100.4: 10.0 % from there to the target (95 % interval 5.5-17.4 %, 100 traced probes), a significant step")
     }
 
     func testAHopThatLosesOnlyItsOwnAnswersRateLimitsAndThePathIsClean() {
@@ -42,8 +43,8 @@ final class PathAnalysisTests: XCTestCase {
         XCTAssertEqual(analysis.rateLimitingHops, [3])
         XCTAssertNil(analysis.lossStartHop)
         XCTAssertEqual(analysis.forwardedLossPercent, [0, 0, 0, 0, 0], "no loss is attributed to hop 3")
-        XCTAssertEqual(Diagnosis(culprit: .neither, summary: "not the network").locating(in: trace(hops)).summary,
-                       "not the network; path clean: 5 hops, no loss persists to the target; hop 3 198.18.100.3 rate-limits its ICMP (89% unanswered, not loss)")
+        XCTAssertEqual(Diagnosis.pathNote(trace(hops), culprit: .neither, reason: .healthy),
+                       "path clean: 5 hops, no loss persists to the target; hop 3 198.18.100.3 rate-limits its ICMP (89.0 % unanswered, not loss)")
     }
 
     func testLossBehindARateLimitingHopIsLocatedAtTheFirstHopThatShowsIt() {
@@ -64,7 +65,9 @@ final class PathAnalysisTests: XCTestCase {
 
     func testLossEqualEverywhereStartsAtTheFirstHop() {
         let hops = [hop(1, received: 90), hop(2, received: 89), hop(3, received: 91), hop(4, received: 90, destination: true)]
-        XCTAssertEqual(PathAnalysis(hops: hops, reached: true).lossStartHop, 1, "no split is significant: the loss is before the first router (the local link)")
+        let analysis = PathAnalysis(hops: hops, reached: true)
+        XCTAssertEqual(analysis.lossStartHop, 1, "no split is significant: the loss is before the first router (the local link)")
+        XCTAssertFalse(analysis.lossStartIsChangePoint)
     }
 
     func testALittleNoiseAtTheDestinationLocatesNothing() {
@@ -85,11 +88,11 @@ final class PathAnalysisTests: XCTestCase {
 
     func testAPathThatEndsNamesTheLastHopThatAnswers() {
         let hops = [hop(1, received: 100), hop(2, received: 100), hop(3, received: 0)]
-        XCTAssertEqual(Diagnosis(culprit: .network, summary: "no ICMP replies").locating(in: trace(hops, reached: false)).summary,
-                       "no ICMP replies; the path ends after hop 2, 198.18.100.2: no hop after it answers, nor the target")
+        XCTAssertEqual(Diagnosis.pathNote(trace(hops, reached: false), culprit: .network, reason: .noAnswer),
+                       "the path ends after hop 2, 198.18.100.2: no hop after it answers, nor the target")
         let unreachable = [hop(1, received: 100), hop(2, received: 100, unreachable: 100)]
-        XCTAssertEqual(Diagnosis(culprit: .network, summary: "host unreachable").locating(in: trace(unreachable, reached: false)).summary,
-                       "host unreachable; the path ends at hop 2, 198.18.100.2: it answers unreachable")
+        XCTAssertEqual(Diagnosis.pathNote(trace(unreachable, reached: false), culprit: .network, reason: .unreachable),
+                       "the path ends at hop 2, 198.18.100.2: it answers unreachable")
     }
 
     func testThePathHashChangesWithTheHopList() {

@@ -184,7 +184,7 @@ final class TCPIntegrationTests: XCTestCase {
         let closed = try Self.closedPort()
         let healthy = try Harness.run([netprobe, "check", "--duration", "1", "127.0.0.1:\(listener.port)"])
         XCTAssertEqual(healthy.status, 0, healthy.standardOutput + healthy.standardError)
-        XCTAssertTrue(healthy.standardOutput.hasPrefix("127.0.0.1: neither: network OK (icmp 0% loss"), healthy.standardOutput)
+        XCTAssertTrue(healthy.standardOutput.hasPrefix("127.0.0.1: neither: ICMP loss 0.0 % (95 % interval 0.0-"), healthy.standardOutput)
         let down = try Harness.run([netprobe, "check", "--duration", "1", "--json", "127.0.0.1:\(closed)"])
         XCTAssertEqual(down.status, 1)
         let verdict = try XCTUnwrap(try down.jsonLines().first)

@@ -146,16 +146,16 @@ final class TCPSimulatorTests: XCTestCase {
             (verdicts[name]?["verdict"] as? String, verdicts[name]?["summary"] as? String ?? "")
         }
         XCTAssertEqual(verdict("healthy").0, "neither", verdict("healthy").1)
-        XCTAssertTrue(verdict("healthy").1.hasPrefix("network OK (icmp 0% loss"), verdict("healthy").1)
+        XCTAssertTrue(verdict("healthy").1.hasPrefix("neither: ICMP loss 0.0 % (95 % interval 0.0-"), verdict("healthy").1)
         XCTAssertEqual(verdict("loss").0, "network", verdict("loss").1)
-        XCTAssertTrue(verdict("loss").1.hasPrefix("ICMP "), verdict("loss").1)
-        XCTAssertTrue(verdict("loss").1.contains("loss: network problem"), verdict("loss").1)
+        XCTAssertEqual(verdicts["loss"]?["reason"] as? String, "icmp_loss", verdict("loss").1)
+        XCTAssertTrue(verdict("loss").1.hasPrefix("network: ICMP loss "), verdict("loss").1)
         XCTAssertEqual(verdict("refused").0, "server", verdict("refused").1)
         // (check adds what its trace of the path found after the verdict: "; path clean: ...")
         XCTAssertTrue(verdict("refused").1.contains("TCP port 81 refused: service down; path clean"), verdict("refused").1)
         XCTAssertEqual(verdict("filtered").0, "server", verdict("filtered").1)
         XCTAssertTrue(verdict("filtered").1.contains("TCP port 82 filtered (no answer)"), verdict("filtered").1)
         XCTAssertEqual(verdict("unreachable").0, "network", verdict("unreachable").1)
-        XCTAssertTrue(verdict("unreachable").1.hasPrefix("host unreachable"), verdict("unreachable").1)
+        XCTAssertTrue(verdict("unreachable").1.hasPrefix("network: unreachable"), verdict("unreachable").1)
     }
 }
