@@ -167,10 +167,20 @@ final class TraceAccuracyTests: XCTestCase {
         let v6 = try XCTUnwrap((2...60).map { "2001:db8:60::\($0)" }.first { try branch(of: 0, to: $0) != branch(of: 1, to: $0) })
         let rules = ["198.18.60.0/24 path=198.18.120.1,198.18.120.2|198.18.121.2,198.18.120.3|198.18.121.3,198.18.120.4",
                      "2001:db8:60::/48 path=2001:db8:120::1,2001:db8:120::2|2001:db8:121::2,2001:db8:120::3|2001:db8:121::3,2001:db8:120::4"]
-        let ((one, two), _) = try simulate(rules) { namespace in
+        let ((one, two, text), _) = try simulate(rules) { namespace in
             (try trace(namespace, ["-c", "20", "-i", "0.05", "-W", "0.5", v4, v6]),
-             try trace(namespace, ["-c", "20", "-i", "0.05", "-W", "0.5", "--flows", "2", v4, v6]))
+             try trace(namespace, ["-c", "20", "-i", "0.05", "-W", "0.5", "--flows", "2", v4, v6]),
+             try SimulatedNetwork.execute([try SimulatorHarness.binary("netprobe"), "trace", "-c", "20", "-i", "0.05", "-W", "0.5", "--flows", "2", v4, v6],
+                                          inNamespace: namespace).standardOutput)
         }
+        // The text report names every address of an equal-cost hop with its answers (the
+        // first one too), and each flow's path with its own loss.
+        for branch in ["198.18.120.2", "198.18.121.2", "2001:db8:120::2", "2001:db8:121::2"] {
+            let line = text.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix(branch + " (") }
+            XCTAssertNotNil(line, "\(branch) listed with its answer count:\n\(text)")
+            XCTAssertTrue(line?.hasSuffix(" answers)") == true, "\(line ?? "")")
+        }
+        XCTAssertEqual(text.split(separator: "\n").filter { $0.hasPrefix("  flow ") }.count, 4, "two flows per target:\n\(text)")
         XCTAssertEqual(one.status, 0, one.standardError)
         XCTAssertEqual(two.status, 0, two.standardError)
         for (target, a, b) in [(v4, "198.18.120.", "198.18.121."), (v6, "2001:db8:120::", "2001:db8:121::")] {
