@@ -131,14 +131,7 @@ public struct HopReport: Sendable, Equatable {
     public var unreachableMark: String? { unreachableMarks.max { ($0.value, $1.key) < ($1.value, $0.key) }?.key }
 
     /// "kernel" or "user" when every reply agrees, "mixed" otherwise; nil with no replies.
-    public var timestampSource: TimestampSource? {
-        switch (kernelTimestamps, userTimestamps) {
-        case (0, 0): return nil
-        case (_, 0): return .kernel
-        case (0, _): return .user
-        default: return .mixed
-        }
-    }
+    public var timestampSource: TimestampSource? { TimestampSource(kernel: kernelTimestamps, user: userTimestamps) }
 
     package init(hop: Int, addresses: [(address: IPAddress, answers: Int)], sent: Int, received: Int, rttsMilliseconds: [Double], isDestination: Bool, unreachable: Int,
                  unreachableMarks: [String: Int] = [:], kernelTimestamps: Int = 0, userTimestamps: Int = 0, flows: [FlowHop] = []) {

@@ -45,6 +45,17 @@ public enum TimestampSource: String, Sendable, Codable {
     case user
     /// A round whose samples came from both sources.
     case mixed
+
+    /// The source of samples counted by source: "kernel" or "user" when every sample
+    /// agrees, "mixed" otherwise; nil with no samples.
+    public init?(kernel: Int, user: Int) {
+        switch (kernel, user) {
+        case (0, 0): return nil
+        case (_, 0): self = .kernel
+        case (0, _): self = .user
+        default: self = .mixed
+        }
+    }
 }
 
 /// One probe target: the name the user gave, the address it resolved to, and for TCP the port.
@@ -160,14 +171,7 @@ public struct RoundResult: Sendable {
     }
 
     /// "kernel" or "user" when every sample agrees, "mixed" otherwise; nil with no samples.
-    public var timestampSource: TimestampSource? {
-        switch (kernelTimestamps, userTimestamps) {
-        case (0, 0): return nil
-        case (_, 0): return .kernel
-        case (0, _): return .user
-        default: return .mixed
-        }
-    }
+    public var timestampSource: TimestampSource? { TimestampSource(kernel: kernelTimestamps, user: userTimestamps) }
 
     package init(kind: ProbeKind, targetIndex: Int, target: ProbeTarget, startNanoseconds: Int64, sent: Int, received: Int, duplicates: Int, late: Int, unreachable: Int, refused: Int, errors: Int, completed: Int = 0, tcpMode: TCPProbeMode? = nil, lossPercent: Double, statistics: RTTStatistics? = nil, rttsMilliseconds: [Double], ttl: Int? = nil, kernelTimestamps: Int, userTimestamps: Int, outcome: ProbeOutcome, scheduleSlipMilliseconds: Double? = nil) {
         self.kind = kind
