@@ -335,6 +335,19 @@ extension Posix {
         }
     }
 
+    /// sendmsg of one packet to `destination`, without blocking, with control messages:
+    /// what the ICMP and the raw TCP sockets send.
+    static func sendmsg(_ fd: Int32, _ packet: [UInt8], to destination: IPAddress, control: UnsafeRawBufferPointer) throws(SystemCallError) -> IOResult<Int> {
+        // Array.withUnsafeBytes rethrows untyped errors: carry the typed one out in a Result.
+        try packet.withUnsafeBytes { (bytes) -> Result<IOResult<Int>, SystemCallError> in
+            Result { () throws(SystemCallError) -> IOResult<Int> in
+                try destination.withSocketAddress { (address, length) throws(SystemCallError) -> IOResult<Int> in
+                    try sendmsg(fd, bytes, to: address, length, control: control, flags: Int32(MSG_DONTWAIT))
+                }
+            }
+        }.get()
+    }
+
     /// recvmsg into one data buffer, with the source address and control messages.
     /// - Parameters:
     ///   - buffer: where the datagram goes.

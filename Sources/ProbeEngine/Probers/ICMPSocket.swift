@@ -237,16 +237,7 @@ final class ICMPSocket {
         var control = ControlMessageBuilder(storage: sendControlBuffer)
         if perSendID { control.append(.timestampID(probeNumber)) }
         if let hopLimit { control.append(.hopLimit(hopLimit, family)) }
-        let fd = descriptor.rawValue
-        let controlBytes = control.bytes
-        // Array.withUnsafeBytes rethrows untyped errors: carry the typed one out in a Result.
-        return try packet.withUnsafeBytes { (bytes) -> Result<IOResult<Int>, SystemCallError> in
-            Result { () throws(SystemCallError) -> IOResult<Int> in
-                try destination.withSocketAddress { (address, addressLength) throws(SystemCallError) -> IOResult<Int> in
-                    try Posix.sendmsg(fd, bytes, to: address, addressLength, control: controlBytes, flags: Int32(MSG_DONTWAIT))
-                }
-            }
-        }.get()
+        return try Posix.sendmsg(descriptor.rawValue, packet, to: destination, control: control.bytes)
     }
 
     // MARK: receiving

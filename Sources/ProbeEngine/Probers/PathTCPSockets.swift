@@ -56,18 +56,10 @@ public final class PathTCPSockets: @unchecked Sendable {
         }
 
         private func sendOnce(_ segment: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int, perSendID: Bool) throws(SystemCallError) -> IOResult<Int> {
-            let fd = descriptor.rawValue
             var control = ControlMessageBuilder(storage: sendControl)
             if perSendID { control.append(.timestampID(probeNumber)) }
             control.append(.hopLimit(hopLimit, family))
-            let controlBytes = control.bytes
-            return try segment.withUnsafeBytes { (bytes) -> Result<IOResult<Int>, SystemCallError> in
-                Result { () throws(SystemCallError) -> IOResult<Int> in
-                    try destination.withSocketAddress { (address, length) throws(SystemCallError) -> IOResult<Int> in
-                        try Posix.sendmsg(fd, bytes, to: address, length, control: controlBytes, flags: Int32(MSG_DONTWAIT))
-                    }
-                }
-            }.get()
+            return try Posix.sendmsg(descriptor.rawValue, segment, to: destination, control: control.bytes)
         }
 
         /// One segment read from the normal queue.
