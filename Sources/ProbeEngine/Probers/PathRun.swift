@@ -165,14 +165,18 @@ final class PathRun: LoopTask, DescriptorOwner {
     }
 
     var nextWake: Int64? {
-        earliest(earliest(roundStarts.min?.instant, schedule.nextWake), earliest(tracker.nextDeadline, lateUnreachableWait))
+        earliest(earliest(roundStarts.min?.instant, schedule.nextWake), earliest(tracker.nextDeadline, allSent ? lateUnreachableWait : nil))
     }
+
+    /// Every round started and every probe sent and concluded: only late unreachables may
+    /// still come.
+    var allSent: Bool { roundStarts.isEmpty && pending.isEmpty && !tracker.hasProbesInFlight }
 
     var isFinished: Bool { isFinished(now: Clock.monotonicNanoseconds()) }
 
     /// Every probe sent and concluded, and no late unreachable to wait for.
     func isFinished(now: Int64) -> Bool {
-        guard roundStarts.isEmpty && pending.isEmpty && !tracker.hasProbesInFlight else { return false }
+        guard allSent else { return false }
         return lateUnreachableWait.map { now >= $0 } ?? true
     }
 
