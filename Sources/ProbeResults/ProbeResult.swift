@@ -71,13 +71,19 @@ public struct ProbeTarget: Hashable, Sendable {
     /// The failure may pass by itself (no answer from the resolver, EAI_AGAIN), as opposed
     /// to an answer that the name does not exist.
     public var resolutionFailureIsTemporary: Bool
+    /// The options of the packets sent to this target (TOS, source address, interface);
+    /// `.none` unless the user set one. Part of the target's identity: the same address
+    /// with another class is another series.
+    public var options: PacketOptions = .none
 
-    public init(name: String, address: IPAddress?, port: UInt16? = nil, resolutionError: String? = nil, resolutionFailureIsTemporary: Bool = false) {
+    public init(name: String, address: IPAddress?, port: UInt16? = nil, resolutionError: String? = nil, resolutionFailureIsTemporary: Bool = false,
+                options: PacketOptions = .none) {
         self.name = name
         self.address = address
         self.port = port
         self.resolutionError = resolutionError
         self.resolutionFailureIsTemporary = resolutionFailureIsTemporary
+        self.options = options
     }
 }
 
