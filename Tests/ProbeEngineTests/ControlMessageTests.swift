@@ -252,6 +252,44 @@ final class ControlMessageTests: XCTestCase {
         XCTAssertEqual(ControlMessageBuilder.space(for: [.timestampID(1), .hopLimit(1, .ipv6)]), 48)
     }
 
+    func testBuilderWritesTrafficClassAndPacketInfoAsTheKernelReadsThem() {
+        let source4 = IPAddress(parsing: "198.18.0.2")!
+        let written4 = withBuilder(bytes: 4 * OutboundControlMessage.largestSpace) { builder in
+            XCTAssertTrue(builder.append(SendOptions(tos: 0xb8, source: source4, interfaceIndex: 7), family: .ipv4))
+            return Array(builder.bytes)
+        }
+        XCTAssertEqual(written4, Self.cmsg(level: Int32(IPPROTO_IP), type: IP_TOS, data: Self.int32(0xb8))
+                       + Self.cmsg(level: Int32(IPPROTO_IP), type: IP_PKTINFO, data: Self.uint32(7) + source4.bytes + [0, 0, 0, 0]),
+                       "in_pktinfo: ifindex, spec_dst (the source), addr 0")
+        let source6 = IPAddress(parsing: "2001:db8::2")!
+        let written6 = withBuilder(bytes: 4 * OutboundControlMessage.largestSpace) { builder in
+            XCTAssertTrue(builder.append(SendOptions(tos: 0x88, source: source6), family: .ipv6))
+            return Array(builder.bytes)
+        }
+        XCTAssertEqual(written6, Self.cmsg(level: Int32(IPPROTO_IPV6), type: 67, data: Self.int32(0x88))
+                       + Self.cmsg(level: Int32(IPPROTO_IPV6), type: 50, data: source6.bytes + Self.uint32(0)),
+                       "in6_pktinfo: the source, then ifindex")
+    }
+
+    func testDefaultOptionsAddNoMessage() {
+        let written = withBuilder { builder in
+            XCTAssertTrue(builder.append(SendOptions.none, family: .ipv4))
+            return builder.length
+        }
+        XCTAssertEqual(written, 0)
+    }
+
+    func testReceivedPacketInfoIsTheDestinationAndInterface() {
+        let v4 = Self.cmsg(level: Int32(IPPROTO_IP), type: IP_PKTINFO, data: Self.uint32(3) + [0, 0, 0, 0] + IPAddress(parsing: "198.18.0.2")!.bytes)
+        XCTAssertEqual(messages(v4).messages, [.packetInfo(destination: IPAddress(parsing: "198.18.0.2")!, interfaceIndex: 3)])
+        let v6 = Self.cmsg(level: Int32(IPPROTO_IPV6), type: 50, data: IPAddress(parsing: "2001:db8::2")!.bytes + Self.uint32(4))
+        let control = v6.withUnsafeBytes { ReceivedControlMessages(parsing: $0, flags: 0) }
+        XCTAssertEqual(control.destination, IPAddress(parsing: "2001:db8::2"))
+        XCTAssertEqual(control.interfaceIndex, 4)
+        let short = Self.cmsg(level: Int32(IPPROTO_IPV6), type: 50, data: [1, 2, 3])
+        XCTAssertEqual(messages(short).messages, [.short(level: Int32(IPPROTO_IPV6), type: 50, dataLength: 3)])
+    }
+
     // MARK: through the kernel
 
     /// A UDP datagram to ourselves on loopback with a per-packet hop limit from the

@@ -77,6 +77,30 @@ final class EchoTrackerTests: XCTestCase {
         XCTAssertEqual(tracker.record(100)?.state, .inFlight, "a spoofed reply must not answer the probe")
     }
 
+    func testReplyToAnotherOfOurAddressesThanTheChosenSourceIsIgnoredAsWrongDestination() {
+        let chosen = IPAddress(parsing: "198.18.11.1")!
+        let otherOfOurs = IPAddress(parsing: "198.18.10.1")!
+        var tracker = EchoTracker(cookie: cookie, timeoutNanoseconds: timeout, retentionNanoseconds: 10 * timeout)
+        tracker.register(probeNumber: 100, EchoTracker.Record(targetIndex: 0, indexInRound: 0, destination: target, chosenSource: chosen,
+                                                              userSentRealtime: sentAt, kernelSentRealtime: nil, deadlineMonotonic: 5_000, state: .inFlight))
+        func classify(to destination: IPAddress?) -> EchoTracker.Verdict {
+            tracker.classify(reply(), from: target, to: destination, expectedIdentifier: 77, expectedPayloadLength: 56,
+                             kernelReceivedRealtime: nil, userReceivedRealtime: sentAt + 1_000)
+        }
+        XCTAssertEqual(classify(to: otherOfOurs), .ignored(.wrongDestination))
+        XCTAssertEqual(classify(to: nil), .ignored(.wrongDestination), "no IP_PKTINFO: the destination is unknown, not trusted")
+        XCTAssertEqual(tracker.record(100)?.state, .inFlight, "a reply to another address must not answer the probe")
+        guard case .received = classify(to: chosen) else { return XCTFail("the reply to the chosen source is the answer") }
+        XCTAssertEqual(EchoTracker.IgnoredReason.wrongDestination.rawValue, PathTracker.IgnoredReason.wrongDestination.rawValue)
+    }
+
+    func testWithoutAChosenSourceAReplyToAnyOfOurAddressesCounts() {
+        var tracker = makeTracker()
+        let verdict = tracker.classify(reply(), from: target, to: IPAddress(parsing: "198.18.10.1"), expectedIdentifier: 77, expectedPayloadLength: 56,
+                                       kernelReceivedRealtime: nil, userReceivedRealtime: sentAt + 1_000)
+        guard case .received = verdict else { return XCTFail("\(verdict)") }
+    }
+
     func testUnknownProbeNumberIsIgnored() {
         var tracker = makeTracker()
         XCTAssertEqual(classify(&tracker, reply(101)), .ignored(.unknownProbe))

@@ -86,6 +86,9 @@ enum ControlMessage: Equatable, Sendable {
     case hopLimit(Int)
     /// SOL_SOCKET / SCM_TS_OPT_ID: the timestamp id a send named (what the builder writes).
     case timestampID(UInt32)
+    /// IP_PKTINFO / IPV6_PKTINFO of a received packet: the destination address in its IP
+    /// header (`ipi_addr` / `ipi6_addr`) and the interface it arrived on.
+    case packetInfo(destination: IPAddress, interfaceIndex: UInt32)
     /// A kind we know whose data is shorter than its type (the kernel cuts the last
     /// message to what fits when the buffer is too small, and sets MSG_CTRUNC).
     case short(level: Int32, type: Int32, dataLength: Int)
@@ -117,6 +120,18 @@ enum ControlMessage: Equatable, Sendable {
             }
             self = .extendedError(ExtendedSocketError(errno: Int32(bitPattern: raw.ee_errno), origin: .init(raw.ee_origin), type: raw.ee_type, code: raw.ee_code,
                                                       info: raw.ee_info, data: raw.ee_data, offender: offender))
+        case (Int32(IPPROTO_IP), IP_PKTINFO):
+            // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst; in_addr ipi_addr; }
+            guard data.count >= 12, let destination = IPAddress(bytes: UnsafeRawBufferPointer(rebasing: data[8...]), family: .ipv4) else {
+                self = .short(level: level, type: type, dataLength: data.count); return
+            }
+            self = .packetInfo(destination: destination, interfaceIndex: data.loadUnaligned(as: UInt32.self))
+        case (Int32(IPPROTO_IPV6), ControlMessageConstants.ipv6PacketInfo):
+            // struct in6_pktinfo { in6_addr ipi6_addr; unsigned ipi6_ifindex; }
+            guard data.count >= 20, let destination = IPAddress(bytes: data, family: .ipv6) else {
+                self = .short(level: level, type: type, dataLength: data.count); return
+            }
+            self = .packetInfo(destination: destination, interfaceIndex: data.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
         case (Int32(IPPROTO_IP), IP_TTL), (Int32(IPPROTO_IPV6), IPV6_HOPLIMIT):
             guard data.count >= MemoryLayout<Int32>.size else { self = .short(level: level, type: type, dataLength: data.count); return }
             self = .hopLimit(Int(data.loadUnaligned(as: Int32.self)))
@@ -174,6 +189,11 @@ struct ReceivedControlMessages: Equatable {
     var extendedError: ExtendedSocketError?
     /// TTL / hop limit of the received packet.
     var hopLimit: Int?
+    /// The destination address of the received packet (IP_PKTINFO / IPV6_PKTINFO): which of
+    /// this host's addresses it was sent to.
+    var destination: IPAddress?
+    /// The interface it arrived on (IP_PKTINFO / IPV6_PKTINFO).
+    var interfaceIndex: UInt32?
     /// Unrecognized or too short messages skipped.
     var skipped = 0
     var state: State = .complete
@@ -191,6 +211,9 @@ struct ReceivedControlMessages: Equatable {
             case .timestamps(let realtime): softwareRealtime = realtime
             case .extendedError(let error): extendedError = error
             case .hopLimit(let limit): hopLimit = limit
+            case .packetInfo(let address, let index):
+                destination = address
+                interfaceIndex = index
             case .timestampID, .short, .unrecognized: skipped += 1
             }
         }
@@ -204,20 +227,41 @@ struct ReceivedControlMessages: Equatable {
 
 // MARK: - Messages to send
 
-/// One control message to send with a packet. The per-packet options of DESIGN.md
-/// (TOS / traffic class, source address and interface) join as cases here: a level, a
-/// type and a payload each.
+/// Socket option numbers glibc declares only under names Swift may not import.
+enum ControlMessageConstants {
+    /// IPV6_RECVPKTINFO (<netinet/in.h>, RFC 3542).
+    static let ipv6ReceivePacketInfo: Int32 = 49
+    /// IPV6_PKTINFO (RFC 3542; 50 on Linux).
+    static let ipv6PacketInfo: Int32 = 50
+    /// IPV6_TCLASS.
+    static let ipv6TrafficClass: Int32 = 67
+}
+
+/// One control message to send with a packet: the per-packet options of DESIGN.md (TOS /
+/// traffic class, source address and interface, TTL), a level, a type and a payload each.
+///
+/// Checked on Linux 6.18 (raw and datagram ICMP sockets, IPv4 and IPv6, captured on the
+/// wire): IP_TOS / IPV6_TCLASS and the interface index of IP_PKTINFO / IPV6_PKTINFO are
+/// honoured per packet by all four; the source address of IP_PKTINFO by raw and datagram
+/// IPv4 and of IPV6_PKTINFO by raw IPv6 only: a datagram ICMPv6 socket silently sends
+/// from its bound address (`ping_v6_sendmsg` takes the socket's), so the ICMP socket
+/// refuses a chosen source there instead of sending from the wrong one.
 enum OutboundControlMessage: Equatable, Sendable {
     /// SCM_TS_OPT_ID: the id the kernel's transmit stamp of this packet will carry.
     case timestampID(UInt32)
     /// IP_TTL / IPV6_HOPLIMIT of this packet (1...255), instead of the socket's.
     case hopLimit(Int, AddressFamily)
+    /// IP_TOS / IPV6_TCLASS of this packet: the whole byte (DSCP and ECN bits).
+    case trafficClass(UInt8, AddressFamily)
+    /// IP_PKTINFO / IPV6_PKTINFO: the source address (nil: the route's) and the interface
+    /// (index 0: the route's) of this packet. The source must be one of this host's.
+    case packetInfo(source: IPAddress?, interfaceIndex: UInt32, AddressFamily)
 
     var level: Int32 {
         switch self {
         case .timestampID: return SOL_SOCKET
-        case .hopLimit(_, .ipv4): return Int32(IPPROTO_IP)
-        case .hopLimit(_, .ipv6): return Int32(IPPROTO_IPV6)
+        case .hopLimit(_, .ipv4), .trafficClass(_, .ipv4), .packetInfo(_, _, .ipv4): return Int32(IPPROTO_IP)
+        case .hopLimit(_, .ipv6), .trafficClass(_, .ipv6), .packetInfo(_, _, .ipv6): return Int32(IPPROTO_IPV6)
         }
     }
 
@@ -226,15 +270,22 @@ enum OutboundControlMessage: Equatable, Sendable {
         case .timestampID: return CSystemShims_SCM_TS_OPT_ID
         case .hopLimit(_, .ipv4): return IP_TTL
         case .hopLimit(_, .ipv6): return IPV6_HOPLIMIT
+        case .trafficClass(_, .ipv4): return IP_TOS
+        case .trafficClass(_, .ipv6): return ControlMessageConstants.ipv6TrafficClass
+        case .packetInfo(_, _, .ipv4): return IP_PKTINFO
+        case .packetInfo(_, _, .ipv6): return ControlMessageConstants.ipv6PacketInfo
         }
     }
 
     /// Data bytes: the kernel checks cmsg_len against exactly these sizes (an int for
-    /// IP_TTL and IPV6_HOPLIMIT, a u32 for SCM_TS_OPT_ID).
+    /// IP_TTL, IPV6_HOPLIMIT, IP_TOS and IPV6_TCLASS, a u32 for SCM_TS_OPT_ID, an
+    /// `in_pktinfo` (12 bytes) or `in6_pktinfo` (20 bytes) for the packet info).
     var dataLength: Int {
         switch self {
         case .timestampID: return MemoryLayout<UInt32>.size
-        case .hopLimit: return MemoryLayout<Int32>.size
+        case .hopLimit, .trafficClass: return MemoryLayout<Int32>.size
+        case .packetInfo(_, _, .ipv4): return 12
+        case .packetInfo(_, _, .ipv6): return 20
         }
     }
 
@@ -242,11 +293,23 @@ enum OutboundControlMessage: Equatable, Sendable {
         switch self {
         case .timestampID(let id): data.storeBytes(of: id, as: UInt32.self)
         case .hopLimit(let limit, _): data.storeBytes(of: Int32(limit), as: Int32.self)
+        case .trafficClass(let value, _): data.storeBytes(of: Int32(value), as: Int32.self)
+        case .packetInfo(let source, let interfaceIndex, .ipv4):
+            // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst (the source); in_addr ipi_addr (unused on send); }
+            data.storeBytes(of: interfaceIndex, toByteOffset: 0, as: UInt32.self)
+            if case .v4(let raw) = source { data.storeBytes(of: raw, toByteOffset: 4, as: UInt32.self) }
+        case .packetInfo(let source, let interfaceIndex, .ipv6):
+            // struct in6_pktinfo { in6_addr ipi6_addr (the source); unsigned ipi6_ifindex; }
+            if case .v6(let high, let low) = source {
+                data.storeBytes(of: high, toByteOffset: 0, as: UInt64.self)
+                data.storeBytes(of: low, toByteOffset: 8, as: UInt64.self)
+            }
+            data.storeBytes(of: interfaceIndex, toByteOffset: 16, as: UInt32.self)
         }
     }
 
     /// Bytes the largest message takes, padding included: size a builder's storage with it.
-    static let largestSpace = ControlMessageLayout.space(dataLength: MemoryLayout<Int32>.size)
+    static let largestSpace = ControlMessageLayout.space(dataLength: 20)
 }
 
 /// Writes the control messages of one send into storage the socket owns.
@@ -373,5 +436,76 @@ extension Posix {
         return .processed(ReceivedDatagram(length: length, sourceLength: Int(message.msg_namelen),
                                            control: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(control)[0..<controlLength]),
                                            flags: message.msg_flags))
+    }
+}
+
+// MARK: - Per-target packet options
+
+/// A target's `PacketOptions` as a send uses them: the interface by index.
+struct SendOptions: Equatable, Sendable {
+    /// The TOS / traffic-class byte; 0 sends no message (the socket's class, 0).
+    var tos: UInt8 = 0
+    /// The source address; nil: the route's.
+    var source: IPAddress?
+    /// The interface index; 0: the route's.
+    var interfaceIndex: UInt32 = 0
+
+    static let none = SendOptions()
+
+    var isDefault: Bool { self == .none }
+
+    /// Why a target's options cannot be used.
+    enum Failure: Error, Equatable, CustomStringConvertible {
+        case noSuchInterface(String)
+        case sourceFamily(source: IPAddress, destination: AddressFamily)
+
+        var description: String {
+            switch self {
+            case .noSuchInterface(let name): return "interface \(name) does not exist"
+            case .sourceFamily(let source, let family): return "source address \(source) is not an \(family == .ipv4 ? "IPv4" : "IPv6") address"
+            }
+        }
+    }
+
+    /// The options for packets to a destination of `family`.
+    /// - Parameter interfaceIndex: looks an interface name up (if_nametoindex; 0 when absent).
+    /// - Throws: `Failure` for an interface that does not exist or a source of the other family.
+    init(_ options: PacketOptions, family: AddressFamily, interfaceIndex: (String) -> UInt32) throws(Failure) {
+        tos = options.tos
+        if let source = options.source {
+            guard source.family == family else { throw .sourceFamily(source: source, destination: family) }
+            self.source = source
+        }
+        if let name = options.interface {
+            let index = interfaceIndex(name)
+            guard index != 0 else { throw .noSuchInterface(name) }
+            self.interfaceIndex = index
+        }
+    }
+
+    init(tos: UInt8 = 0, source: IPAddress? = nil, interfaceIndex: UInt32 = 0) {
+        self.tos = tos
+        self.source = source
+        self.interfaceIndex = interfaceIndex
+    }
+
+    /// if_nametoindex; 0 when there is no such interface.
+    static func systemInterfaceIndex(_ name: String) -> UInt32 {
+        UInt32(if_nametoindex(name))
+    }
+}
+
+extension ControlMessageBuilder {
+    /// Appends the messages of a target's options (nothing for the defaults).
+    /// - Returns: false when the storage had no room for one of them.
+    @discardableResult
+    mutating func append(_ options: SendOptions, family: AddressFamily) -> Bool {
+        guard !options.isDefault else { return true }
+        var fitted = true
+        if options.tos != 0 { fitted = append(.trafficClass(options.tos, family)) && fitted }
+        if options.source != nil || options.interfaceIndex != 0 {
+            fitted = append(.packetInfo(source: options.source, interfaceIndex: options.interfaceIndex, family)) && fitted
+        }
+        return fitted
     }
 }

@@ -4,11 +4,13 @@ import ProbeResults
 /// The probes in flight and the rules that decide what an incoming reply is.
 ///
 /// A reply counts as received only when its identifier (raw sockets), cookie, probe
-/// number, sequence, length and source address all match a probe we sent, and it came
+/// number, sequence, length and source address all match a probe we sent (and, when the
+/// probe chose its source address, the reply's destination is that address), and it came
 /// back within the timeout. Anything else is classified, never trusted.
 struct EchoTracker {
-    /// One probe we sent. Laid out for size, the 8-byte fields first: 64 bytes a record,
-    /// and at 10,000 probes a second some 20,000 are kept (timeout plus retention).
+    /// One probe we sent. Laid out for size, the 8-byte fields first: 88 bytes a record
+    /// (64 before the chosen source joined), and at 10,000 probes a second some 20,000
+    /// are kept (timeout plus retention).
     struct Record: Equatable {
         /// CLOCK_REALTIME read just before sendmsg.
         var userSentRealtime: Int64
@@ -18,13 +20,17 @@ struct EchoTracker {
         /// 0-based position of the probe in its target's round.
         var indexInRound: Int
         var destination: IPAddress
+        /// The source address the probe was sent from when the target chose one: its reply
+        /// must come back to that address. nil: any of ours (the route chose).
+        var chosenSource: IPAddress?
         /// Set by `register`.
         fileprivate(set) var probeNumber: UInt32 = 0
         private var target: UInt32
         var state: State
 
-        init(targetIndex: Int, indexInRound: Int, destination: IPAddress, userSentRealtime: Int64, kernelSentRealtime: Int64?,
+        init(targetIndex: Int, indexInRound: Int, destination: IPAddress, chosenSource: IPAddress? = nil, userSentRealtime: Int64, kernelSentRealtime: Int64?,
              deadlineMonotonic: Int64, state: State) {
+            self.chosenSource = chosenSource
             self.userSentRealtime = userSentRealtime
             kernelSent = kernelSentRealtime ?? Self.noStamp
             self.deadlineMonotonic = deadlineMonotonic
@@ -63,6 +69,9 @@ struct EchoTracker {
         case unknownProbe = "unknown_probe"
         case sequenceMismatch = "sequence_mismatch"
         case wrongSource = "wrong_source"
+        /// The probe chose its source address and the reply came to another of ours (or the
+        /// kernel did not say which: IP_PKTINFO / IPV6_PKTINFO missing).
+        case wrongDestination = "wrong_destination"
         case wrongLength = "wrong_length"
         case afterError = "after_error"
     }
@@ -153,11 +162,13 @@ struct EchoTracker {
 
     /// Decides what a decoded echo reply is.
     /// - Parameters:
+    ///   - destination: which of our addresses the reply was sent to (IP_PKTINFO /
+    ///     IPV6_PKTINFO); checked against the probe's chosen source, when it chose one.
     ///   - expectedIdentifier: our echo identifier on raw sockets; nil on datagram sockets,
     ///     where the kernel already routed the reply by identifier.
     ///   - kernelReceivedRealtime: the RX software stamp, when the kernel gave one.
     ///   - userReceivedRealtime: CLOCK_REALTIME read right after recvmsg returned.
-    mutating func classify(_ reply: ICMPEcho.Reply, from source: IPAddress, expectedIdentifier: UInt16?, expectedPayloadLength: Int,
+    mutating func classify(_ reply: ICMPEcho.Reply, from source: IPAddress, to destination: IPAddress? = nil, expectedIdentifier: UInt16?, expectedPayloadLength: Int,
                            kernelReceivedRealtime: Int64?, userReceivedRealtime: Int64) -> Verdict {
         if let expectedIdentifier, reply.identifier != expectedIdentifier { return .ignored(.wrongIdentifier) }
         guard reply.cookie == cookie else { return .ignored(.wrongCookie) }
@@ -165,6 +176,7 @@ struct EchoTracker {
         var record = records[position]
         guard reply.sequence == UInt16(truncatingIfNeeded: reply.probeNumber) else { return .ignored(.sequenceMismatch) }
         guard source == record.destination else { return .ignored(.wrongSource) }
+        if let chosen = record.chosenSource, destination != chosen { return .ignored(.wrongDestination) }
         guard reply.payloadLength == expectedPayloadLength else { return .ignored(.wrongLength) }
 
         let (rtt, timestampSource) = Self.roundTrip(record, kernelReceivedRealtime: kernelReceivedRealtime, userReceivedRealtime: userReceivedRealtime)

@@ -18,6 +18,8 @@ final class ICMPRun: RoundRun, LoopTask {
     var tracker: EchoTracker
     var packet: [UInt8] = []
     var diagnostics = ICMPProberDiagnostics()
+    /// Interface indices by name (if_nametoindex costs a socket and an ioctl: once per name).
+    var interfaceIndexes: [String: UInt32] = [:]
 
     init(prober: ICMPProber, gate: RunGate, configuration: ICMPProbeConfiguration, targets: [ProbeTarget], reportingAttempts: Bool,
          continuation: AsyncStream<ProbeEvent>.Continuation) {
@@ -123,13 +125,23 @@ final class ICMPRun: RoundRun, LoopTask {
             prober.logger.error("no ICMP socket for the target's address family", metadata: ["target": "\(targets[index].name)"])
             return true
         }
+        let options: SendOptions
+        do {
+            options = try sendOptions(for: index, family: address.family)
+        } catch {
+            tallies[index].sent += 1
+            tallies[index].errors += 1
+            tallies[index].concluded += 1
+            prober.logger.debug("cannot send", metadata: ["target": "\(targets[index].name)", "error": "\(error)"])
+            return true
+        }
         let probeNumber = prober.takeProbeNumber()
         ICMPEcho.encodeRequest(family: address.family, identifier: socket.identifier, probeNumber: probeNumber,
                                cookie: prober.cookie, payloadLength: configuration.payloadLength, into: &packet)
         let sentAt = Clock.realtimeNanoseconds()
         let deadline = Clock.monotonicNanoseconds() + configuration.timeoutNanoseconds
         do {
-            guard case .processed = try socket.send(packet, to: address, probeNumber: probeNumber) else { return false }
+            guard case .processed = try socket.send(packet, to: address, probeNumber: probeNumber, options: options) else { return false }
         } catch {
             tallies[index].sent += 1
             tallies[index].concluded += 1
@@ -141,7 +153,7 @@ final class ICMPRun: RoundRun, LoopTask {
             prober.logger.debug("send failed", metadata: ["target": "\(targets[index].name)", "error": "\(error)"])
             return true
         }
-        let record = EchoTracker.Record(targetIndex: index, indexInRound: tallies[index].sent, destination: address,
+        let record = EchoTracker.Record(targetIndex: index, indexInRound: tallies[index].sent, destination: address, chosenSource: options.source,
                                         userSentRealtime: sentAt, kernelSentRealtime: nil, deadlineMonotonic: deadline, state: .inFlight)
         tracker.register(probeNumber: probeNumber, record)
         tallies[index].sent += 1
@@ -151,11 +163,23 @@ final class ICMPRun: RoundRun, LoopTask {
         return true
     }
 
+    /// The target's packet options for a send (`.none`, at no cost, for a target without any).
+    func sendOptions(for index: Int, family: AddressFamily) throws(SendOptions.Failure) -> SendOptions {
+        let options = targets[index].options
+        guard !options.isDefault else { return .none }
+        return try SendOptions(options, family: family) { name in
+            if let known = interfaceIndexes[name] { return known }
+            let found = SendOptions.systemInterfaceIndex(name)
+            if found != 0 { interfaceIndexes[name] = found }
+            return found
+        }
+    }
+
     // MARK: receiving (the prober's receiver hands over what is this run's)
 
     /// An echo reply that carries one of this run's probe numbers (or no run's).
     func receive(_ reply: ICMPEcho.Reply, from source: IPAddress, on socket: ICMPSocket, received: ICMPSocket.Received) {
-        let verdict = tracker.classify(reply, from: source, expectedIdentifier: socket.mode == .raw ? socket.identifier : nil,
+        let verdict = tracker.classify(reply, from: source, to: received.destination, expectedIdentifier: socket.mode == .raw ? socket.identifier : nil,
                                        expectedPayloadLength: configuration.payloadLength,
                                        kernelReceivedRealtime: received.kernelRealtime, userReceivedRealtime: received.userRealtime)
         handle(verdict, bytes: reply.payloadLength, ttl: reply.ttl ?? received.hopLimit)

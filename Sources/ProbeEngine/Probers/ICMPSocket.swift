@@ -113,8 +113,8 @@ final class ICMPSocket {
         self.identifier = identifier
         receiveBuffer = .allocate(byteCount: 65_536 + 128, alignment: 8)
         controlBuffer = .allocate(byteCount: 1024, alignment: MemoryLayout<Int>.alignment)
-        // Room for one of each message a send carries (timestamp id, hop limit).
-        sendControlBuffer = .allocate(byteCount: 2 * OutboundControlMessage.largestSpace, alignment: MemoryLayout<Int>.alignment)
+        // Room for one of each message a send carries (timestamp id, hop limit, TOS, packet info).
+        sendControlBuffer = .allocate(byteCount: 4 * OutboundControlMessage.largestSpace, alignment: MemoryLayout<Int>.alignment)
         sendControlBuffer.initializeMemory(as: UInt8.self, repeating: 0)
         addressBuffer = .allocate(capacity: 1)
     }
@@ -182,6 +182,8 @@ final class ICMPSocket {
         switch family {
         case .ipv4:
             try Posix.setsockopt(fd, Int32(IPPROTO_IP), IP_RECVTTL, Int32(1))
+            // Which of our addresses a reply came to: part of the match when a probe chose its source.
+            try Posix.setsockopt(fd, Int32(IPPROTO_IP), IP_PKTINFO, Int32(1))
             if let ttl { try Posix.setHopLimit(fd, family: .ipv4, ttl) }
             if mode == .raw {
                 // Block every type but echo reply, destination unreachable and time exceeded.
@@ -192,6 +194,7 @@ final class ICMPSocket {
             }
         case .ipv6:
             try Posix.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_RECVHOPLIMIT, Int32(1))
+            try Posix.setsockopt(fd, Int32(IPPROTO_IPV6), ControlMessageConstants.ipv6ReceivePacketInfo, Int32(1))
             if let ttl { try Posix.setHopLimit(fd, family: .ipv6, ttl) }
             if mode == .raw {
                 var filter = CSystemShims_icmp6_filter()
@@ -225,18 +228,30 @@ final class ICMPSocket {
 
     // MARK: sending
 
+    /// Whether a send can choose its source address per packet. Not on a datagram ICMPv6
+    /// socket: the kernel ignores IPV6_PKTINFO's address there and sends from the socket's
+    /// (checked on Linux 6.18), so such a send is refused rather than sent from elsewhere.
+    var choosesSourcePerPacket: Bool { !(mode == .datagram && family == .ipv6) }
+
     /// Sends one request. The kernel's transmit stamp for it will carry `probeNumber`.
-    /// - Parameter hopLimit: this packet's TTL / hop limit (path probes); nil keeps the socket's.
-    func send(_ packet: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int? = nil) throws(SystemCallError) -> IOResult<Int> {
-        try stampNaming.send(probeNumber: probeNumber) { (perSendID) throws(SystemCallError) -> IOResult<Int> in
-            try sendOnce(packet, to: destination, probeNumber: probeNumber, hopLimit: hopLimit, perSendID: perSendID)
+    /// - Parameters:
+    ///   - hopLimit: this packet's TTL / hop limit (path probes); nil keeps the socket's.
+    ///   - options: the target's TOS, source address and interface, as control messages.
+    /// - Throws: `SystemCallError`; EOPNOTSUPP for a source address this socket cannot choose.
+    func send(_ packet: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int? = nil, options: SendOptions = .none) throws(SystemCallError) -> IOResult<Int> {
+        if options.source != nil && !choosesSourcePerPacket {
+            throw SystemCallError(call: "sendmsg (a datagram ICMPv6 socket cannot choose its source address; a raw socket, CAP_NET_RAW, can)", errno: EOPNOTSUPP)
+        }
+        return try stampNaming.send(probeNumber: probeNumber) { (perSendID) throws(SystemCallError) -> IOResult<Int> in
+            try sendOnce(packet, to: destination, probeNumber: probeNumber, hopLimit: hopLimit, options: options, perSendID: perSendID)
         }
     }
 
-    private func sendOnce(_ packet: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int?, perSendID: Bool) throws(SystemCallError) -> IOResult<Int> {
+    private func sendOnce(_ packet: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int?, options: SendOptions, perSendID: Bool) throws(SystemCallError) -> IOResult<Int> {
         var control = ControlMessageBuilder(storage: sendControlBuffer)
         if perSendID { control.append(.timestampID(probeNumber)) }
         if let hopLimit { control.append(.hopLimit(hopLimit, family)) }
+        control.append(options, family: family)
         return try Posix.sendmsg(descriptor.rawValue, packet, to: destination, control: control.bytes)
     }
 
@@ -251,6 +266,8 @@ final class ICMPSocket {
         var userRealtime: Int64
         /// TTL / hop limit from the IP_TTL / IPV6_HOPLIMIT control message.
         var hopLimit: Int?
+        /// Which of our addresses the packet was sent to (IP_PKTINFO / IPV6_PKTINFO).
+        var destination: IPAddress?
         /// Whether every control message arrived (MSG_CTRUNC makes it `.truncated`).
         var controlState: ReceivedControlMessages.State
     }
@@ -274,7 +291,7 @@ final class ICMPSocket {
         return Received(packet: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(receiveBuffer)[0..<min(message.length, receiveBuffer.count)]),
                         source: IPAddress(socketAddress: addressBuffer, length: message.sourceLength),
                         kernelRealtime: control.softwareRealtime, userRealtime: userRealtime, hopLimit: control.hopLimit,
-                        controlState: control.state)
+                        destination: control.destination, controlState: control.state)
     }
 
     /// Reads one message from the error queue; nil when it is empty.

@@ -102,6 +102,9 @@ final class PathRun: LoopTask, DescriptorOwner {
     var packet: [UInt8] = []
     /// Our IPv4 source address towards each TCP target.
     var sources: [Int: IPAddress] = [:]
+    /// Each target's packet options as sends use them (read once, at attach); a target
+    /// whose options cannot be used (an interface gone) is absent, and its probes fail.
+    var sendOptions: [Int: SendOptions] = [:]
     var stopping = false
     var reported = false
 
@@ -134,9 +137,18 @@ final class PathRun: LoopTask, DescriptorOwner {
             // EPOLLERR: the SYNs' transmit stamps wait on the error queue.
             try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue | EPOLLERR.rawValue, for: self)
         }
-        for (index, target) in targets.enumerated() where target.port != nil {
-            // The IPv4 TCP checksum covers our source address: ask the routing table.
-            if let address = target.address, address.family == .ipv4 { sources[index] = PathTCPSockets.sourceAddress(towards: address) }
+        for (index, target) in targets.enumerated() {
+            guard let address = target.address else { continue }
+            if target.options.isDefault {
+                sendOptions[index] = SendOptions.none
+            } else if let options = try? SendOptions(target.options, family: address.family, interfaceIndex: SendOptions.systemInterfaceIndex) {
+                sendOptions[index] = options
+            }
+            // The IPv4 TCP checksum covers our source address: the chosen one, else ask
+            // the routing table (through the chosen interface, when there is one).
+            if target.port != nil, address.family == .ipv4 {
+                sources[index] = target.options.source ?? PathTCPSockets.sourceAddress(towards: address, interface: target.options.interface)
+            }
         }
         let traced = targets.indices.filter { targets[$0].address != nil }
         let phase = traced.isEmpty ? 0 : configuration.intervalNanoseconds / Int64(traced.count)
@@ -311,6 +323,11 @@ final class PathRun: LoopTask, DescriptorOwner {
             if target.port != nil { tracker.count(.noTCPSocket) }
             return true
         }
+        guard let options = sendOptions[pending.targetIndex] else {
+            tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
+            tracker.count(.sendError)
+            return true
+        }
         let probeNumber = prober.takeProbeNumber()
         var segment: [UInt8] = []  // the SYN; echo requests reuse `packet`
         switch transport {
@@ -327,9 +344,9 @@ final class PathRun: LoopTask, DescriptorOwner {
         do {
             switch transport {
             case .icmp(let socket):
-                if case .processed = try socket.send(packet, to: address, probeNumber: probeNumber, hopLimit: pending.ttl) { left = true } else { left = false }
+                if case .processed = try socket.send(packet, to: address, probeNumber: probeNumber, hopLimit: pending.ttl, options: options) { left = true } else { left = false }
             case .tcp(let socket, _):
-                left = try socket.send(segment, to: address, probeNumber: probeNumber, hopLimit: pending.ttl)
+                left = try socket.send(segment, to: address, probeNumber: probeNumber, hopLimit: pending.ttl, options: options)
             }
         } catch {
             tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1

@@ -19,7 +19,7 @@ public final class PathTCPSockets: @unchecked Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 8)
         let address = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
         /// The control messages of each send: timestamp id and hop limit.
-        let sendControl = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * OutboundControlMessage.largestSpace, alignment: MemoryLayout<Int>.alignment)
+        let sendControl = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 * OutboundControlMessage.largestSpace, alignment: MemoryLayout<Int>.alignment)
         /// The control messages of each read: the receive stamp, or a transmit stamp's.
         let receiveControl = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: MemoryLayout<Int>.alignment)
         /// How each SYN's transmit stamp names its probe.
@@ -46,19 +46,23 @@ public final class PathTCPSockets: @unchecked Sendable {
 
         /// Sends one segment; false when the socket would block. Its transmit stamp will
         /// carry `probeNumber`.
-        /// - Parameter hopLimit: the segment's TTL / hop limit, as a control message.
-        func send(_ segment: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int) throws(SystemCallError) -> Bool {
+        /// - Parameters:
+        ///   - hopLimit: the segment's TTL / hop limit, as a control message.
+        ///   - options: the target's TOS, source address and interface, as control messages
+        ///     (the IPv4 checksum in `segment` must have been computed from that source).
+        func send(_ segment: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int, options: SendOptions = .none) throws(SystemCallError) -> Bool {
             let result = try stampNaming.send(probeNumber: probeNumber) { (perSendID) throws(SystemCallError) -> IOResult<Int> in
-                try sendOnce(segment, to: destination, probeNumber: probeNumber, hopLimit: hopLimit, perSendID: perSendID)
+                try sendOnce(segment, to: destination, probeNumber: probeNumber, hopLimit: hopLimit, options: options, perSendID: perSendID)
             }
             if case .processed = result { return true }
             return false
         }
 
-        private func sendOnce(_ segment: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int, perSendID: Bool) throws(SystemCallError) -> IOResult<Int> {
+        private func sendOnce(_ segment: [UInt8], to destination: IPAddress, probeNumber: UInt32, hopLimit: Int, options: SendOptions, perSendID: Bool) throws(SystemCallError) -> IOResult<Int> {
             var control = ControlMessageBuilder(storage: sendControl)
             if perSendID { control.append(.timestampID(probeNumber)) }
             control.append(.hopLimit(hopLimit, family))
+            control.append(options, family: family)
             return try Posix.sendmsg(descriptor.rawValue, segment, to: destination, control: control.bytes)
         }
 
@@ -185,9 +189,14 @@ public final class PathTCPSockets: @unchecked Sendable {
     }
 
     /// Our source address towards `destination` (a UDP socket's route lookup: nothing is sent).
-    static func sourceAddress(towards destination: IPAddress) -> IPAddress? {
+    static func sourceAddress(towards destination: IPAddress, interface: String? = nil) -> IPAddress? {
         guard let fd = try? Posix.socket(destination.family.posixDomain, Int32(SOCK_DGRAM.rawValue), 0) else { return nil }
         defer { _ = Glibc.close(fd) }
+        if let interface {
+            // As the SYN will leave: through that interface, whatever the main route says.
+            var name = Array(interface.utf8CString)
+            guard Glibc.setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, &name, socklen_t(name.count)) == 0 else { return nil }
+        }
         let connected = destination.withSocketAddress(port: 9) { address, length in Glibc.connect(fd, address, length) == 0 }
         guard connected else { return nil }
         var storage = sockaddr_storage()

@@ -239,6 +239,7 @@ private final class TCPRun: RoundRun, LoopTask, DescriptorOwner {
                 try Posix.setsockopt(fd, Int32(IPPROTO_TCP), TCP_QUICKACK, Int32(0))
                 try Posix.setsockopt(fd, SOL_SOCKET, SO_LINGER, linger(l_onoff: 1, l_linger: 0))
             }
+            try targets[index].options.apply(toStreamSocket: fd, family: address.family)
             attempts[fd] = attempt
             let started = Clock.monotonicNanoseconds()
             attempts[fd]?.startedMonotonic = started
@@ -363,4 +364,38 @@ private final class TCPRun: RoundRun, LoopTask, DescriptorOwner {
                                                  timestampSource: source, isDuplicate: false))) }
     }
 
+}
+
+extension PacketOptions {
+    /// Sets the options on a TCP socket before its connect(): per socket, since every
+    /// handshake has a socket of its own. The TOS byte with IP_TOS / IPV6_TCLASS (the SYN
+    /// carries it; SYN-ACKs come back as class 0 on Linux), the interface with
+    /// SO_BINDTODEVICE (no privilege needed on a socket not yet bound to a device), the
+    /// source with bind() and IP_BIND_ADDRESS_NO_PORT, so the port is still chosen by
+    /// connect() per destination rather than reserved at bind.
+    /// - Throws: `SystemCallError`: ENODEV for an interface that does not exist,
+    ///   EADDRNOTAVAIL for a source that is not ours, EAFNOSUPPORT for the wrong family.
+    func apply(toStreamSocket fd: Int32, family: AddressFamily) throws(SystemCallError) {
+        guard !isDefault else { return }
+        if tos != 0 {
+            switch family {
+            case .ipv4: try Posix.setsockopt(fd, Int32(IPPROTO_IP), IP_TOS, Int32(tos))
+            case .ipv6: try Posix.setsockopt(fd, Int32(IPPROTO_IPV6), ControlMessageConstants.ipv6TrafficClass, Int32(tos))
+            }
+        }
+        if let interface {
+            var name = Array(interface.utf8CString)
+            _ = try Posix.retryingEINTR("setsockopt") {
+                Glibc.setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, &name, socklen_t(name.count))
+            }
+        }
+        if let source {
+            guard source.family == family else { throw SystemCallError(call: "bind", errno: EAFNOSUPPORT) }
+            try Posix.setsockopt(fd, Int32(IPPROTO_IP), PacketOptions.bindAddressNoPort, Int32(1))
+            try source.withSocketAddress { (address, length) throws(SystemCallError) in try Posix.bind(fd, address, length) }
+        }
+    }
+
+    /// IP_BIND_ADDRESS_NO_PORT (<linux/in.h>; not in glibc's headers).
+    static let bindAddressNoPort: Int32 = 24
 }
