@@ -90,6 +90,8 @@ struct CheckCommand: PrivilegedCommand {
 
     @OptionGroup var tcp: TCPModeOption
 
+    @OptionGroup(title: "Packet options") var packet: PacketOptionsOption
+
     @Flag(name: .long, help: "Do not trace the path to the hosts.")
     var noTrace = false
 
@@ -110,9 +112,11 @@ struct CheckCommand: PrivilegedCommand {
             throw ValidationError("--max-duration must be at least --duration (\(duration)), got \(maxDuration).")
         }
         for target in targets { _ = try Endpoint.parse(target, requirePort: false) }
+        _ = try packet.preference(family.preference)
     }
 
-    var preference: AddressPreference { family.preference }
+    /// -4 / -6, narrowed to the family of --source when one is given.
+    var preference: AddressPreference { (try? packet.preference(family.preference)) ?? family.preference }
 
     /// How long check may probe in all: --max-duration, by default 60 s or --duration if longer.
     var probingBound: DurationArgument {
@@ -133,6 +137,7 @@ struct CheckCommand: PrivilegedCommand {
         } catch {
             writeError("netprobe: ICMP is not available, checking TCP only: \(error)\n  (see `netprobe ping --help` for the two ways to allow ICMP)")
         }
+        if let sockets = resources.icmpSockets { try packet.checkSockets(sockets) }
         if !noTrace, resources.icmpSockets?.modes.values.allSatisfy({ $0 == .raw }) == true {
             resources.pathSockets = try? ICMPSocketSet.open(families: families, optional: optional, ttl: nil, logger: logger)
             // A host given with a port is traced with TCP SYNs to its first port: that
@@ -150,8 +155,10 @@ struct CheckCommand: PrivilegedCommand {
         let endpoints = try targets.map { try Endpoint.parse($0, requirePort: false) }
         var hosts: [String] = []
         for endpoint in endpoints where !hosts.contains(endpoint.host) { hosts.append(endpoint.host) }
-        let hostTargets = await Resolver.resolve(hosts, preference: preference)
-        let tcpTargets = await resolveEndpoints(endpoints, preference: preference)
+        try packet.checkFamilies(of: hosts)
+        let packetOptions = try packet.packetOptions()
+        let hostTargets = PacketOptionsOption.apply(packetOptions, to: await Resolver.resolve(hosts, preference: preference))
+        let tcpTargets = PacketOptionsOption.apply(packetOptions, to: await resolveEndpoints(endpoints, preference: preference))
 
         let probers = try Probers(sockets: ProbeSockets(icmp: resources.icmpSockets, path: resources.pathSockets, pathTCP: resources.pathTCPSockets), logger: logger)
         let icmpProber = try probers.icmp(ICMPProbeConfiguration(count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
@@ -239,6 +246,7 @@ struct CheckCommand: PrivilegedCommand {
             var object = JSONObject()
             object.add("target", .string(host.name))
             object.add("address", host.address.map { .string($0.description) } ?? .null)
+            ResultPrinter.addPacketOptions(host.options, to: &object)
             object.add("verdict", .string(diagnosis.culprit.rawValue))
             object.add("reason", .string(diagnosis.reason.rawValue))
             object.add("summary", .string(diagnosis.summary))

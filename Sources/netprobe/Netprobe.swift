@@ -76,7 +76,7 @@ struct Netprobe: AsyncParsableCommand {
     }
 
     /// Short options that take a value, which ping users write attached ("-c1", "-i0.2").
-    static let shortOptionsWithValues: Set<Character> = ["c", "i", "W", "s", "t", "f"]
+    static let shortOptionsWithValues: Set<Character> = ["c", "i", "W", "s", "t", "f", "Q", "S", "I"]
 
     /// Turns "-c1" into "-c", "1" so ping habits work; ArgumentParser reads "-c1" as flags.
     static func splittingAttachedValues(_ arguments: [String]) -> [String] {

@@ -139,3 +139,107 @@ struct TCPModeOption: ParsableArguments {
         """, valueName: "mode"))
     var mode: TCPProbeMode = .halfOpen
 }
+
+/// -Q/--tos, -S/--source, -I/--interface: the options of the packets a probing command
+/// sends, as ping, mtr and fping take them.
+struct PacketOptionsOption: ParsableArguments {
+    @Option(name: [.customShort("Q"), .long], help: ArgumentHelp("""
+        The TOS byte (IPv6: traffic class) of every probe, as ping -Q and mtr -Q take it: \
+        the whole byte in decimal or hex (184, 0xb8) or a DSCP name (ef, af11..af43, \
+        cs0..cs7, meaning DSCP<<2). The ECN bits (the lowest two) must be 0. Default 0: \
+        a class other than 0 is only sent when asked for (a probe marked CS6 by default \
+        can make a lossy path look clean). TCP's SYN-ACKs come back as class 0; echo \
+        replies copy the request's class.
+        """, valueName: "tos"))
+    var tos: String?
+
+    @Option(name: [.customShort("S"), .long], help: ArgumentHelp("""
+        Send from this address (one of this host's). Targets are then probed over its \
+        family only; replies must come back to it (an answer to another of this host's \
+        addresses is not counted).
+        """, valueName: "address"))
+    var source: String?
+
+    @Option(name: [.customShort("I"), .long], help: ArgumentHelp("""
+        Send through this interface, as ping -I NAME (SO_BINDTODEVICE): probes leave by it \
+        even where the routing table would choose another, so it needs a route (or an \
+        on-link target) through that interface.
+        """, valueName: "name"))
+    var interface: String?
+
+    func validate() throws {
+        _ = try packetOptions()
+    }
+
+    /// The options as given, checked against this host.
+    /// - Throws: `ValidationError` (exit 3) for a TOS with ECN bits or no TOS at all, a
+    ///   source that is not an address or not one of this host's, an interface that does
+    ///   not exist.
+    func packetOptions() throws -> PacketOptions {
+        var options = PacketOptions()
+        if let tos {
+            do {
+                options.tos = try TrafficClass.parse(tos)
+            } catch {
+                throw ValidationError("--tos: \(error)")
+            }
+        }
+        if let source {
+            guard let address = IPAddress(parsing: IPAddress.bareName(source)) else {
+                throw ValidationError("--source: '\(source)' is not an IP address; give one of this host's addresses, e.g. 192.0.2.10 or 2001:db8::10.")
+            }
+            options.source = address
+        }
+        options.interface = interface
+        let problems = options.problemsOnThisHost()
+        if !problems.isEmpty {
+            throw ValidationError(problems.map { "--\($0.hasPrefix("interface") ? "interface" : "source"): \($0)." }.joined(separator: "\n"))
+        }
+        return options
+    }
+
+    /// The families to probe: a source address allows its own only.
+    /// - Throws: `ValidationError` when -4 / -6 names the other family.
+    func preference(_ family: AddressPreference) throws -> AddressPreference {
+        guard let source, let address = IPAddress(parsing: IPAddress.bareName(source)) else { return family }
+        switch (family, address.family) {
+        case (.ipv4Only, .ipv6), (.ipv6Only, .ipv4):
+            throw ValidationError("--source \(address) is an \(address.family == .ipv4 ? "IPv4" : "IPv6") address, but \(family == .ipv4Only ? "-4" : "-6") asks for the other family.")
+        default:
+            return address.family == .ipv4 ? .ipv4Only : .ipv6Only
+        }
+    }
+
+    /// Refuses target addresses written out in the other family than the source's (names
+    /// are resolved in the source's family only).
+    /// - Parameter hosts: the hosts as given (names or addresses, IPv6 with or without brackets).
+    /// - Throws: `ValidationError` naming the first such target.
+    func checkFamilies(of hosts: [String]) throws {
+        guard let source, let address = IPAddress(parsing: IPAddress.bareName(source)) else { return }
+        for host in hosts {
+            if let literal = IPAddress(parsing: IPAddress.bareName(host)), literal.family != address.family {
+                throw ValidationError("--source \(address) is an \(address.family == .ipv4 ? "IPv4" : "IPv6") address and cannot send to \(literal) (\(literal.family == .ipv4 ? "IPv4" : "IPv6")): give a source of each target's family, or probe them separately.")
+            }
+        }
+    }
+
+    /// Refuses a chosen IPv6 source on a datagram ICMPv6 socket, which would send from
+    /// another address (the kernel ignores IPV6_PKTINFO's source there).
+    /// - Throws: `ExitCode` 4 (a privilege is missing, not an argument wrong).
+    func checkSockets(_ sockets: ICMPSocketSet) throws {
+        guard let source, let address = IPAddress(parsing: IPAddress.bareName(source)), address.family == .ipv6,
+              sockets.modes[.ipv6] == .datagram else { return }
+        writeError("netprobe: --source with IPv6 needs a raw ICMPv6 socket (CAP_NET_RAW): an unprivileged ICMPv6 socket cannot choose its source address per packet.")
+        throw ExitCode(ExitStatus.systemError)
+    }
+
+    /// Applies the options to every target.
+    static func apply(_ options: PacketOptions, to targets: [ProbeTarget]) -> [ProbeTarget] {
+        guard !options.isDefault else { return targets }
+        return targets.map { target in
+            var target = target
+            target.options = options
+            return target
+        }
+    }
+}

@@ -32,6 +32,8 @@ struct PingCommand: PrivilegedCommand {
     @Option(name: .shortAndLong, help: "IP time to live (IPv6 hop limit) of the requests (1 to 255).")
     var ttl: Int?
 
+    @OptionGroup(title: "Packet options") var packet: PacketOptionsOption
+
     @Argument(help: ArgumentHelp("Host names or addresses.", valueName: "target"))
     var targets: [String] = []
 
@@ -40,12 +42,15 @@ struct PingCommand: PrivilegedCommand {
             throw ValidationError("--size must be between \(ICMPEcho.minimumPayloadLength) and \(ICMPEcho.maximumPayloadLength) bytes (netprobe's payload carries a cookie and the probe number), got \(size).")
         }
         if let ttl, !(1...255).contains(ttl) { throw ValidationError("--ttl must be between 1 and 255, got \(ttl).") }
+        _ = try packet.preference(options.addressPreference)
     }
 
     func run(with resources: PrivilegedResources) async throws {
         let logger = options.makeLogger()
         let names = try options.collectTargets(targets)
-        let resolved = await Resolver.resolve(names, preference: options.addressPreference)
+        try packet.checkFamilies(of: names)
+        let packetOptions = try packet.packetOptions()
+        let resolved = PacketOptionsOption.apply(packetOptions, to: await Resolver.resolve(names, preference: try packet.preference(options.addressPreference)))
         for target in resolved where target.address == nil {
             logger.debug("cannot resolve target", metadata: ["target": "\(target.name)", "reason": "\(target.resolutionError ?? "unknown")"])
         }
@@ -84,7 +89,7 @@ struct PingCommand: PrivilegedCommand {
         let logger = options.makeLogger()
         // Without -4/-6 either family may be missing on this host; targets of a family
         // without a socket then report "error".
-        let (families, optional) = options.addressPreference.socketFamilies
+        let (families, optional) = try packet.preference(options.addressPreference).socketFamilies
         let sockets: ICMPSocketSet
         do {
             sockets = try ICMPSocketSet.open(families: families, optional: optional, ttl: ttl, logger: logger)
@@ -92,6 +97,7 @@ struct PingCommand: PrivilegedCommand {
             writeError(Self.explain(error))
             throw ExitCode(ExitStatus.systemError)
         }
+        try packet.checkSockets(sockets)
         try dropPrivileges()
         logger.debug("sockets open, capabilities dropped", metadata: [
             "modes": "\(sockets.modes.map { "\($0.key.rawValue)=\($0.value.rawValue)" }.sorted().joined(separator: ","))",

@@ -104,6 +104,7 @@ struct ResultPrinter {
         if let env { object.add("env", .string(env)) }
         object.add("target", .string(round.target.name))
         object.add("address", round.target.address.map { .string($0.description) } ?? .null)
+        addPacketOptions(round.target.options, to: &object)
         if round.kind == .tcp {
             object.add("port", round.target.port.map { .integer(Int($0)) } ?? .null)
             object.add("mode", round.tcpMode.map { .string($0.rawValue) } ?? .null)
@@ -126,6 +127,14 @@ struct ResultPrinter {
         object.add("timestamp_source", round.timestampSource.map { .string($0.rawValue) } ?? .null)
         object.add("time", .string(timeFormat.format(round.startTime)))
         return object.serialized
+    }
+
+    /// `tos` (the byte, when not 0), `source` and `interface` (when set): the keys of
+    /// -Q, -S and -I, absent for a default probe so its JSON is what it always was.
+    static func addPacketOptions(_ options: PacketOptions, to object: inout JSONObject) {
+        if options.tos != 0 { object.add("tos", .integer(Int(options.tos))) }
+        if let source = options.source { object.add("source", .string(source.description)) }
+        if let interface = options.interface { object.add("interface", .string(interface)) }
     }
 
     private func write(_ line: String) {

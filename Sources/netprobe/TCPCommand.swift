@@ -38,11 +38,14 @@ struct TCPCommand: PrivilegedCommand {
 
     @OptionGroup var tcp: TCPModeOption
 
+    @OptionGroup(title: "Packet options") var packet: PacketOptionsOption
+
     @Argument(help: ArgumentHelp("HOST:PORT targets, e.g. db.example.com:5432, [::1]:80, 127.0.0.1:80,443.", valueName: "host:port"))
     var targets: [String] = []
 
     func validate() throws {
         for target in targets { _ = try Endpoint.parse(target, requirePort: true) }
+        _ = try packet.preference(options.addressPreference)
     }
 
     /// No privilege to take, but drop whatever this process holds (run as root, say)
@@ -55,7 +58,9 @@ struct TCPCommand: PrivilegedCommand {
     func run(with resources: PrivilegedResources) async throws {
         let logger = options.makeLogger()
         let endpoints = try options.collectTargets(targets).map { try Endpoint.parse($0, requirePort: true) }
-        let resolved = await resolveEndpoints(endpoints, preference: options.addressPreference)
+        try packet.checkFamilies(of: endpoints.map(\.host))
+        let packetOptions = try packet.packetOptions()
+        let resolved = PacketOptionsOption.apply(packetOptions, to: await resolveEndpoints(endpoints, preference: try packet.preference(options.addressPreference)))
         let prober = try Probers(sockets: ProbeSockets(), logger: logger).tcp(EngineSettings.tcp(
             count: options.count, intervalNanoseconds: options.interval.nanoseconds, timeoutNanoseconds: options.timeout.nanoseconds, rate: options.rate,
             targetCount: resolved.count, mode: tcp.mode, logger: logger))

@@ -97,6 +97,8 @@ struct TraceCommand: PrivilegedCommand {
 
     @OptionGroup var family: AddressFamilyOption
 
+    @OptionGroup(title: "Packet options") var packet: PacketOptionsOption
+
     @Flag(help: "Print one JSON object per target (JSON Lines) instead of the text report.")
     var json = false
 
@@ -115,9 +117,11 @@ struct TraceCommand: PrivilegedCommand {
         guard (1...16).contains(flows) else { throw ValidationError("--flows must be between 1 and 16, got \(flows).") }
         guard rate > 0, rate <= 100_000 else { throw ValidationError("--rate must be between 1 and 100000 probes per second, got \(rate).") }
         for target in targets { _ = try Endpoint.parse(target, requirePort: false) }
+        _ = try packet.preference(family.preference)
     }
 
-    var preference: AddressPreference { family.preference }
+    /// -4 / -6, narrowed to the family of --source when one is given.
+    var preference: AddressPreference { (try? packet.preference(family.preference)) ?? family.preference }
 
     func makeLogger() -> Logger { CommandLogger.make(verbose: verbose) }
 
@@ -131,6 +135,7 @@ struct TraceCommand: PrivilegedCommand {
             writeError(PingCommand.explain(error))
             throw ExitCode(ExitStatus.systemError)
         }
+        try packet.checkSockets(sockets)
         var resources = PrivilegedResources(icmpSockets: sockets)
         if Endpoint.anyHasPort(targets) {
             do {
@@ -152,7 +157,9 @@ struct TraceCommand: PrivilegedCommand {
         }
         // HOST traces with ICMP, HOST:PORT (one trace per port) with TCP SYNs.
         let endpoints = try targets.map { try Endpoint.parse($0, requirePort: false) }
-        let hostTargets = await Resolver.resolve(endpoints.map(\.host), preference: preference)
+        try packet.checkFamilies(of: endpoints.map(\.host))
+        let packetOptions = try packet.packetOptions()
+        let hostTargets = PacketOptionsOption.apply(packetOptions, to: await Resolver.resolve(endpoints.map(\.host), preference: preference))
         var resolved: [ProbeTarget] = []
         for (endpoint, target) in zip(endpoints, hostTargets) {
             if endpoint.ports.isEmpty { resolved.append(target) }

@@ -58,6 +58,7 @@ enum TracePrinter {
         object.add("kind", .string("trace"))
         object.add("target", .string(trace.target.name))
         object.add("address", trace.target.address.map { .string($0.description) } ?? .null)
+        ResultPrinter.addPacketOptions(trace.target.options, to: &object)
         object.add("protocol", .string(trace.target.port == nil ? "icmp" : "tcp"))
         object.add("port", trace.target.port.map { .integer(Int($0)) } ?? .null)
         object.add("rounds", .integer(trace.rounds))
