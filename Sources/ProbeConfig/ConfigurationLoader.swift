@@ -10,7 +10,7 @@ import Yams
 public enum ConfigurationLoader {
     /// The top-level keys of the config file.
     static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval", "shard", "watch_interval", "trace", "prometheus"]
-    static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family", "mode"]
+    static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family", "mode", "tos", "source", "interface"]
     static let defaultPingTargets = "targets/ping.yaml"
     /// The `probe` tag's default when set (else the host name); `probe:` in the file wins.
     public static let probeNameVariable = "NETPROBE_PROBE_NAME"
@@ -111,10 +111,11 @@ public enum ConfigurationLoader {
 
         diagnostics = reader.diagnostics
         if targetsFound.ping, let pingPath = configuration.pingTargetsPath {
-            configuration.pingTargets = TargetsFiles.readPing(path: pingPath, diagnostics: &diagnostics, meshGroups: &configuration.meshGroups)
+            configuration.pingTargets = TargetsFiles.readPing(path: pingPath, diagnostics: &diagnostics, meshGroups: &configuration.meshGroups,
+                                                              defaults: configuration.icmp.packetDefaults)
         }
         if targetsFound.tcp, let tcpPath = configuration.tcpTargetsPath {
-            configuration.tcpTargets = TargetsFiles.readTCP(path: tcpPath, diagnostics: &diagnostics)
+            configuration.tcpTargets = TargetsFiles.readTCP(path: tcpPath, diagnostics: &diagnostics, defaults: configuration.tcp.packetDefaults)
         }
         guard diagnostics.errors.isEmpty else {
             throw ConfigurationErrors(errors: diagnostics.sortedErrors)
@@ -236,6 +237,7 @@ public enum ConfigurationLoader {
                 reader.error(value, "mode must be \(choices), got '\(text)' (half-open leaves nothing in the server's logs; connect makes full connections)")
             }
         }
+        settings.packetDefaults = TargetsFiles.readPacketOptions(entries, inherited: .none, reader: &reader)
         return settings
     }
 

@@ -19,6 +19,10 @@ public struct ProbeSettings: Sendable, Equatable {
     public var family: AddressPreference
     /// TCP only: how handshakes end (`mode`: half-open, the default, or connect).
     public var tcpMode: TCPProbeMode
+    /// The section's `tos`, `source` and `interface`: what a target that does not set its
+    /// own is probed with. Applied to the targets when the files are read, so a change
+    /// moves the targets it touches rather than restarting the run.
+    public var packetDefaults: PacketDefaults = .none
 
     /// - Parameters:
     ///   - intervalNanoseconds: time between two rounds.
@@ -52,6 +56,32 @@ public struct ProbeSettings: Sendable, Equatable {
     /// The values used for any key the file leaves out: 5 packets 200ms apart every 10s,
     /// 1s timeout, 56-byte payload (as ping), system TTL, any family, half-open TCP.
     public static let defaults = ProbeSettings()
+}
+
+/// The packet options of a section (`icmp:` / `tcp:`) or of a per-target entry: the TOS
+/// classes (one target per class), the source address and the interface.
+public struct PacketDefaults: Sendable, Equatable {
+    /// The TOS bytes, in file order, each giving a target (and a series) of its own; [0]
+    /// unless set.
+    public var tos: [UInt8]
+    /// The source address; nil: the route's.
+    public var source: IPAddress?
+    /// The interface; nil: the route's.
+    public var interface: String?
+
+    public init(tos: [UInt8] = [0], source: IPAddress? = nil, interface: String? = nil) {
+        self.tos = tos
+        self.source = source
+        self.interface = interface
+    }
+
+    /// Nothing set: class 0, the route's source and interface.
+    public static let none = PacketDefaults()
+
+    /// The options of each class, in order.
+    public var options: [PacketOptions] {
+        tos.map { PacketOptions(tos: $0, source: source, interface: interface) }
+    }
 }
 
 /// One InfluxDB server from the `influxdb:` list.
@@ -94,17 +124,26 @@ public struct PingTarget: Sendable, Equatable {
     public var file: String
     /// 1-based line of the host in that file, for messages about it.
     public var line: Int
+    /// TOS, source and interface (the entry's own, else the `icmp:` section's); a `tos`
+    /// list gives one target per class.
+    public var options: PacketOptions = .none
+    /// The entry's `labels`, written as tags.
+    public var labels: [String: String] = [:]
 
     /// - Parameters:
     ///   - env: group name.
     ///   - host: host name or address.
     ///   - file: targets file.
     ///   - line: line of the host in that file.
-    public init(env: String, host: String, file: String, line: Int) {
+    ///   - options: the packet options.
+    ///   - labels: the labels.
+    public init(env: String, host: String, file: String, line: Int, options: PacketOptions = .none, labels: [String: String] = [:]) {
         self.env = env
         self.host = host
         self.file = file
         self.line = line
+        self.options = options
+        self.labels = labels
     }
 }
 
@@ -121,6 +160,11 @@ public struct TCPTarget: Sendable, Equatable {
     public var file: String
     /// 1-based line of the host in that file.
     public var line: Int
+    /// TOS, source and interface (the entry's own, else the `tcp:` section's); a `tos`
+    /// list gives one target per class.
+    public var options: PacketOptions = .none
+    /// The entry's `labels`, written as tags.
+    public var labels: [String: String] = [:]
 
     /// - Parameters:
     ///   - env: group name.
@@ -128,12 +172,16 @@ public struct TCPTarget: Sendable, Equatable {
     ///   - port: TCP port.
     ///   - file: targets file.
     ///   - line: line of the host in that file.
-    public init(env: String, host: String, port: UInt16, file: String, line: Int) {
+    ///   - options: the packet options.
+    ///   - labels: the labels.
+    public init(env: String, host: String, port: UInt16, file: String, line: Int, options: PacketOptions = .none, labels: [String: String] = [:]) {
         self.env = env
         self.host = host
         self.port = port
         self.file = file
         self.line = line
+        self.options = options
+        self.labels = labels
     }
 }
 

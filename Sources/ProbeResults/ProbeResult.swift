@@ -75,15 +75,20 @@ public struct ProbeTarget: Hashable, Sendable {
     /// `.none` unless the user set one. Part of the target's identity: the same address
     /// with another class is another series.
     public var options: PacketOptions = .none
+    /// The user's labels of this target (site, circuit, ...), written as tags beside the
+    /// schema's own; empty unless the targets file gives some. The config has checked the
+    /// names (no schema tag shadowed, Prometheus' label-name rules).
+    public var labels: [String: String] = [:]
 
     public init(name: String, address: IPAddress?, port: UInt16? = nil, resolutionError: String? = nil, resolutionFailureIsTemporary: Bool = false,
-                options: PacketOptions = .none) {
+                options: PacketOptions = .none, labels: [String: String] = [:]) {
         self.name = name
         self.address = address
         self.port = port
         self.resolutionError = resolutionError
         self.resolutionFailureIsTemporary = resolutionFailureIsTemporary
         self.options = options
+        self.labels = labels
     }
 }
 

@@ -8,6 +8,22 @@ public enum Schema {
         public static let probe = "probe", env = "env", target = "target", address = "address", family = "family"
         /// TCP only.
         public static let port = "port", mode = "mode"
+        /// Only when set (`PacketOptions`): the TOS byte as its DSCP name ("ef", "af41",
+        /// "cs6") where it has one, else in decimal ("4"); absent for class 0.
+        public static let tos = "tos"
+        /// Only when set: the source address and the interface the probes leave by.
+        public static let source = "source", interface = "interface"
+
+        /// Every tag key of the schema: a user's label may not take one of these names.
+        public static let all = [probe, env, target, address, family, port, mode, tos, source, interface]
+    }
+
+    /// The `tos` tag's value: the DSCP name where the code point has one (what a network
+    /// engineer filters by), else the byte in decimal; nil for 0, which is no tag at all
+    /// (series of targets without a class keep the keys they had).
+    public static func tosTagValue(_ tos: UInt8) -> String? {
+        guard tos != 0 else { return nil }
+        return TrafficClass.name(tos) ?? String(tos)
     }
 
     /// Field keys of the round points.
@@ -26,6 +42,7 @@ public enum Schema {
     /// Every tag and field key a round point of `kind` may carry (README's schema table).
     public static func keys(of kind: ProbeKind) -> [String] {
         let tags = [Tag.probe, Tag.env, Tag.target, Tag.address, Tag.family] + (kind == .tcp ? [Tag.port, Tag.mode] : [])
+            + [Tag.tos, Tag.source, Tag.interface]
         let fields = [Field.sent, Field.received, Field.duplicates, Field.late, Field.lossPercent, Field.rttMinimum, Field.rttAverage,
                       Field.rttMaximum, Field.rttMedian, Field.rttStandardDeviation, Field.jitter]
             + (kind == .tcp ? [Field.completed] : [Field.ttl]) + [Field.result, Field.resultCode]
@@ -44,7 +61,16 @@ public enum Schema {
 
     /// The tags of a round's point: what tells its series apart.
     public static func tags(for round: RoundResult, env: String, probe: String) -> [String: String] {
-        var tags = [Tag.probe: probe, Tag.env: env, Tag.target: round.target.name]
+        // Labels first: the config refuses a label named as a schema tag, and the schema's
+        // own values win even so.
+        var tags = round.target.labels
+        tags[Tag.probe] = probe
+        tags[Tag.env] = env
+        tags[Tag.target] = round.target.name
+        let options = round.target.options
+        if let tos = tosTagValue(options.tos) { tags[Tag.tos] = tos }
+        if let source = options.source { tags[Tag.source] = source.description }
+        if let interface = options.interface { tags[Tag.interface] = interface }
         if let address = round.target.address {
             tags[Tag.address] = address.description
             tags[Tag.family] = address.family.rawValue
