@@ -14,6 +14,9 @@ struct RoundLineEncoder {
         var address: IPAddress?
         var port: UInt16?
         var mode: TCPProbeMode?
+        /// A reload may change a target's options or labels in place (its index kept).
+        var options: PacketOptions
+        var labels: [String: String]
     }
 
     let probe: String
@@ -30,7 +33,7 @@ struct RoundLineEncoder {
     /// The round's line; nil when it cannot be written (no measurement).
     mutating func line(for round: RoundResult, env: String) -> String? {
         let series = Series(kind: round.kind, name: round.target.name, env: env, address: round.target.address, port: round.target.port,
-                            mode: round.kind == .tcp ? round.tcpMode : nil)
+                            mode: round.kind == .tcp ? round.tcpMode : nil, options: round.target.options, labels: round.target.labels)
         let key: String?
         let index = round.targetIndex
         let known = round.kind == .icmp ? icmpKeys : tcpKeys

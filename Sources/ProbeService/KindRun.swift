@@ -46,8 +46,12 @@ struct KindRun {
     /// A changed section (count, spacing, interval, timeout, mode...) needs a new run; so
     /// does a target list grown past what the run's rate was sized for. Anything else is
     /// applied to the running one.
+    /// The section's packet defaults are not the run's: they reach the targets, and a
+    /// target whose options change is moved alone (`ProbePlan.update`).
     func needsRestart(for settings: ProbeSettings, targetCount: Int) -> Bool {
-        settings != self.settings || EngineSettings.rate(targets: targetCount, settings: settings) > rate
+        var compared = settings
+        compared.packetDefaults = self.settings.packetDefaults
+        return compared != self.settings || EngineSettings.rate(targets: targetCount, settings: settings) > rate
     }
 
     /// Hands the prober what changed between the plan and `wanted`; nothing when nothing did.

@@ -147,7 +147,11 @@ public final class ProbeService: Sendable {
         let identity = LocalIdentity.current(probeName: configuration.probeName)
         async let ping = lookUp(Fleet.ping(configuration, identity: identity, dnsPeers: dnsPeers), configuration.icmp.family)
         async let tcp = lookUp(Fleet.tcp(configuration), configuration.tcp.family)
-        let (pingTargets, tcpTargets) = await (ping, tcp)
+        // Whatever the lookup (a test's plays the resolver), each target is sent and tagged
+        // with its own options and labels.
+        let (pingLookups, tcpLookups) = await (ping, tcp)
+        let pingTargets = pingLookups.map { ($0.planned, $0.planned.applied(to: $0.target)) }
+        let tcpTargets = tcpLookups.map { ($0.planned, $0.planned.applied(to: $0.target)) }
         var names = Set<String>()
         for (_, target) in pingTargets + tcpTargets where target.address == nil && names.insert(target.name).inserted {
             let detail = target.resolutionFailureIsTemporary ? "no answer from the resolver; a known address is kept" : "its rounds report unresolved"

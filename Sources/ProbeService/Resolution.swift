@@ -18,7 +18,7 @@ public enum PlanResolver {
         }
         let resolved = await Resolver.resolve(hosts, preference: preference, timeoutNanoseconds: timeoutNanoseconds)
         return planned.map { target in
-            var probe = resolved[position[target.host]!]
+            var probe = target.applied(to: resolved[position[target.host]!])
             probe.port = target.port
             return (target, probe)
         }
