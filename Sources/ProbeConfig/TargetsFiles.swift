@@ -168,8 +168,17 @@ enum TargetsFiles {
         let hostText: String
         if case .scalar(let scalar) = hostNode { hostText = scalar.string } else { hostText = "" }
         let packet = readPacketOptions(entries, inherited: defaults, reader: &reader)
+        // A name may resolve to either family; an address says now which source can work.
+        if let sourceNode = entries["source"], let source = packet.source, let address = IPAddress(parsing: hostText),
+           address.family != source.family {
+            reader.error(sourceNode, "source \(source) is an \(Self.familyName(source)) address but host '\(hostText)' is \(Self.familyName(address)); give a source of the host's family")
+        }
         let labels = entries["labels"].map { readLabels($0, reader: &reader) } ?? [:]
         return Entry(entries: entries, hostNode: hostNode, hostText: hostText, packet: packet, labels: labels)
+    }
+
+    private static func familyName(_ address: IPAddress) -> String {
+        address.family == .ipv4 ? "IPv4" : "IPv6"
     }
 
     /// `tos`, `source` and `interface` of a section or an entry, each key left out keeping

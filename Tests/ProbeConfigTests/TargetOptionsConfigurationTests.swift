@@ -128,6 +128,14 @@ final class TargetOptionsConfigurationTests: XCTestCase {
         ])
     }
 
+    func testSourceOfTheOtherFamilyThanAnAddressHostIsRejected() {
+        let path = fixture("invalid-target-source-family.yaml")
+        assertErrors(pingErrors(path), in: path, [
+            Expected(3, 13, "source 192.0.2.10 is an IPv4 address but host '2001:db8::7' is IPv6; give a source of the host's family"),
+            Expected(5, 13, "source 2001:db8::10 is an IPv6 address but host '192.0.2.7' is IPv4; give a source of the host's family"),
+        ])
+    }
+
     func testInterfaceMustBeAKernelInterfaceName() {
         let path = fixture("invalid-target-interface.yaml")
         assertErrors(pingErrors(path), in: path, [
