@@ -18,9 +18,29 @@ public final class RoundMetrics: RoundObserver, Sendable {
         var target: String
         var port: String
         var mode: String
+        /// The target's packet options (tos, source, interface) and labels as label pairs,
+        /// sorted by name: one target probed in two classes is two series, as in InfluxDB.
+        var extra: [Pair] = []
+
+        struct Pair: Hashable {
+            var name: String
+            var value: String
+        }
+
+        /// The extra labels of `target`, as `Schema.tags` writes them to InfluxDB.
+        static func extra(of target: ProbeTarget) -> [Pair] {
+            var pairs = target.labels.map { Pair(name: $0.key, value: $0.value) }
+            let options = target.options
+            if let tos = Schema.tosTagValue(options.tos) { pairs.append(Pair(name: Schema.Tag.tos, value: tos)) }
+            if let source = options.source { pairs.append(Pair(name: Schema.Tag.source, value: source.description)) }
+            if let interface = options.interface { pairs.append(Pair(name: Schema.Tag.interface, value: interface)) }
+            return pairs.sorted { $0.name < $1.name }
+        }
 
         static func < (left: SeriesKey, right: SeriesKey) -> Bool {
-            (left.kind.rawValue, left.env, left.target, left.port, left.mode, left.probe) < (right.kind.rawValue, right.env, right.target, right.port, right.mode, right.probe)
+            let order = (left.kind.rawValue, left.env, left.target, left.port, left.mode, left.probe) < (right.kind.rawValue, right.env, right.target, right.port, right.mode, right.probe)
+            guard (left.kind, left.env, left.target, left.port, left.mode, left.probe) == (right.kind, right.env, right.target, right.port, right.mode, right.probe) else { return order }
+            return left.extra.map { "\($0.name)=\($0.value)" }.lexicographicallyPrecedes(right.extra.map { "\($0.name)=\($0.value)" })
         }
     }
 
@@ -45,6 +65,7 @@ public final class RoundMetrics: RoundObserver, Sendable {
         static func labels(_ key: SeriesKey, family: String) -> [UInt8] {
             var labels = [(Schema.Tag.probe, key.probe), (Schema.Tag.env, key.env), (Schema.Tag.target, key.target), (Schema.Tag.family, family)]
             if key.kind == .tcp { labels += [(Schema.Tag.port, key.port), (Schema.Tag.mode, key.mode)] }
+            labels += key.extra.map { ($0.name, $0.value) }
             return LabelSet(labels).bytes
         }
     }
@@ -119,7 +140,7 @@ public final class RoundMetrics: RoundObserver, Sendable {
 
     public func observe(_ round: RoundResult, env: String, probe: String) {
         let key = SeriesKey(kind: round.kind, probe: probe, env: env, target: round.target.name,
-                            port: round.target.port.map { String($0) } ?? "", mode: round.tcpMode?.rawValue ?? "")
+                            port: round.target.port.map { String($0) } ?? "", mode: round.tcpMode?.rawValue ?? "", extra: SeriesKey.extra(of: round.target))
         let family = round.target.address?.family.rawValue
         let now = Clock.monotonicNanoseconds()
         state.withLock { state in

@@ -78,6 +78,24 @@ final class ExpositionTests: XCTestCase {
         XCTAssertTrue(text.contains("netprobe_schedule_slip_seconds_count{probe=\"p1\"} 4\n"), text)
     }
 
+    func testOneTargetInTwoClassesIsTwoSeriesWithItsOptionsAndLabelsAsInInfluxDB() async {
+        let metrics = RoundMetrics()
+        var plain = round("db1", rtts: [1], sent: 2)
+        plain.target.labels = ["site": "fra1", "circuit": "c-1234"]
+        var expedited = plain
+        expedited.target.options = PacketOptions(tos: 0xb8, source: IPAddress(parsing: "127.0.0.1"), interface: "lo")
+        expedited.rttsMilliseconds = []
+        expedited.received = 0
+        expedited.statistics = nil
+        metrics.observe(plain, env: "prod", probe: "p1")
+        metrics.observe(expedited, env: "prod", probe: "p1")
+        let text = await metrics.render(.text)
+        let sent = text.split(separator: "\n").filter { $0.hasPrefix("netprobe_icmp_received_total{") }
+        XCTAssertEqual(sent.sorted(), ["netprobe_icmp_received_total{probe=\"p1\",env=\"prod\",target=\"db1\",family=\"ipv4\",circuit=\"c-1234\",interface=\"lo\",site=\"fra1\",source=\"127.0.0.1\",tos=\"ef\"} 0",
+                                       "netprobe_icmp_received_total{probe=\"p1\",env=\"prod\",target=\"db1\",family=\"ipv4\",circuit=\"c-1234\",site=\"fra1\"} 1"],
+                       "class 0 and EF each have their own series, labelled as the InfluxDB tags")
+    }
+
     func testATargetKeepsItsLabelSetWhenItsNameStopsResolving() async {
         let metrics = RoundMetrics()
         var resolved = round("db1", rtts: [1], sent: 1)
