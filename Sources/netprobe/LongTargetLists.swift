@@ -8,15 +8,21 @@ protocol TargetListCommand: ParsableCommand {
 }
 
 extension PingCommand: TargetListCommand {
-    static let optionsTakingValues = ProbeOptions.optionsTakingValues.union(["-s", "--size", "-t", "--ttl"])
+    static let optionsTakingValues = ProbeOptions.optionsTakingValues.union(["-s", "--size", "-t", "--ttl"]).union(PacketOptionsOption.optionsTakingValues)
 }
 
 extension TCPCommand: TargetListCommand {
-    static let optionsTakingValues = ProbeOptions.optionsTakingValues.union(["--tcp-mode"])
+    static let optionsTakingValues = ProbeOptions.optionsTakingValues.union(["--tcp-mode"]).union(PacketOptionsOption.optionsTakingValues)
 }
 
 extension CheckCommand: TargetListCommand {
-    static let optionsTakingValues: Set<String> = ["--duration", "--max-duration", "-i", "--interval", "-W", "--timeout", "--tcp-mode"]
+    static let optionsTakingValues = Set(["--duration", "--max-duration", "-i", "--interval", "-W", "--timeout", "--tcp-mode"]).union(PacketOptionsOption.optionsTakingValues)
+}
+
+extension PacketOptionsOption {
+    /// -Q, -S and -I take a value: without them here, `-Q ef` in a long list would make
+    /// "ef" a target.
+    static let optionsTakingValues: Set<String> = ["-Q", "--tos", "-S", "--source", "-I", "--interface"]
 }
 
 extension ProbeOptions {

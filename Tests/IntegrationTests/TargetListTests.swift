@@ -29,6 +29,10 @@ final class TargetListTests: XCTestCase {
         let (kept, extra) = LongTargetLists.split(arguments, optionsTakingValues: PingCommand.optionsTakingValues)
         XCTAssertEqual(kept, ["-c", "1", "-q", "--rate", "500", "-i", "0.1", "--", "127.0.0.1"])
         XCTAssertEqual(extra, Array(targets.dropFirst()))
+        let marked = LongTargetLists.split(["-c", "1"] + targets.prefix(50) + ["-Q", "ef", "-S", "127.0.0.1"] + targets.dropFirst(50),
+                                           optionsTakingValues: PingCommand.optionsTakingValues)
+        XCTAssertEqual(marked.kept, ["-c", "1", "-Q", "ef", "-S", "127.0.0.1", "--", "127.0.0.1"], "-Q's and -S's values are not targets")
+        XCTAssertEqual(marked.extra, Array(targets.dropFirst()))
         let short = LongTargetLists.split(["-c", "1", "127.0.0.1", "::1"], optionsTakingValues: PingCommand.optionsTakingValues)
         XCTAssertEqual(short.kept, ["-c", "1", "127.0.0.1", "::1"], "a short list goes to the parser untouched")
         XCTAssertEqual(short.extra, [])
