@@ -71,6 +71,7 @@ let package = Package(
                 "Diagnosis",
                 "Dashboards",
                 "PrometheusExporter",
+                "WebView",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -135,6 +136,20 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "WebView",
+            dependencies: [
+                // A sink like the others: rounds through RoundObserver, settings from the
+                // config, verdicts from Diagnosis; never the engine or the service.
+                "ProbeResults",
+                "ProbeConfig",
+                "Diagnosis",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -206,6 +221,10 @@ let package = Package(
             name: "PrometheusExporterTests",
             dependencies: ["ProbeResults", "PrometheusExporter", "ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport", "netprobe", "Dashboards",
                            .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "WebViewTests",
+            dependencies: ["WebView", "ProbeResults", "ProbeConfig", "Diagnosis", "TestSupport"]
         ),
         .testTarget(
             name: "IntegrationTests",
