@@ -352,6 +352,45 @@ final class InfluxHistoryTests: XCTestCase {
         }
     }
 
+    func testARetentionPolicyIsReadFromItsOwnName() async throws {
+        let server = try await InfluxDBTestServer.start()
+        try await server.createDatabase("probes")
+        try await server.query("CREATE RETENTION POLICY \"a week\" ON \"probes\" DURATION 3650d REPLICATION 1")
+        var components = URLComponents(url: server.url.appendingPathComponent("write"), resolvingAgainstBaseURL: false)!
+        components.queryItems = [URLQueryItem(name: "db", value: "probes"), URLQueryItem(name: "rp", value: "a week"), URLQueryItem(name: "precision", value: "ns")]
+        let point = round(1, base: 10, tags: ["probe": "p", "env": "e", "target": "t"], time: midnight + 5 * second)
+        let (status, _) = try await TestEnvironment.http("POST", components.url!, body: Data(point.line.utf8))
+        XCTAssertEqual(status, 204)
+        let key = WebSeriesKey(kind: .icmp, env: "e", target: "t", port: nil)
+        let inPolicy = InfluxHistory(servers: [InfluxServerSettings(name: "rp", url: server.url.absoluteString,
+                                                                     api: .v1(database: "probes", retentionPolicy: "a week", username: nil, password: nil))],
+                                     probe: "p", logger: logger)
+        let buckets = try await inPolicy.buckets(for: key, from: midnight, to: midnight + 60 * second, columns: 6)
+        XCTAssertEqual(buckets.map(\.sent), [10, 0, 0, 0, 0, 0])
+        // The default policy holds nothing of it.
+        let inDefault = try await InfluxHistory(servers: [settings(server)], probe: "p", logger: logger)
+            .buckets(for: key, from: midnight, to: midnight + 60 * second, columns: 6)
+        XCTAssertEqual(inDefault.map(\.rounds), [0, 0, 0, 0, 0, 0])
+    }
+
+    func testTheRequestCarriesTheStatementInItsBodyAndTheCredentialsOnlyInItsHeader() async throws {
+        let stub = try StubHTTPServer { _ in .init(status: 200, headers: ["Content-Type": "application/json"], body: #"{"results":[{"statement_id":0}]}"#) }
+        defer { stub.stop() }
+        let history = InfluxHistory(servers: [InfluxServerSettings(name: "stub", url: "http://127.0.0.1:\(stub.port)/influx/",
+                                                                    api: .v1(database: "probes", retentionPolicy: nil, username: "reader", password: Secret("pa ss:word")))],
+                                    probe: "p", logger: logger)
+        let buckets = try await history.buckets(for: WebSeriesKey(kind: .icmp, env: "e", target: "t", port: nil), from: midnight, to: midnight + 60 * second, columns: 6)
+        XCTAssertEqual(buckets.map(\.rounds), [0, 0, 0, 0, 0, 0])
+        let requests = stub.requests
+        XCTAssertEqual(requests.map(\.requestLine), ["POST /influx/query HTTP/1.1", "POST /influx/query HTTP/1.1"])
+        XCTAssertEqual(Set(requests.map { $0.headers["authorization"] }), ["Basic " + Data("reader:pa ss:word".utf8).base64EncodedString()])
+        let forms = requests.map { String(decoding: $0.body, as: UTF8.self) }
+        XCTAssertTrue(forms.allSatisfy { $0.hasPrefix("db=probes&epoch=ns&q=") }, "\(forms)")
+        XCTAssertFalse(forms.contains { $0.contains("word") }, "no password in the body: \(forms)")
+        XCTAssertEqual(forms.first.flatMap { $0.split(separator: "&").last?.dropFirst(2).removingPercentEncoding },
+                       #"SHOW TAG KEYS FROM "icmp" WHERE "probe" = 'p' AND "env" = 'e' AND "target" = 't'"#)
+    }
+
     // MARK: - Quoting
 
     func testQuotingFollowsInfluxQLsScanner() {
