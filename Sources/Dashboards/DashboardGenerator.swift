@@ -138,11 +138,14 @@ public enum DashboardGenerator {
                 if index % 2 == 1 || index == members.count - 1 { y += 8 }
             }
             guard paths, language == .influxQL else { continue }
-            for (index, target) in members.enumerated() {
+            // A table per target, and per class for a target in several: path points carry
+            // the class as the round points do, and each class's path is its own.
+            let tables = members.flatMap { target in target.splitsByClass ? target.classes.map { (target, Optional($0)) } : [(target, nil)] }
+            for (index, (target, tos)) in tables.enumerated() {
                 let x = index % 2 == 0 ? 0 : 12
-                panels.append(pathPanel(target: target, id: ids.next("path", target.env, target.host, target.port.map { String($0) } ?? ""),
-                                        grid: grid(x: x, y: y, width: 12, height: 6)))
-                if index % 2 == 1 || index == members.count - 1 { y += 6 }
+                let id = ids.next(["path", target.env, target.host, target.port.map { String($0) } ?? ""] + (tos.map { [className($0)] } ?? []))
+                panels.append(pathPanel(target: target, tos: tos, variables: variables, id: id, grid: grid(x: x, y: y, width: 12, height: 6)))
+                if index % 2 == 1 || index == tables.count - 1 { y += 6 }
             }
         }
 
@@ -298,16 +301,22 @@ public enum DashboardGenerator {
 
     /// Every path change of a target (the `path` points: one per change of its hop list),
     /// newest first: when, how many hops, which, and where loss started.
-    static func pathPanel(target: Target, id: Int, grid: JSONValue) -> JSONValue {
-        var conditions = [InfluxQL.tagMatchesVariable(Schema.Tag.probe, variable: Schema.Tag.probe), InfluxQL.tagEquals(Schema.Tag.env, target.env),
-                          InfluxQL.tagEquals(Schema.Tag.target, target.host),
-                          InfluxQL.tagEquals(Schema.PathTag.traceProtocol, target.port == nil ? "icmp" : "tcp")]
+    /// - Parameters:
+    ///   - tos: the class of this table, for a target in several; nil for one in class 0 only.
+    ///   - variables: the dashboard's; the table honours `probe` and the labels' (its env
+    ///     and target are fixed).
+    static func pathPanel(target: Target, tos: UInt8? = nil, variables: [TemplateVariable], id: Int, grid: JSONValue) -> JSONValue {
+        var conditions = [InfluxQL.tagMatchesVariable(Schema.Tag.probe, variable: Schema.Tag.probe)]
+            + variableConditions(variables.filter(\.isLabel))
+            + [InfluxQL.tagEquals(Schema.Tag.env, target.env), InfluxQL.tagEquals(Schema.Tag.target, target.host),
+               InfluxQL.tagEquals(Schema.PathTag.traceProtocol, target.port == nil ? "icmp" : "tcp")]
         if let port = target.port { conditions.append(InfluxQL.tagEquals(Schema.Tag.port, String(port))) }
+        if let tos { conditions.append(classCondition(tos)) }
         let field = InfluxQL.identifier
         let query = "SELECT \(field(Schema.PathField.hopCount)), \(field(Schema.PathField.hops)), \(field(Schema.PathField.ending)), "
             + "\(field(Schema.PathField.lossStartHop)), \(field(Schema.PathField.hash)) FROM \(field("path")) \(whereClause(conditions)) ORDER BY time DESC"
         return [
-            "type": "table", "title": .string("path: \(target.title)"), "id": .int(id), "gridPos": grid, "datasource": datasource,
+            "type": "table", "title": .string("path: \(target.title)" + (tos.map { " (tos \(className($0)))" } ?? "")), "id": .int(id), "gridPos": grid, "datasource": datasource,
             "description": .string("The path to the target each time it changed (netprobe run with trace:): hop count, the hops, how it ended (reached, unreachable, routing_loop, ...), the hop where loss starts, a hash of the hop list."),
             "targets": [["refId": "A", "datasource": datasource, "query": .string(query), "rawQuery": true, "resultFormat": "table"]],
             "fieldConfig": ["defaults": [:], "overrides": []],
@@ -423,6 +432,10 @@ struct PanelIDs {
     }
 
     mutating func next(_ parts: String...) -> Int {
+        next(parts)
+    }
+
+    mutating func next(_ parts: [String]) -> Int {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in ([namespace] + parts).joined(separator: "\u{1F}").utf8 {
             hash ^= UInt64(byte)

@@ -111,6 +111,27 @@ final class LabelAndClassDashboardTests: XCTestCase {
         XCTAssertTrue(tcpTimeline[1]["query"]?.stringValue?.contains("GROUP BY time($__interval), \"target\", \"port\", \"tos\" fill(null)") ?? false)
     }
 
+    func testPathTablesAreOnePerClassAndHonourTheLabelVariables() throws {
+        let targets = try DashboardFiles.loadTargets(directory: Self.fixture)
+        let tcp = DashboardGenerator.tcpDashboard(targets: targets.tcp, paths: true)
+        XCTAssertTrue(DashboardChecker.noOverlap(tcp["panels"]!.elements), "no two panels overlap")
+        let ids = tcp["panels"]!.elements.compactMap { $0["id"]?.intValue }
+        XCTAssertEqual(Set(ids).count, ids.count)
+        let tables = Self.panels(tcp, type: "table")
+        XCTAssertEqual(Self.strings(tables, "title"), ["path: 127.0.0.1:22 (tos 0)", "path: 127.0.0.1:22 (tos cs6)",
+                                                      "path: 127.0.0.1:80 (tos 0)", "path: 127.0.0.1:80 (tos cs6)", "path: 127.0.0.2:443"])
+        let queries = tables.compactMap { $0["targets"]?.elements.first?["query"]?.stringValue }
+        XCTAssertTrue(queries[0].contains("\"port\" = '22' AND \"tos\" = '' AND $timeFilter"), queries[0])
+        XCTAssertTrue(queries[1].contains("\"port\" = '22' AND \"tos\" = 'cs6' AND $timeFilter"), queries[1])
+        XCTAssertFalse(queries[4].contains("\"tos\""), queries[4])
+        for query in queries {
+            XCTAssertTrue(query.hasPrefix("SELECT \"hop_count\"") && query.contains("FROM \"path\" WHERE \"probe\" =~ /^$probe$/ AND \"site\" =~ /^$site$/ AND \"env\" = 'lab'"), query)
+        }
+        // A target in class 0 only keeps the id its table had before classes existed.
+        let plain = DashboardGenerator.tcpDashboard(targets: targets.tcp.filter { $0.host == "127.0.0.2" }, paths: true)
+        XCTAssertEqual(Self.panels(plain, type: "table").first?["id"], tables.last?["id"])
+    }
+
     func testPrometheusDashboardsSelectByLabelsAndSplitByTheTosLabel() throws {
         let targets = try DashboardFiles.loadTargets(directory: Self.fixture)
         let icmp = DashboardGenerator.icmpDashboard(targets: targets.ping, language: .promQL)
