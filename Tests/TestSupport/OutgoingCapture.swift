@@ -74,6 +74,6 @@ public final class OutgoingCapture {
         var output = [CChar](repeating: 0, count: 64)
         let raw = Array(bytes)
         _ = raw.withUnsafeBytes { inet_ntop(family, $0.baseAddress, &output, socklen_t(output.count)) }
-        return String(cString: output)
+        return String(decoding: output.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
