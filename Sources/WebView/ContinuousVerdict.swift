@@ -88,7 +88,7 @@ public enum ContinuousVerdict {
             if !record.median.isNaN { medians.append(Double(record.median)) }
         }
         let outcome: ProbeOutcome
-        if let last = records.last, ProbeOutcome(code: last.outcome) == .unresolved {
+        if let last = records.last, ProbeOutcome(storedCode: last.outcome) == .unresolved {
             outcome = .unresolved
         } else if received > 0 {
             outcome = .ok

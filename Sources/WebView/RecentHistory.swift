@@ -144,7 +144,7 @@ public final class RecentHistory: RoundObserver, Sendable {
     /// - Parameter id: 16 hex digits.
     /// - Returns: nil for an id of no series.
     public func key(forID id: String) -> WebSeriesKey? {
-        guard let hash = UInt64(id, radix: 16) else { return nil }
+        guard SeriesID.isWellFormed(id[...]), let hash = UInt64(id, radix: 16) else { return nil }
         return state.withLock { table in
             guard let index = table.byID[hash] else { return nil }
             return table.index.first { $0.value == index }?.key
@@ -251,7 +251,7 @@ struct BucketRecord {
     var maximum: Float16 = .nan
     var sent: UInt16 = 0
     var received: UInt16 = 0
-    /// Rounds in the low 10 bits, the outcomes' bits (`ProbeOutcome.bit`) above them.
+    /// Rounds in the low 10 bits, the outcomes' bits (`ProbeOutcome.historyBit`) above them.
     var roundsAndOutcomes: UInt16 = 0
 
     static let roundsMask: UInt16 = 0x3ff
@@ -262,7 +262,7 @@ struct BucketRecord {
     /// One more round (saturating at 1,023) that ended in `outcome`.
     mutating func count(_ outcome: ProbeOutcome) {
         let rounds = min(Self.roundsMask, (roundsAndOutcomes & Self.roundsMask) + 1)
-        roundsAndOutcomes = (roundsAndOutcomes & ~Self.roundsMask) | rounds | (UInt16(outcome.bit) << 10)
+        roundsAndOutcomes = (roundsAndOutcomes & ~Self.roundsMask) | rounds | (UInt16(outcome.historyBit) << 10)
     }
 }
 
@@ -280,20 +280,20 @@ struct VerdictRecord: Sendable {
 
 extension UInt16 {
     /// The value, or the largest UInt16 where it does not fit.
-    init(saturating value: Int) { self = value <= 0 ? 0 : (value >= Int(UInt16.max) ? .max : UInt16(value)) }
+    init(saturatingCount value: Int) { self = value <= 0 ? 0 : (value >= Int(UInt16.max) ? .max : UInt16(value)) }
 
-    func adding(saturating value: Int) -> UInt16 { UInt16(saturating: Int(self) + value) }
+    func addingCount(_ value: Int) -> UInt16 { UInt16(saturatingCount: Int(self) + value) }
 }
 
 extension ProbeOutcome {
     /// Bit of the outcome in a bucket's outcome bits (6 outcomes: bits 0-5).
-    var bit: UInt8 { 1 << UInt8(code) }
+    var historyBit: UInt8 { 1 << UInt8(code) }
 
     /// The outcome of a stored code (`code`); `.error` for a code of none.
-    init(code: UInt8) { self = Self.allCases.first { $0.code == Int(code) } ?? .error }
+    init(storedCode: UInt8) { self = Self.allCases.first { $0.code == Int(storedCode) } ?? .error }
 
     /// The outcomes of an outcome byte.
-    static func outcomes(of bits: UInt8) -> Set<ProbeOutcome> { Set(allCases.filter { bits & $0.bit != 0 }) }
+    static func outcomes(ofHistoryBits bits: UInt8) -> Set<ProbeOutcome> { Set(allCases.filter { bits & $0.historyBit != 0 }) }
 }
 
 /// One series' memory: the ring, the bucket being filled, the verdict window, the last
@@ -352,7 +352,7 @@ private struct Series {
     func summary(_ key: WebSeriesKey) -> RecentHistory.SeriesSummary {
         let hex = String(id, radix: 16)
         return RecentHistory.SeriesSummary(key: key, id: String(repeating: "0", count: 16 - hex.count) + hex, bucketNanoseconds: bucketNanoseconds,
-                                           roundsPerBucket: Int(roundsPerBucket), lastStartNanoseconds: lastStart, lastOutcome: ProbeOutcome(code: lastOutcome),
+                                           roundsPerBucket: Int(roundsPerBucket), lastStartNanoseconds: lastStart, lastOutcome: ProbeOutcome(storedCode: lastOutcome),
                                            lastMedianMilliseconds: lastMedian.isNaN ? nil : Double(lastMedian), lastLossPercent: Double(lastLoss), rounds: Int(rounds))
     }
 
@@ -376,8 +376,8 @@ private struct Series {
     }
 
     private mutating func addToWindow(_ round: RoundResult) {
-        let record = VerdictRecord(sent: UInt16(saturating: round.sent), received: UInt16(saturating: round.received),
-                                   unreachable: UInt16(saturating: round.unreachable), refused: UInt16(saturating: round.refused),
+        let record = VerdictRecord(sent: UInt16(saturatingCount: round.sent), received: UInt16(saturatingCount: round.received),
+                                   unreachable: UInt16(saturatingCount: round.unreachable), refused: UInt16(saturatingCount: round.refused),
                                    errors: UInt8(clamping: round.errors), outcome: UInt8(round.outcome.code),
                                    median: round.statistics.map { Float16($0.median) } ?? .nan)
         let size = window.count
@@ -423,8 +423,8 @@ private struct Series {
         let slot = newestSlot
         var record = ring[slot]
         record.count(round.outcome)
-        record.sent = record.sent.adding(saturating: round.sent)
-        record.received = record.received.adding(saturating: round.received)
+        record.sent = record.sent.addingCount(round.sent)
+        record.received = record.received.addingCount(round.received)
         if let statistics = round.statistics {
             let minimum = Float16(statistics.minimum), maximum = Float16(statistics.maximum)
             record.minimum = record.minimum.isNaN ? minimum : Swift.min(record.minimum, minimum)
@@ -478,7 +478,7 @@ private struct Series {
             var bucket = HistoryBucket(startNanoseconds: start, durationNanoseconds: bucketNanoseconds, rounds: record.rounds,
                                        sent: Int(record.sent), received: Int(record.received), minimumMilliseconds: value(record.minimum),
                                        medianMilliseconds: median, maximumMilliseconds: value(record.maximum))
-            bucket.outcomes = ProbeOutcome.outcomes(of: record.outcomes)
+            bucket.outcomes = ProbeOutcome.outcomes(ofHistoryBits: record.outcomes)
             result.append(bucket)
         }
         return result

@@ -203,7 +203,8 @@ public struct SmokeGraph: Sendable {
     }
 
     /// A small line of the medians (`svg.sparkline`), for the overview: one point per
-    /// bucket, broken at gaps, red marks where a bucket lost probes.
+    /// bucket, broken at gaps (a point between two gaps shows as a dot: round caps draw a
+    /// zero-length segment), marks in the loss colour where a bucket lost probes.
     /// - Parameters:
     ///   - buckets: the buckets, oldest first.
     ///   - from: start of the range, nanoseconds since 1970.
@@ -232,7 +233,7 @@ public struct SmokeGraph: Sendable {
             }
         }
         var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"sparkline\" width=\"\(width)\" height=\"\(height)\" viewBox=\"0 0 \(width) \(height)\">"
-        if !path.isEmpty { out += "<path d=\"\(path)\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1\"/>" }
+        if !path.isEmpty { out += "<path d=\"\(path)\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" stroke-linecap=\"round\"/>" }
         out += losses + "</svg>"
         return out
     }

@@ -169,3 +169,21 @@ final class RecentHistoryTests: XCTestCase {
         XCTAssertEqual(SeriesID.of(a), "174dec9d563e691d")
     }
 }
+
+extension RecentHistoryTests {
+    func testRoundsFiftyDaysApartKeepTheirStartsAndAnOlderRoundIsLeftOut() {
+        // Offsets are UInt32 milliseconds (49.7 days): the base moves before they overflow.
+        let history = RecentHistory(roundIntervals: [.icmp: 60 * F.second])
+        let later = F.start + 50 * 86_400 * F.second
+        for start in [F.start, later, later + 60 * F.second, later + 30 * F.second, later + 120 * F.second] {
+            history.observe(F.round(.icmp, "e", start: start, rtts: [1]), env: "lab", probe: "p")
+        }
+        let key = WebSeriesKey(round: F.round(.icmp, "e", start: 0, rtts: []), env: "lab")
+        // The round of 50 days ago is out of the hour; the one that went back in time
+        // (later + 30 s, after later + 60 s) has no place in the ring.
+        XCTAssertEqual(history.buckets(for: key, from: 0, to: .max).map(\.startNanoseconds), [later, later + 60 * F.second, later + 120 * F.second])
+        XCTAssertEqual(history.series().first?.rounds, 5)
+        XCTAssertNil(history.key(forID: "+0000000000000001"))
+        XCTAssertNil(history.key(forID: SeriesID.of(key).uppercased()))
+    }
+}
