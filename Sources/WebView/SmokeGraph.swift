@@ -3,6 +3,9 @@ import ProbeResults
 /// A SmokePing-style graph of one host, as plain SVG (no script, no external reference):
 /// readable without JavaScript, cacheable, a few tens of KB for 720 columns.
 ///
+/// One column per bucket requested, each `columnPixels` wide: ⌊720 / columns⌋ pixels, at
+/// least 1, so the hour's 120 buckets of 30 s draw as wide as a month's 720 buckets.
+///
 /// Layout: one lane per series of the host (ICMP first, then each TCP port), stacked on
 /// one time axis and one RTT scale, so a TCP median above the ICMP one reads at a glance
 /// and neither hides the other's smoke. In each lane, per bucket (one pixel column per
@@ -32,8 +35,14 @@ public struct SmokeGraph: Sendable {
     /// The time range, nanoseconds since 1970, `to` excluded.
     public var from: Int64
     public var to: Int64
-    /// Pixel columns of the plot: the number of buckets requested for the range.
+    /// Columns of the plot: the number of buckets requested for the range.
     public var columns: Int
+    /// The plot's width that fewer columns are widened to fill.
+    public static let plotPixels = 720
+    /// Pixels per column.
+    public var columnPixels: Int { max(1, Self.plotPixels / columns) }
+    /// The plot's width in pixels.
+    public var plotWidth: Int { columns * columnPixels }
     public var lanes: [Lane]
 
     public init(title: String, from: Int64, to: Int64, columns: Int, lanes: [Lane]) {
@@ -46,7 +55,7 @@ public struct SmokeGraph: Sendable {
 
     // Layout, in pixels.
     static let left = 64
-    static let right = 16
+    static let right = 40
     static let top = 24
     static let laneTitle = 18
     static let plotHeight = 120
@@ -80,7 +89,7 @@ public struct SmokeGraph: Sendable {
     }
 
     /// Total width and height of the SVG.
-    public var width: Int { Self.left + columns + Self.right }
+    public var width: Int { Self.left + plotWidth + Self.right }
     public var height: Int { Self.top + lanes.count * laneHeight + Self.bottom }
     var laneHeight: Int { Self.laneTitle + Self.plotHeight + Self.lossBand + Self.outcomeBand + Self.laneGap }
 
@@ -107,7 +116,7 @@ public struct SmokeGraph: Sendable {
     /// The graph as an SVG document (no XML declaration: it may be inlined in HTML).
     public func svg() -> String {
         var out = ""
-        out.reserveCapacity(4096 + columns * lanes.count * 160)
+        out.reserveCapacity(4096 + columns * lanes.count * 200)
         out += "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"smoke-graph\" width=\"\(width)\" height=\"\(height)\" viewBox=\"0 0 \(width) \(height)\" role=\"img\">"
         out += "<title>\(Markup.escape(title))</title>"
         out += "<rect class=\"background\" x=\"0\" y=\"0\" width=\"\(width)\" height=\"\(height)\" fill=\"#ffffff\"/>"
@@ -121,13 +130,14 @@ public struct SmokeGraph: Sendable {
         return out
     }
 
-    /// Column and width of a bucket; nil when it lies outside the range.
+    /// Pixel offset in the plot and pixel width of a bucket (its column, as many columns
+    /// as it spans); nil when it starts outside the range.
     func placement(of bucket: HistoryBucket) -> (column: Int, width: Int)? {
         let span = Double(to - from)
         let column = Int((Double(bucket.startNanoseconds - from) / span * Double(columns)).rounded(.down))
         guard column >= 0, column < columns else { return nil }
         let width = max(1, Int((Double(bucket.durationNanoseconds) / span * Double(columns)).rounded()))
-        return (column, min(width, columns - column))
+        return (column * columnPixels, min(width, columns - column) * columnPixels)
     }
 
     private func drawLane(_ lane: Lane, index: Int, scaleTop: Double, into out: inout String) {
@@ -140,12 +150,12 @@ public struct SmokeGraph: Sendable {
         }
         out += "<g class=\"lane\">"
         out += "<text class=\"lane-title\" x=\"\(left)\" y=\"\(laneTop + 13)\" font-family=\"sans-serif\" font-size=\"12\" fill=\"#000000\">\(Markup.escape(lane.title))</text>"
-        out += "<rect class=\"plot\" x=\"\(left)\" y=\"\(plotTop)\" width=\"\(columns)\" height=\"\(Self.plotHeight)\" fill=\"#f7f7f7\" stroke=\"#cccccc\"/>"
+        out += "<rect class=\"plot\" x=\"\(left)\" y=\"\(plotTop)\" width=\"\(plotWidth)\" height=\"\(Self.plotHeight)\" fill=\"#f7f7f7\" stroke=\"#cccccc\"/>"
         // RTT axis: 0, half and the top of the scale.
         for fraction in [0.0, 0.5, 1.0] {
             let value = scaleTop * fraction
             let at = Markup.number(y(value))
-            out += "<line class=\"grid\" x1=\"\(left)\" y1=\"\(at)\" x2=\"\(left + columns)\" y2=\"\(at)\" stroke=\"#dddddd\"/>"
+            out += "<line class=\"grid\" x1=\"\(left)\" y1=\"\(at)\" x2=\"\(left + plotWidth)\" y2=\"\(at)\" stroke=\"#dddddd\"/>"
             out += "<text class=\"rtt-label\" x=\"\(left - 4)\" y=\"\(Markup.number(y(value) + 4))\" text-anchor=\"end\" font-family=\"sans-serif\" font-size=\"10\" fill=\"#333333\">\(Self.milliseconds(value))</text>"
         }
         let lossTop = plotBottom + 1
@@ -166,7 +176,7 @@ public struct SmokeGraph: Sendable {
                 out += "<rect class=\"outcome outcome-\(outcome.rawValue)\" x=\"\(x)\" y=\"\(outcomeTop)\" width=\"\(width)\" height=\"\(Self.outcomeBand - 1)\" fill=\"\(outcomeColor)\"/>"
             }
         }
-        out += "<text class=\"band-label\" x=\"\(left - 4)\" y=\"\(lossTop + 7)\" text-anchor=\"end\" font-family=\"sans-serif\" font-size=\"9\" fill=\"#333333\">loss</text>"
+        out += "<text class=\"band-label\" x=\"\(left + plotWidth + 4)\" y=\"\(lossTop + 7)\" text-anchor=\"start\" font-family=\"sans-serif\" font-size=\"9\" fill=\"#333333\">loss</text>"
         out += "</g>"
     }
 
@@ -176,19 +186,19 @@ public struct SmokeGraph: Sendable {
         let span = to - from
         let minute: Int64 = 60_000_000_000
         let steps: [Int64] = [1, 5, 10, 15, 30, 60, 180, 360, 720, 1440, 2880, 10080].map { $0 * minute }
-        let wanted = Double(span) * 90 / Double(columns)
+        let wanted = Double(span) * 90 / Double(plotWidth)
         let step = steps.first { Double($0) >= wanted } ?? steps.last!
         let withDate = span > 86_400_000_000_000
         var tick = (from / step + (from % step == 0 ? 0 : 1)) * step
         while tick < to {
-            let x = Self.left + Int(Double(tick - from) / Double(span) * Double(columns))
+            let x = Self.left + Int(Double(tick - from) / Double(span) * Double(plotWidth))
             out += "<line class=\"tick\" x1=\"\(x)\" y1=\"\(Self.top)\" x2=\"\(x)\" y2=\"\(axisY)\" stroke=\"#e4e4e4\"/>"
             let label = withDate ? Markup.utc(tick, date: true, time: step < 1440 * minute) : Markup.utc(tick, date: false, time: true)
             out += "<text class=\"time-label\" x=\"\(x)\" y=\"\(axisY + 4)\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"10\" fill=\"#333333\">\(label)</text>"
             tick += step
         }
         out += "<text class=\"axis-caption\" x=\"\(Self.left)\" y=\"\(axisY + 18)\" font-family=\"sans-serif\" font-size=\"10\" fill=\"#333333\">UTC, \(Markup.utc(from, year: true)) to \(Markup.utc(to, year: true)); median coloured by loss:</text>"
-        var x = Self.left + 300
+        var x = Self.left + 400
         for (losses, color) in Self.lossScale {
             out += "<rect class=\"legend\" x=\"\(x)\" y=\"\(axisY + 10)\" width=\"10\" height=\"10\" fill=\"\(color)\"/>"
             out += "<text class=\"legend-label\" x=\"\(x + 12)\" y=\"\(axisY + 18)\" font-family=\"sans-serif\" font-size=\"9\" fill=\"#333333\">\(losses)/20</text>"

@@ -29,7 +29,7 @@ enum WebPages {
     static let style = """
     body{font-family:sans-serif;margin:1em 2em;color:#222}h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.5em}\
     table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:middle}\
-    td.rtt,td.loss{text-align:right;font-variant-numeric:tabular-nums}.outcome-ok td.outcome{color:#1a7f37}\
+    td.rtt,td.loss{text-align:right;font-variant-numeric:tabular-nums}td.rtt,td.loss,td.kind,td.outcome{white-space:nowrap}.outcome-ok td.outcome{color:#1a7f37}\
     tr.target:not(.outcome-ok) td.outcome{color:#c00;font-weight:bold}.verdict{font-weight:bold;padding:0 4px}\
     .verdict-network{background:#fdd}.verdict-server{background:#fec}.verdict-neither{background:#dfd}\
     .verdict-inconclusive,.verdict-name{background:#eee}.verdict-summary{font-size:.8em;color:#555;max-width:40em}\

@@ -45,7 +45,9 @@ final class SmokeGraphTests: XCTestCase {
         let icmpMedians = try lanes[0].nodes(forXPath: ".//*[local-name()='rect'][@class='median']").compactMap { $0 as? XMLElement }
         XCTAssertEqual(icmpMedians.count, 7)
         XCTAssertEqual(icmpMedians.compactMap { attribute($0, "x") }.compactMap(Int.init),
-                       [0, 1, 2, 5, 6, 8, 9].map { SmokeGraph.left + $0 })
+                       [0, 1, 2, 5, 6, 8, 9].map { SmokeGraph.left + $0 * 72 })
+        // 10 columns are widened to 72 pixels each (720 / 10).
+        XCTAssertEqual(graph.columnPixels, 72)
         // Loss band: one per non-empty bucket (the lossless ones green), none at the gap.
         let losses = try lanes[0].nodes(forXPath: ".//*[local-name()='rect'][@class='loss']").compactMap { $0 as? XMLElement }
         XCTAssertEqual(losses.count, 8)
@@ -55,7 +57,7 @@ final class SmokeGraphTests: XCTestCase {
         // TCP: the lossy bucket's median is coloured 50 % (10 of 20: SmokePing's #dd00ff).
         let tcpMedians = try lanes[1].nodes(forXPath: ".//*[local-name()='rect'][@class='median']").compactMap { $0 as? XMLElement }
         XCTAssertEqual(tcpMedians.compactMap { attribute($0, "fill") }, ["#26ff00", "#dd00ff"])
-        XCTAssertEqual(graph.width, SmokeGraph.left + 10 + SmokeGraph.right)
+        XCTAssertEqual(graph.width, SmokeGraph.left + 720 + SmokeGraph.right)
     }
 
     func testLossColoursFollowSmokePingsScale() {
@@ -92,10 +94,10 @@ final class SmokeGraphTests: XCTestCase {
         XCTAssertEqual(Markup.utc(F.start, year: true), "2027-01-15 08:00")
         XCTAssertEqual(Markup.utc(0, year: true), "1970-01-01 00:00")
         XCTAssertEqual(Markup.utc(951_782_400 * F.second, year: true), "2000-02-29 00:00")
-        // 360 columns an hour: a label every 15 min leaves 90 pixels between them.
-        let hour = SmokeGraph(title: "t", from: F.start, to: F.start + 3600 * F.second, columns: 360, lanes: [])
+        // 720 pixels an hour: 90 pixels are 7.5 min, the next round step is 10 min.
+        let hour = SmokeGraph(title: "t", from: F.start, to: F.start + 3600 * F.second, columns: 120, lanes: [])
         let labels = try elements(try parse(hour.svg()), "//*[local-name()='text'][@class='time-label']").compactMap(\.stringValue)
-        XCTAssertEqual(labels, ["08:00", "08:15", "08:30", "08:45"])
+        XCTAssertEqual(labels, ["08:00", "08:10", "08:20", "08:30", "08:40", "08:50"])
         let month = SmokeGraph(title: "t", from: F.start, to: F.start + 30 * 86_400 * F.second, columns: 720, lanes: [])
         let days = try elements(try parse(month.svg()), "//*[local-name()='text'][@class='time-label']").compactMap(\.stringValue)
         // Weekly ticks, at multiples of 7 days since 1970 (day 20839 is 2027-01-21).

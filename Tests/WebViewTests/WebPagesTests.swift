@@ -111,8 +111,9 @@ final class WebPagesTests: XCTestCase {
         XCTAssertEqual(buckets.map(\.rounds).reduce(0, +), 20)
         XCTAssertEqual(count("<rect class=\"median\"", in: response.body), 2 * buckets.count)
         XCTAssertFalse(response.body.contains("class=\"notice\""))
-        // 120 columns of 30 s.
-        XCTAssertTrue(response.body.contains("class=\"smoke-graph\" width=\"\(SmokeGraph.left + 120 + SmokeGraph.right)\""))
+        // 120 columns of 30 s, 6 pixels each.
+        XCTAssertTrue(response.body.contains("class=\"smoke-graph\" width=\"\(SmokeGraph.left + 720 + SmokeGraph.right)\""))
+        XCTAssertTrue(response.body.contains("<rect class=\"plot\" x=\"\(SmokeGraph.left)\" y=\"\(SmokeGraph.top + SmokeGraph.laneTitle)\" width=\"720\""))
     }
 
     func testLongerRangesAskTheLongRangeSourceOrSaySoWithoutOne() async {
