@@ -16,6 +16,12 @@ public protocol LongRangeSource: Sendable {
     func buckets(for key: WebSeriesKey, from: Int64, to: Int64, columns: Int) async throws -> [HistoryBucket]
 }
 
+/// InfluxDB 1.x by InfluxQL (its grid: columns of whole seconds aligned to multiples of
+/// their width since 1970, which the target page's ranges already are: 720 columns of
+/// 30 s, 2 min, 14 min or 1 h ending after now). Pass it only where `isSupported`, with its
+/// `unsupportedReason` as `longRangeUnavailable` otherwise.
+extension InfluxHistory: LongRangeSource {}
+
 /// The live view's pages, independent of the HTTP server that sends them (the CLI mounts
 /// `respond` on the /metrics server's router, never on the probe loop).
 ///

@@ -177,3 +177,23 @@ final class WebCoreRecordingSource: LongRangeSource {
                               minimumMilliseconds: 1, medianMilliseconds: 2, maximumMilliseconds: 3)]
     }
 }
+
+extension WebPagesTests {
+    func testLongRangesAreExactlyInfluxHistorysGrid() async throws {
+        // The page asks for ranges whose 720 columns are InfluxDB's own GROUP BY time
+        // buckets, so each bucket answered lands in its own column, none cut off.
+        let history = history(hosts: ["a"])
+        let id = SeriesID.of(WebSeriesKey(kind: .icmp, env: "lab", target: "a", port: nil))
+        for (name, seconds) in [("6h", 30), ("1d", 120), ("7d", 840), ("30d", 3600)] as [(String, Int64)] {
+            let source = WebCoreRecordingSource()
+            _ = await view(history, longRange: source).respond(path: "/target", query: "id=\(id)&range=\(name)")
+            let question = try XCTUnwrap(source.asked.withLock { $0.first }, name)
+            let grid = try InfluxHistory.grid(from: question.from, to: question.to, columns: question.columns)
+            XCTAssertEqual(grid.widthSeconds, seconds, name)
+            XCTAssertEqual(grid.startNanoseconds, question.from, name)
+            XCTAssertEqual(grid.endNanoseconds, question.to, name)
+            XCTAssertGreaterThan(question.to, Self.now, name)
+            XCTAssertLessThanOrEqual(question.to - seconds * F.second, Self.now, name)
+        }
+    }
+}
