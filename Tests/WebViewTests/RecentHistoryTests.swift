@@ -187,3 +187,34 @@ extension RecentHistoryTests {
         XCTAssertNil(history.key(forID: SeriesID.of(key).uppercased()))
     }
 }
+
+extension RecentHistoryTests {
+    func testRoundsObservedFromManyThreadsWhilePagesReadAreAllCounted() async {
+        // The writer's task observes while the HTTP server's threads read: every round counts.
+        let history = RecentHistory(roundIntervals: [.icmp: F.second])
+        await withTaskGroup(of: Void.self) { group in
+            for writer in 0..<4 {
+                group.addTask {
+                    for index in 0..<900 {
+                        history.observe(F.round(.icmp, "w\(writer)", start: F.start + Int64(index) * F.second, rtts: [1, 2]), env: "lab", probe: "p")
+                    }
+                }
+            }
+            group.addTask {
+                for _ in 0..<200 {
+                    _ = history.series()
+                    _ = ContinuousVerdict.verdicts(history)
+                    _ = history.memoryUsedBytes
+                }
+            }
+        }
+        let summaries = history.series()
+        XCTAssertEqual(summaries.count, 4)
+        for summary in summaries {
+            XCTAssertEqual(summary.rounds, 900)
+            let buckets = history.buckets(for: summary.key, from: 0, to: .max)
+            XCTAssertEqual(buckets.map(\.rounds), Array(repeating: 30, count: 30))
+            XCTAssertEqual(buckets.reduce(0) { $0 + $1.received }, 1800)
+        }
+    }
+}
