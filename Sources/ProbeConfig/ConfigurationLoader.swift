@@ -9,7 +9,7 @@ import Yams
 /// the way is collected, so one run of `netprobe validate` lists them all.
 public enum ConfigurationLoader {
     /// The top-level keys of the config file.
-    static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval", "shard", "watch_interval", "trace", "prometheus"]
+    static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval", "shard", "watch_interval", "trace", "prometheus", "web"]
     static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family", "mode", "tos", "source", "interface"]
     static let defaultPingTargets = "targets/ping.yaml"
     /// The `probe` tag's default when set (else the host name); `probe:` in the file wins.
@@ -107,6 +107,10 @@ public enum ConfigurationLoader {
         configuration.shard = readShard(top["shard"], reader: &reader, environment: environment, hostName: localHostName())
         if let node = top["prometheus"] {
             configuration.prometheus = readPrometheus(node, reader: &reader)
+        }
+        if let node = top["web"] {
+            // After prometheus: one HTTP server serves both, on one address.
+            configuration.web = readWeb(node, prometheusSection: top["prometheus"], prometheus: &configuration.prometheus, reader: &reader)
         }
 
         diagnostics = reader.diagnostics

@@ -240,6 +240,9 @@ public struct NetprobeConfiguration: Sendable, Equatable {
     public var trace: TraceSettings = .off
     /// The Prometheus exporter (`prometheus:`); nil (off) when the section is absent.
     public var prometheus: PrometheusSettings? = nil
+    /// The live view (`web:`); nil (off) when the section is absent or `enabled: false`.
+    /// When on, it shares prometheus' server: both have the same host and port.
+    public var web: WebSettings? = nil
 
     /// - Parameters: one per property; see each property.
     public init(

@@ -190,6 +190,9 @@ struct RunSession {
         if reloaded.prometheus != configuration.prometheus {
             logger.warning("prometheus: changes take effect at the next restart (the endpoint keeps its address, allow-list and modules)")
         }
+        if reloaded.web != configuration.web {
+            logger.warning("web: changes take effect at the next restart (the view keeps its address, and stays on or off)")
+        }
         if icmpProber == nil && !reloaded.pingTargets.isEmpty {
             logger.warning("ping targets are configured but ICMP is not available (sockets are opened only at start): restart netprobe to probe them")
         }

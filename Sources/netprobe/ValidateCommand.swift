@@ -27,6 +27,9 @@ struct ValidateCommand: ParsableCommand {
             if let prometheus = loaded.prometheus {
                 Terminal.printLine("\(config): \(prometheus.probe.moduleSummary)")
             }
+            if let web = loaded.web {
+                Terminal.printLine("\(config): web view at \(web.url) (loopback; from another machine: \(web.sshTunnel), then open http://127.0.0.1:\(web.port)/)")
+            }
         } catch {
             Terminal.printError(error.description)
             throw ExitCode(2)
