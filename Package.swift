@@ -221,7 +221,8 @@ let package = Package(
         ),
         .testTarget(
             name: "PrometheusExporterTests",
-            dependencies: ["ProbeResults", "PrometheusExporter", "ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport", "netprobe", "Dashboards",
+            // WebView: the live view's browser test reads its grid and colour scale.
+            dependencies: ["ProbeResults", "PrometheusExporter", "ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport", "netprobe", "Dashboards", "WebView",
                            .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
