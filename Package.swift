@@ -186,8 +186,9 @@ let package = Package(
         ),
         .testTarget(
             name: "NetSimTests",
-            // ProbeService, ProbeConfig, InfluxSink and TestSupport: `run` with traces into a real influxd (TracedRunTests).
-            dependencies: ["ProbeResults", "NetSim", "ProbeEngine", "netprobe", "netsim", "ProbeService", "ProbeConfig", "InfluxSink", "TestSupport"]
+            // ProbeService, ProbeConfig, InfluxSink and TestSupport: `run` with traces into a real influxd (TracedRunTests);
+            // WebView: the live view over a run against the simulator (LiveViewLossTests).
+            dependencies: ["ProbeResults", "NetSim", "ProbeEngine", "netprobe", "netsim", "ProbeService", "ProbeConfig", "InfluxSink", "TestSupport", "WebView"]
         ),
         .testTarget(
             name: "ProbeConfigTests",

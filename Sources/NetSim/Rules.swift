@@ -77,6 +77,26 @@ public struct UnreachableAnswer: Equatable, Sendable {
     }
 }
 
+/// Loss that starts at a known request and follows a fixed pattern, where a test needs to
+/// know which round is the first lossy one (random `loss` cannot say).
+public struct DropSchedule: Equatable, Sendable {
+    /// Drop one request of this many (2: 50 %).
+    public var every: Int
+    /// Requests of the kind a host answers before the first drop.
+    public var after: Int
+
+    public init(every: Int, after: Int) {
+        self.every = every
+        self.after = after
+    }
+
+    /// True when the host's `number`-th request of a kind (from 1) is dropped: the first
+    /// past `after`, and every `every`-th after it (every 2, after 20: the 21st, 23rd, ...).
+    public func drops(requestNumber number: Int) -> Bool {
+        number > after && (number - after - 1) % every == 0
+    }
+}
+
 /// The behaviour of every host inside one prefix.
 public struct HostRule: Equatable, Sendable {
     /// The addresses the rule covers; the longest matching prefix wins.
@@ -84,6 +104,9 @@ public struct HostRule: Equatable, Sendable {
     public var delay: DelayDistribution = .fixed(0)
     /// Probability in 0...1 that a request is dropped without an answer.
     public var loss: Double = 0
+    /// Deterministic drops of each host's echo requests and TCP SYNs (counted apart, so
+    /// ICMP and TCP rounds of the same count turn lossy at the same round); nil: none.
+    public var dropSchedule: DropSchedule?
     /// IPv4 TTL / IPv6 hop limit of every reply.
     public var ttl: UInt8 = 64
     /// Behaviour of listed TCP ports (ranges allowed).
@@ -132,7 +155,7 @@ public struct HostRule: Equatable, Sendable {
     }
 
     public static func == (lhs: HostRule, rhs: HostRule) -> Bool {
-        lhs.prefix == rhs.prefix && lhs.delay == rhs.delay && lhs.loss == rhs.loss && lhs.ttl == rhs.ttl
+        lhs.prefix == rhs.prefix && lhs.delay == rhs.delay && lhs.loss == rhs.loss && lhs.dropSchedule == rhs.dropSchedule && lhs.ttl == rhs.ttl
             && lhs.tcpPorts.map(\.ports) == rhs.tcpPorts.map(\.ports) && lhs.tcpPorts.map(\.behaviour) == rhs.tcpPorts.map(\.behaviour)
             && lhs.tcpDefault == rhs.tcpDefault && lhs.unreachable == rhs.unreachable
             && lhs.icmpFiltered == rhs.icmpFiltered && lhs.path == rhs.path && lhs.loop == rhs.loop && lhs.icmpRatePerSecond == rhs.icmpRatePerSecond && lhs.mtu == rhs.mtu && lhs.quoteBytes == rhs.quoteBytes
@@ -153,6 +176,10 @@ extension HostRule {
           jitter=normal:1ms               normal around delay (stddev), clipped at 0
           jitter=uniform:2ms              uniform in delay-2ms..delay+2ms
           loss=0.2                        probability that a request is dropped
+          drop=every:2,after:20           deterministic loss: each host's echo requests
+                                          and TCP SYNs counted apart, the first 20 of
+                                          each answered, then the next one and every 2nd
+                                          after it dropped (50 % from a known request)
           ttl=60                          TTL / hop limit of replies (default 64)
           tcp=80:open,81:closed,82:filtered,83:rejected,1000-1010:open
           tcp-default=closed              unlisted ports (default closed)
@@ -223,6 +250,8 @@ extension HostRule {
         case "loss":
             guard let probability = Double(value), probability >= 0, probability <= 1 else { throw RuleError("loss='\(value)': write a probability between 0 and 1, e.g. 0.2") }
             loss = probability
+        case "drop":
+            dropSchedule = try dropSchedule(value)
         case "ttl", "hop-limit":
             guard let parsed = UInt8(value), parsed > 0 else { throw RuleError("\(key)='\(value)': write 1 to 255") }
             ttl = parsed
@@ -284,7 +313,7 @@ extension HostRule {
             guard let behaviour = PortBehaviour(rawValue: value) else { throw RuleError("tcp-default='\(value)': write open, closed, filtered or rejected") }
             tcpDefault = behaviour
         default:
-            throw RuleError("unknown key '\(key)': use delay, jitter, loss, ttl, tcp, tcp-default, icmp, unreachable, path, loop, icmp-rate, mtu or quote")
+            throw RuleError("unknown key '\(key)': use delay, jitter, loss, drop, ttl, tcp, tcp-default, icmp, unreachable, path, loop, icmp-rate, mtu or quote")
         }
     }
 
@@ -298,6 +327,30 @@ extension HostRule {
             throw RuleError("\(key)='\(value)': router \(text) is outside 198.18.0.0/15 and 2001:db8::/32")
         }
         return router
+    }
+
+    /// `drop=every:N,after:K`, both items required, in any order.
+    private func dropSchedule(_ value: String) throws(RuleError) -> DropSchedule {
+        let example = "e.g. drop=every:2,after:20 (50 % from each host's 21st echo request and 21st SYN)"
+        var every: Int?, after: Int?
+        for item in value.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = item.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 2, let number = Int(parts[1]) else { throw RuleError("drop='\(value)': '\(item)' is not NAME:NUMBER, \(example)") }
+            switch parts[0] {
+            case "every":
+                guard every == nil else { throw RuleError("drop='\(value)': every given twice: give it once, \(example)") }
+                guard (1...1_000_000).contains(number) else { throw RuleError("drop='\(value)': every:\(number): write 1 (every request) to 1000000, \(example)") }
+                every = number
+            case "after":
+                guard after == nil else { throw RuleError("drop='\(value)': after given twice: give it once, \(example)") }
+                guard number >= 0 else { throw RuleError("drop='\(value)': after:\(number): write 0 or more requests, \(example)") }
+                after = number
+            default:
+                throw RuleError("drop='\(value)': unknown item '\(parts[0])': use every and after, \(example)")
+            }
+        }
+        guard let every, let after else { throw RuleError("drop='\(value)': give both every and after, \(example)") }
+        return DropSchedule(every: every, after: after)
     }
 
     /// `unreachable=CODE,at-hop:N,delay:D` (items in any order; `code:CODE` as well as a bare code).

@@ -115,6 +115,9 @@ public final class Simulator: @unchecked Sendable {
         var dropped = 0
         var ignored = 0
         var holds: [Int64] = []
+        /// Echo requests and TCP SYNs seen, for the rule's `dropSchedule`.
+        var echoRequests = 0
+        var syns = 0
     }
 
     public let options: Options
@@ -416,7 +419,20 @@ public final class Simulator: @unchecked Sendable {
             }
         }
 
-        if rule.loss > 0 && Double.random(in: 0..<1, using: &generator) < rule.loss {
+        var scheduledDrop = false
+        if let schedule = rule.dropSchedule {
+            switch request {
+            case .echoRequest:
+                hosts[header.destination]!.echoRequests += 1
+                scheduledDrop = schedule.drops(requestNumber: hosts[header.destination]!.echoRequests)
+            case .tcpSyn:
+                hosts[header.destination]!.syns += 1
+                scheduledDrop = schedule.drops(requestNumber: hosts[header.destination]!.syns)
+            default:
+                break
+            }
+        }
+        if scheduledDrop || (rule.loss > 0 && Double.random(in: 0..<1, using: &generator) < rule.loss) {
             hosts[header.destination]!.dropped += 1
             kinds[.dropped, default: 0] += 1
             record?.write(.dropped, source: header.source, destination: header.destination, details: details, holdNanoseconds: nil)
