@@ -80,7 +80,7 @@ final class LiveViewBrowserTests: XCTestCase {
             probe: \(Self.probe)
             targets: {ping: ping.yaml, tcp: tcp.yaml}
             icmp: {interval: 1s, count: 5, spacing: 20ms, timeout: 300ms}
-            tcp: {interval: 1s, count: 2, spacing: 20ms, timeout: 300ms}
+            tcp: {interval: 1s, count: 5, spacing: 20ms, timeout: 300ms}
             spool: {directory: spool, max_size: 64MB}
             batch: {size: 100, flush_interval: 200ms}
             influxdb:
@@ -97,6 +97,16 @@ final class LiveViewBrowserTests: XCTestCase {
         }
         XCTAssertTrue(ready, "the overview never listed the three series:\n\(run.errorLog)")
 
+        // The README's pictures (NETPROBE_README_SCREENSHOTS=$PWD/docs/images): taken once
+        // the verdict has its 15 rounds, so they show one with its numbers.
+        let readme = ProcessInfo.processInfo.environment["NETPROBE_README_SCREENSHOTS"]
+        if readme != nil {
+            _ = await TestEnvironment.eventually(within: 120, every: 1) {
+                guard let (_, body) = try? await TestEnvironment.http("GET", base, timeoutSeconds: 2) else { return false }
+                return String(decoding: body, as: UTF8.self).contains("verdict verdict-neither")
+            }
+        }
+
         // The overview.
         try await browser.navigate(to: base)
         let rows = try await browser.count("tr.target"), verdicts = try await browser.count(".verdict")
@@ -109,6 +119,7 @@ final class LiveViewBrowserTests: XCTestCase {
         let scripts = try await browser.count("td.labels script")
         XCTAssertEqual(scripts, 0, "and never as an element")
         try await browser.screenshot(named: "live-view-overview")
+        if let readme { try await browser.screenshot(to: readme + "/live-view-overview.png") }
         var errors = try await browser.consoleErrors()
         XCTAssertEqual(errors, [], "the overview logs no console error")
 
@@ -156,6 +167,7 @@ final class LiveViewBrowserTests: XCTestCase {
         let daySource = try await browser.attribute("data-source", of: "figcaption.source")
         XCTAssertEqual(daySource, "influxdb")
         try await browser.screenshot(named: "live-view-target-1d")
+        if let readme { try await browser.screenshot(to: readme + "/live-view-target-1d.png") }
         errors = try await browser.consoleErrors()
         XCTAssertEqual(errors, [], "the target pages log no console error")
     }

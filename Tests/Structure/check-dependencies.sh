@@ -25,6 +25,8 @@ allowed = {
     "InfluxSink": {"ProbeResults", "ProbeConfig", "CZlib"},
     "PrometheusExporter": {"ProbeResults", "ProbeConfig"},
     "Dashboards": {"ProbeResults", "ProbeConfig"},
+    # The live view: a sink like the others (rounds by RoundObserver), with check's verdicts.
+    "WebView": {"ProbeResults", "ProbeConfig", "Diagnosis"},
     "NetSim": {"ProbeEngine", "ProbeResults", "CSystemShims"},
     "CSystemShims": set(),
     "CZlib": set(),
