@@ -33,24 +33,9 @@ public final class PrometheusExporter: Sendable {
     static let maximumHeaderFieldSize = 8192
     static let maximumHeaderListSize = 16384
 
-    /// What a page server mounted beside `/metrics` and `/probe` answers (the live view).
-    public struct PageAnswer: Sendable {
-        public var status: Int
-        public var contentType: String
-        public var body: String
-        public var headers: [(name: String, value: String)]
-
-        public init(status: Int, contentType: String, body: String, headers: [(name: String, value: String)] = []) {
-            self.status = status
-            self.contentType = contentType
-            self.body = body
-            self.headers = headers
-        }
-    }
-
     /// Answers a GET of any path but `/metrics` and `/probe` (`/` included), from its path
     /// and raw query. The exporter knows nothing of what it serves (the CLI wires the view).
-    public typealias Pages = @Sendable (_ path: String, _ query: String?) async -> PageAnswer
+    public typealias Pages = @Sendable (_ path: String, _ query: String?) async -> WebResponse
 
     /// The mounted pages, nil for the plain index page.
     let pages: Pages?

@@ -77,23 +77,3 @@ public struct WebSeriesKey: Hashable, Sendable {
                   options: round.target.options, labels: round.target.labels)
     }
 }
-
-/// An answer of the view's HTTP routes, independent of the server that sends it (the CLI
-/// mounts the view on the same server as /metrics).
-public struct WebResponse: Sendable {
-    /// HTTP status code.
-    public var status: Int
-    /// Content-Type header, e.g. "text/html; charset=utf-8" or "image/svg+xml".
-    public var contentType: String
-    /// The body, UTF-8.
-    public var body: String
-    /// Extra headers (Cache-Control...).
-    public var headers: [(name: String, value: String)]
-
-    public init(status: Int, contentType: String, body: String, headers: [(name: String, value: String)] = []) {
-        self.status = status
-        self.contentType = contentType
-        self.body = body
-        self.headers = headers
-    }
-}

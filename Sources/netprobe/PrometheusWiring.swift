@@ -46,10 +46,7 @@ enum PrometheusWiring {
             let influx = InfluxHistory(servers: configuration.influxServers, probe: configuration.probeName, logger: logger)
             let view = influx.unsupportedReason.map { WebView(history: history, longRange: nil, longRangeUnavailable: "Only the last hour is available: \($0).") }
                 ?? WebView(history: history, longRange: influx)
-            pages = { path, query in
-                let answer = await view.respond(path: path, query: query)
-                return PrometheusExporter.PageAnswer(status: answer.status, contentType: answer.contentType, body: answer.body, headers: answer.headers)
-            }
+            pages = { path, query in await view.respond(path: path, query: query) }
             observers.append(history)
         }
         do {
