@@ -150,6 +150,8 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                // InfluxHistory trusts the server's configured CA (ca_file), as the sink does.
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -219,7 +221,8 @@ let package = Package(
         ),
         .testTarget(
             name: "PrometheusExporterTests",
-            dependencies: ["ProbeResults", "PrometheusExporter", "ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport", "netprobe", "Dashboards",
+            // WebView: the live view's browser test reads its grid and colour scale.
+            dependencies: ["ProbeResults", "PrometheusExporter", "ProbeService", "ProbeEngine", "ProbeConfig", "TestSupport", "netprobe", "Dashboards", "WebView",
                            .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(

@@ -333,12 +333,15 @@ native_up() {
   ensure_dashboards
   ensure_netprobe
   wait_for_results
+  # Where the live view is (validate says, from the config's web: and prometheus: sections).
+  web_line=$("$binary" validate --config "$config" 2>/dev/null | sed -n 's/^.*: web view at //p' | head -1)
   cat <<EOF
 
 netprobe stack is up (native):
   InfluxDB    $influx_url, database $database ($(cat "$state/influxdb.mode" 2>/dev/null || echo "already running; not managed here"))
   netprobe    $binary run --config $config
               pid file $state/netprobe.pid, log $state/netprobe.log, spool $(spool_directory)
+  web view    ${web_line:-off (add a web: section to $config)}
   dashboards  $state/grafana/dashboards (Grafana provisioning: $state/grafana/provisioning)
   $grafana_note
   stop        $deploy/deployment.sh stop

@@ -13,7 +13,8 @@ public enum QueryLanguage: String, Sendable, CaseIterable {
 
 /// The panels of the Prometheus dashboards: the InfluxDB ones' layout, titles and colours,
 /// with PromQL over the exporter's names (Schema.Prometheus) and base units (seconds,
-/// ratios). Each query honours the `probe`, `env` and `target` variables.
+/// ratios). Each query honours the `probe`, `env`, label and `target` variables; a label's
+/// "All" is `.*`, which matches series without that label.
 enum PromQLPanels {
     /// The uid of the Prometheus datasource the provisioning file creates.
     static let datasourceUID = "netprobe-prometheus"
@@ -26,10 +27,12 @@ enum PromQLPanels {
         "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n") + "\""
     }
 
-    /// `{probe=~"$probe",env=~"$env",target=~"$target",...}` plus exact matches.
-    static func selector(_ exact: [(String, String)] = []) -> String {
-        let variables = DashboardGenerator.variableNames.map { "\($0)=~\"$\($0)\"" }
-        return "{" + (variables + exact.map { "\($0.0)=\(literal($0.1))" }).joined(separator: ",") + "}"
+    /// `{probe=~"$probe",env=~"$env",site=~"$site",target=~"$target",...}` plus exact
+    /// matches (an empty value matches series without the label: class 0's missing `tos`)
+    /// and `extra` matchers as written.
+    static func selector(_ variables: [TemplateVariable], _ exact: [(String, String)] = [], extra: [String] = []) -> String {
+        let selection = variables.map { "\($0.tag)=~\"$\($0.name)\"" }
+        return "{" + (selection + exact.map { "\($0.0)=\(literal($0.1))" } + extra).joined(separator: ",") + "}"
     }
 
     static func queryTarget(refID: String, expression: String, legend: String, instant: Bool = false) -> JSONValue {
@@ -39,11 +42,11 @@ enum PromQLPanels {
 
     // MARK: Template variables
 
-    static func variables(measurement: String) -> [JSONValue] {
-        DashboardGenerator.variableNames.map { name in
-            let query = variableQuery(measurement: measurement, name: name)
+    static func variables(measurement: String, variables: [TemplateVariable]) -> [JSONValue] {
+        variables.map { variable in
+            let query = variableQuery(measurement: measurement, variable: variable, in: variables)
             return [
-                "name": .string(name), "label": .string(name), "type": "query",
+                "name": .string(variable.name), "label": .string(variable.tag), "type": "query",
                 "datasource": datasource,
                 "query": .string(query), "definition": .string(query),
                 "refresh": 2, "multi": true, "includeAll": true, "allValue": ".*", "sort": 1, "hide": 0, "regex": "",
@@ -54,19 +57,19 @@ enum PromQLPanels {
     }
 
     /// `label_values(...)` for one variable, restricted by the variables before it.
-    static func variableQuery(measurement: String, name: String) -> String {
-        let earlier = DashboardGenerator.variableNames.prefix { $0 != name }
+    static func variableQuery(measurement: String, variable: TemplateVariable, in variables: [TemplateVariable]) -> String {
+        let earlier = variables.prefix { $0 != variable }
         let metric = Schema.Prometheus.rounds(kind(measurement))
-        let matchers = earlier.map { "\($0)=~\"$\($0)\"" }
-        return "label_values(\(metric)\(matchers.isEmpty ? "" : "{" + matchers.joined(separator: ",") + "}"), \(name))"
+        let matchers = earlier.map { "\($0.tag)=~\"$\($0.name)\"" }
+        return "label_values(\(metric)\(matchers.isEmpty ? "" : "{" + matchers.joined(separator: ",") + "}"), \(variable.tag))"
     }
 
     // MARK: Panels
 
     /// The summary stats, in the InfluxDB dashboard's order (same titles).
-    static func statExpression(_ stat: DashboardGenerator.SummaryStat, measurement: String) -> (expression: String, unit: String) {
+    static func statExpression(_ stat: DashboardGenerator.SummaryStat, measurement: String, variables: [TemplateVariable]) -> (expression: String, unit: String) {
         let kind = kind(measurement)
-        let all = selector()
+        let all = selector(variables)
         switch stat.title {
         case let title where title.hasPrefix("Median"):
             return ("quantile(0.5, quantile_over_time(0.5, \(Schema.Prometheus.gauge(kind, Schema.Field.rttMedian))\(all)[$__range]))", "s")
@@ -81,11 +84,11 @@ enum PromQLPanels {
         }
     }
 
-    static func statPanel(_ stat: DashboardGenerator.SummaryStat, measurement: String, id: Int, grid: JSONValue) -> JSONValue {
-        let (expression, unit) = statExpression(stat, measurement: measurement)
+    static func statPanel(_ stat: DashboardGenerator.SummaryStat, measurement: String, variables: [TemplateVariable], id: Int, grid: JSONValue) -> JSONValue {
+        let (expression, unit) = statExpression(stat, measurement: measurement, variables: variables)
         return [
             "type": "stat", "title": .string(stat.title), "id": .int(id), "gridPos": grid, "datasource": datasource,
-            "description": .string("Over the selected probes, envs and targets and the dashboard's time range."),
+            "description": .string(DashboardGenerator.statDescription(variables)),
             "targets": [queryTarget(refID: "A", expression: expression, legend: stat.title, instant: true)],
             "fieldConfig": [
                 "defaults": [
@@ -101,38 +104,73 @@ enum PromQLPanels {
         ]
     }
 
-    static func outcomeTimeline(measurement: String, env: String, id: Int, grid: JSONValue) -> JSONValue {
+    /// As the InfluxDB one: in an env with TOS classes other than 0, class 0 (no `tos`
+    /// label) per target where some target has it, and the other classes per target and class.
+    static func outcomeTimeline(measurement: String, env: String, classes: Set<UInt8> = [0], variables: [TemplateVariable], id: Int, grid: JSONValue) -> JSONValue {
         let kind = kind(measurement)
         let by = kind == .tcp ? "target, port" : "target"
-        let expression = "max by (\(by)) (\(Schema.Prometheus.gauge(kind, Schema.Field.resultCode))\(selector([(Schema.Tag.env, env)])))"
+        let gauge = Schema.Prometheus.gauge(kind, Schema.Field.resultCode)
+        let legend = kind == .tcp ? "{{target}}:{{port}}" : "{{target}}"
+        let splitsByClass = classes != [0]
+        var queries: [(expression: String, legend: String)] = []
+        if !splitsByClass {
+            queries = [("max by (\(by)) (\(gauge)\(selector(variables, [(Schema.Tag.env, env)])))", legend)]
+        } else {
+            if classes.contains(0) { queries.append(("max by (\(by)) (\(gauge)\(selector(variables, [(Schema.Tag.env, env), (Schema.Tag.tos, "")])))", legend)) }
+            queries.append(("max by (\(by), \(Schema.Tag.tos)) (\(gauge)\(selector(variables, [(Schema.Tag.env, env)], extra: ["\(Schema.Tag.tos)!=\"\""])))",
+                            legend + " tos {{tos}}"))
+        }
+        let targets = queries.enumerated().map { queryTarget(refID: DashboardGenerator.refID($0.offset), expression: $0.element.expression, legend: $0.element.legend) }
         let perWhat = kind == .tcp ? "port" : "target"
         return [
             "type": "state-timeline", "title": .string("Outcome per \(perWhat)"), "id": .int(id), "gridPos": grid,
             "datasource": datasource,
-            "description": .string("The last round's result per \(perWhat) at each scrape: ok, timeout, unreachable, unresolved, error, refused."),
-            "targets": [queryTarget(refID: "A", expression: expression, legend: kind == .tcp ? "{{target}}:{{port}}" : "{{target}}")],
+            "description": .string("The last round's result per \(perWhat)\(splitsByClass ? " and TOS class" : "") at each scrape: ok, timeout, unreachable, unresolved, error, refused."),
+            "targets": .array(targets),
             "fieldConfig": DashboardGenerator.outcomeFieldConfig,
             "options": DashboardGenerator.outcomePanelOptions,
         ]
     }
 
-    static func rttPanel(measurement: String, target: DashboardGenerator.Target, id: Int, grid: JSONValue) -> JSONValue {
+    /// Queries A-D (min, avg, max, median) and E (loss); for a target probed in several
+    /// TOS classes, the four of each class (`tos="ef"`, class 0 `tos=""`), then the loss of
+    /// each, named by the class ("min (tos ef)").
+    static func rttPanel(measurement: String, target: DashboardGenerator.Target, variables: [TemplateVariable], id: Int, grid: JSONValue) -> JSONValue {
         let kind = kind(measurement)
         var exact = [(Schema.Tag.env, target.env), (Schema.Tag.target, target.host)]
         if let port = target.port { exact.append((Schema.Tag.port, String(port))) }
-        let matching = selector(exact)
-        let statistics: [(String, String)] = [("A", Schema.Field.rttMinimum), ("B", Schema.Field.rttAverage), ("C", Schema.Field.rttMaximum), ("D", Schema.Field.rttMedian)]
-        let legends = ["A": "min", "B": "avg", "C": "max", "D": "median"]
-        var targets: [JSONValue] = statistics.map { refID, field in
-            queryTarget(refID: refID, expression: Schema.Prometheus.gauge(kind, field) + matching, legend: legends[refID]!)
+        let statistics: [(legend: String, field: String)] = [("min", Schema.Field.rttMinimum), ("avg", Schema.Field.rttAverage),
+                                                             ("max", Schema.Field.rttMaximum), ("median", Schema.Field.rttMedian)]
+        var targets: [JSONValue] = []
+        var lossRefIDs: [String] = []
+        if target.splitsByClass {
+            func matching(_ tos: UInt8) -> String { selector(variables, exact + [(Schema.Tag.tos, Schema.tosTagValue(tos) ?? "")]) }
+            for tos in target.classes {
+                for statistic in statistics {
+                    targets.append(queryTarget(refID: DashboardGenerator.refID(targets.count), expression: Schema.Prometheus.gauge(kind, statistic.field) + matching(tos),
+                                               legend: "\(statistic.legend) (tos \(DashboardGenerator.className(tos)))"))
+                }
+            }
+            for tos in target.classes {
+                lossRefIDs.append(DashboardGenerator.refID(targets.count))
+                targets.append(queryTarget(refID: DashboardGenerator.refID(targets.count), expression: Schema.Prometheus.gauge(kind, Schema.Field.lossPercent) + matching(tos),
+                                           legend: "loss (tos \(DashboardGenerator.className(tos)))"))
+            }
+        } else {
+            let matching = selector(variables, exact)
+            for statistic in statistics {
+                targets.append(queryTarget(refID: DashboardGenerator.refID(targets.count), expression: Schema.Prometheus.gauge(kind, statistic.field) + matching, legend: statistic.legend))
+            }
+            lossRefIDs = ["E"]
+            targets.append(queryTarget(refID: "E", expression: Schema.Prometheus.gauge(kind, Schema.Field.lossPercent) + matching, legend: "loss"))
         }
-        targets.append(queryTarget(refID: "E", expression: Schema.Prometheus.gauge(kind, Schema.Field.lossPercent) + matching, legend: "loss"))
         let what = kind == .tcp ? "handshake (SYN to SYN-ACK)" : "ICMP echo round trip"
+        let perClass = target.splitsByClass ? " One series per TOS class (\(target.classes.map(DashboardGenerator.className).joined(separator: ", ")))." : ""
         return [
             "type": "timeseries", "title": .string(target.title), "id": .int(id), "gridPos": grid, "datasource": datasource,
-            "description": .string("\(what) time of each scraped round: min, avg, max and median (left axis); loss (right axis)."),
+            "description": .string("\(what) time of each scraped round: min, avg, max and median (left axis); loss (right axis).\(perClass)"),
             "targets": .array(targets),
-            "fieldConfig": DashboardGenerator.rttFieldConfig(rttUnit: "s", lossRefID: "E", lossUnit: "percentunit", lossMaximum: 1),
+            "fieldConfig": DashboardGenerator.rttFieldConfig(rttUnit: "s", lossRefIDs: lossRefIDs, lossUnit: "percentunit", lossMaximum: 1),
             "options": DashboardGenerator.rttPanelOptions,
         ]
     }

@@ -110,9 +110,13 @@ public struct BlackboxModule: Sendable, Equatable {
     public var family: AddressPreference
     /// TCP only: half-open (default) or connect (`mode`).
     public var tcpMode: TCPProbeMode
+    /// The packets' class, source address and interface (`tos`, `source_ip_address` as
+    /// blackbox_exporter names it, `interface`); none by default.
+    public var options: PacketOptions
 
     public init(kind: ProbeKind, count: Int = 1, spacingNanoseconds: Int64 = 100_000_000, timeoutNanoseconds: Int64 = 1_000_000_000,
-                family: AddressPreference = .any, tcpMode: TCPProbeMode = .halfOpen) {
+                family: AddressPreference = .any, tcpMode: TCPProbeMode = .halfOpen, options: PacketOptions = .none) {
+        self.options = options
         self.kind = kind
         self.count = count
         self.spacingNanoseconds = spacingNanoseconds
@@ -176,7 +180,7 @@ extension ConfigurationLoader {
     static let prometheusKeys = ["listen", "probe"]
     static let blackboxKeys = ["allow", "modules", "max_concurrent", "max_per_second", "timeout_offset"]
     static let allowNameKeys = ["name", "any_address"]
-    static let moduleKeys = ["prober", "count", "spacing", "timeout", "family", "mode"]
+    static let moduleKeys = ["prober", "count", "spacing", "timeout", "family", "mode", "tos", "source_ip_address", "interface"]
 
     /// Reads `prometheus:`; null or `{}` turns the exporter on with every default.
     static func readPrometheus(_ node: Node, reader: inout Reader) -> PrometheusSettings? {
@@ -333,6 +337,7 @@ extension ConfigurationLoader {
                     reader.error(mode, "mode must be \(TCPProbeMode.allCases.map(\.rawValue).joined(separator: " or ")), got '\(text)'")
                 }
             }
+            module.options = readModuleOptions(entries, module: name, family: module.family, reader: &reader)
             if module.worstCaseNanoseconds > 30_000_000_000 {
                 reader.error(key, "module \(name): (count - 1) × spacing + timeout is more than 30s; a scrape would time out first")
                 continue
@@ -345,5 +350,38 @@ extension ConfigurationLoader {
             }
             settings.modules[name] = module
         }
+    }
+
+    /// A module's `tos` (one class, as `-Q` takes it), `source_ip_address` and `interface`.
+    /// Whether the address is this host's and the interface exists is checked when `run`
+    /// starts (the config may be validated elsewhere).
+    private static func readModuleOptions(_ entries: Entries, module name: String, family: AddressPreference, reader: inout Reader) -> PacketOptions {
+        var options = PacketOptions.none
+        if let node = entries["tos"] {
+            if case .scalar(let scalar) = node, !node.isNull {
+                do { options.tos = try TrafficClass.parse(scalar.string) } catch { reader.error(node, "module \(name): tos: \(error.description)") }
+            } else {
+                reader.error(node, "module \(name): tos must be one class, a TOS byte or a DSCP name (e.g. 'tos: ef'; a module probes one class), got \(node.shownAs)")
+            }
+        }
+        if let node = entries["source_ip_address"], let text = reader.string(node, "source_ip_address") {
+            if let address = IPAddress(parsing: text) {
+                if (family == .ipv4Only && address.family != .ipv4) || (family == .ipv6Only && address.family != .ipv6) {
+                    reader.error(node, "module \(name): source_ip_address \(address) is not of the module's family \(family.rawValue); give an address of that family or change 'family'")
+                } else {
+                    options.source = address
+                }
+            } else {
+                reader.error(node, "module \(name): source_ip_address must be an IP address of this host, got '\(text)'; write an address such as 192.0.2.10 or 2001:db8::10 (a name is not looked up)")
+            }
+        }
+        if let node = entries["interface"], let interface = reader.name(node, "interface") {
+            if let problem = TargetsFiles.interfaceNameProblem(interface) {
+                reader.error(node, "module \(name): \(problem)")
+            } else {
+                options.interface = interface
+            }
+        }
+        return options
     }
 }

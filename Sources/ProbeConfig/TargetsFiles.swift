@@ -196,14 +196,20 @@ enum TargetsFiles {
             }
         }
         if let node = entries["interface"], let name = reader.name(node, "interface") {
-            // The kernel's own limits (IFNAMSIZ, dev_valid_name).
-            if name.utf8.count > 15 || name == "." || name == ".." || name.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) {
-                reader.error(node, "interface '\(name)' is not an interface name: at most 15 characters, no '/', ':' or spaces, as 'ip link' shows it (e.g. eth1)")
+            if let problem = interfaceNameProblem(name) {
+                reader.error(node, problem)
             } else {
                 packet.interface = name
             }
         }
         return packet
+    }
+
+    /// Why `name` cannot be an interface's name (the kernel's own limits: IFNAMSIZ,
+    /// dev_valid_name), or nil.
+    static func interfaceNameProblem(_ name: String) -> String? {
+        guard name.utf8.count > 15 || name == "." || name == ".." || name.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) else { return nil }
+        return "interface '\(name)' is not an interface name: at most 15 characters, no '/', ':' or spaces, as 'ip link' shows it (e.g. eth1)"
     }
 
     /// One class or a list of them, each as `-Q` takes it (`TrafficClass.parse`).

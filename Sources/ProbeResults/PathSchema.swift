@@ -53,9 +53,19 @@ extension Schema {
         return DataPoint(measurement: "path", tags: pathTags(trace, env: env, probe: probe), fields: fields, timestampNanoseconds: trace.startNanoseconds / 1000 * 1000)
     }
 
+    /// As a round's series (`Schema.tags`): the labels, then the schema's own tags, the
+    /// packet options included, so the traces of one target in two classes are two series.
     static func pathTags(_ trace: PathTrace, env: String, probe: String) -> [String: String] {
-        var tags = [Tag.probe: probe, Tag.env: env, Tag.target: trace.target.name, PathTag.traceProtocol: trace.target.port == nil ? "icmp" : "tcp"]
+        var tags = trace.target.labels
+        tags[Tag.probe] = probe
+        tags[Tag.env] = env
+        tags[Tag.target] = trace.target.name
+        tags[PathTag.traceProtocol] = trace.target.port == nil ? "icmp" : "tcp"
         if let port = trace.target.port { tags[Tag.port] = String(port) }
+        let options = trace.target.options
+        if let tos = Schema.tosTagValue(options.tos) { tags[Tag.tos] = tos }
+        if let source = options.source { tags[Tag.source] = source.description }
+        if let interface = options.interface { tags[Tag.interface] = interface }
         return tags
     }
 }

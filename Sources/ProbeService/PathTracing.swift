@@ -16,7 +16,7 @@ final class PathTracing: Sendable {
     let configuration: Locked<NetprobeConfiguration>
     let resolve: @Sendable (NetprobeConfiguration) async -> (ping: [(planned: PlannedTarget, target: ProbeTarget)], tcp: [(planned: PlannedTarget, target: ProbeTarget)])
     let write: @Sendable ([DataPoint]) -> Void
-    private let lastPaths = Locked([String: UInt64]())
+    private let lastPaths = Locked([PathKey: UInt64]())
 
     init(prober: PathProber, configuration: NetprobeConfiguration, probe: String, logger: Logger,
          resolve: @escaping @Sendable (NetprobeConfiguration) async -> (ping: [(planned: PlannedTarget, target: ProbeTarget)], tcp: [(planned: PlannedTarget, target: ProbeTarget)]),
@@ -54,7 +54,9 @@ final class PathTracing: Sendable {
             for trace in traces where trace.target.address != nil {
                 let env = traced[trace.targetIndex].planned.env
                 points += Schema.hopPoints(for: trace, env: env, probe: probe)
-                let key = "\(trace.target.name)|\(trace.target.port.map(String.init) ?? "icmp")"
+                // One path per series: a target traced in two classes (or from two sources)
+                // may take two paths.
+                let key = PathKey(name: trace.target.name, port: trace.target.port, options: trace.target.options)
                 let changed = lastPaths.withLock { last in
                     defer { last[key] = trace.pathHash }
                     return last[key] != trace.pathHash
@@ -69,4 +71,11 @@ final class PathTracing: Sendable {
     func update(_ configuration: NetprobeConfiguration) {
         self.configuration.withLock { $0 = configuration }
     }
+}
+
+/// What tells one traced path from another: the target and the options its probes carry.
+struct PathKey: Hashable {
+    var name: String
+    var port: UInt16?
+    var options: PacketOptions
 }

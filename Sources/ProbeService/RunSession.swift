@@ -44,6 +44,7 @@ struct RunSession {
             "tcp_targets": "\(configuration.tcpTargets.count)", "influxdb_servers": "\(configuration.influxServers.count)",
             "shard": "\(configuration.shard.map { "\($0.index) of \($0.count)" } ?? "none")", "mesh_groups": "\(configuration.meshGroups.count)",
         ])
+        warnAboutPacketOptions(configuration, logger: logger)
         let (pingTargets, tcpTargets) = await service.resolve(configuration)
         if icmpProber == nil && !(configuration.pingTargets.isEmpty && configuration.meshGroups.isEmpty) {
             logger.warning("ping targets are configured but ICMP is not available: only TCP targets are probed")
@@ -134,6 +135,7 @@ struct RunSession {
             await writer.replaceSink(with: try service.makeSink(reloaded))
         }
         warnAboutWhatNeedsARestart(reloaded)
+        Self.warnAboutPacketOptions(reloaded, logger: logger)
         if let prober = icmpProber, var run = icmpRun {
             if run.needsRestart(for: reloaded.icmp, targetCount: ping.count) {
                 await run.stop(prober)
@@ -153,6 +155,31 @@ struct RunSession {
         fileWatch.watch(reloaded.sourceFiles)
         tracing?.update(reloaded)
         scheduleLookups()
+    }
+
+    /// Source addresses and interfaces the config names that this host does not have, said
+    /// once per start or reload (one line per problem, with where it is written first). The
+    /// config may be shared by several hosts and an interface may come up later (a VPN), so
+    /// this is a warning: those probes are sent and fail (result `error` or `unreachable`)
+    /// until it is fixed.
+    static func warnAboutPacketOptions(_ configuration: NetprobeConfiguration, logger: Logger) {
+        var places: [PacketOptions: (first: String, count: Int)] = [:]
+        func note(_ options: PacketOptions, _ place: String) {
+            guard options.source != nil || options.interface != nil else { return }
+            // The class does not decide whether the address or interface exists.
+            let key = PacketOptions(source: options.source, interface: options.interface)
+            places[key, default: (place, 0)].count += 1
+        }
+        for target in configuration.pingTargets { note(target.options, "\(target.file):\(target.line) (\(target.host))") }
+        for target in configuration.tcpTargets { note(target.options, "\(target.file):\(target.line) (\(target.host) port \(target.port))") }
+        for (name, module) in configuration.prometheus?.probe.modules ?? [:] { note(module.options, "\(configuration.file): prometheus module \(name)") }
+        // One line (the log's rate limit holds back a second line of one call site).
+        let problems = places.sorted(by: { $0.value.first < $1.value.first }).flatMap { options, place in
+            options.problemsOnThisHost().map { "\($0) (\(place.first)\(place.count > 1 ? " and \(place.count - 1) more" : ""))" }
+        }
+        if !problems.isEmpty {
+            logger.warning("\(problems.joined(separator: "; ")): the probes that use \(problems.count == 1 ? "it" : "them") fail until \(problems.count == 1 ? "it exists" : "they exist")")
+        }
     }
 
     /// What a reload cannot change in a running process, said once per reload.

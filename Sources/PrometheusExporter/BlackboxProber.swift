@@ -118,12 +118,18 @@ public final class BlackboxProber: Sendable {
         let resolveStart = Clock.monotonicNanoseconds()
         var address = request.address
         let lookupTimeout = min(Self.lookupTimeoutNanoseconds, deadline.map { max(0, $0 - resolveStart) } ?? .max)
+        // A source address decides the family: a probe from 192.0.2.10 can only go to IPv4.
+        let source = request.module.options.source
+        let family = source.map { $0.family == .ipv4 ? AddressPreference.ipv4Only : .ipv6Only } ?? request.module.family
         if let literal = address {
-            if !Self.familyAllowed(literal, request.module.family) { address = nil }
-        } else if case .success(let addresses) = await prober.addresses(of: request.host, preference: request.module.family, timeoutNanoseconds: lookupTimeout) {
+            if let source, literal.family != source.family {
+                throw .badRequest("target \(literal) is not of the family of module \(request.moduleName)'s source_ip_address \(source); probe it with a module without one or with a source of its family")
+            }
+            if !Self.familyAllowed(literal, family) { address = nil }
+        } else if case .success(let addresses) = await prober.addresses(of: request.host, preference: family, timeoutNanoseconds: lookupTimeout) {
             let allowed = request.allowedName?.anyAddress == true ? addresses : addresses.filter(settings.allows)
-            guard let first = allowed.first(where: { Self.familyAllowed($0, request.module.family) }) else {
-                throw .forbidden("target '\(request.host)' resolves to \(addresses.prefix(4).map(\.description).joined(separator: ", "))\(addresses.count > 4 ? ", ..." : ""), none inside an allowed prefix (prometheus: probe: allow)")
+            guard let first = allowed.first(where: { Self.familyAllowed($0, family) }) else {
+                throw .forbidden("target '\(request.host)' resolves to \(addresses.prefix(4).map(\.description).joined(separator: ", "))\(addresses.count > 4 ? ", ..." : ""), none inside an allowed prefix (prometheus: probe: allow)\(source.map { " of the family of source_ip_address \($0)" } ?? "")")
             }
             address = first
         }
@@ -133,7 +139,8 @@ public final class BlackboxProber: Sendable {
         let module = request.module
         let (count, timeout) = Self.schedule(for: module, remaining: deadline.map { $0 - resolved.monotonic } ?? module.worstCaseNanoseconds)
         guard count > 0 else { return outcome }
-        let target = ProbeTarget(name: request.host, address: address, port: request.port)
+        var target = ProbeTarget(name: request.host, address: address, port: request.port)
+        target.options = module.options
         outcome.round = await prober.run(OnDemandProbe(kind: module.kind, count: count, spacingNanoseconds: module.spacingNanoseconds,
                                                        timeoutNanoseconds: timeout, tcpMode: module.tcpMode), on: target)
         if let round = outcome.round, round.sent > 0 {

@@ -33,18 +33,43 @@ public final class PrometheusExporter: Sendable {
     static let maximumHeaderFieldSize = 8192
     static let maximumHeaderListSize = 16384
 
+    /// What a page server mounted beside `/metrics` and `/probe` answers (the live view).
+    public struct PageAnswer: Sendable {
+        public var status: Int
+        public var contentType: String
+        public var body: String
+        public var headers: [(name: String, value: String)]
+
+        public init(status: Int, contentType: String, body: String, headers: [(name: String, value: String)] = []) {
+            self.status = status
+            self.contentType = contentType
+            self.body = body
+            self.headers = headers
+        }
+    }
+
+    /// Answers a GET of any path but `/metrics` and `/probe` (`/` included), from its path
+    /// and raw query. The exporter knows nothing of what it serves (the CLI wires the view).
+    public typealias Pages = @Sendable (_ path: String, _ query: String?) async -> PageAnswer
+
+    /// The mounted pages, nil for the plain index page.
+    let pages: Pages?
+
     /// - Parameters:
     ///   - settings: the `prometheus:` section.
     ///   - prober: runs `/probe`'s probes (the engine's `OnDemandEngine`).
+    ///   - pages: every other path's answers (the live view), nil for none.
     ///   - logger: where it reports.
-    public convenience init(settings: PrometheusSettings, prober: any OnDemandProber, logger: Logger) {
-        self.init(settings: settings, connectionLimits: ConnectionLimits(), blackbox: BlackboxProber(settings: settings.probe, prober: prober, logger: logger), logger: logger)
+    public convenience init(settings: PrometheusSettings, prober: any OnDemandProber, pages: Pages? = nil, logger: Logger) {
+        self.init(settings: settings, connectionLimits: ConnectionLimits(), blackbox: BlackboxProber(settings: settings.probe, prober: prober, logger: logger),
+                  pages: pages, logger: logger)
     }
 
     /// - Parameter blackbox: `/probe`'s answers (tests give one with a resolver of their own).
-    init(settings: PrometheusSettings, connectionLimits: ConnectionLimits, blackbox: BlackboxProber, logger: Logger) {
+    init(settings: PrometheusSettings, connectionLimits: ConnectionLimits, blackbox: BlackboxProber, pages: Pages? = nil, logger: Logger) {
         self.settings = settings
         self.logger = logger
+        self.pages = pages
         connections = ConnectionRegistry(limits: connectionLimits)
         metrics = RoundMetrics(connections: connections)
         self.blackbox = blackbox
@@ -148,11 +173,28 @@ public final class PrometheusExporter: Sendable {
             if let retry = answer.retryAfterSeconds { response.headers[.retryAfter] = String(retry) }
             return response
         }
-        router.get("/") { _, _ -> Response in
-            Self.response(status: .ok, contentType: "text/html; charset=utf-8", body: Self.indexPage)
-        }
-        router.head("/") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"])
+        if let pages {
+            let answer: @Sendable (Request) async -> Response = { request in
+                let page = await pages(request.uri.path, request.uri.query)
+                var response = Self.response(status: HTTPResponse.Status(code: page.status), contentType: page.contentType, body: page.body)
+                for (name, value) in page.headers {
+                    if let field = HTTPField.Name(name) { response.headers[field] = value }
+                }
+                return response
+            }
+            router.get("/") { request, _ in await answer(request) }
+            router.get("**") { request, _ in await answer(request) }
+            router.head("/") { request, _ -> Response in
+                let page = await answer(request)
+                return Response(status: page.status, headers: page.headers)
+            }
+        } else {
+            router.get("/") { _, _ -> Response in
+                Self.response(status: .ok, contentType: "text/html; charset=utf-8", body: Self.indexPage)
+            }
+            router.head("/") { _, _ -> Response in
+                Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"])
+            }
         }
         return router
     }

@@ -19,6 +19,9 @@ public struct HistoryBucket: Sendable, Equatable {
     public var minimumMilliseconds: Double?
     public var medianMilliseconds: Double?
     public var maximumMilliseconds: Double?
+    /// The outcomes of the bucket's rounds, for the outcome band; empty where the source
+    /// does not keep them per bucket.
+    public var outcomes: Set<ProbeOutcome> = []
 
     public init(startNanoseconds: Int64, durationNanoseconds: Int64, rounds: Int, sent: Int, received: Int,
                 minimumMilliseconds: Double?, medianMilliseconds: Double?, maximumMilliseconds: Double?) {

@@ -95,9 +95,10 @@ struct RunCommand: PrivilegedCommand {
     /// Runs the service until SIGTERM/SIGINT; SIGHUP reloads.
     func run(with resources: PrivilegedResources) async throws {
         guard let configuration = resources.configuration else { throw ExitCode(ExitStatus.systemError) }
-        let exporter = try await PrometheusWiring.start(for: configuration, icmpSockets: resources.blackboxICMPSockets, logger: makeLogger())
+        let front = try await PrometheusWiring.start(for: configuration, icmpSockets: resources.blackboxICMPSockets, logger: makeLogger())
+        let exporter = front.exporter
         let service = ProbeService(configuration: configuration, icmpSockets: resources.icmpSockets, output: QuickLook(format: output, probe: configuration.probeName),
-                                   sinks: { try InfluxSink.make(for: $0, logger: $1) }, logger: makeLogger(), logLimiter: Self.logLimiter, observers: exporter.map { [$0.metrics] } ?? [],
+                                   sinks: { try InfluxSink.make(for: $0, logger: $1) }, logger: makeLogger(), logLimiter: Self.logLimiter, observers: front.observers,
                                    pathSockets: resources.pathSockets, pathTCPSockets: resources.pathTCPSockets)
         let (control, send) = AsyncStream<ServiceControl>.makeStream()
         let signals = Task {

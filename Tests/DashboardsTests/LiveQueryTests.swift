@@ -217,8 +217,9 @@ enum Grafana {
     /// Fills in `$name`, `${name}` and `[[name]]`: the dashboard's time range and interval,
     /// and each multi-value variable as its regex-escaped value, or `(a|b)` for several.
     /// Unknown names stay as they are, as in Grafana. One pass: replacement text is not
-    /// interpolated again.
-    static func interpolate(_ query: String, selection: [String: [String]]) -> String {
+    /// interpolated again. `raw` values go in as they are: a variable's custom "All" value
+    /// (`allValue`), which Grafana never escapes.
+    static func interpolate(_ query: String, selection: [String: [String]], raw: [String: String] = [:]) -> String {
         let pattern = try! NSRegularExpression(pattern: #"\$(\w+)|\[\[(\w+?)\]\]|\$\{(\w+)\}"#)
         let text = query as NSString
         var output = ""
@@ -234,7 +235,9 @@ enum Grafana {
             case "timeFilter": output += "time > now() - 1h"
             case "__interval": output += "10s"
             default:
-                if let values = selection[name] {
+                if let value = raw[name] {
+                    output += value
+                } else if let values = selection[name] {
                     let escaped = values.map(escapeRegex)
                     output += escaped.count == 1 ? escaped[0] : "(" + escaped.joined(separator: "|") + ")"
                 } else {

@@ -216,49 +216,9 @@ final class PacketOptionsIntegrationTests: XCTestCase {
 
     // MARK: acceptance 1: the class asked for is the class on the wire
 
-    /// Every IPv4 / IPv6 packet the host sends, as an AF_PACKET socket in its namespace sees it.
-    final class Capture {
-        let descriptor: Int32
-
-        init(namespace: String) throws {
-            descriptor = try NetworkNamespace.inside(namespace) {
-                // ETH_P_ALL in network order; SOCK_DGRAM: from the IP header on.
-                let fd = socket(AF_PACKET, Int32(SOCK_DGRAM.rawValue), Int32(UInt16(0x0003).bigEndian))
-                guard fd >= 0 else { throw NSError(domain: "Capture", code: Int(errno)) }
-                return fd
-            }
-        }
-
-        deinit { close(descriptor) }
-
-        /// (version, class, protocol, first transport byte, TCP flags) of each outgoing IP packet queued so far.
-        func outgoing() -> [(version: Int, tos: Int, proto: Int, type: Int, tcpFlags: Int)] {
-            var packets: [(Int, Int, Int, Int, Int)] = []
-            var buffer = [UInt8](repeating: 0, count: 2048)
-            var address = sockaddr_storage()
-            while true {
-                var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-                let count = withUnsafeMutablePointer(to: &address) { pointer in
-                    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(descriptor, &buffer, buffer.count, Int32(MSG_DONTWAIT), $0, &length) }
-                }
-                guard count > 0 else { return packets }
-                // sockaddr_ll: family, protocol, ifindex, hatype, pkttype (PACKET_OUTGOING = 4) at byte 10.
-                let packetType = withUnsafeBytes(of: address) { $0[10] }
-                guard packetType == 4, count >= 40 else { continue }
-                let version = Int(buffer[0] >> 4)
-                if version == 4 {
-                    let headerLength = Int(buffer[0] & 0x0f) * 4
-                    packets.append((4, Int(buffer[1]), Int(buffer[9]), Int(buffer[headerLength]), Int(buffer[headerLength + 13])))
-                } else if version == 6 {
-                    packets.append((6, Int((buffer[0] & 0x0f) << 4 | buffer[1] >> 4), Int(buffer[6]), Int(buffer[40]), count >= 54 ? Int(buffer[53]) : 0))
-                }
-            }
-        }
-    }
-
     func testTheClassAskedForIsOnTheWireForEchoSYNsAndPathProbes() throws {
         let network = try Self.makeNetwork()
-        let capture = try Capture(namespace: network.host)
+        let capture = try OutgoingCapture(namespace: network.host)
         for target in [network.target4, network.target6] {
             let tcpTarget = target.contains(":") ? "[\(target)]:8080" : "\(target):8080"
             let version = target.contains(":") ? 6 : 4

@@ -50,7 +50,25 @@ final class PrometheusConfigurationTests: XCTestCase {
             Expected(8, 7, "module slow: (count - 1) × spacing + timeout is more than 30s; a scrape would time out first"),
             Expected(9, 23, "prober must be icmp or tcp, got 'udp'"),
             Expected(10, 35, "'mode' applies to tcp modules only; remove it from moded"),
+            Expected(11, 32, "module ecn: tos: 0xb9 sets ECN bits; did you mean 0xb8 (ef)?"),
+            Expected(12, 36, "module classes: tos must be one class, a TOS byte or a DSCP name (e.g. 'tos: ef'; a module probes one class), got a list"),
+            Expected(13, 47, "module named: source_ip_address must be an IP address of this host, got 'db1.example.com'; write an address such as 192.0.2.10 or 2001:db8::10 (a name is not looked up)"),
+            Expected(14, 64, "module crossed: source_ip_address 192.0.2.10 is not of the module's family ipv6; give an address of that family or change 'family'"),
+            Expected(15, 42, "module slashed: interface 'eth0/1' is not an interface name: at most 15 characters, no '/', ':' or spaces, as 'ip link' shows it (e.g. eth1)"),
         ])
+    }
+
+    func testModulesTakeAClassASourceAddressAndAnInterface() throws {
+        let configuration = try load("""
+              probe:
+                modules:
+                  icmp_voice: {prober: icmp, tos: ef, source_ip_address: "::1", interface: lo}
+                  tcp_af41: {prober: tcp, tos: 0x88}
+            """)
+        let modules = try XCTUnwrap(configuration.prometheus?.probe.modules)
+        XCTAssertEqual(modules["icmp_voice"]?.options, PacketOptions(tos: 0xb8, source: IPAddress(parsing: "::1"), interface: "lo"))
+        XCTAssertEqual(modules["tcp_af41"]?.options, PacketOptions(tos: 0x88))
+        XCTAssertEqual(modules["icmp"]?.options, PacketOptions.none, "the default modules send class 0 from the route's source")
     }
 
     func load(_ prometheus: String) throws -> NetprobeConfiguration {

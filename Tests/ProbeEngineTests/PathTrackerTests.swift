@@ -56,6 +56,28 @@ final class PathTrackerTests: XCTestCase {
 
     // MARK: echo replies
 
+    /// With a chosen source (`trace -S`), an answer sent to another of our addresses, or an
+    /// error quoting a packet from another source, is about someone else's probe.
+    func testAnswersNotAddressedToTheChosenSourceAreIgnored() {
+        let chosen = IPAddress(parsing: "192.0.2.10")!, other = IPAddress(parsing: "192.0.2.20")!
+        var tracker = PathTracker(cookie: cookie, payloadLength: 24, timeoutNanoseconds: timeout,
+                                  destinations: [.init(address: target, port: nil, chosenSource: chosen)])
+        tracker.register(probeNumber: 100, probe(target: 0, ttl: 3))
+        XCTAssertEqual(tracker.match(echoReply: reply(), from: target, to: other, identifier: identifier), .ignored(.wrongDestination))
+        XCTAssertEqual(tracker.match(echoReply: reply(), from: target, to: nil, identifier: identifier), .ignored(.wrongDestination),
+                       "a reply whose destination is unknown cannot be shown to be ours")
+        XCTAssertEqual(tracker.match(echoReply: reply(), from: target, to: chosen, identifier: identifier),
+                       .probe(100, from: target, isDestination: true, unreachable: nil))
+        var quotingOther = echoError()
+        quotingOther.quotedSource = other
+        XCTAssertEqual(tracker.match(error: quotingOther, from: router, to: chosen, identifier: identifier, tcpPorts: nil), .ignored(.wrongDestination))
+        var quotingChosen = echoError()
+        quotingChosen.quotedSource = chosen
+        XCTAssertEqual(tracker.match(error: quotingChosen, from: router, to: other, identifier: identifier, tcpPorts: nil), .ignored(.wrongDestination))
+        XCTAssertEqual(tracker.match(error: quotingChosen, from: router, to: chosen, identifier: identifier, tcpPorts: nil),
+                       .probe(100, from: router, isDestination: false, unreachable: nil))
+    }
+
     func testEchoReplyFromTheTargetConcludesItsProbeAtTheDestination() {
         var tracker = makeTracker()
         let match = tracker.match(echoReply: reply(), from: target, identifier: identifier)

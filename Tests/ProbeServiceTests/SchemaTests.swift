@@ -34,6 +34,35 @@ final class SchemaTests: XCTestCase {
         }
     }
 
+    /// A trace's `hop` and `path` points are told apart as its rounds' are: the class, the
+    /// source, the interface and the labels are tags, so a target traced in two classes
+    /// writes two series instead of overwriting one.
+    func testHopAndPathPointsCarryTheTargetsOptionsAndLabels() {
+        func trace(_ options: PacketOptions) -> PathTrace {
+            var target = ProbeTarget(name: "db2.example.com", address: IPAddress(parsing: "127.0.0.9"))
+            target.options = options
+            target.labels = ["site": "fra1"]
+            let hop = HopReport(hop: 1, addresses: [(IPAddress(parsing: "127.0.0.9")!, 3)], sent: 3, received: 3, rttsMilliseconds: [1, 2, 3],
+                                isDestination: true, unreachable: 0)
+            return PathTrace(targetIndex: 0, target: target, startNanoseconds: 1_000_000_000, rounds: 3, flows: 1, hops: [hop], flowPaths: [],
+                             reached: true, ignored: [:], analysis: PathAnalysis(hops: [hop], reached: true))
+        }
+        let voice = trace(PacketOptions(tos: 0xb8, source: IPAddress(parsing: "127.0.0.2"), interface: "lo"))
+        for point in Schema.hopPoints(for: voice, env: "production", probe: "p1") + [Schema.pathPoint(for: voice, env: "production", probe: "p1")] {
+            XCTAssertEqual(point.tags["tos"], "ef", point.measurement)
+            XCTAssertEqual(point.tags["source"], "127.0.0.2", point.measurement)
+            XCTAssertEqual(point.tags["interface"], "lo", point.measurement)
+            XCTAssertEqual(point.tags["site"], "fra1", point.measurement)
+            XCTAssertEqual(point.tags["target"], "db2.example.com", point.measurement)
+        }
+        let plain = trace(.none)
+        for point in Schema.hopPoints(for: plain, env: "production", probe: "p1") + [Schema.pathPoint(for: plain, env: "production", probe: "p1")] {
+            XCTAssertNil(point.tags["tos"], "class 0 has no tos tag")
+            XCTAssertNil(point.tags["source"])
+            XCTAssertEqual(point.tags["site"], "fra1")
+        }
+    }
+
     func testARoundPointCarriesOnlyTheSchemasKeys() {
         var tally = RoundTally()
         tally.sent = 2

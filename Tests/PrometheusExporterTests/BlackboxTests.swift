@@ -183,6 +183,48 @@ final class BlackboxTests: XCTestCase {
         prober.close()
     }
 
+    /// A module's `tos`, `source_ip_address` and `interface` reach the packets: what an
+    /// AF_PACKET socket sees leave on loopback (a source of 127.0.0.2 is this host's: lo holds
+    /// 127.0.0.0/8), and a target of the other family than the source is refused.
+    func testAModulesClassSourceAndInterfaceAreWhatLeaves() async throws {
+        try Privilege.requireRoot()
+        let capture = try OutgoingCapture()
+        let sockets = try ICMPSocketSet.open(families: [.ipv4, .ipv6], optional: [.ipv6], ttl: nil, logger: logger)
+        var settings = allowing([], ["127.0.0.0/8", "::1/128"])
+        settings.modules["icmp_ef"] = BlackboxModule(kind: .icmp, count: 2, spacingNanoseconds: 10_000_000,
+                                                     options: PacketOptions(tos: 0xb8, source: IPAddress(parsing: "127.0.0.2"), interface: "lo"))
+        settings.modules["icmp6_cs6"] = BlackboxModule(kind: .icmp, options: PacketOptions(tos: 0xc0))
+        settings.modules["tcp_af41"] = BlackboxModule(kind: .tcp, options: PacketOptions(tos: 0x88, source: IPAddress(parsing: "127.0.0.3")))
+        let prober = BlackboxProber(settings: settings, prober: try OnDemandEngine(icmpSockets: sockets, logger: logger), logger: logger)
+        defer { prober.close() }
+        let closed = TestEnvironment.freePort()
+        _ = capture.outgoing()
+
+        let echo = await prober.answer(query: "module=icmp_ef&target=127.0.0.1", format: .text)
+        XCTAssertEqual(echo.status, 200, echo.body)
+        XCTAssertTrue(echo.body.contains("\nprobe_packets_received 2\n"), echo.body)
+        let syn = await prober.answer(query: "module=tcp_af41&target=127.0.0.1:\(closed)", format: .text)
+        XCTAssertEqual(syn.status, 200, syn.body)
+        let packets = capture.outgoing()
+        let requests = packets.filter { $0.version == 4 && $0.proto == 1 && $0.type == 8 && $0.destination == "127.0.0.1" && $0.tos == 0xb8 }
+        XCTAssertEqual(requests.count, 2, "two echo requests in class ef")
+        XCTAssertEqual(Set(requests.map(\.source)), ["127.0.0.2"], "from the module's source_ip_address")
+        let syns = packets.filter { $0.version == 4 && $0.proto == 6 && $0.tcpFlags & 0x12 == 0x02 && $0.destinationPort == closed }
+        XCTAssertEqual(syns.map(\.tos), [0x88], "the SYN in class af41")
+        XCTAssertEqual(syns.map(\.source), ["127.0.0.3"])
+
+        if sockets.modes[.ipv6] != nil {
+            let echo6 = await prober.answer(query: "module=icmp6_cs6&target=::1", format: .text)
+            XCTAssertEqual(echo6.status, 200, echo6.body)
+            let requests6 = capture.outgoing().filter { $0.version == 6 && $0.proto == 58 && $0.type == 128 && $0.destination == "::1" }
+            XCTAssertEqual(requests6.map(\.tos), [0xc0], "the IPv6 echo request in class cs6")
+        }
+        // 127.0.0.2 can only send to IPv4.
+        let crossed = await prober.answer(query: "module=icmp_ef&target=::1", format: .text)
+        XCTAssertEqual(crossed.status, 400, crossed.body)
+        XCTAssertTrue(crossed.body.contains("source_ip_address 127.0.0.2"), crossed.body)
+    }
+
     func testANameIsProbedOnlyAtAnAddressInsideAnAllowedPrefixUnlessItsDNSIsTrusted() async throws {
         let listener = AnyAddressListener()
         let query = { (name: String) in "module=tcp&target=\(name):\(listener.port)" }

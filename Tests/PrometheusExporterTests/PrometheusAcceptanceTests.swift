@@ -79,6 +79,86 @@ final class PrometheusAcceptanceTests: XCTestCase {
         """
     }
 
+    /// Issue 28's acceptance 4 on real servers: a target's labels and its classes are
+    /// labels of its Prometheus series and tags of its InfluxDB points, the same pairs in both;
+    /// a target without labels gets none.
+    func testLabelsAndClassesAreSeriesLabelsInPrometheusAndTagsInInfluxDB() async throws {
+        try Privilege.requireRoot()
+        let influx = try await InfluxDBTestServer.start()
+        try await influx.createDatabase("netprobe")
+        let listener = try LoopbackListener()
+        let directory = try TestEnvironment.temporaryDirectory("netprobe-prometheus-labels")
+        let port = TestEnvironment.freePort()
+        try """
+            local:
+              - host: 127.0.0.1
+                labels: {site: fra1, circuit: c-1234}
+                tos: [0, ef]
+              - "::1"
+            """.write(to: directory.appendingPathComponent("ping.yaml"), atomically: true, encoding: .utf8)
+        try """
+            local:
+              - host: 127.0.0.1
+                ports: \(listener.port)
+                tos: af41
+                labels: {owner: dba}
+            """.write(to: directory.appendingPathComponent("tcp.yaml"), atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("netprobe.yaml")
+        try """
+            probe: prom-labels
+            targets: {ping: ping.yaml, tcp: tcp.yaml}
+            icmp: {interval: 1s, count: 2, spacing: 20ms, timeout: 300ms}
+            tcp: {interval: 1s, count: 1, timeout: 300ms}
+            spool: {directory: spool, max_size: 64MB}
+            batch: {size: 100, flush_interval: 200ms}
+            influxdb:
+              - {name: local, url: \(influx.url.absoluteString), database: netprobe}
+            prometheus: {listen: 127.0.0.1:\(port)}
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let run = try NetprobeRun(config: config)
+        defer { XCTAssertEqual(run.stop(), 0, run.errorLog) }
+        let prometheus = try await PrometheusTestServer.start(scrapeConfigs: """
+              - job_name: netprobe
+                static_configs:
+                  - targets: ["127.0.0.1:\(port)"]
+
+            """)
+        let scraped = try await TestEnvironment.eventually(within: 120) {
+            let icmp = try await prometheus.query("netprobe_icmp_sent_total")
+            let tcp = try await prometheus.query("netprobe_tcp_sent_total")
+            return icmp.count == 3 && tcp.count == 1
+        }
+        XCTAssertTrue(scraped, "Prometheus did not get the series; netprobe's log:\n\(run.errorLog)")
+
+        let icmp = try await prometheus.query("netprobe_icmp_sent_total")
+        let labelled = icmp.filter { $0.labels["target"] == "127.0.0.1" }
+        XCTAssertEqual(Set(labelled.map { $0.labels["tos"] ?? "none" }), ["none", "ef"], "one series per class; class 0 has no tos label")
+        for series in labelled {
+            XCTAssertEqual(series.labels["site"], "fra1")
+            XCTAssertEqual(series.labels["circuit"], "c-1234")
+        }
+        let plain = try XCTUnwrap(icmp.first { $0.labels["target"] == "::1" })
+        XCTAssertEqual(Set(plain.labels.keys), ["__name__", "env", "family", "instance", "job", "probe", "target"], "no labels where none were given")
+        let tcpSeries = try await prometheus.query("netprobe_tcp_sent_total")
+        let tcp = try XCTUnwrap(tcpSeries.first)
+        XCTAssertEqual(tcp.labels["owner"], "dba")
+        XCTAssertEqual(tcp.labels["tos"], "af41")
+
+        // The same pairs as InfluxDB tags.
+        for (measurement, key, values) in [("icmp", "site", ["fra1"]), ("icmp", "circuit", ["c-1234"]), ("icmp", "tos", ["ef"]), ("tcp", "owner", ["dba"]), ("tcp", "tos", ["af41"])] {
+            var found: [String] = []
+            let arrived = try await TestEnvironment.eventually(within: 30) {
+                let rows = try await influx.series("SHOW TAG VALUES FROM \(measurement) WITH KEY = \"\(key)\"", database: "netprobe")
+                found = rows.flatMap { ($0["values"] as? [[Any]] ?? []).compactMap { $0.last as? String } }
+                return !found.isEmpty
+            }
+            XCTAssertTrue(arrived, "InfluxDB has \(measurement) points tagged \(key)")
+            XCTAssertEqual(found, values, "\(measurement) \(key)")
+        }
+        let untagged = try await influx.series("SELECT count(sent) FROM icmp WHERE target = '::1' AND site != ''", database: "netprobe")
+        XCTAssertTrue(untagged.isEmpty, "::1's points carry no site tag")
+    }
+
     func testPrometheusScrapesEveryTargetsSeriesAndTheyAgreeWithInfluxDB() async throws {
         try Privilege.requireRoot()
         let influx = try await InfluxDBTestServer.start()

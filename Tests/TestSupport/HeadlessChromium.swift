@@ -31,6 +31,9 @@
 // a second of starting for clients2.google.com, update.googleapis.com,
 // accounts.google.com and start.duckduckgo.com (HeadlessChromiumTests saw them arrive at
 // a stub proxy); here they fail on loopback.
+//
+// Children of the test process inherit its blocked SIGTERM: the driver is ended with
+// SIGKILL (after the session is deleted, nothing is left for it to clean up).
 
 import Foundation
 import XCTest
@@ -145,7 +148,7 @@ public final class HeadlessChromium: @unchecked Sendable {
         let ready = await TestEnvironment.eventually(within: 30) {
             guard driver.isRunning else { return false }
             do {
-                let (status, body) = try await exchange("GET", port: port, path: "/status", body: nil, timeoutSeconds: 2)
+                let (status, body) = try await Self.http("GET", driverURL.appendingPathComponent("status"), timeoutSeconds: 2)
                 lastAnswer = "HTTP \(status): \(String(decoding: body.prefix(300), as: UTF8.self))"
                 let value = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["value"] as? [String: Any]
                 return status == 200 && value?["ready"] as? Bool == true
@@ -180,7 +183,7 @@ public final class HeadlessChromium: @unchecked Sendable {
         ] as [String: Any]]]
         let value: Any?
         do {
-            value = try await command("POST", port: port, path: "/session", capabilities, name: "new session")
+            value = try await command("POST", driverURL.appendingPathComponent("session"), capabilities, name: "new session")
         } catch {
             try fail("no session: \(error)")
         }
@@ -300,8 +303,6 @@ public final class HeadlessChromium: @unchecked Sendable {
         if let browserProcessID, Self.isChromium(browserProcessID) {
             Glibc.kill(browserProcessID, SIGKILL)
         }
-        // SIGKILL: the test process's children inherit its blocked SIGTERM, and with the
-        // session gone the driver has nothing left to clean up.
         if driver.isRunning {
             Glibc.kill(driver.processIdentifier, SIGKILL)
             driver.waitUntilExit()
@@ -333,56 +334,28 @@ public final class HeadlessChromium: @unchecked Sendable {
     }
 
     private func session(_ method: String, _ path: String, _ body: [String: Any]?, name: String, timeoutSeconds: Int = 60) async throws -> Any? {
-        try await Self.command(method, port: driverURL.port ?? 0, path: "/session/\(sessionID)" + (path.isEmpty ? "" : "/\(path)"), body, name: name, timeoutSeconds: timeoutSeconds)
+        var url = driverURL.appendingPathComponent("session").appendingPathComponent(sessionID)
+        if !path.isEmpty { url = url.appendingPathComponent(path) }
+        return try await Self.command(method, url, body, name: name, timeoutSeconds: timeoutSeconds)
     }
 
-    /// Whether something accepts TCP connections on 127.0.0.1:`port` (a connect and close):
-    /// what to wait on before the first HTTP request to a server just started.
-    public static func acceptsConnections(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        return result == 0
-    }
-
-    /// One WebDriver command: JSON in, the answer's `value` out.
-    private static func command(_ method: String, port: Int, path: String, _ body: [String: Any]?, name: String, timeoutSeconds: Int = 60) async throws -> Any? {
-        let data = try body.map { try JSONSerialization.data(withJSONObject: $0) } ?? (method == "POST" ? Data("{}".utf8) : nil)
-        let (status, answer) = try await exchange(method, port: port, path: path, body: data, timeoutSeconds: timeoutSeconds)
-        let decoded = (try? JSONSerialization.jsonObject(with: answer, options: [.fragmentsAllowed])) as? [String: Any]
-        let value = decoded?["value"]
-        guard status == 200 else {
-            let details = value as? [String: Any]
-            throw WebDriverError(command: name, status: status, error: details?["error"] as? String ?? "unknown error",
-                                 message: details?["message"] as? String ?? String(decoding: answer.prefix(500), as: UTF8.self))
-        }
-        return value is NSNull ? nil : value
-    }
-
-    /// One HTTP/1.1 request to 127.0.0.1:`port` on a connection of its own, on a thread of
-    /// its own (a page load can take seconds; the concurrency pool is not blocked).
-    ///
-    /// Not URLSession: chromedriver writes its header lines without a space after the
-    /// colon (`Content-Length:251`), which FoundationNetworking rejects ("Failed writing
-    /// header") however often it is asked.
-    static func exchange(_ method: String, port: Int, path: String, body: Data?, timeoutSeconds: Int) async throws -> (status: Int, body: Data) {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread {
-                continuation.resume(with: Result { try blockingExchange(method, port: port, path: path, body: body, timeoutSeconds: timeoutSeconds) })
-            }.start()
+    /// One HTTP/1.1 exchange with chromedriver on loopback, on a socket of its own.
+    /// FoundationNetworking cannot be used: chromedriver writes its headers without a space
+    /// after the colon (`Content-Length:251`), which libcurl under URLSession refuses
+    /// ("Failed writing header"), every request.
+    static func http(_ method: String, _ url: URL, body: Data? = nil, timeoutSeconds: Int) async throws -> (status: Int, body: Data) {
+        let port = url.port ?? 80
+        let path = url.path.isEmpty ? "/" : url.path
+        return try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try Self.exchange(method, port: port, path: path, body: body, timeoutSeconds: timeoutSeconds) })
+            }
         }
     }
 
-    private static func blockingExchange(_ method: String, port: Int, path: String, body: Data?, timeoutSeconds: Int) throws -> (status: Int, body: Data) {
-        func failure(_ what: String, _ code: Int32 = errno) -> NSError {
-            NSError(domain: "HeadlessChromium", code: Int(code), userInfo: [NSLocalizedDescriptionKey: "\(method) 127.0.0.1:\(port)\(path): \(what): \(String(cString: strerror(code)))"])
+    private static func exchange(_ method: String, port: Int, path: String, body: Data?, timeoutSeconds: Int) throws -> (status: Int, body: Data) {
+        func failure(_ what: String) -> NSError {
+            NSError(domain: "HeadlessChromium", code: Int(errno), userInfo: [NSLocalizedDescriptionKey: "\(method) \(path) on 127.0.0.1:\(port): \(what) (errno \(errno))"])
         }
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw failure("socket") }
@@ -398,42 +371,67 @@ public final class HeadlessChromium: @unchecked Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { throw failure("connect") }
-        var request = Data("\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\nAccept: application/json\r\n".utf8)
+        var request = Data("\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n".utf8)
         if let body {
-            request.append(Data("Content-Type: application/json; charset=utf-8\r\nContent-Length: \(body.count)\r\n".utf8))
+            request += Data("Content-Type: application/json; charset=utf-8\r\nContent-Length: \(body.count)\r\n".utf8)
         }
-        request.append(Data("\r\n".utf8))
-        if let body { request.append(body) }
+        request += Data("\r\n".utf8) + (body ?? Data())
         var sent = 0
         while sent < request.count {
-            let count = request.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+            let count = request.withUnsafeBytes { send(fd, $0.baseAddress! + sent, request.count - sent, Int32(MSG_NOSIGNAL)) }
             guard count > 0 else { throw failure("send") }
             sent += count
         }
-        // Read to the end of the body: Content-Length when given, else the close.
+        // The answer: its header, then Content-Length bytes (chromedriver keeps the
+        // connection open despite `Connection: close`), or until it closes without one.
         var answer = Data()
         var buffer = [UInt8](repeating: 0, count: 65536)
-        var headerLength: Int?
-        var contentLength: Int?
+        var header: (end: Int, head: String, length: Int?)?
         while true {
-            if let headerLength, let contentLength, answer.count >= headerLength + contentLength { break }
-            let count = recv(fd, &buffer, buffer.count, 0)
-            if count < 0 { throw failure(errno == EAGAIN ? "no answer within \(timeoutSeconds)s" : "recv") }
-            if count == 0 { break }
-            answer.append(contentsOf: buffer[0..<count])
-            if headerLength == nil, let end = answer.range(of: Data("\r\n\r\n".utf8)) {
-                headerLength = end.upperBound - answer.startIndex
-                let head = String(decoding: answer[answer.startIndex..<end.lowerBound], as: UTF8.self)
-                for line in head.split(separator: "\r\n").dropFirst() {
-                    let parts = line.split(separator: ":", maxSplits: 1)
-                    if parts.count == 2, parts[0].lowercased() == "content-length" { contentLength = Int(parts[1].trimmingCharacters(in: .whitespaces)) }
-                }
+            if header == nil, let end = answer.range(of: Data("\r\n\r\n".utf8)) {
+                let head = String(decoding: answer[..<end.lowerBound], as: UTF8.self)
+                let lengthLine = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+                header = (end.upperBound, head, lengthLine.flatMap { Int($0.split(separator: ":", maxSplits: 1)[1].trimmingCharacters(in: .whitespaces)) })
             }
+            if let header, let length = header.length, answer.count - header.end >= length { break }
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count == 0 { break }
+            guard count > 0 else { throw failure("recv after \(answer.count) bytes") }
+            answer.append(contentsOf: buffer[0..<count])
         }
-        guard let headerLength else { throw failure("no complete answer (\(answer.count) bytes)", EPROTO) }
-        let statusLine = String(decoding: answer.prefix { $0 != 13 }, as: UTF8.self)
-        let fields = statusLine.split(separator: " ")
-        guard fields.count >= 2, let status = Int(fields[1]) else { throw failure("malformed status line '\(statusLine)'", EPROTO) }
-        return (status, Data(answer.dropFirst(headerLength)))
+        guard let header else { throw failure("no header end in \(answer.count) bytes") }
+        let statusLine = header.head.split(separator: "\r\n").first ?? ""
+        guard let status = statusLine.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { throw failure("status line '\(statusLine)'") }
+        let content = Data(answer[header.end...])
+        return (status, header.length.map { Data(content.prefix($0)) } ?? content)
+    }
+
+    /// Whether something accepts TCP connections on 127.0.0.1:`port` (a connect and close).
+    public static func acceptsConnections(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        return result == 0
+    }
+
+    /// One WebDriver command: JSON in, the answer's `value` out.
+    private static func command(_ method: String, _ url: URL, _ body: [String: Any]?, name: String, timeoutSeconds: Int = 60) async throws -> Any? {
+        let data = try body.map { try JSONSerialization.data(withJSONObject: $0) }
+        let (status, answer) = try await Self.http(method, url, body: data ?? (method == "POST" ? Data("{}".utf8) : nil), timeoutSeconds: timeoutSeconds)
+        let decoded = (try? JSONSerialization.jsonObject(with: answer, options: [.fragmentsAllowed])) as? [String: Any]
+        let value = decoded?["value"]
+        guard status == 200 else {
+            let details = value as? [String: Any]
+            throw WebDriverError(command: name, status: status, error: details?["error"] as? String ?? "unknown error",
+                                 message: details?["message"] as? String ?? String(decoding: answer.prefix(500), as: UTF8.self))
+        }
+        return value is NSNull ? nil : value
     }
 }

@@ -41,6 +41,9 @@ struct PathTracker {
         var address: IPAddress?
         /// The TCP port of a SYN trace; nil for echo traces.
         var port: UInt16?
+        /// The source address the probes leave from, when one was chosen (`-S`): an answer
+        /// about a probe is sent to it and quotes it, else it is about someone else's packet.
+        var chosenSource: IPAddress? = nil
     }
 
     /// Why an answer was ignored. Raw values are stable, for the trace's `ignored` counts;
@@ -156,26 +159,41 @@ struct PathTracker {
 
     /// An echo reply on the ICMP socket.
     /// - Parameter identifier: our echo identifier on that socket.
-    func match(echoReply reply: ICMPEcho.Reply, from source: IPAddress, identifier: UInt16) -> Match {
+    /// - Parameter destination: which of our addresses it was sent to (IP_PKTINFO /
+    ///   IPV6_PKTINFO), checked against the probe's chosen source when it chose one.
+    func match(echoReply reply: ICMPEcho.Reply, from source: IPAddress, to destination: IPAddress? = nil, identifier: UInt16) -> Match {
         guard reply.identifier == identifier else { return .notOurs }  // another prober's, or ping's
         guard reply.cookie == cookie else { return .ignored(.wrongCookie) }
         guard reply.sequence == UInt16(truncatingIfNeeded: reply.probeNumber) else { return .ignored(.sequenceMismatch) }
         guard reply.payloadLength == payloadLength else { return .ignored(.wrongLength) }
+        if let probe = probe(reply.probeNumber), let chosen = destinations[probe.targetIndex].chosenSource, destination != chosen {
+            return .ignored(.wrongDestination)
+        }
         return .probe(reply.probeNumber, from: source, isDestination: true, unreachable: nil)
+    }
+
+    /// Whether an ICMP error about a probe of `targetIndex` was sent to, and quotes, the
+    /// source the probe chose (always true when it chose none).
+    private func agreesWithChosenSource(_ report: PathPacket.ErrorReport, to destination: IPAddress?, targetIndex: Int) -> Bool {
+        guard let chosen = destinations[targetIndex].chosenSource else { return true }
+        return report.quotedSource == chosen && (destination == nil || destination == chosen)
     }
 
     /// An ICMP error (time exceeded, unreachable) quoting one of our echo requests or SYNs.
     /// - Parameters:
     ///   - identifier: our echo identifier on the socket it came in on.
     ///   - tcpPorts: the source ports of our SYNs (one per flow) in that family; nil without a TCP socket.
-    func match(error report: PathPacket.ErrorReport, from source: IPAddress, identifier: UInt16, tcpPorts: [UInt16]?) -> Match {
+    ///   - destination: which of our addresses it was sent to, when the socket says.
+    func match(error report: PathPacket.ErrorReport, from source: IPAddress, to destination: IPAddress? = nil, identifier: UInt16, tcpPorts: [UInt16]?) -> Match {
         switch report.probe {
         case .tcp(let sourcePort, let destinationPort, let sequence):
             guard let ports = tcpPorts, ports.contains(sourcePort) else { return .notOurs }
             guard let probe = probe(sequence), destinations[probe.targetIndex].port == destinationPort,
                   ports[probe.flow % ports.count] == sourcePort else { return .ignored(.unknownProbe) }
             let address = destinations[probe.targetIndex].address
-            guard report.quotedDestination == address else { return .ignored(.wrongDestination) }
+            guard report.quotedDestination == address, agreesWithChosenSource(report, to: destination, targetIndex: probe.targetIndex) else {
+                return .ignored(.wrongDestination)
+            }
             // The destination's own port unreachable is a closed port (as a RST would say);
             // every other unreachable ends the path.
             let mark = report.kind == .unreachable ? UnreachableMark(family: source.family, code: report.code) : nil
@@ -190,7 +208,9 @@ struct PathTracker {
             guard UInt16(truncatingIfNeeded: probeNumber) == sequence else { return .ignored(.sequenceMismatch) }
             guard let probe = probe(probeNumber) else { return .ignored(.unknownProbe) }
             let address = destinations[probe.targetIndex].address
-            guard report.quotedDestination == address else { return .ignored(.wrongDestination) }
+            guard report.quotedDestination == address, agreesWithChosenSource(report, to: destination, targetIndex: probe.targetIndex) else {
+                return .ignored(.wrongDestination)
+            }
             // An unreachable is never a reply, not even from the destination itself (a
             // firewall there rejecting echo): it ends the path.
             let mark = report.kind == .unreachable ? UnreachableMark(family: source.family, code: report.code) : nil

@@ -123,7 +123,7 @@ final class PathRun: LoopTask, DescriptorOwner {
         sendOrder = Array(repeating: 0, count: targets.count)
         schedule = SendSchedule(targets: [], interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.packetsPerSecond, start: 0)
         tracker = PathTracker(cookie: prober.cookie, payloadLength: configuration.payloadLength, timeoutNanoseconds: configuration.timeoutNanoseconds,
-                              destinations: targets.map { PathTracker.Destination(address: $0.address, port: $0.port) })
+                              destinations: targets.map { PathTracker.Destination(address: $0.address, port: $0.port, chosenSource: $0.options.source) })
     }
 
     // MARK: LoopTask
@@ -408,14 +408,14 @@ final class PathRun: LoopTask, DescriptorOwner {
             guard let source = received.source else { continue }
             let match: PathTracker.Match
             if case .success(.reply(let reply)) = ICMPEcho.decode(received.packet, family: socket.family, includesIPHeader: socket.includesIPHeader) {
-                match = tracker.match(echoReply: reply, from: source, identifier: socket.identifier)
+                match = tracker.match(echoReply: reply, from: source, to: received.destination, identifier: socket.identifier)
             } else {
                 switch PathPacket.decodeError(received.packet, family: socket.family, includesIPHeader: socket.includesIPHeader) {
                 case .failure(let rejection):
                     if rejection != .otherType { tracker.countRejected(rejection.rawValue) }
                     continue
                 case .success(let report):
-                    match = tracker.match(error: report, from: source, identifier: socket.identifier, tcpPorts: prober.tcpSockets[socket.family]?.ports)
+                    match = tracker.match(error: report, from: source, to: received.destination, identifier: socket.identifier, tcpPorts: prober.tcpSockets[socket.family]?.ports)
                 }
             }
             try answer(match, kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime)
