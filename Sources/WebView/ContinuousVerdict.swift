@@ -23,8 +23,16 @@ import ProbeResults
 /// A larger count decides sooner (the window holds more probes); the README states these
 /// numbers.
 public enum ContinuousVerdict {
-    /// Rounds per series in the window.
+    /// Rounds per series in the window (at 5 or more probes a round).
     public static let windowRounds = 20
+
+    /// The window of a series whose rounds send `probesPerRound`: 20 rounds, or as many as
+    /// hold 100 probes where rounds are smaller (a TCP count of 2 in 20 rounds is 40
+    /// handshakes, whose 95 % interval never falls under the 5 % threshold: forever
+    /// inconclusive).
+    public static func windowRounds(probesPerRound: Int) -> Int {
+        max(windowRounds, (100 + max(1, probesPerRound) - 1) / max(1, probesPerRound))
+    }
 
     /// One host's verdict.
     public struct HostVerdict: Sendable {

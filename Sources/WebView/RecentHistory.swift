@@ -32,7 +32,8 @@ import Synchronization
 ///   second one each time the sample fills (a systematic sample of every 2^k-th round);
 ///   at 1 s rounds (30 per bucket) the median is exact;
 /// - the last `ContinuousVerdict.windowRounds` (20) rounds' counts for the verdict
-///   (`VerdictRecord`, 12 bytes): 240 bytes;
+///   (`VerdictRecord`, 12 bytes): 240 bytes; more rounds where a round has fewer than 5
+///   probes, so the window holds 100 (at 1 probe a round: 100 rounds, 1,200 bytes);
 /// - its fixed state (`Series`: the ring's position, the last round's summary), its key
 ///   in the table's index and its id in the id index.
 ///
@@ -107,7 +108,7 @@ public final class RecentHistory: RoundObserver, Sendable {
                 table.series[Int(index)].add(round)
             } else {
                 let id = SeriesID.hash(key)
-                var series = Series(id: id, intervalNanoseconds: interval, baseNanoseconds: round.startNanoseconds)
+                var series = Series(id: id, intervalNanoseconds: interval, baseNanoseconds: round.startNanoseconds, probesPerRound: round.sent > 0 ? round.sent : 5)
                 series.add(round)
                 let index = Int32(table.series.count)
                 table.index[key] = index
@@ -324,7 +325,7 @@ private struct Series {
     var lastLoss: Float32 = 0
     var lastOutcome: UInt8 = 0
 
-    init(id: UInt64, intervalNanoseconds: Int64, baseNanoseconds: Int64) {
+    init(id: UInt64, intervalNanoseconds: Int64, baseNanoseconds: Int64, probesPerRound: Int = 5) {
         self.id = id
         let width = RecentHistory.bucketWidth(intervalNanoseconds: intervalNanoseconds)
         bucketNanoseconds = width.nanoseconds
@@ -333,7 +334,7 @@ private struct Series {
         let capacity = Int((RecentHistory.windowNanoseconds + width.nanoseconds - 1) / width.nanoseconds) + 1
         ring = ContiguousArray(repeating: BucketRecord(), count: capacity)
         pending = ContiguousArray(repeating: .nan, count: width.roundsPerBucket > 1 ? RecentHistory.pendingMedianCapacity : 0)
-        window = ContiguousArray(repeating: VerdictRecord(), count: ContinuousVerdict.windowRounds)
+        window = ContiguousArray(repeating: VerdictRecord(), count: ContinuousVerdict.windowRounds(probesPerRound: probesPerRound))
         // Aligned down to a bucket start, so every bucket start fits as an offset.
         self.baseNanoseconds = Series.floor(baseNanoseconds, width.nanoseconds) - width.nanoseconds
     }

@@ -100,7 +100,7 @@ enum WebPages {
 
         var body = "<h1>netprobe: live view</h1>"
         let groups = Set(all.map(\.key.env)).count
-        body += "<p class=\"summary\">\(all.count) series in \(groups) group\(groups == 1 ? "" : "s"); verdicts for \(verdicts.count) host\(verdicts.count == 1 ? "" : "s") probed with ICMP and TCP (from each series' last \(ContinuousVerdict.windowRounds) rounds). Times UTC; \(Markup.utc(now, year: true)).</p>"
+        body += "<p class=\"summary\">\(all.count) series in \(groups) group\(groups == 1 ? "" : "s"); verdicts for \(verdicts.count) host\(verdicts.count == 1 ? "" : "s") probed with ICMP and TCP (from each series' last \(ContinuousVerdict.windowRounds) rounds, or 100 probes' worth where rounds are smaller). Times UTC; \(Markup.utc(now, year: true)).</p>"
         let navigation = pages > 1 ? pageNavigation(page: page, pages: pages) : ""
         body += navigation
         if all.isEmpty { body += "<p class=\"notice\">No round has finished yet.</p>" }

@@ -46,6 +46,27 @@ final class ContinuousVerdictTests: XCTestCase {
         XCTAssertEqual(Array(culprits[(n + 3)...]), Array(repeating: .network, count: 7))
     }
 
+    /// Rounds of 2 handshakes: 20 of them are 40, whose 95 % interval (0 lost: 0-8.8 %)
+    /// never falls under 5 %, so the window holds 100 probes' worth (50 rounds) and a
+    /// clean host becomes "neither" once 37 are in (0 of 74: upper bound 4.9 %).
+    func testSmallRoundsGetAWindowOfAHundredProbesSoACleanHostIsDecided() {
+        XCTAssertEqual(ContinuousVerdict.windowRounds(probesPerRound: 5), 20)
+        XCTAssertEqual(ContinuousVerdict.windowRounds(probesPerRound: 10), 20)
+        XCTAssertEqual(ContinuousVerdict.windowRounds(probesPerRound: 2), 50)
+        XCTAssertEqual(ContinuousVerdict.windowRounds(probesPerRound: 1), 100)
+        let history = RecentHistory(roundIntervals: [.icmp: 10 * F.second, .tcp: 10 * F.second])
+        var culprits: [Diagnosis.Culprit] = []
+        for index in 0..<60 {
+            let start = F.start + Int64(index) * 10 * F.second
+            history.observe(F.round(.icmp, "db", start: start, sent: 2, rtts: [0.5, 0.6]), env: "lab", probe: "p")
+            history.observe(F.round(.tcp, "db", port: 5432, start: start + F.second, sent: 2, rtts: [0.7, 0.8]), env: "lab", probe: "p")
+            culprits.append(ContinuousVerdict.verdicts(history).first?.diagnosis.culprit ?? .name)
+        }
+        XCTAssertEqual(culprits.firstIndex(of: .neither), 36, "the 37th round: 74 probes of each kind")
+        XCTAssertEqual(Array(culprits[36...]), Array(repeating: .neither, count: 24))
+        XCTAssertEqual(ContinuousVerdict.verdicts(history).first?.rounds, [50, 50])
+    }
+
     func testTheWindowPoolsTheLastTwentyRoundsOfEachSeries() {
         let history = RecentHistory(roundIntervals: [.icmp: 10 * F.second, .tcp: 10 * F.second])
         for index in 0..<30 {
