@@ -17,9 +17,13 @@ public protocol RoundObserver: Sendable {
     /// Called once when the run starts, with where the self-monitoring counters that the
     /// writer does not see round by round can be read at any time (thread-safe).
     func attach(_ source: SelfMonitoringSource)
+    /// One whole trace of `run`'s `trace:` section (every target's, each time it is traced),
+    /// with its env: what the live view shows as the path.
+    func observeTrace(_ trace: PathTrace, env: String, probe: String)
 }
 
 extension RoundObserver {
+    public func observeTrace(_ trace: PathTrace, env: String, probe: String) {}
     public func observeAbandoned(_ target: ProbeTarget) {}
     public func attach(_ source: SelfMonitoringSource) {}
 }

@@ -16,11 +16,14 @@ final class PathTracing: Sendable {
     let configuration: Locked<NetprobeConfiguration>
     let resolve: @Sendable (NetprobeConfiguration) async -> (ping: [(planned: PlannedTarget, target: ProbeTarget)], tcp: [(planned: PlannedTarget, target: ProbeTarget)])
     let write: @Sendable ([DataPoint]) -> Void
+    /// Hands each trace, with its env, to the run's observers (the live view).
+    let observe: @Sendable (PathTrace, String) -> Void
     private let lastPaths = Locked([PathKey: UInt64]())
 
     init(prober: PathProber, configuration: NetprobeConfiguration, probe: String, logger: Logger,
          resolve: @escaping @Sendable (NetprobeConfiguration) async -> (ping: [(planned: PlannedTarget, target: ProbeTarget)], tcp: [(planned: PlannedTarget, target: ProbeTarget)]),
-         write: @escaping @Sendable ([DataPoint]) -> Void) {
+         write: @escaping @Sendable ([DataPoint]) -> Void, observe: @escaping @Sendable (PathTrace, String) -> Void = { _, _ in }) {
+        self.observe = observe
         self.prober = prober
         self.configuration = Locked(configuration)
         self.probe = probe
@@ -53,6 +56,7 @@ final class PathTracing: Sendable {
             var points: [DataPoint] = []
             for trace in traces where trace.target.address != nil {
                 let env = traced[trace.targetIndex].planned.env
+                observe(trace, env)
                 points += Schema.hopPoints(for: trace, env: env, probe: probe)
                 // One path per series: a target traced in two classes (or from two sources)
                 // may take two paths.

@@ -202,7 +202,8 @@ public final class ProbeService: Sendable {
                            write: { points in
                                guard let sink = writer.sink, !points.isEmpty else { return }
                                do { try sink.write(points) } catch { logger.error("cannot spool trace points", metadata: ["error": "\(error)"]) }
-                           })
+                           },
+                           observe: { trace, env in writer.observers.observeTrace(trace, env: env) })
     }
 }
 

@@ -21,6 +21,11 @@ struct RoundObservers: Sendable {
         }
     }
 
+    /// Hands a whole trace to every observer.
+    func observeTrace(_ trace: PathTrace, env: String) {
+        for observer in observers { observer.observeTrace(trace, env: env, probe: probe) }
+    }
+
     /// Tells every observer where the writer's sink counters are.
     func attach(_ writer: RoundWriter) {
         let source = SelfMonitoringSource(servers: { writer.sink?.statistics() ?? [] },

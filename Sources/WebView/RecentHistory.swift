@@ -78,6 +78,8 @@ public final class RecentHistory: RoundObserver, Sendable {
 
     private let intervals: [ProbeKind: Int64]
     private let state = Mutex(Table())
+    /// The last trace of every traced series (where `trace:` runs).
+    public let paths = RecentPaths()
 
     /// - Parameter roundIntervals: the round interval of each probe kind (`interval` of the
     ///   config's icmp: and tcp: sections); a kind not given is taken as 10 s, the default.
@@ -100,6 +102,11 @@ public final class RecentHistory: RoundObserver, Sendable {
     /// Adds a round to its series (created at its first round, with the ring for an hour
     /// of its kind's interval). A round that starts before its series' newest bucket (the
     /// wall clock stepped back) is left out of the graph, but counts in the verdict.
+    public func observeTrace(_ trace: PathTrace, env: String, probe: String) {
+        guard trace.target.address != nil else { return }
+        paths.record(trace, env: env)
+    }
+
     public func observe(_ round: RoundResult, env: String, probe: String) {
         let key = WebSeriesKey(round: round, env: env)
         let interval = intervals[round.kind] ?? 10_000_000_000

@@ -114,7 +114,11 @@ enum WebPages {
             body += "<section class=\"group\" id=\"g-\(page)-\(groupNumber)\"><h2>\(Markup.escape(env))</h2><table class=\"targets\"><thead><tr>"
             body += "<th>Kind</th><th>Target</th><th>Labels</th><th>Last outcome</th><th>Median RTT</th><th>Loss</th><th>Last hour</th><th>Verdict</th></tr></thead><tbody>"
             for summary in shown[index..<end] {
-                body += row(summary, verdict: verdictByICMP[summary.key], buckets: history.buckets(for: summary.key, from: from, to: now + 1), from: from, to: now)
+                // The path note goes with the series traced the same way (ICMP or the port).
+                let traced = history.paths.paths(env: summary.key.env, target: summary.key.target)
+                    .filter { $0.port == (summary.key.kind == .tcp ? summary.key.port : nil) && $0.options == summary.key.options }
+                body += row(summary, verdict: verdictByICMP[summary.key], path: traced.first,
+                            buckets: history.buckets(for: summary.key, from: from, to: now + 1), from: from, to: now)
             }
             body += "</tbody></table></section>"
             index = end
@@ -123,7 +127,18 @@ enum WebPages {
         return document(title: "netprobe: live view", body: body, refreshSeconds: 30)
     }
 
-    static func row(_ summary: RecentHistory.SeriesSummary, verdict: ContinuousVerdict.HostVerdict?, buckets: [HistoryBucket], from: Int64, to: Int64) -> String {
+    /// One line on a traced path: its ending, its length, where loss starts, its last change.
+    static func pathNote(_ path: RecentPaths.Summary) -> String {
+        var text = "path: \(path.ending.replacingOccurrences(of: "_", with: " ")), \(path.hops.count) hop\(path.hops.count == 1 ? "" : "s")"
+        if let start = path.lossStartHop, let hop = path.hops.first(where: { $0.hop == start }) {
+            text += "; loss starts at hop \(start)\(hop.address.map { " (\($0))" } ?? ""), \(Markup.number(hop.forwardedLossPercent)) % from there"
+        }
+        if let changed = path.changes.last { text += "; changed \(Markup.utc(changed, year: false))" }
+        return "<div class=\"path-note\">\(Markup.escape(text))</div>"
+    }
+
+    static func row(_ summary: RecentHistory.SeriesSummary, verdict: ContinuousVerdict.HostVerdict?, path: RecentPaths.Summary? = nil,
+                    buckets: [HistoryBucket], from: Int64, to: Int64) -> String {
         let key = summary.key
         var html = "<tr class=\"target outcome-\(summary.lastOutcome.rawValue)\" id=\"s-\(summary.id)\" data-kind=\"\(key.kind.rawValue)\">"
         html += "<td class=\"kind\">\(Markup.escape(laneTitle(key)))</td>"
@@ -133,7 +148,7 @@ enum WebPages {
         html += "<td class=\"rtt\">\(rtt(summary.lastMedianMilliseconds))</td>"
         html += "<td class=\"loss\">\(Markup.number(summary.lastLossPercent)) %</td>"
         html += "<td class=\"spark\">\(SmokeGraph.sparkline(buckets, from: from, to: to))</td>"
-        html += "<td class=\"verdict-cell\">\(verdict.map(verdictHTML) ?? "")</td></tr>"
+        html += "<td class=\"verdict-cell\">\(verdict.map(verdictHTML) ?? "")\(path.map(pathNote) ?? "")</td></tr>"
         return html
     }
 
@@ -239,6 +254,29 @@ enum WebPages {
             body += "<td class=\"rtt\">\(rtt(summary.lastMedianMilliseconds))</td><td class=\"loss\">\(Markup.number(summary.lastLossPercent)) %</td><td>\(summary.rounds)</td></tr>"
         }
         body += "</tbody></table>"
+        for path in history.paths.paths(env: key.env, target: key.target) {
+            body += hopTable(path)
+        }
         return document(title: key.target + ": netprobe", body: body, refreshSeconds: 60)
+    }
+
+    /// The last trace of one traced series: a row per hop, the path's changes.
+    static func hopTable(_ path: RecentPaths.Summary) -> String {
+        var title = "Path (\(path.protocolName)"
+        if let tos = Schema.tosTagValue(path.options.tos) { title += ", tos \(tos)" }
+        title += "), traced \(Markup.utc(path.startNanoseconds, year: true))"
+        var body = "<h2>\(Markup.escape(title))</h2>\(pathNote(path))"
+        body += "<table class=\"hops\"><thead><tr><th>Hop</th><th>Address</th><th>Loss</th><th>Forwarded loss</th><th>Median RTT</th><th></th></tr></thead><tbody>"
+        for hop in path.hops {
+            let marks = [hop.hop == path.lossStartHop ? "loss starts here" : nil, hop.rateLimited ? "rate-limits its answers (not loss)" : nil].compactMap { $0 }
+            body += "<tr class=\"hop\"\(hop.hop == path.lossStartHop ? " data-loss-start=\"true\"" : "")><td>\(hop.hop)</td><td>\(Markup.escape(hop.address ?? "???"))</td>"
+            body += "<td class=\"loss\">\(Markup.number(hop.lossPercent)) %</td><td class=\"loss\">\(Markup.number(hop.forwardedLossPercent)) %</td>"
+            body += "<td class=\"rtt\">\(rtt(hop.medianMilliseconds))</td><td>\(Markup.escape(marks.joined(separator: "; ")))</td></tr>"
+        }
+        body += "</tbody></table>"
+        if !path.changes.isEmpty {
+            body += "<p class=\"path-changes\">Path changes (UTC, since netprobe run started): \(path.changes.map { Markup.utc($0, year: true) }.joined(separator: ", "))</p>"
+        }
+        return body
     }
 }
