@@ -111,6 +111,7 @@ public final class RecentHistory: RoundObserver, Sendable {
         let key = WebSeriesKey(round: round, env: env)
         let interval = intervals[round.kind] ?? 10_000_000_000
         state.withLock { table in
+            table.newestStart = max(table.newestStart, round.startNanoseconds)
             if let index = table.index[key] {
                 table.series[Int(index)].add(round)
             } else {
@@ -141,10 +142,14 @@ public final class RecentHistory: RoundObserver, Sendable {
         }
     }
 
-    /// Every series with its last round, in the order they were first seen.
+    /// Every current series with its last round, in the order they were first seen. A
+    /// series without a round for 5 of its intervals (and at least a minute) while others
+    /// have had rounds was removed from the targets files by a reload: it is left out (its
+    /// memory stays until the next start; it shows again if it comes back).
     public func series() -> [SeriesSummary] {
         state.withLock { table in
-            table.index.sorted { $0.value < $1.value }.map { key, index in table.series[Int(index)].summary(key) }
+            table.index.filter { table.isCurrent(table.series[Int($0.value)]) }.sorted { $0.value < $1.value }
+                .map { key, index in table.series[Int(index)].summary(key) }
         }
     }
 
@@ -185,7 +190,9 @@ public final class RecentHistory: RoundObserver, Sendable {
 
     /// The verdict windows of every series: its last rounds' counts, oldest first.
     func verdictWindows() -> [(key: WebSeriesKey, rounds: [VerdictRecord])] {
-        state.withLock { table in table.index.map { key, index in (key, table.series[Int(index)].verdictWindow()) } }
+        state.withLock { table in
+            table.index.filter { table.isCurrent(table.series[Int($0.value)]) }.map { key, index in (key, table.series[Int(index)].verdictWindow()) }
+        }
     }
 
     private struct Table {
@@ -193,6 +200,15 @@ public final class RecentHistory: RoundObserver, Sendable {
         /// The key of each series lives here only (104 bytes inline, its text on the heap).
         var index: [WebSeriesKey: Int32] = [:]
         var byID: [UInt64: Int32] = [:]
+        /// The latest round start of any series: the view's clock for telling removed series.
+        var newestStart: Int64 = .min
+
+        /// Whether a series still has rounds: its last within 5 of its intervals (and a
+        /// minute) of the newest round of any series.
+        func isCurrent(_ series: Series) -> Bool {
+            let interval = series.bucketNanoseconds / Int64(max(1, series.roundsPerBucket))
+            return series.lastStart >= newestStart - max(5 * interval, 60_000_000_000)
+        }
 
         /// A series' share of the two indexes, at their fullest (3/4 of the buckets used).
         static let entryBytes = (MemoryLayout<WebSeriesKey>.stride + MemoryLayout<Int32>.stride + MemoryLayout<UInt64>.stride + MemoryLayout<Int32>.stride) * 4 / 3

@@ -48,3 +48,23 @@ final class RecentPathsTests: XCTestCase {
         XCTAssertTrue(page.contains("<p class=\"path-changes\">Path changes"), page)
     }
 }
+
+/// A target a reload removed stops having rounds: after 5 of its intervals (and a minute)
+/// without one while others have rounds, the overview and the verdicts leave it out.
+final class RemovedSeriesTests: XCTestCase {
+    typealias F = WebCoreFixture
+
+    func testASeriesWithoutRoundsForFiveIntervalsIsLeftOutAndComesBackWithItsNextRound() {
+        let history = RecentHistory(roundIntervals: [.icmp: 10 * F.second, .tcp: 10 * F.second])
+        for index in 0..<20 {
+            let start = F.start + Int64(index) * 10 * F.second
+            history.observe(F.round(.icmp, "stays", start: start, rtts: [1]), env: "lab", probe: "p")
+            if index < 5 { history.observe(F.round(.icmp, "removed", start: start, rtts: [1]), env: "lab", probe: "p") }
+            // Rounds 0-4 of "removed"; its last at 40 s. Current until the newest is 100 s on (60 s > 5 x 10 s).
+            let names = history.series().map(\.key.target)
+            XCTAssertEqual(names, index <= 10 ? ["stays", "removed"] : ["stays"], "after round \(index)")
+        }
+        history.observe(F.round(.icmp, "removed", start: F.start + 200 * F.second, rtts: [1]), env: "lab", probe: "p")
+        XCTAssertEqual(history.series().map(\.key.target), ["stays", "removed"], "back with its next round")
+    }
+}
