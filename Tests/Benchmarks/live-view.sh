@@ -312,10 +312,15 @@ print("Render time: curl's time_total in ms (min / median / max), page size")
 print()
 print("| page | requests | ms (min / median / max) | bytes |")
 print("| --- | ---: | ---: | ---: |")
-for page in dict.fromkeys(r[0] for r in render):
-    times = [float(r[1]) * 1000 for r in render if r[0] == page]
-    size = max(int(float(r[2])) for r in render if r[0] == page)
-    print(f"| {page} | {len(times)} | {min(times):.1f} / {statistics.median(times):.1f} / {max(times):.1f} | {size} |")
+times = {page: [float(r[1]) * 1000 for r in render if r[0] == page] for page in dict.fromkeys(r[0] for r in render)}
+sizes = {page: max(int(float(r[2])) for r in render if r[0] == page) for page in times}
+overview = [page for page in times if page.startswith("overview-page-")]
+# Every page of the overview, request by request: what reading all of it takes.
+times["overview, all pages"] = [sum(values) for values in zip(*(times[page] for page in overview))]
+sizes["overview, all pages"] = sum(sizes[page] for page in overview)
+for page in overview + ["overview, all pages", "target-1h", "target-30d"]:
+    values = times[page]
+    print(f"| {page} | {len(values)} | {min(values):.1f} / {statistics.median(values):.1f} / {max(values):.1f} | {sizes[page]} |")
 print()
 print(f"CPU: {targets} targets with `web:`, % of a core over {cpu_seconds:.0f} s per run")
 print()
