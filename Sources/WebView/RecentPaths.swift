@@ -32,9 +32,11 @@ public final class RecentPaths: Sendable {
         public var ending: String
         /// The hop where loss that persists to the target starts, if any.
         public var lossStartHop: Int?
-        /// Start times of the traces whose hop list differed from the one before (the first
-        /// trace included), oldest first, at most `changesKept`.
+        /// Start times of the traces whose hop list differed from the one before, oldest
+        /// first, at most `changesKept` (the first trace of the run is none).
         public var changes: [Int64]
+        /// When this process first traced it.
+        public var firstTracedNanoseconds: Int64
         var pathHash: UInt64
 
         /// "ICMP" or "TCP port 5432".
@@ -66,13 +68,14 @@ public final class RecentPaths: Sendable {
         let key = Key(env: env, target: trace.target.name, port: trace.target.port, options: trace.target.options)
         paths.withLock { paths in
             var changes = paths[key]?.changes ?? []
-            if paths[key]?.pathHash != trace.pathHash {
+            if let previous = paths[key], previous.pathHash != trace.pathHash {
                 changes.append(trace.startNanoseconds)
                 if changes.count > Self.changesKept { changes.removeFirst(changes.count - Self.changesKept) }
             }
             paths[key] = Summary(env: env, target: trace.target.name, port: trace.target.port, options: trace.target.options,
                                  startNanoseconds: trace.startNanoseconds, hops: hops, ending: trace.ending.name,
-                                 lossStartHop: analysis.lossStartHop, changes: changes, pathHash: trace.pathHash)
+                                 lossStartHop: analysis.lossStartHop, changes: changes,
+                                 firstTracedNanoseconds: paths[key]?.firstTracedNanoseconds ?? trace.startNanoseconds, pathHash: trace.pathHash)
         }
     }
 

@@ -44,6 +44,9 @@ public struct SmokeGraph: Sendable {
     /// The plot's width in pixels.
     public var plotWidth: Int { columns * columnPixels }
     public var lanes: [Lane]
+    /// When the host's traced path changed (nanoseconds since 1970): a dashed line across
+    /// the lanes at each one inside the range.
+    public var pathChanges: [Int64] = []
 
     public init(title: String, from: Int64, to: Int64, columns: Int, lanes: [Lane]) {
         self.title = title
@@ -196,6 +199,10 @@ public struct SmokeGraph: Sendable {
             let label = withDate ? Markup.utc(tick, date: true, time: step < 1440 * minute) : Markup.utc(tick, date: false, time: true)
             out += "<text class=\"time-label\" x=\"\(x)\" y=\"\(axisY + 4)\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"10\" fill=\"#333333\">\(label)</text>"
             tick += step
+        }
+        for change in pathChanges where change >= from && change < to {
+            let x = Self.left + Int(Double(change - from) / Double(span) * Double(plotWidth))
+            out += "<line class=\"path-change\" x1=\"\(x)\" y1=\"\(Self.top)\" x2=\"\(x)\" y2=\"\(axisY)\" stroke=\"#d62728\" stroke-dasharray=\"4 3\"><title>path changed \(Markup.utc(change, year: true)) UTC</title></line>"
         }
         out += "<text class=\"axis-caption\" x=\"\(Self.left)\" y=\"\(axisY + 18)\" font-family=\"sans-serif\" font-size=\"10\" fill=\"#333333\">UTC, \(Markup.utc(from, year: true)) to \(Markup.utc(to, year: true)); median coloured by loss:</text>"
         var x = Self.left + 400

@@ -185,7 +185,8 @@ enum WebPages {
                     lanes.append(SmokeGraph.Lane(title: laneTitle(summary.key),
                                                  buckets: try await longRange.buckets(for: summary.key, from: from, to: to, columns: columns)))
                 }
-                let graph = SmokeGraph(title: title, from: from, to: to, columns: columns, lanes: lanes)
+                var graph = SmokeGraph(title: title, from: from, to: to, columns: columns, lanes: lanes)
+                graph.pathChanges = pathChanges(of: key, history: history)
                 return RenderedGraph(svg: graph.svg(), source: .influxDB, rangeName: range.name, notice: nil, bucketNanoseconds: step)
             } catch {
                 notice = "The long-range query failed (\(error)); the last hour from memory is shown instead."
@@ -207,8 +208,14 @@ enum WebPages {
         }
         let from = to - Int64(columns) * width
         let lanes = series.map { SmokeGraph.Lane(title: laneTitle($0.key), buckets: history.buckets(for: $0.key, from: from, to: to)) }
-        let graph = SmokeGraph(title: title, from: from, to: to, columns: columns, lanes: lanes)
+        var graph = SmokeGraph(title: title, from: from, to: to, columns: columns, lanes: lanes)
+        graph.pathChanges = pathChanges(of: key, history: history)
         return RenderedGraph(svg: graph.svg(), source: .memory, rangeName: "1h", notice: notice, bucketNanoseconds: width)
+    }
+
+    /// When any traced path of the host changed.
+    static func pathChanges(of key: WebSeriesKey, history: RecentHistory) -> [Int64] {
+        history.paths.paths(env: key.env, target: key.target).flatMap(\.changes).sorted()
     }
 
     static func duration(_ nanoseconds: Int64) -> String {
@@ -274,9 +281,9 @@ enum WebPages {
             body += "<td class=\"rtt\">\(rtt(hop.medianMilliseconds))</td><td>\(Markup.escape(marks.joined(separator: "; ")))</td></tr>"
         }
         body += "</tbody></table>"
-        if !path.changes.isEmpty {
-            body += "<p class=\"path-changes\">Path changes (UTC, since netprobe run started): \(path.changes.map { Markup.utc($0, year: true) }.joined(separator: ", "))</p>"
-        }
+        body += "<p class=\"path-changes\">First traced \(Markup.utc(path.firstTracedNanoseconds, year: true)) UTC; "
+        body += path.changes.isEmpty ? "the path has not changed since.</p>"
+            : "path changes since (UTC): \(path.changes.map { Markup.utc($0, year: true) }.joined(separator: ", ")).</p>"
         return body
     }
 }

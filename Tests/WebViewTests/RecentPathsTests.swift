@@ -32,7 +32,8 @@ final class RecentPathsTests: XCTestCase {
         let paths = history.paths.paths(env: "lab", target: "db.example")
         XCTAssertEqual(paths.map(\.protocolName), ["ICMP", "TCP port 5432"])
         let icmp = try XCTUnwrap(paths.first)
-        XCTAssertEqual(icmp.changes, [F.start, F.start + 120 * F.second], "the first trace and the one whose hop 2 moved; not the unchanged one")
+        XCTAssertEqual(icmp.changes, [F.start + 120 * F.second], "the trace whose hop 2 moved; not the first, not the unchanged one")
+        XCTAssertEqual(icmp.firstTracedNanoseconds, F.start)
         XCTAssertEqual(icmp.lossStartHop, 4)
         XCTAssertEqual(icmp.ending, "reached")
         XCTAssertEqual(icmp.hops.map(\.address), ["198.18.100.1", "198.18.101.2", "198.18.100.3", "198.18.100.4", "198.18.100.5", "198.18.50.9"])
@@ -45,7 +46,9 @@ final class RecentPathsTests: XCTestCase {
         XCTAssertEqual(page.components(separatedBy: "<table class=\"hops\">").count - 1, 2, "a hop table per traced path")
         XCTAssertEqual(page.components(separatedBy: "<tr class=\"hop\"").count - 1, 12)
         XCTAssertEqual(page.components(separatedBy: "data-loss-start=\"true\"").count - 1, 2, "hop 4 marked in each")
-        XCTAssertTrue(page.contains("<p class=\"path-changes\">Path changes"), page)
+        XCTAssertTrue(page.contains("path changes since (UTC): "), page)
+        // On the graph: the change of hop 2.
+        XCTAssertEqual(page.components(separatedBy: "<line class=\"path-change\"").count - 1, 1, page)
     }
 }
 
