@@ -126,6 +126,9 @@ private final class TCPRun: RoundRun, LoopTask, DescriptorOwner {
     /// (closing with unread data would send an RST), or until their deadline.
     var closing: [Int32: (descriptor: Descriptor, id: UInt64)] = [:]
     var closingDeadlines = Deque<(deadline: Int64, fd: Int32, id: UInt64)>()
+    /// How long a connection closing in connect mode waits for the server at least (5 s):
+    /// not part of the measurement, only of leaving the server a clean close.
+    static let closingGraceNanoseconds: Int64 = 5_000_000_000
     var drainBuffer = [UInt8](repeating: 0, count: 4096)
     var nextAttemptID: UInt64 = 0
     var loggedDescriptorShortage = false
@@ -312,7 +315,9 @@ private final class TCPRun: RoundRun, LoopTask, DescriptorOwner {
     }
 
     /// Connect mode: our FIN now; the descriptor waits for the server's FIN (or data to
-    /// discard), up to the probe timeout.
+    /// discard), up to the probe timeout but at least `closingGraceNanoseconds`: a server
+    /// that greets (MariaDB) or closes later than that, on a busy host, would otherwise
+    /// send its greeting to an orphaned socket, and the kernel answers that with an RST.
     func startClosing(fd: Int32, attempt: Attempt) {
         do {
             try Posix.shutdown(fd, Int32(SHUT_WR))
@@ -323,7 +328,7 @@ private final class TCPRun: RoundRun, LoopTask, DescriptorOwner {
             return
         }
         closing[fd] = (attempt.descriptor, attempt.id)
-        closingDeadlines.append((Clock.monotonicNanoseconds() + configuration.timeoutNanoseconds, fd, attempt.id))
+        closingDeadlines.append((Clock.monotonicNanoseconds() + max(configuration.timeoutNanoseconds, Self.closingGraceNanoseconds), fd, attempt.id))
     }
 
     /// Reads and discards what the server sent; closes once it has closed its side (or
