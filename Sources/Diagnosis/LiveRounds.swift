@@ -51,7 +51,7 @@ public struct LiveRounds: Sendable {
                 if let rtt = attempt.rttMilliseconds { tcp[attempt.targetIndex].rttsMilliseconds.append(rtt) }
             case .refused: tcp[attempt.targetIndex].refused += 1
             case .unreachable: tcp[attempt.targetIndex].unreachable += 1
-            case .error, .unresolved: tcp[attempt.targetIndex].errors += 1
+            case .error, .unresolved, .tooBig: tcp[attempt.targetIndex].errors += 1
             case .timeout: break
             }
         }

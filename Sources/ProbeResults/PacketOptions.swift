@@ -15,16 +15,21 @@ public struct PacketOptions: Hashable, Sendable {
     /// The interface the probes leave by, as `ping -I NAME` (SO_BINDTODEVICE for TCP, the
     /// interface index of IP_PKTINFO / IPV6_PKTINFO for ICMP); nil: the route's choice.
     public var interface: String?
+    /// ICMP echo only: the don't-fragment choice as `ping -M`; nil: the kernel's default
+    /// (DF set while the packet fits the host's cached path MTU, fragmented after).
+    public var fragmentation: Fragmentation?
 
     /// - Parameters:
     ///   - tos: the TOS / traffic-class byte, ECN bits 0.
     ///   - source: the source address; nil for the route's.
     ///   - interface: the interface name; nil for the route's.
-    public init(tos: UInt8 = 0, source: IPAddress? = nil, interface: String? = nil) {
+    ///   - fragmentation: ICMP's don't-fragment choice; nil for the kernel's default.
+    public init(tos: UInt8 = 0, source: IPAddress? = nil, interface: String? = nil, fragmentation: Fragmentation? = nil) {
         precondition(tos & TrafficClass.ecnMask == 0, "the ECN bits of a probe's TOS byte are 0")
         self.tos = tos
         self.source = source
         self.interface = interface
+        self.fragmentation = fragmentation
     }
 
     /// Nothing set: what every probe sent before these options existed.
@@ -32,6 +37,24 @@ public struct PacketOptions: Hashable, Sendable {
 
     /// True when no option is set.
     public var isDefault: Bool { self == .none }
+}
+
+/// Don't-fragment for ICMP echo probes, as `ping -M` takes it.
+///
+/// `do` and `probe` both send with DF set (IPv6: IPV6_DONTFRAG) on a socket in
+/// IP_PMTUDISC_PROBE / IPV6_PMTUDISC_PROBE mode: every probe leaves at its full size
+/// whatever the host's path-MTU cache holds (a "fragmentation needed" fills that cache for
+/// 10 minutes, and a `ping -M do` socket would then answer later probes itself with a
+/// local EMSGSIZE), so each probe asks the path again. A packet larger than the outgoing
+/// interface's MTU ends at once with a local EMSGSIZE carrying that MTU.
+/// `dont` never sets DF: routers fragment IPv4; IPv6 is fragmented by this host.
+public enum Fragmentation: String, Hashable, Sendable, CaseIterable {
+    case dont
+    case `do`
+    case probe
+
+    /// True when packets leave with DF set.
+    public var setsDontFragment: Bool { self != .dont }
 }
 
 /// The TOS / traffic-class byte as `ping -Q`, `mtr -Q` and `fping -O` take it, and as

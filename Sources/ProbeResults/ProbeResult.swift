@@ -22,6 +22,10 @@ public enum ProbeOutcome: String, Sendable, Codable, CaseIterable {
     case error
     /// TCP only: the port answered with RST or ICMP port unreachable.
     case refused
+    /// ICMP with don't-fragment: the packet is larger than the path allows: a router's
+    /// "fragmentation needed" (IPv4) / "packet too big" (IPv6), or the outgoing interface's
+    /// MTU here (a local EMSGSIZE). The round's `pathMTU` says how large a packet may be.
+    case tooBig = "too_big"
 
     /// Stable integer code, for stores that prefer numbers.
     public var code: Int {
@@ -32,6 +36,7 @@ public enum ProbeOutcome: String, Sendable, Codable, CaseIterable {
         case .unresolved: return 3
         case .error: return 4
         case .refused: return 5
+        case .tooBig: return 6
         }
     }
 }
@@ -111,6 +116,10 @@ public struct AttemptEvent: Sendable {
     public var timestampSource: TimestampSource?
     /// ICMP: a second copy of a reply already counted.
     public var isDuplicate: Bool
+    /// `tooBig`: the MTU the answer named (bytes), when it named one.
+    public var mtu: Int? = nil
+    /// `tooBig`: who said so (a router's address; nil for this host's own EMSGSIZE).
+    public var reportedBy: IPAddress? = nil
 
     package init(kind: ProbeKind, targetIndex: Int, target: ProbeTarget, sequence: Int, outcome: ProbeOutcome, bytes: Int? = nil, ttl: Int? = nil, rttMilliseconds: Double? = nil, timestampSource: TimestampSource? = nil, isDuplicate: Bool) {
         self.kind = kind
@@ -157,8 +166,13 @@ public struct RoundResult: Sendable {
     public var completed: Int = 0
     /// TCP: how the handshakes were ended; nil for ICMP.
     public var tcpMode: TCPProbeMode? = nil
+    /// ICMP with don't-fragment: attempts answered "fragmentation needed" / "packet too
+    /// big" by a router, or refused with EMSGSIZE by this host.
+    public var tooBig: Int = 0
+    /// The smallest MTU those answers named (bytes, IP header included); nil without any.
+    public var pathMTU: Int? = nil
     /// Attempts with no answer before the deadline.
-    public var timeouts: Int { max(0, sent - received - unreachable - refused - errors) }
+    public var timeouts: Int { max(0, sent - received - unreachable - refused - errors - tooBig) }
     /// Percentage of attempts without a timely success; 100 when nothing was sent.
     public var lossPercent: Double
     /// RTT statistics in milliseconds; nil when nothing was received.
@@ -176,9 +190,11 @@ public struct RoundResult: Sendable {
     /// repeating rounds only; nil for one-off rounds).
     public var scheduleSlipMilliseconds: Double?
 
-    /// Attempts per outcome (ok, refused, timeout, unreachable, error).
+    /// Attempts per outcome (ok, refused, timeout, unreachable, error; too_big when any).
     public var outcomeCounts: [ProbeOutcome: Int] {
-        [.ok: received, .refused: refused, .timeout: timeouts, .unreachable: unreachable, .error: errors]
+        var counts: [ProbeOutcome: Int] = [.ok: received, .refused: refused, .timeout: timeouts, .unreachable: unreachable, .error: errors]
+        if tooBig > 0 { counts[.tooBig] = tooBig }
+        return counts
     }
 
     /// "kernel" or "user" when every sample agrees, "mixed" otherwise; nil with no samples.

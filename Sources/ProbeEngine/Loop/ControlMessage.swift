@@ -235,6 +235,13 @@ enum ControlMessageConstants {
     static let ipv6PacketInfo: Int32 = 50
     /// IPV6_TCLASS.
     static let ipv6TrafficClass: Int32 = 67
+    /// IP_MTU_DISCOVER (<linux/in.h>) and IPV6_MTU_DISCOVER, IPV6_DONTFRAG (<linux/in6.h>).
+    static let ipMTUDiscover: Int32 = 10
+    static let ipv6MTUDiscover: Int32 = 23
+    static let ipv6DontFragment: Int32 = 62
+    /// IP_PMTUDISC_DONT / IPV6_PMTUDISC_DONT and IP_PMTUDISC_PROBE / IPV6_PMTUDISC_PROBE.
+    static let pmtuDiscoveryDont: Int32 = 0
+    static let pmtuDiscoveryProbe: Int32 = 3
 }
 
 /// One control message to send with a packet: the per-packet options of DESIGN.md (TOS /

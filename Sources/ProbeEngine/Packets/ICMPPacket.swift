@@ -19,6 +19,7 @@ public enum ICMPEcho {
     static let echoRequestV6: UInt8 = 128
     static let echoReplyV6: UInt8 = 129
     static let destinationUnreachableV6: UInt8 = 1
+    static let packetTooBigV6: UInt8 = 2
     static let timeExceededV6: UInt8 = 3
 
     /// The Internet checksum (RFC 1071) of `bytes`: the one's complement of the one's
@@ -97,10 +98,15 @@ public enum ICMPEcho {
         public enum Kind: Equatable, Sendable {
             case destinationUnreachable
             case timeExceeded
+            /// IPv4 "fragmentation needed and DF set" (unreachable code 4), IPv6 "packet too big".
+            case tooBig
         }
         public var kind: Kind
         public var type: UInt8
         public var code: UInt8
+        /// `tooBig`: the next-hop MTU the router named (IPv4: RFC 1191's 16 bits, 0 from
+        /// routers older than RFC 1191; IPv6: 32 bits); nil when it named none.
+        public var mtu: Int? = nil
         /// Destination of the request the error is about.
         public var originalDestination: IPAddress
         /// Identifier and sequence of the request the error is about.
@@ -130,6 +136,12 @@ public enum ICMPEcho {
     public enum Decoded: Equatable, Sendable {
         case reply(Reply)
         case error(ErrorReport)
+
+        func withMTU(_ mtu: Int?) -> Decoded {
+            guard case .error(var report) = self else { return self }
+            report.mtu = mtu
+            return .error(report)
+        }
     }
 
     /// Takes an incoming packet apart.
@@ -163,8 +175,14 @@ public enum ICMPEcho {
                 probeNumber: UInt32(bigEndian: message.loadUnaligned(fromByteOffset: 16, as: UInt32.self)),
                 payloadLength: message.count - headerLength,
                 ttl: ttl)))
+        case (.ipv4, destinationUnreachableV4) where message[1] == 4:
+            let mtu = Int(readUInt16(message, 6))
+            return decodeErrorV4(message, kind: .tooBig).map { decoded in decoded.withMTU(mtu > 0 ? mtu : nil) }
         case (.ipv4, destinationUnreachableV4), (.ipv4, timeExceededV4):
             return decodeErrorV4(message, kind: type == destinationUnreachableV4 ? .destinationUnreachable : .timeExceeded)
+        case (.ipv6, packetTooBigV6):
+            let mtu = Int(UInt32(bigEndian: message.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+            return decodeErrorV6(message, kind: .tooBig).map { decoded in decoded.withMTU(mtu > 0 ? min(mtu, 65_535) : nil) }
         case (.ipv6, destinationUnreachableV6), (.ipv6, timeExceededV6):
             return decodeErrorV6(message, kind: type == destinationUnreachableV6 ? .destinationUnreachable : .timeExceeded)
         default:

@@ -78,6 +78,10 @@ public final class ICMPProber: @unchecked Sendable {
     public let configuration: ICMPProbeConfiguration
     let logger: Logger
     let sockets: [AddressFamily: ICMPSocket]
+    /// The sockets of don't-fragment choices (`ping -M`), when any was opened.
+    let fragmentationSockets: [FragmentationSocketKey: ICMPSocket]
+    /// Every socket, main ones first.
+    let allSockets: [ICMPSocket]
     let loop: ProbeLoop
     let cookie: UInt64
     private var nextProbeNumber: UInt32
@@ -117,13 +121,18 @@ public final class ICMPProber: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         let taken = sockets.take()
+        let extra = sockets.takeFragmentationSockets()
         do {
             self.loop = try loop ?? ProbeLoop(logger: logger)
         } catch {
             for socket in taken.values { try? socket.close() }
+            for socket in extra.values { try? socket.close() }
             throw error
         }
         self.sockets = taken
+        self.fragmentationSockets = extra
+        allSockets = taken.sorted { $0.key.rawValue < $1.key.rawValue }.map(\.value)
+            + extra.sorted { ($0.key.family.rawValue, $0.key.dontFragment ? 1 : 0) < ($1.key.family.rawValue, $1.key.dontFragment ? 1 : 0) }.map(\.value)
         var generator = SystemRandomNumberGenerator()
         cookie = generator.next()
         nextProbeNumber = generator.next()
@@ -155,7 +164,14 @@ public final class ICMPProber: @unchecked Sendable {
     }
 
     private func closeSockets() {
-        for socket in sockets.values { try? socket.close() }
+        for socket in allSockets { try? socket.close() }
+    }
+
+    /// The socket a probe of `family` with `fragmentation` leaves by; nil when none was
+    /// opened for it.
+    func socket(for family: AddressFamily, fragmentation: Fragmentation?) -> ICMPSocket? {
+        guard let fragmentation else { return sockets[family] }
+        return fragmentationSockets[FragmentationSocketKey(family: family, fragmentation)]
     }
 
     /// A run has left the loop: the last one closes the sockets after `shutDown()`.
@@ -170,7 +186,7 @@ public final class ICMPProber: @unchecked Sendable {
     }
 
     deinit {
-        if !shared.withLock({ $0.closed }) { for socket in sockets.values { try? socket.close() } }
+        if !shared.withLock({ $0.closed }) { for socket in allSockets { try? socket.close() } }
     }
 
     /// Starts probing `targets` on the loop thread. Call again for new targets once the

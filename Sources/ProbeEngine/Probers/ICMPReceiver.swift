@@ -15,7 +15,7 @@ final class ICMPReceiver: DescriptorOwner {
 
     func join(_ run: ICMPRun, loop: ProbeLoop) throws {
         if runs.isEmpty {
-            for socket in run.prober.sockets.values {
+            for socket in run.prober.allSockets {
                 try loop.watch(socket.descriptor.rawValue, events: EPOLLIN.rawValue, for: self)
             }
         }
@@ -26,7 +26,7 @@ final class ICMPReceiver: DescriptorOwner {
         guard let position = runs.firstIndex(where: { $0 === run }) else { return }
         runs.remove(at: position)
         if runs.isEmpty {
-            for socket in run.prober.sockets.values { loop?.unwatch(socket.descriptor.rawValue) }
+            for socket in run.prober.allSockets { loop?.unwatch(socket.descriptor.rawValue) }
         }
     }
 
@@ -39,7 +39,7 @@ final class ICMPReceiver: DescriptorOwner {
     }
 
     func handle(fd: Int32, events: UInt32) throws {
-        guard let socket = runs.first?.prober.sockets.values.first(where: { $0.descriptor.rawValue == fd }) else { return }
+        guard let socket = runs.first?.prober.allSockets.first(where: { $0.descriptor.rawValue == fd }) else { return }
         // One message per queue and wake-up: epoll is level-triggered, so more queued
         // messages wake the loop again at once, and a lone message (the common case) costs
         // no extra recvmsg that ends in EAGAIN.
@@ -47,24 +47,42 @@ final class ICMPReceiver: DescriptorOwner {
         if events & EPOLLIN.rawValue != 0 { try drainReplies(socket, limit: 1) }
     }
 
+    /// The MTU of the last local EMSGSIZE read from an error queue (its queued copy quotes
+    /// no request: the send that failed takes it, `takeLocalMTU`).
+    private var localMTU: Int?
+
     func drainErrorQueue(_ socket: ICMPSocket, limit: Int = 4096) throws {
         for _ in 0..<limit {
             guard let message = try socket.receiveError() else { return }
             switch message {
             case .transmitStamp(let probeNumber, let realtime):
                 run(holding: probeNumber)?.tracker.recordTransmitStamp(probeNumber: probeNumber, realtime: realtime)
-            case .icmpError(_, _, let destination, let quoted):
+            case .icmpError(let type, let code, let info, let destination, let quoted):
+                // A raw socket's copy: the family's main socket reads the message itself.
+                guard socket.mode == .datagram, let request = ICMPEcho.decodeQuotedRequest(quoted, family: socket.family) else { continue }
+                let tooBig = socket.family == .ipv4 ? (type == ICMPEcho.destinationUnreachableV4 && code == 4) : type == ICMPEcho.packetTooBigV6
+                failProbe(sequence: request.sequence, probeNumber: request.cookie == runs.first?.prober.cookie ? request.probeNumber : nil,
+                          destination: destination, failure: tooBig ? .tooBig(mtu: info > 0 ? Int(info) : nil, reportedBy: nil) : .unreachable)
+            case .localError(let code, let info, let destination, let quoted):
+                if code == EMSGSIZE {
+                    localMTU = info > 0 ? Int(info) : nil
+                    continue
+                }
                 guard let request = ICMPEcho.decodeQuotedRequest(quoted, family: socket.family) else { continue }
                 failProbe(sequence: request.sequence, probeNumber: request.cookie == runs.first?.prober.cookie ? request.probeNumber : nil,
-                          destination: destination, unreachable: true)
-            case .localError(let code, let destination, let quoted):
-                guard let request = ICMPEcho.decodeQuotedRequest(quoted, family: socket.family) else { continue }
-                failProbe(sequence: request.sequence, probeNumber: request.cookie == runs.first?.prober.cookie ? request.probeNumber : nil,
-                          destination: destination, unreachable: [ENETUNREACH, EHOSTUNREACH].contains(code))
+                          destination: destination, failure: [ENETUNREACH, EHOSTUNREACH].contains(code) ? .unreachable : .error)
             case .other:
                 continue
             }
         }
+    }
+
+    /// The MTU of the EMSGSIZE a send just got, from the socket's error queue (ee_info).
+    func takeLocalMTU(_ socket: ICMPSocket) -> Int? {
+        localMTU = nil
+        try? drainErrorQueue(socket, limit: 64)
+        defer { localMTU = nil }
+        return localMTU
     }
 
     func drainReplies(_ socket: ICMPSocket, limit: Int = 4096) throws {
@@ -76,14 +94,19 @@ final class ICMPReceiver: DescriptorOwner {
                 first.diagnostics.rejectedPackets[rejection.rawValue, default: 0] += 1
             case .success(.error(let report)):
                 if socket.mode == .raw && report.identifier != socket.identifier { continue }
+                let failure: ICMPRun.Failure = report.kind == .tooBig ? .tooBig(mtu: report.mtu, reportedBy: source) : .unreachable
                 failProbe(sequence: report.sequence, probeNumber: report.cookie == first.prober.cookie ? report.probeNumber : nil,
-                          destination: report.originalDestination, unreachable: true)
+                          destination: report.originalDestination, failure: failure)
             case .success(.reply(let reply)):
                 // A reply no run remembers is classified by the first (unknown, foreign).
                 let run = run(holding: reply.probeNumber) ?? first
                 if run.tracker.needsTransmitStamp(probeNumber: reply.probeNumber) {
-                    // The transmit stamp may still sit on the error queue: read it first.
+                    // The transmit stamp may still sit on the error queue (of the socket
+                    // that sent: a don't-fragment choice's, for a raw socket): read it first.
                     try drainErrorQueue(socket)
+                    for other in first.prober.allSockets where other.onlySends && other.family == socket.family {
+                        try drainErrorQueue(other)
+                    }
                 }
                 run.receive(reply, from: source, on: socket, received: received)
             }
@@ -91,12 +114,12 @@ final class ICMPReceiver: DescriptorOwner {
     }
 
     /// Ends a probe that an ICMP error or a local error answered.
-    private func failProbe(sequence: UInt16, probeNumber: UInt32?, destination: IPAddress?, unreachable: Bool) {
+    private func failProbe(sequence: UInt16, probeNumber: UInt32?, destination: IPAddress?, failure: ICMPRun.Failure) {
         guard let first = runs.first else { return }
         // Without a quoted payload, take the most recent probe with this sequence.
         let last = first.prober.lastProbeNumber
         let candidate = probeNumber ?? (last &- UInt32(UInt16(truncatingIfNeeded: last) &- sequence))
-        guard let run = run(holding: candidate), run.failProbe(candidate, destination: destination, unreachable: unreachable) else {
+        guard let run = run(holding: candidate), run.failProbe(candidate, destination: destination, failure: failure) else {
             first.diagnostics.ignoredReplies["unmatched_icmp_error", default: 0] += 1
             return
         }

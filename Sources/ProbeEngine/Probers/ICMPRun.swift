@@ -118,11 +118,13 @@ final class ICMPRun: RoundRun, LoopTask {
     /// Sends one request; false when the socket would block.
     func send(to address: IPAddress, targetIndex index: Int) throws -> Bool {
         markRoundStart(index)
-        guard let socket = prober.sockets[address.family] else {
+        let fragmentation = targets[index].options.fragmentation
+        guard let socket = prober.socket(for: address.family, fragmentation: fragmentation) else {
             tallies[index].sent += 1
             tallies[index].errors += 1
             tallies[index].concluded += 1
-            prober.logger.error("no ICMP socket for the target's address family", metadata: ["target": "\(targets[index].name)"])
+            prober.logger.error(fragmentation == nil ? "no ICMP socket for the target's address family" : "no ICMP socket for the target's don't-fragment choice",
+                                metadata: ["target": "\(targets[index].name)"])
             return true
         }
         let options: SendOptions
@@ -145,6 +147,13 @@ final class ICMPRun: RoundRun, LoopTask {
         } catch {
             tallies[index].sent += 1
             tallies[index].concluded += 1
+            if error.errno == EMSGSIZE && socket.fragmentation?.setsDontFragment == true {
+                // Larger than the outgoing interface carries, with DF: the answer is here.
+                let mtu = prober.receiver.takeLocalMTU(socket)
+                tallies[index].recordTooBig(mtu: mtu)
+                reportTooBig(index: index, sequence: tallies[index].sent, mtu: mtu, reportedBy: nil)
+                return true
+            }
             if [ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL, EACCES].contains(error.errno) {
                 tallies[index].unreachable += 1
             } else {
@@ -215,14 +224,40 @@ final class ICMPRun: RoundRun, LoopTask {
         }
     }
 
+    /// What ended a probe without a reply.
+    enum Failure {
+        case unreachable
+        case error
+        /// Don't-fragment: a router's "fragmentation needed" / "packet too big" (`reportedBy`
+        /// its address), or this host's EMSGSIZE (nil).
+        case tooBig(mtu: Int?, reportedBy: IPAddress?)
+    }
+
     /// Ends one of this run's probes that an ICMP error or a local error answered.
     /// - Returns: false when the probe had already concluded or went elsewhere.
-    func failProbe(_ probeNumber: UInt32, destination: IPAddress?, unreachable: Bool) -> Bool {
+    func failProbe(_ probeNumber: UInt32, destination: IPAddress?, failure: Failure) -> Bool {
         guard let record = tracker.record(probeNumber), destination == nil || destination == record.destination,
               tracker.fail(probeNumber: probeNumber) != nil else { return false }
-        if unreachable { tallies[record.targetIndex].unreachable += 1 } else { tallies[record.targetIndex].errors += 1 }
-        tallies[record.targetIndex].concluded += 1
+        let index = record.targetIndex
+        switch failure {
+        case .unreachable: tallies[index].unreachable += 1
+        case .error: tallies[index].errors += 1
+        case .tooBig(let mtu, let reportedBy):
+            tallies[index].recordTooBig(mtu: mtu)
+            reportTooBig(index: index, sequence: record.indexInRound + 1, mtu: mtu, reportedBy: reportedBy)
+        }
+        tallies[index].concluded += 1
         return true
+    }
+
+    /// The attempt event of a don't-fragment probe answered "too big" (ping's
+    /// "Frag needed and DF set (mtu = 1400)" line).
+    func reportTooBig(index: Int, sequence: Int, mtu: Int?, reportedBy: IPAddress?) {
+        guard reportingAttempts else { return }
+        var event = AttemptEvent(kind: .icmp, targetIndex: index, target: targets[index], sequence: sequence, outcome: .tooBig, isDuplicate: false)
+        event.mtu = mtu
+        event.reportedBy = reportedBy
+        continuation.yield(.attempt(event))
     }
 
 }

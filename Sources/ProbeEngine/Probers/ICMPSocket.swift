@@ -36,9 +36,12 @@ public enum ICMPSocketError: Error, CustomStringConvertible, Sendable {
 /// dropped and then handed to an `ICMPProber`.
 public final class ICMPSocketSet: @unchecked Sendable {
     private var sockets: [AddressFamily: ICMPSocket]
+    /// Sockets for don't-fragment choices (`ping -M`), per family and kind.
+    private var fragmentationSockets: [FragmentationSocketKey: ICMPSocket]
 
-    private init(_ sockets: [AddressFamily: ICMPSocket]) {
+    private init(_ sockets: [AddressFamily: ICMPSocket], fragmentation: [FragmentationSocketKey: ICMPSocket] = [:]) {
         self.sockets = sockets
+        self.fragmentationSockets = fragmentation
     }
 
     /// The mode each socket ended up in (raw with CAP_NET_RAW, else datagram).
@@ -50,25 +53,39 @@ public final class ICMPSocketSet: @unchecked Sendable {
     ///   - optional: families that may be missing (e.g. IPv6 on a host without it);
     ///     their failure is logged, and targets of that family then report `error`.
     ///   - ttl: IP TTL / hop limit of requests; nil keeps the system default.
+    ///   - fragmentation: the don't-fragment choices probes will make (`ping -M`): one
+    ///     more socket per family for those that set DF (`do`, `probe`) and one for `dont`.
     /// - Throws: `ICMPSocketError`; `.notPermitted` when neither raw nor datagram ICMP
     ///   sockets are allowed.
-    public static func open(families: Set<AddressFamily>, optional: Set<AddressFamily> = [], ttl: Int?, logger: Logger) throws(ICMPSocketError) -> ICMPSocketSet {
+    public static func open(families: Set<AddressFamily>, optional: Set<AddressFamily> = [], ttl: Int?,
+                            fragmentation: Set<Fragmentation> = [], logger: Logger) throws(ICMPSocketError) -> ICMPSocketSet {
         var generator = SystemRandomNumberGenerator()
         let identifier: UInt16 = generator.next()
         var opened: [AddressFamily: ICMPSocket] = [:]
+        var extra: [FragmentationSocketKey: ICMPSocket] = [:]
+        let kinds = Set(fragmentation.map(\.setsDontFragment)).sorted { !$0 && $1 }
         for family in families.sorted(by: { $0.rawValue < $1.rawValue }) {
             do {
-                opened[family] = try ICMPSocket.open(family: family, ttl: ttl, identifier: identifier, logger: logger)
+                let socket = try ICMPSocket.open(family: family, ttl: ttl, identifier: identifier, logger: logger)
+                opened[family] = socket
+                for dontFragment in kinds {
+                    // Raw: the same identifier, so answers reach the family's main socket,
+                    // which reads them; datagram: the kernel's own, read on this socket.
+                    extra[FragmentationSocketKey(family: family, dontFragment: dontFragment)] =
+                        try ICMPSocket.open(family: family, ttl: ttl, identifier: socket.identifier, logger: logger,
+                                            fragmentation: dontFragment ? .probe : .dont, forcedMode: socket.mode)
+                }
             } catch {
-                if case .system = error, optional.contains(family) {
+                if case .system = error, optional.contains(family), opened[family] == nil {
                     logger.warning("cannot open an ICMP socket; targets of this family will report error", metadata: ["family": "\(family.rawValue)", "error": "\(error)"])
                     continue
                 }
                 for socket in opened.values { try? socket.close() }
+                for socket in extra.values { try? socket.close() }
                 throw error
             }
         }
-        return ICMPSocketSet(opened)
+        return ICMPSocketSet(opened, fragmentation: extra)
     }
 
     /// Hands the sockets over to their new owner.
@@ -77,8 +94,31 @@ public final class ICMPSocketSet: @unchecked Sendable {
         return sockets
     }
 
+    /// Hands the don't-fragment choices' sockets over to their new owner.
+    func takeFragmentationSockets() -> [FragmentationSocketKey: ICMPSocket] {
+        defer { fragmentationSockets = [:] }
+        return fragmentationSockets
+    }
+
     deinit {
         for socket in sockets.values { try? socket.close() }
+        for socket in fragmentationSockets.values { try? socket.close() }
+    }
+}
+
+/// Which of a family's extra sockets a don't-fragment choice sends on.
+struct FragmentationSocketKey: Hashable {
+    var family: AddressFamily
+    /// True for `do` / `probe` (IP_PMTUDISC_PROBE), false for `dont` (IP_PMTUDISC_DONT).
+    var dontFragment: Bool
+
+    init(family: AddressFamily, dontFragment: Bool) {
+        self.family = family
+        self.dontFragment = dontFragment
+    }
+
+    init(family: AddressFamily, _ fragmentation: Fragmentation) {
+        self.init(family: family, dontFragment: fragmentation.setsDontFragment)
     }
 }
 
@@ -92,6 +132,11 @@ final class ICMPSocket {
     let identifier: UInt16
     /// True when reads start at the IPv4 header (raw IPv4 only).
     var includesIPHeader: Bool { mode == .raw && family == .ipv4 }
+    /// The don't-fragment choice this socket was opened for; nil for a family's main socket.
+    let fragmentation: Fragmentation?
+    /// A raw socket that only sends (a don't-fragment choice's): its answers reach the
+    /// family's main socket, and it reads only its error queue (transmit stamps, EMSGSIZE).
+    var onlySends: Bool { fragmentation != nil && mode == .raw }
 
     /// How transmit stamps name their probe (SCM_TS_OPT_ID per send, or the socket's counter).
     private var stampNaming = TransmitStampNaming()
@@ -106,11 +151,12 @@ final class ICMPSocket {
 
     private static let solRaw: Int32 = 255
 
-    private init(family: AddressFamily, mode: ICMPSocketMode, descriptor: Descriptor, identifier: UInt16) {
+    private init(family: AddressFamily, mode: ICMPSocketMode, descriptor: Descriptor, identifier: UInt16, fragmentation: Fragmentation?) {
         self.family = family
         self.mode = mode
         self.descriptor = descriptor
         self.identifier = identifier
+        self.fragmentation = fragmentation
         receiveBuffer = .allocate(byteCount: 65_536 + 128, alignment: 8)
         controlBuffer = .allocate(byteCount: 1024, alignment: MemoryLayout<Int>.alignment)
         // Room for one of each message a send carries (timestamp id, hop limit, TOS, packet info).
@@ -135,12 +181,16 @@ final class ICMPSocket {
     ///   - family: IPv4 or IPv6.
     ///   - ttl: IP TTL / hop limit for requests; nil keeps the system default.
     ///   - identifier: the echo identifier to use on a raw socket.
+    ///   - fragmentation: a don't-fragment choice's socket (`ping -M`); nil for the main one.
+    ///   - forcedMode: open this mode only (the extra sockets follow the main socket's).
     /// - Throws: `ICMPSocketError.notPermitted` when neither kind is allowed.
-    static func open(family: AddressFamily, ttl: Int?, identifier: UInt16, logger: Logger) throws(ICMPSocketError) -> ICMPSocket {
+    static func open(family: AddressFamily, ttl: Int?, identifier: UInt16, logger: Logger, fragmentation: Fragmentation? = nil,
+                     forcedMode: ICMPSocketMode? = nil) throws(ICMPSocketError) -> ICMPSocket {
         let proto = family == .ipv4 ? Int32(IPPROTO_ICMP) : Int32(IPPROTO_ICMPV6)
         let raw: Int32
         let mode: ICMPSocketMode
-        do {
+        do throws(SystemCallError) {
+            if forcedMode == .datagram { throw SystemCallError(call: "socket", errno: EPERM) }
             raw = try Posix.socket(family.posixDomain, Int32(SOCK_RAW.rawValue), proto)
             mode = .raw
         } catch where error.errno == EPERM || error.errno == EACCES {
@@ -157,7 +207,7 @@ final class ICMPSocket {
         }
         let descriptor = Descriptor(taking: raw)
         do {
-            let socket = try configure(descriptor, family: family, mode: mode, ttl: ttl, identifier: identifier, logger: logger)
+            let socket = try configure(descriptor, family: family, mode: mode, ttl: ttl, identifier: identifier, fragmentation: fragmentation, logger: logger)
             logger.debug("opened ICMP socket", metadata: ["family": "\(family.rawValue)", "mode": "\(mode.rawValue)", "identifier": "\(socket.identifier)"])
             return socket
         } catch {
@@ -166,7 +216,8 @@ final class ICMPSocket {
         }
     }
 
-    private static func configure(_ descriptor: Descriptor, family: AddressFamily, mode: ICMPSocketMode, ttl: Int?, identifier: UInt16, logger: Logger) throws(SystemCallError) -> ICMPSocket {
+    private static func configure(_ descriptor: Descriptor, family: AddressFamily, mode: ICMPSocketMode, ttl: Int?, identifier: UInt16,
+                                  fragmentation: Fragmentation?, logger: Logger) throws(SystemCallError) -> ICMPSocket {
         let fd = descriptor.rawValue
         let flags = CSystemShims_SOF_TIMESTAMPING_TX_SOFTWARE | CSystemShims_SOF_TIMESTAMPING_RX_SOFTWARE
             | CSystemShims_SOF_TIMESTAMPING_SOFTWARE | CSystemShims_SOF_TIMESTAMPING_OPT_ID | CSystemShims_SOF_TIMESTAMPING_OPT_TSONLY
@@ -199,13 +250,17 @@ final class ICMPSocket {
             if mode == .raw {
                 var filter = CSystemShims_icmp6_filter()
                 CSystemShims_ICMP6_FILTER_SETBLOCKALL(&filter)
-                for type in [ICMPEcho.echoReplyV6, ICMPEcho.destinationUnreachableV6, ICMPEcho.timeExceededV6] {
+                for type in [ICMPEcho.echoReplyV6, ICMPEcho.destinationUnreachableV6, ICMPEcho.packetTooBigV6, ICMPEcho.timeExceededV6] {
                     CSystemShims_ICMP6_FILTER_SETPASS(Int32(type), &filter)
                 }
                 try Posix.setsockopt(fd, Int32(IPPROTO_ICMPV6), CSystemShims_ICMP6_FILTER, filter)
             } else {
                 try Posix.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_RECVERR, Int32(1))
             }
+        }
+
+        if let fragmentation {
+            try setFragmentation(fragmentation, on: fd, family: family, onlySends: mode == .raw)
         }
 
         var chosenIdentifier = identifier
@@ -223,7 +278,30 @@ final class ICMPSocket {
             }
             chosenIdentifier = withUnsafeBytes(of: storage) { UInt16(bigEndian: $0.loadUnaligned(fromByteOffset: 2, as: UInt16.self)) }
         }
-        return ICMPSocket(family: family, mode: mode, descriptor: descriptor, identifier: chosenIdentifier)
+        return ICMPSocket(family: family, mode: mode, descriptor: descriptor, identifier: chosenIdentifier, fragmentation: fragmentation)
+    }
+
+    /// IP_MTU_DISCOVER / IPV6_MTU_DISCOVER (ip(7), ipv6(7)): PROBE sets DF and ignores the
+    /// host's path-MTU cache, so every probe asks the path; DONT never sets DF. IPv6 also
+    /// needs IPV6_DONTFRAG, or this host would fragment what the interface cannot carry.
+    /// IP_RECVERR / IPV6_RECVERR queue a local EMSGSIZE with the interface's MTU in
+    /// `ee_info`. `onlySends`: a raw socket beside the family's main one, which reads the
+    /// answers; a filter that keeps nothing stops the kernel from queueing every ICMP
+    /// packet of the host to it a second time.
+    static func setFragmentation(_ fragmentation: Fragmentation, on fd: Int32, family: AddressFamily, onlySends: Bool) throws(SystemCallError) {
+        let value = fragmentation.setsDontFragment ? ControlMessageConstants.pmtuDiscoveryProbe : ControlMessageConstants.pmtuDiscoveryDont
+        switch family {
+        case .ipv4:
+            try Posix.setsockopt(fd, Int32(IPPROTO_IP), ControlMessageConstants.ipMTUDiscover, value)
+            try Posix.setsockopt(fd, Int32(IPPROTO_IP), IP_RECVERR, Int32(1))
+        case .ipv6:
+            try Posix.setsockopt(fd, Int32(IPPROTO_IPV6), ControlMessageConstants.ipv6MTUDiscover, value)
+            try Posix.setsockopt(fd, Int32(IPPROTO_IPV6), ControlMessageConstants.ipv6DontFragment, Int32(fragmentation.setsDontFragment ? 1 : 0))
+            try Posix.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_RECVERR, Int32(1))
+        }
+        if onlySends {
+            try SocketFilter.attach([SocketFilter.reject], to: fd)
+        }
     }
 
     // MARK: sending
@@ -277,9 +355,9 @@ final class ICMPSocket {
         /// The software transmit stamp of one of our requests.
         case transmitStamp(probeNumber: UInt32, realtime: Int64)
         /// An ICMP error about one of our requests (datagram sockets, IP_RECVERR).
-        case icmpError(type: UInt8, code: UInt8, destination: IPAddress?, quotedRequest: UnsafeRawBufferPointer)
-        /// A local error for one of our requests (e.g. EMSGSIZE).
-        case localError(errno: Int32, destination: IPAddress?, quotedRequest: UnsafeRawBufferPointer)
+        case icmpError(type: UInt8, code: UInt8, info: UInt32, destination: IPAddress?, quotedRequest: UnsafeRawBufferPointer)
+        /// A local error for one of our requests (e.g. EMSGSIZE, with the MTU in `info`).
+        case localError(errno: Int32, info: UInt32, destination: IPAddress?, quotedRequest: UnsafeRawBufferPointer)
         /// Something we do not use.
         case other
     }
@@ -306,9 +384,9 @@ final class ICMPSocket {
             guard let stamp = stampNaming.transmitStamp(in: control) else { return .other }
             return .transmitStamp(probeNumber: stamp.probeNumber, realtime: stamp.realtime)
         case .icmp, .icmp6:
-            return .icmpError(type: extended.type, code: extended.code, destination: destination, quotedRequest: quoted)
+            return .icmpError(type: extended.type, code: extended.code, info: extended.info, destination: destination, quotedRequest: quoted)
         case .local:
-            return .localError(errno: extended.errno, destination: destination, quotedRequest: quoted)
+            return .localError(errno: extended.errno, info: extended.info, destination: destination, quotedRequest: quoted)
         case .other:
             return .other
         }

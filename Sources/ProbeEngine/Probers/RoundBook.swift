@@ -13,6 +13,9 @@ struct RoundTally {
     var refused = 0
     var errors = 0
     var completed = 0
+    /// Don't-fragment probes answered "too big", and the smallest MTU named (0: none).
+    var tooBig = 0
+    var pathMTU = 0
     var samples: [(index: Int, milliseconds: Double)] = []
     var kernelSamples = 0
     var userSamples = 0
@@ -39,6 +42,7 @@ struct RoundTally {
         if !resolved { return .unresolved }
         if received > 0 { return .ok }
         if refused > 0 { return .refused }
+        if tooBig > 0 { return .tooBig }
         if unreachable > 0 { return .unreachable }
         if errors > 0 { return .error }
         return .timeout
@@ -46,7 +50,7 @@ struct RoundTally {
 
     func result(kind: ProbeKind, targetIndex: Int, target: ProbeTarget, tcpMode: TCPProbeMode? = nil) -> RoundResult {
         let rtts = samples.sorted { $0.index < $1.index }.map(\.milliseconds)
-        return RoundResult(
+        var result = RoundResult(
             kind: kind, targetIndex: targetIndex, target: target, startNanoseconds: startRealtime ?? Clock.realtimeNanoseconds(),
             sent: sent, received: received, duplicates: duplicates, late: late, unreachable: unreachable,
             refused: refused, errors: errors, completed: completed, tcpMode: tcpMode,
@@ -54,6 +58,15 @@ struct RoundTally {
             statistics: RTTStatistics(samples: rtts), rttsMilliseconds: rtts, ttl: ttl,
             kernelTimestamps: kernelSamples, userTimestamps: userSamples, outcome: outcome(resolved: target.address != nil),
             scheduleSlipMilliseconds: slipNanoseconds.map { Double($0) / 1_000_000 })
+        result.tooBig = tooBig
+        result.pathMTU = pathMTU > 0 ? pathMTU : nil
+        return result
+    }
+
+    /// Counts a don't-fragment probe answered "too big" with `mtu` (nil: not named).
+    mutating func recordTooBig(mtu: Int?) {
+        tooBig += 1
+        if let mtu, mtu > 0 { pathMTU = pathMTU == 0 ? mtu : min(pathMTU, mtu) }
     }
 }
 

@@ -361,7 +361,7 @@ private final class TCPRun: RoundRun, LoopTask, DescriptorOwner {
             if completed { tallies[index].completed += 1 }
         case .refused: tallies[index].refused += 1
         case .unreachable: tallies[index].unreachable += 1
-        case .error, .unresolved: tallies[index].errors += 1
+        case .error, .unresolved, .tooBig: tallies[index].errors += 1
         case .timeout: break
         }
         if reportingAttempts { continuation.yield(.attempt(AttemptEvent(kind: .tcp, targetIndex: index, target: targets[index], sequence: indexInRound + 1,
