@@ -92,6 +92,11 @@ struct CheckCommand: PrivilegedCommand {
 
     @OptionGroup(title: "Packet options") var packet: PacketOptionsOption
 
+    @OptionGroup var fragmentation: FragmentationOption
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("ICMP payload bytes of the echo requests (\(ICMPEcho.minimumPayloadLength) to \(ICMPEcho.maximumPayloadLength)), as ping -s.", valueName: "bytes"))
+    var size: Int = 56
+
     @Flag(name: .long, help: "Do not trace the path to the hosts.")
     var noTrace = false
 
@@ -113,6 +118,10 @@ struct CheckCommand: PrivilegedCommand {
         }
         for target in targets { _ = try Endpoint.parse(target, requirePort: false) }
         _ = try packet.preference(family.preference)
+        _ = try fragmentation.fragmentation()
+        guard size >= ICMPEcho.minimumPayloadLength, size <= ICMPEcho.maximumPayloadLength else {
+            throw ValidationError("--size must be between \(ICMPEcho.minimumPayloadLength) and \(ICMPEcho.maximumPayloadLength) bytes (netprobe's payload carries a cookie and the probe number), got \(size).")
+        }
     }
 
     /// -4 / -6, narrowed to the family of --source when one is given.
@@ -132,8 +141,9 @@ struct CheckCommand: PrivilegedCommand {
         let logger = makeLogger()
         let (families, optional) = preference.socketFamilies
         var resources = PrivilegedResources()
+        let kinds = try fragmentation.socketKinds()
         do {
-            resources.icmpSockets = try ICMPSocketSet.open(families: families, optional: optional, ttl: nil, logger: logger)
+            resources.icmpSockets = try ICMPSocketSet.open(families: families, optional: optional, ttl: nil, fragmentation: kinds, logger: logger)
         } catch {
             writeError("netprobe: ICMP is not available, checking TCP only: \(error)\n  (see `netprobe ping --help` for the two ways to allow ICMP)")
         }
@@ -158,11 +168,13 @@ struct CheckCommand: PrivilegedCommand {
         try packet.checkFamilies(of: hosts)
         let packetOptions = try packet.packetOptions()
         let hostTargets = PacketOptionsOption.apply(packetOptions, to: await Resolver.resolve(hosts, preference: preference))
+        // Don't-fragment is ICMP echo's only (TCP's segments are the kernel's to size).
+        let echoTargets = try fragmentation.apply(to: hostTargets)
         let tcpTargets = PacketOptionsOption.apply(packetOptions, to: await resolveEndpoints(endpoints, preference: preference))
 
         let probers = try Probers(sockets: ProbeSockets(icmp: resources.icmpSockets, path: resources.pathSockets, pathTCP: resources.pathTCPSockets), logger: logger)
         let icmpProber = try probers.icmp(ICMPProbeConfiguration(count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
-                                                                 payloadLength: 56, ttl: nil, packetsPerSecond: 1000))
+                                                                 payloadLength: size, ttl: nil, packetsPerSecond: 1000))
         let tcpProber = try probers.tcp(EngineSettings.tcp(count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
                                                            rate: 1000, targetCount: tcpTargets.count, mode: tcp.mode, logger: logger))
         let pathProber = try probers.path(PathProbeConfiguration(rounds: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds))
@@ -175,8 +187,8 @@ struct CheckCommand: PrivilegedCommand {
         defer { interrupts.cancel() }
 
         let progress = Progress(hosts: hosts.count, ports: tcpTargets.count, duration: duration.seconds, maxDuration: probingBound.seconds)
-        let live = Locked(LiveRounds(icmp: icmpProber == nil ? [] : hostTargets, tcp: tcpTargets))
-        let icmpEvents = icmpProber?.probe(hostTargets)
+        let live = Locked(LiveRounds(icmp: icmpProber == nil ? [] : echoTargets, tcp: tcpTargets))
+        let icmpEvents = icmpProber?.probe(echoTargets)
         let tcpEvents = tcpTargets.isEmpty ? nil : tcpProber.probe(tcpTargets)
         let (durationNanoseconds, boundNanoseconds) = (duration.nanoseconds, probingBound.nanoseconds)
         // After --duration, probing goes on while the rounds so far leave a verdict

@@ -243,3 +243,42 @@ struct PacketOptionsOption: ParsableArguments {
         }
     }
 }
+
+/// `-M do|dont|probe` (ping's path-MTU discovery choice) for ICMP echo probes.
+struct FragmentationOption: ParsableArguments {
+    @Option(name: [.customShort("M"), .customLong("pmtu-discovery")], help: ArgumentHelp("""
+        Don't-fragment for the echo requests, as ping -M: do or probe set DF (IPv6: no \
+        fragmentation by this host either) on every request, whatever this host's \
+        path-MTU cache holds, so each one asks the path; a router's "fragmentation \
+        needed" / "packet too big", or this host's own interface MTU, ends it as too_big \
+        with the MTU (do and probe are the same here). dont never sets DF: routers \
+        fragment IPv4. Without -M the kernel's default: DF while the packet fits the \
+        cached path MTU, fragmented by this host after.
+        """, valueName: "do|dont|probe"))
+    var pmtuDiscovery: String?
+
+    /// The choice, checked.
+    /// - Throws: `ValidationError` (exit 3) for anything but do, dont, probe.
+    func fragmentation() throws -> Fragmentation? {
+        guard let pmtuDiscovery else { return nil }
+        guard let value = Fragmentation(rawValue: pmtuDiscovery.lowercased()) else {
+            throw ValidationError("-M: '\(pmtuDiscovery)' is not a choice; give do, dont or probe (as ping -M).")
+        }
+        return value
+    }
+
+    /// The sockets to open besides the main ones.
+    func socketKinds() throws -> Set<Fragmentation> {
+        try fragmentation().map { [$0] } ?? []
+    }
+
+    /// `targets` with the choice set (ICMP echo targets only).
+    func apply(to targets: [ProbeTarget]) throws -> [ProbeTarget] {
+        guard let fragmentation = try fragmentation() else { return targets }
+        return targets.map { target in
+            var target = target
+            target.options.fragmentation = fragmentation
+            return target
+        }
+    }
+}
