@@ -39,7 +39,8 @@ struct CheckCommand: PrivilegedCommand {
             The rules, first match wins (threshold 5 %; interval: the 95 % interval):
               1. the name does not resolve                  -> name: DNS problem
               2. ICMP or TCP answered only "unreachable", or
-                 the trace ends unreachable or in a loop    -> network
+                 the trace ends unreachable or in a loop,
+                 or ICMP with -M do answered only "too big" -> network
               3. ICMP loss interval at or above 5 %         -> network
               4. the trace's loss start is a significant
                  change point (99 %) and the target's loss
