@@ -314,9 +314,12 @@ final class DontFragmentIntegrationTests: XCTestCase {
             prometheus:
               listen: \(listen)
               probe:
-                allow: ["198.18.231.0/24"]
+                allow: ["198.18.231.0/24", "2001:db8:231::/64"]
                 modules:
                   icmp_1472: {prober: icmp, count: 3, spacing: 20ms, timeout: 2s, dont_fragment: true, size: 1472}
+                  icmp_1600: {prober: icmp, timeout: 2s, dont_fragment: true, size: 1600}
+                  icmp6_1452: {prober: icmp, family: ipv6, count: 3, spacing: 20ms, timeout: 2s, dont_fragment: true, size: 1452}
+                  icmp6_1352: {prober: icmp, family: ipv6, timeout: 2s, dont_fragment: true, size: 1352}
                   icmp_1300: {prober: icmp, count: 3, spacing: 20ms, timeout: 2s, dont_fragment: true, size: 1300}
                   icmp_blackbox: {prober: icmp, timeout: 2s, dont_fragment: true, payload_size: 1372}
             """.write(toFile: config, atomically: true, encoding: .utf8)
@@ -325,8 +328,8 @@ final class DontFragmentIntegrationTests: XCTestCase {
         let listening = TestEnvironment.eventually(within: 60, every: 0.2) { (try? network.http("http://\(listen)/metrics").status) == 200 }
         XCTAssertTrue(listening, "the exporter answers: \(running.errorSoFar.suffix(2000))")
 
-        func probe(_ module: String) throws -> [String: Double] {
-            let (status, body) = try network.http("http://\(listen)/probe?target=\(network.destination4)&module=\(module)")
+        func probe(_ module: String, target: String? = nil) throws -> [String: Double] {
+            let (status, body) = try network.http("http://\(listen)/probe?target=\(target ?? network.destination4)&module=\(module)")
             XCTAssertEqual(status, 200, "\(module): \(body)")
             return metrics(body)
         }
@@ -341,10 +344,24 @@ final class DontFragmentIntegrationTests: XCTestCase {
         let fits = try probe("icmp_1300")
         XCTAssertEqual(fits["probe_success"], 1, "\(fits)")
         XCTAssertNil(fits["probe_icmp_path_mtu_bytes"], "nothing was too big: \(fits)")
-        // Asked again after the path-MTU cache was filled: the router's answer, not a cached one.
+        // Asked again, with the host's path-MTU cache now holding 1400: the same answer.
         let again = try probe("icmp_1472")
         XCTAssertEqual(again["probe_success"], 0, "\(again)")
         XCTAssertEqual(again["probe_icmp_path_mtu_bytes"], Double(network.narrowMTU), "\(again)")
+
+        // 1600 + 28 bytes do not fit this host's own 1500-byte link: a local EMSGSIZE, whose
+        // MTU the exporter reports the same way.
+        let local = try probe("icmp_1600")
+        XCTAssertEqual(local["probe_success"], 0, "\(local)")
+        XCTAssertEqual(local["probe_icmp_path_mtu_bytes"], 1500, "\(local)")
+        // IPv6: 1452 + 48 = 1500 bytes leave, and the router answers "packet too big"; 1352 +
+        // 48 = 1400 pass.
+        let tooBig6 = try probe("icmp6_1452", target: network.destination6)
+        XCTAssertEqual(tooBig6["probe_success"], 0, "\(tooBig6)")
+        XCTAssertEqual(tooBig6["probe_icmp_path_mtu_bytes"], Double(network.narrowMTU), "\(tooBig6)")
+        let exact6 = try probe("icmp6_1352", target: network.destination6)
+        XCTAssertEqual(exact6["probe_success"], 1, "\(exact6)")
+        XCTAssertNil(exact6["probe_icmp_path_mtu_bytes"], "\(exact6)")
 
         kill(running.process.processIdentifier, SIGTERM)
         let result = try Harness.finish(running, timeout: 60)
@@ -375,6 +392,16 @@ final class DontFragmentIntegrationTests: XCTestCase {
         let loss = try XCTUnwrap(verdict["loss"] as? [String: Any], "\(verdict)")
         XCTAssertEqual(loss["probes"] as? Int, loss["trace_probes"] as? Int, "the too-big echoes are not counted as lost: \(loss)")
         XCTAssertTrue(summary.contains("\(sent) of \(sent) don't-fragment echo requests too big"), summary)
+
+        // IPv6: 1452 + 48 = 1500 bytes leave this host; the router answers "packet too big".
+        let v6 = try network.exec([netprobe, "check", "-M", "do", "-s", "1452", "--duration", "2s", "--max-duration", "10s", "--json", network.destination6], timeout: 120)
+        XCTAssertEqual(v6.status, 1, "\(v6.standardOutput)\n\(v6.standardError)")
+        let verdict6 = try XCTUnwrap(try v6.jsonLines().first, v6.standardError)
+        XCTAssertEqual(verdict6["verdict"] as? String, "network", "\(verdict6)")
+        XCTAssertEqual(verdict6["reason"] as? String, "too_big", "\(verdict6)")
+        let icmp6 = try XCTUnwrap(verdict6["icmp"] as? [String: Any], "\(verdict6)")
+        XCTAssertEqual(icmp6["path_mtu"] as? Int, network.narrowMTU, "\(icmp6)")
+        XCTAssertEqual(icmp6["too_big"] as? Int, icmp6["sent"] as? Int, "\(icmp6)")
 
         // A size that fits the narrow link: the same path is fine.
         let fits = try network.exec([netprobe, "check", "-M", "do", "-s", "1300", "--duration", "2s", "--max-duration", "10s", "--json", network.destination4], timeout: 120)
