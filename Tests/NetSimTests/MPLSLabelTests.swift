@@ -188,6 +188,38 @@ final class MPLSLabelTests: XCTestCase {
         XCTAssertGreaterThan(summary.router("2001:db8:191::2").timeExceeded, 0)
     }
 
+    func testAnUnreachableFromALabelSwitchRouterShowsItsStackWhereThePathEnds() throws {
+        try SimulatorHarness.requirePrivileges()
+        let rules = [
+            "198.18.92.9/32 path=198.18.192.1,198.18.192.2 unreachable=net,at-hop:2",
+            "198.18.192.2/32 mpls=16005/0/1,24001/0/1 mpls-placement=fixed128",
+            "2001:db8:92::9/128 path=2001:db8:192::1,2001:db8:192::2 unreachable=net,at-hop:2",
+            "2001:db8:192::2/128 mpls=16005/0/1",
+        ]
+        let targets = ["198.18.92.9", "2001:db8:92::9"]
+        let (output, _) = try SimulatedNetwork.run(rules: rules, netsimPath: SimulatorHarness.binary("netsim"), extraArguments: ["--seed", "30"]) { namespace in
+            try SimulatedNetwork.execute([SimulatorHarness.binary("netprobe"), "trace", "--json", "-c", "2", "-i", "0.05", "-W", "1", "--max-hops", "6"] + targets, inNamespace: namespace)
+        }
+        XCTAssertEqual(output.status, 1, "the targets are not reached: \(output.standardError)")
+        let wanted: [String: [[String: Int]]] = [
+            "198.18.92.9": [["label": 16005, "tc": 0, "s": 0, "ttl": 1], ["label": 24001, "tc": 0, "s": 1, "ttl": 1]],
+            "2001:db8:92::9": [["label": 16005, "tc": 0, "s": 1, "ttl": 1]],
+        ]
+        var seen: Set<String> = []
+        for line in output.standardOutput.split(separator: "\n") {
+            let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let target = try XCTUnwrap(report["target"] as? String)
+            seen.insert(target)
+            XCTAssertEqual(report["ending"] as? String, "unreachable", "\(target): \(report)")
+            let hops = try XCTUnwrap(report["hops"] as? [[String: Any]])
+            XCTAssertEqual(hops.count, 2, target)
+            XCTAssertEqual(hops.last?["unreachable"] as? Int, 2, "\(target): one unreachable per round")
+            XCTAssertEqual(hops.last?["mpls"] as? [[String: Int]], wanted[target], "\(target): the unreachable's stack")
+            XCTAssertEqual(hops.first?["mpls"] as? [[String: Int]], [], target)
+        }
+        XCTAssertEqual(seen, Set(targets))
+    }
+
     // MARK: run
 
     /// Runs async work from a synchronous test body (the simulated network's body is synchronous).
