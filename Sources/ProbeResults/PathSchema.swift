@@ -13,6 +13,10 @@ extension Schema {
         public static let hash = "hash", hopCount = "hop_count", hops = "hops", reached = "reached", lossStartHop = "loss_start_hop"
         /// How the path ended (`PathEnding.name`: reached, unreachable, routing_loop, ...).
         public static let ending = "ending"
+        /// Field of `hop` points (despite the enum's name): the MPLS label stack of the
+        /// hop's address, entries top first as label/TC/S/TTL separated by spaces
+        /// ("16005/0/0/1 24001/0/1/1"); absent when it carried none.
+        public static let mpls = "mpls"
     }
 
     /// One `hop` point per hop of `trace` (fields as for icmp, plus `forwarded_loss_percent`
@@ -30,6 +34,8 @@ extension Schema {
             ]
             // Unreachables are answers but not replies: counted apart, where there were any.
             if hop.unreachable > 0 { fields.append(("unreachable", .integer(Int64(hop.unreachable)))) }
+            // Labels change (LDP / segment routing reassign them): a field, never a tag.
+            if !hop.labelStack.isEmpty { fields.append((PathField.mpls, .string(MPLSLabelStackEntry.compact(hop.labelStack)))) }
             if let stats = hop.statistics {
                 fields += [
                     (Field.rttMinimum, .float(stats.minimum)), (Field.rttAverage, .float(stats.average)), (Field.rttMaximum, .float(stats.maximum)),

@@ -171,6 +171,7 @@ struct CheckCommand: PrivilegedCommand {
         let hostTargets = PacketOptionsOption.apply(packetOptions, to: await Resolver.resolve(hosts, preference: preference))
         // Don't-fragment is ICMP echo's only (TCP's segments are the kernel's to size).
         let echoTargets = try fragmentation.apply(to: hostTargets)
+        try fragmentation.checkSize(size, targets: echoTargets)
         let tcpTargets = PacketOptionsOption.apply(packetOptions, to: await resolveEndpoints(endpoints, preference: preference))
 
         let probers = try Probers(sockets: ProbeSockets(icmp: resources.icmpSockets, path: resources.pathSockets, pathTCP: resources.pathTCPSockets), logger: logger)

@@ -282,3 +282,26 @@ struct FragmentationOption: ParsableArguments {
         }
     }
 }
+
+extension FragmentationOption {
+    /// Without `-M`, refuses a size whose packets exceed the route's MTU to some target:
+    /// this host would fragment them, and the probe would measure reassembly rather than
+    /// the path (the user most likely wanted `-M do`). With `-M` anything goes: `do`
+    /// reports too_big, `dont` sends fragments on purpose.
+    /// - Throws: `ValidationError` (exit 3) naming the first such target.
+    func checkSize(_ size: Int, targets: [ProbeTarget]) throws {
+        guard try fragmentation() == nil, size + 28 > 576 else { return }
+        for target in targets {
+            guard let address = target.address else { continue }
+            let total = size + (address.family == .ipv4 ? 28 : 48)
+            if let mtu = target.options.interfaceMTU(to: address), total > mtu {
+                throw ValidationError("""
+                    -s \(size) makes \(total)-byte \(address.family == .ipv4 ? "IPv4" : "IPv6") packets, more than the MTU of the interface the route to \(target.name) leaves by (\(mtu)): \
+                    without -M this host would fragment them, and the probe would measure fragment reassembly, not the path. \
+                    Give -M do to test whether the path carries them (too_big with the MTU where it does not), -M dont to send fragments on purpose, \
+                    or -s \(mtu - (address.family == .ipv4 ? 28 : 48)) or less.
+                    """)
+            }
+        }
+    }
+}

@@ -26,7 +26,7 @@ struct PingCommand: PrivilegedCommand {
 
     @OptionGroup var options: ProbeOptions
 
-    @Option(name: .shortAndLong, help: ArgumentHelp("ICMP payload bytes (\(ICMPEcho.minimumPayloadLength) to \(ICMPEcho.maximumPayloadLength)).", valueName: "bytes"))
+    @Option(name: .shortAndLong, help: ArgumentHelp("ICMP payload bytes (\(ICMPEcho.minimumPayloadLength) to \(ICMPEcho.maximumPayloadLength)); packets are 28 bytes more (IPv6: 48). Beyond the outgoing interface's MTU only with -M (do: test the path; dont: fragments on purpose).", valueName: "bytes"))
     var size: Int = 56
 
     @Option(name: .shortAndLong, help: "IP time to live (IPv6 hop limit) of the requests (1 to 255).")
@@ -54,6 +54,7 @@ struct PingCommand: PrivilegedCommand {
         try packet.checkFamilies(of: names)
         let packetOptions = try packet.packetOptions()
         let resolved = try fragmentation.apply(to: PacketOptionsOption.apply(packetOptions, to: await Resolver.resolve(names, preference: try packet.preference(options.addressPreference))))
+        try fragmentation.checkSize(size, targets: resolved)
         for target in resolved where target.address == nil {
             logger.debug("cannot resolve target", metadata: ["target": "\(target.name)", "reason": "\(target.resolutionError ?? "unknown")"])
         }

@@ -79,6 +79,12 @@ public enum PathPacket {
         /// The quoted packet's TTL / hop limit as the router saw it (usually 1 or 0).
         public var quotedTTL: UInt8
         public var probe: QuotedProbe
+        /// The MPLS label stack of an ICMP extension (RFC 4884 / 4950), top first; empty
+        /// without one (or when the extension was rejected).
+        public var labelStack: [MPLSLabelStackEntry] = []
+        /// Why the message's extension structure was rejected; the error itself still
+        /// counts (a bad extension must not lose the hop's answer).
+        public var extensionRejection: ICMPExtensions.Rejection? = nil
     }
 
     /// Why a packet was not an ICMP error about a probe: the reasons of the echo decoder
@@ -113,8 +119,13 @@ public enum PathPacket {
         if family == .ipv4, ICMPEcho.checksum(message) != 0 { return .failure(.badChecksum) }
         let quoted = UnsafeRawBufferPointer(rebasing: message[ICMPEcho.headerLength...])
         return decodeQuoted(quoted, family: family).map { quote in
-            ErrorReport(kind: kind, type: type, code: message[1], quotedSource: quote.source, quotedDestination: quote.destination,
-                        quotedTTL: quote.ttl, probe: quote.probe)
+            var report = ErrorReport(kind: kind, type: type, code: message[1], quotedSource: quote.source, quotedDestination: quote.destination,
+                                     quotedTTL: quote.ttl, probe: quote.probe)
+            switch ICMPExtensions.decode(message, family: family) {
+            case .success(let extensions): report.labelStack = extensions.labelStack
+            case .failure(let rejection): report.extensionRejection = rejection
+            }
+            return report
         }
     }
 
