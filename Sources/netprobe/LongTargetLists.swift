@@ -13,7 +13,10 @@ extension PingCommand: TargetListCommand {
 }
 
 extension TCPCommand: TargetListCommand {
+    /// With -M (hidden: taken only to be refused with its reason), so that a long list
+    /// gets that reason instead of "missing value".
     static let optionsTakingValues = ProbeOptions.optionsTakingValues.union(["--tcp-mode"]).union(PacketOptionsOption.optionsTakingValues)
+        .union(FragmentationOption.optionsTakingValues)
 }
 
 extension CheckCommand: TargetListCommand {

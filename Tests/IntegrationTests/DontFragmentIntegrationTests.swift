@@ -172,6 +172,10 @@ final class DontFragmentIntegrationTests: XCTestCase {
         XCTAssertTrue(result.standardError.contains("-M (don't-fragment) applies to ICMP echo only"), result.standardError)
         XCTAssertTrue(result.standardError.contains("netprobe ping -M do -s SIZE HOST"), "names what to use instead: \(result.standardError)")
         XCTAssertEqual(result.standardOutput, "", "nothing probed")
+        // The same reason with a long target list (taken apart before the parser sees it).
+        let long = try Harness.run([netprobe, "tcp", "-M", "do"] + (1...70).map { "127.0.0.\($0):1" })
+        XCTAssertEqual(long.status, 3, long.standardError)
+        XCTAssertTrue(long.standardError.contains("-M (don't-fragment) applies to ICMP echo only"), long.standardError)
     }
 
     func testBadPingAndCheckArgumentsExitThreeNamingTheFix() throws {
