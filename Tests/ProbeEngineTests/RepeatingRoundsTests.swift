@@ -1,3 +1,4 @@
+import CSystemShims
 import Logging
 import ProbeResults
 import XCTest
