@@ -13,6 +13,9 @@ extension Schema {
         public static let hash = "hash", hopCount = "hop_count", hops = "hops", reached = "reached", lossStartHop = "loss_start_hop"
         /// How the path ended (`PathEnding.name`: reached, unreachable, routing_loop, ...).
         public static let ending = "ending"
+        /// The path MTU (`trace: mtu: true`, ICMP traces): the largest IP packet that
+        /// reached the farthest hop that answered.
+        public static let pathMTU = "path_mtu"
     }
 
     /// One `hop` point per hop of `trace` (fields as for icmp, plus `forwarded_loss_percent`
@@ -50,6 +53,7 @@ extension Schema {
             (PathField.ending, .string(trace.ending.name)),
         ]
         if let start = trace.analysis.lossStartHop { fields.append((PathField.lossStartHop, .integer(Int64(start)))) }
+        if let mtu = trace.mtu?.pathMTU { fields.append((PathField.pathMTU, .integer(Int64(mtu)))) }
         return DataPoint(measurement: "path", tags: pathTags(trace, env: env, probe: probe), fields: fields, timestampNanoseconds: trace.startNanoseconds / 1000 * 1000)
     }
 
