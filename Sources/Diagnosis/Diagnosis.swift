@@ -59,6 +59,8 @@ public struct Diagnosis: Sendable, Equatable {
         case unresolved
         /// Rule 2: ICMP or TCP answered only by "unreachable".
         case unreachable
+        /// Rule 2: don't-fragment echo requests answered only "too big" (the path MTU).
+        case tooBig = "too_big"
         /// Rule 2: the trace ends in an unreachable.
         case pathUnreachable = "path_unreachable"
         /// Rule 2: the trace ends in a routing loop.
@@ -137,6 +139,10 @@ public struct Diagnosis: Sendable, Equatable {
         let unreachable = ([icmp].compactMap { $0 } + tcp).filter { $0.outcome == .unreachable }
         if !unreachable.isEmpty {
             return verdict(.network, .unreachable, "unreachable (\(unreachable.map(describeUnreachable).joined(separator: ", "))): no route, or the host is down")
+        }
+        if let icmp, icmp.outcome == .tooBig {
+            let mtu = icmp.pathMTU.map { "the path MTU is \($0) bytes" } ?? "the path named no MTU"
+            return verdict(.network, .tooBig, "\(icmp.tooBig) of \(icmp.sent) don't-fragment echo requests too big: \(mtu), smaller than the probes")
         }
         if let trace, let ending = trace.endingSentence {
             switch trace.ending {

@@ -204,19 +204,23 @@ public enum SimulatedPacket {
     /// when nil: the host itself), quoting the request as a time exceeded does.
     /// - Parameter quoteBytes: bytes past the quoted IP header; nil quotes as much as fits
     ///   576 (v4) / 1280 (v6) bytes.
+    /// - Parameter labelStack: an MPLS label stack extension (not on ICMPv6's parameter
+    ///   problem, which stands in for IPv4's protocol unreachable: RFC 4884 has no length there).
     public static func unreachable(_ kind: Unreachable, from source: SimulatedAddress? = nil, quoting packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8,
-                                   quoteBytes: Int? = nil) -> [UInt8] {
+                                   quoteBytes: Int? = nil, labelStack: SimulatedLabelStack? = nil) -> [UInt8] {
         let (type, code, restOfHeader) = kind.typeAndCode(isIPv6: header.isIPv6)
         return icmpError(type: type, code: code, from: source ?? header.destination, quoting: packet, header: header, ttl: ttl,
-                         quoteBytes: quoteBytes, restOfHeader: restOfHeader)
+                         quoteBytes: quoteBytes, restOfHeader: restOfHeader, labelStack: header.isIPv6 && type != 1 ? nil : labelStack)
     }
 
     /// An ICMP time exceeded in transit (v4 type 11 code 0, v6 type 3 code 0) from `router`,
     /// as a router sends it for a packet whose TTL / hop limit ran out there.
     /// - Parameter quoteBytes: bytes past the quoted IP header (8 as RFC 792); nil quotes
     ///   as much as fits 576 / 1280 bytes (RFC 1812 4.3.2.3, RFC 4443 2.4(c)).
-    public static func timeExceeded(from router: SimulatedAddress, quoting packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8, quoteBytes: Int? = nil) -> [UInt8] {
-        icmpError(type: header.isIPv6 ? 3 : 11, code: 0, from: router, quoting: packet, header: header, ttl: ttl, quoteBytes: quoteBytes)
+    /// - Parameter labelStack: an MPLS label stack extension (RFC 4950) in its placement.
+    public static func timeExceeded(from router: SimulatedAddress, quoting packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8, quoteBytes: Int? = nil,
+                                    labelStack: SimulatedLabelStack? = nil) -> [UInt8] {
+        icmpError(type: header.isIPv6 ? 3 : 11, code: 0, from: router, quoting: packet, header: header, ttl: ttl, quoteBytes: quoteBytes, labelStack: labelStack)
     }
 
     /// "Fragmentation needed and DF set" (v4 type 3 code 4, next-hop MTU in bytes 6-7) or
@@ -230,16 +234,23 @@ public enum SimulatedPacket {
     /// An ICMP error from `source` to the request's source, quoting the request from its
     /// IP header on, as far as `quoteBytes` past that header or the minimum-MTU limit allow.
     static func icmpError(type: UInt8, code: UInt8, from source: SimulatedAddress, quoting packet: UnsafeRawBufferPointer, header: Header, ttl: UInt8,
-                          quoteBytes: Int? = nil, restOfHeader: UInt32 = 0) -> [UInt8] {
+                          quoteBytes: Int? = nil, restOfHeader: UInt32 = 0, labelStack: SimulatedLabelStack? = nil) -> [UInt8] {
         let ipHeaderLength = header.isIPv6 ? 40 : 20
-        var limit = (header.isIPv6 ? maximumICMPErrorLengthV6 : maximumICMPErrorLengthV4) - ipHeaderLength - 8
+        let room = (header.isIPv6 ? maximumICMPErrorLengthV6 : maximumICMPErrorLengthV4) - ipHeaderLength - 8
+        var limit = room
         if let quoteBytes { limit = min(limit, header.transportOffset + quoteBytes) }
         let quoted = packet[0..<min(header.end, limit)]
         var message = [UInt8](repeating: 0, count: 8)
         message[0] = type
         message[1] = code
         store(restOfHeader, into: &message, at: 4)
-        message.append(contentsOf: quoted)
+        if let labelStack {
+            let extended = labelStack.extend(quote: Array(quoted), room: room, isIPv6: header.isIPv6)
+            message[header.isIPv6 ? 4 : 5] = extended.lengthField
+            message.append(contentsOf: extended.bytes)
+        } else {
+            message.append(contentsOf: quoted)
+        }
         return ipPacket(source: source, destination: header.source, transport: header.isIPv6 ? protocolICMPv6 : protocolICMP,
                         ttl: ttl, transportMessage: message, checksumOffset: 2)
     }

@@ -137,7 +137,8 @@ struct PathWalker {
             let ttl = UInt8(max(1, Int(rule.ttl) - Self.routersBefore(address, hop: hop, path: path, loop: loop)))
             if refuses, let refusal {
                 router.counters.unreachable += 1
-                let bytes = SimulatedPacket.unreachable(refusal.code, from: address, quoting: packet, header: header, ttl: ttl, quoteBytes: rule.quoteBytes)
+                let bytes = SimulatedPacket.unreachable(refusal.code, from: address, quoting: packet, header: header, ttl: ttl, quoteBytes: rule.quoteBytes,
+                                                        labelStack: rule.mpls)
                 return .unreachable(router: address, hop: hop, bytes: bytes, delay: delay + refusal.delay, code: refusal.code)
             }
             let bytes: [UInt8]
@@ -146,7 +147,7 @@ struct PathWalker {
                 bytes = SimulatedPacket.tooBig(from: address, mtu: rule.mtu!, quoting: packet, header: header, ttl: ttl, quoteBytes: rule.quoteBytes)
             } else {
                 router.counters.timeExceeded += 1
-                bytes = SimulatedPacket.timeExceeded(from: address, quoting: packet, header: header, ttl: ttl, quoteBytes: rule.quoteBytes)
+                bytes = SimulatedPacket.timeExceeded(from: address, quoting: packet, header: header, ttl: ttl, quoteBytes: rule.quoteBytes, labelStack: rule.mpls)
             }
             return .icmpError(router: address, hop: hop, bytes: bytes, delay: delay, tooBig: tooBig)
         }

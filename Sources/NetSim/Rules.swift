@@ -136,6 +136,9 @@ public struct HostRule: Equatable, Sendable {
     /// As a router: how many bytes past the quoted IP header its ICMP errors quote (8 as
     /// RFC 792, many old routers); nil quotes as much as fits 576 (IPv4) / 1280 (IPv6) bytes.
     public var quoteBytes: Int?
+    /// As a router: the MPLS label stack its time exceeded and unreachable messages carry
+    /// (RFC 4950, in an RFC 4884 extension); nil for none.
+    public var mpls: SimulatedLabelStack?
 
     public init(prefix: AddressPrefix) {
         self.prefix = prefix
@@ -159,6 +162,7 @@ public struct HostRule: Equatable, Sendable {
             && lhs.tcpPorts.map(\.ports) == rhs.tcpPorts.map(\.ports) && lhs.tcpPorts.map(\.behaviour) == rhs.tcpPorts.map(\.behaviour)
             && lhs.tcpDefault == rhs.tcpDefault && lhs.unreachable == rhs.unreachable
             && lhs.icmpFiltered == rhs.icmpFiltered && lhs.path == rhs.path && lhs.loop == rhs.loop && lhs.icmpRatePerSecond == rhs.icmpRatePerSecond && lhs.mtu == rhs.mtu && lhs.quoteBytes == rhs.quoteBytes
+            && lhs.mpls == rhs.mpls
     }
 }
 
@@ -210,6 +214,15 @@ extension HostRule {
           mtu=1400                        MTU of its next link (DF / IPv6: too big)
           quote=8                         bytes past the IP header its errors quote
                                           (default: as much as fits 576 / 1280 bytes)
+          mpls=16005/0/1,24001            MPLS label stack (RFC 4950) on its time
+                                          exceeded and unreachable messages, top first:
+                                          LABEL[/TC[/TTL]] (TC 0-7, default 0; TTL
+                                          0-255, default 1); S is set on the last; 1 to
+                                          16 entries
+          mpls-placement=fixed128         where the extension goes: rfc4884 (default:
+                                          after the padded quote its length field
+                                          gives) or fixed128 (length 0, quote of
+                                          exactly 128 bytes, as older routers send)
         Router addresses must lie inside 198.18.0.0/15 or 2001:db8::/32.
         Durations take ns, us, ms or s (bare numbers are ms). The longest
         matching prefix wins; addresses no rule covers answer at once, TTL 64,
@@ -306,6 +319,13 @@ extension HostRule {
         case "quote":
             guard let parsed = Int(value), (8...1500).contains(parsed) else { throw RuleError("quote='\(value)': write 8 to 1500 bytes") }
             quoteBytes = parsed
+        case "mpls":
+            mpls = SimulatedLabelStack(entries: try labelStack(value), placement: mpls?.placement ?? .rfc4884)
+        case "mpls-placement":
+            guard let placement = SimulatedLabelStack.Placement(rawValue: value) else {
+                throw RuleError("mpls-placement='\(value)': write rfc4884 (the length field) or fixed128 (the older fixed 128-byte quote)")
+            }
+            mpls = SimulatedLabelStack(entries: mpls?.entries ?? [], placement: placement)
         case "icmp":
             guard value == "filtered" || value == "answer" else { throw RuleError("icmp='\(value)': write filtered (drop echo requests) or answer") }
             icmpFiltered = value == "filtered"
@@ -313,7 +333,7 @@ extension HostRule {
             guard let behaviour = PortBehaviour(rawValue: value) else { throw RuleError("tcp-default='\(value)': write open, closed, filtered or rejected") }
             tcpDefault = behaviour
         default:
-            throw RuleError("unknown key '\(key)': use delay, jitter, loss, drop, ttl, tcp, tcp-default, icmp, unreachable, path, loop, icmp-rate, mtu or quote")
+            throw RuleError("unknown key '\(key)': use delay, jitter, loss, drop, ttl, tcp, tcp-default, icmp, unreachable, path, loop, icmp-rate, mtu, quote, mpls or mpls-placement")
         }
     }
 
@@ -327,6 +347,31 @@ extension HostRule {
             throw RuleError("\(key)='\(value)': router \(text) is outside 198.18.0.0/15 and 2001:db8::/32")
         }
         return router
+    }
+
+    /// `mpls=LABEL[/TC[/TTL]],...`: 1 to 16 entries, top of the stack first.
+    private func labelStack(_ value: String) throws(RuleError) -> [SimulatedLabelStack.Entry] {
+        let example = "e.g. mpls=16005/0/1,24001 (LABEL/TC/TTL, top of the stack first)"
+        var entries: [SimulatedLabelStack.Entry] = []
+        for item in value.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = item.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+            guard (1...3).contains(parts.count) else { throw RuleError("mpls='\(value)': '\(item)' is not LABEL[/TC[/TTL]], \(example)") }
+            guard let label = UInt32(parts[0]), label <= 0xf_ffff else {
+                throw RuleError("mpls='\(value)': label '\(parts[0])': write 0 to 1048575 (20 bits), \(example)")
+            }
+            var entry = SimulatedLabelStack.Entry(label: label)
+            if parts.count > 1 {
+                guard let trafficClass = UInt8(parts[1]), trafficClass <= 7 else { throw RuleError("mpls='\(value)': traffic class '\(parts[1])' in '\(item)': write 0 to 7, \(example)") }
+                entry.trafficClass = trafficClass
+            }
+            if parts.count > 2 {
+                guard let ttl = UInt8(parts[2]) else { throw RuleError("mpls='\(value)': TTL '\(parts[2])' in '\(item)': write 0 to 255, \(example)") }
+                entry.ttl = ttl
+            }
+            entries.append(entry)
+        }
+        guard entries.count <= 16 else { throw RuleError("mpls='\(value)': \(entries.count) entries: give 1 to 16 (a deeper stack is not a real one)") }
+        return entries
     }
 
     /// `drop=every:N,after:K`, both items required, in any order.
@@ -398,6 +443,9 @@ extension HostRule {
     /// the keys that must agree with each other.
     fileprivate mutating func finish(jitter: String?) throws(RuleError) {
         try applyJitter(jitter)
+        if let mpls, mpls.entries.isEmpty {
+            throw RuleError("mpls-placement=\(mpls.placement.rawValue) without mpls: give the label stack too, e.g. mpls=16005/0/1")
+        }
         if let answer = unreachable {
             guard loop.isEmpty else {
                 throw RuleError("loop and unreachable exclude each other: a packet going round a loop never reaches the router or host that would refuse it")

@@ -10,7 +10,7 @@ import Yams
 public enum ConfigurationLoader {
     /// The top-level keys of the config file.
     static let topLevelKeys = ["probe", "targets", "icmp", "tcp", "influxdb", "spool", "batch", "resolve_interval", "shard", "watch_interval", "trace", "prometheus", "web"]
-    static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family", "mode", "tos", "source", "interface"]
+    static let probeKeys = ["interval", "count", "spacing", "timeout", "size", "ttl", "family", "mode", "tos", "source", "interface", "dont_fragment"]
     static let defaultPingTargets = "targets/ping.yaml"
     /// The `probe` tag's default when set (else the host name); `probe:` in the file wins.
     public static let probeNameVariable = "NETPROBE_PROBE_NAME"
@@ -202,7 +202,8 @@ public enum ConfigurationLoader {
         var settings = ProbeSettings.defaults
         let otherKindOnly = kind == "tcp"
             ? ["size": "'size' (ICMP payload) applies to icmp only; remove it from tcp",
-               "ttl": "'ttl' applies to icmp only; remove it from tcp"]
+               "ttl": "'ttl' applies to icmp only; remove it from tcp",
+               "dont_fragment": "'dont_fragment' applies to icmp only (TCP segments are sized by the kernel); remove it from tcp"]
             : ["mode": "'mode' (half-open or connect) applies to tcp only; remove it from icmp"]
         guard let entries = reader.entries(of: node, section: kind, known: probeKeys, special: otherKindOnly) else {
             return settings
@@ -242,6 +243,9 @@ public enum ConfigurationLoader {
             }
         }
         settings.packetDefaults = TargetsFiles.readPacketOptions(entries, inherited: .none, reader: &reader)
+        if let value = entries["dont_fragment"], let dontFragment = reader.boolean(value, "dont_fragment") {
+            settings.packetDefaults.fragmentation = dontFragment ? .probe : .dont
+        }
         return settings
     }
 

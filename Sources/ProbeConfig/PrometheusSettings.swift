@@ -113,10 +113,13 @@ public struct BlackboxModule: Sendable, Equatable {
     /// The packets' class, source address and interface (`tos`, `source_ip_address` as
     /// blackbox_exporter names it, `interface`); none by default.
     public var options: PacketOptions
+    /// ICMP only: echo payload bytes (`size`, or blackbox's `payload_size`); 56 as ping.
+    public var payloadSize: Int
 
     public init(kind: ProbeKind, count: Int = 1, spacingNanoseconds: Int64 = 100_000_000, timeoutNanoseconds: Int64 = 1_000_000_000,
-                family: AddressPreference = .any, tcpMode: TCPProbeMode = .halfOpen, options: PacketOptions = .none) {
+                family: AddressPreference = .any, tcpMode: TCPProbeMode = .halfOpen, options: PacketOptions = .none, payloadSize: Int = 56) {
         self.options = options
+        self.payloadSize = payloadSize
         self.kind = kind
         self.count = count
         self.spacingNanoseconds = spacingNanoseconds
@@ -180,7 +183,7 @@ extension ConfigurationLoader {
     static let prometheusKeys = ["listen", "probe"]
     static let blackboxKeys = ["allow", "modules", "max_concurrent", "max_per_second", "timeout_offset"]
     static let allowNameKeys = ["name", "any_address"]
-    static let moduleKeys = ["prober", "count", "spacing", "timeout", "family", "mode", "tos", "source_ip_address", "interface"]
+    static let moduleKeys = ["prober", "count", "spacing", "timeout", "family", "mode", "tos", "source_ip_address", "interface", "dont_fragment", "size", "payload_size"]
 
     /// Reads `prometheus:`; null or `{}` turns the exporter on with every default.
     static func readPrometheus(_ node: Node, reader: inout Reader) -> PrometheusSettings? {
@@ -338,6 +341,7 @@ extension ConfigurationLoader {
                 }
             }
             module.options = readModuleOptions(entries, module: name, family: module.family, reader: &reader)
+            readModuleSize(entries, into: &module, name: name, reader: &reader)
             if module.worstCaseNanoseconds > 30_000_000_000 {
                 reader.error(key, "module \(name): (count - 1) × spacing + timeout is more than 30s; a scrape would time out first")
                 continue
@@ -349,6 +353,28 @@ extension ConfigurationLoader {
                 reader.warning(key, "module \(name): (count - 1) × spacing + timeout = \(Units.format(nanoseconds: module.worstCaseNanoseconds)); under Prometheus' default scrape_timeout of 10s, /probe answers after \(Units.format(nanoseconds: answerBy)) (the scrape timeout minus timeout_offset) with \(fitting == module.count ? "a shorter timeout" : "\(fitting) of its \(module.count) packets"); give the scrape job a scrape_timeout of at least \(Units.format(nanoseconds: module.worstCaseNanoseconds + settings.timeoutOffsetNanoseconds)), or lower count, spacing or timeout")
             }
             settings.modules[name] = module
+        }
+    }
+
+    /// An icmp module's `dont_fragment` (blackbox's name: DF on every echo request, as
+    /// `ping -M probe`; false: never, as `-M dont`) and `size` (payload bytes; blackbox
+    /// calls it `payload_size`, also taken).
+    private static func readModuleSize(_ entries: Entries, into module: inout BlackboxModule, name: String, reader: inout Reader) {
+        for key in ["dont_fragment", "size", "payload_size"] {
+            guard let node = entries[key] else { continue }
+            guard module.kind == .icmp else {
+                reader.error(node, "module \(name): '\(key)' applies to icmp modules only (TCP segments are sized by the kernel); remove it")
+                return
+            }
+        }
+        if entries["size"] != nil, let both = entries["payload_size"] {
+            reader.error(both, "module \(name): give 'size' or blackbox's 'payload_size', not both")
+        }
+        for key in ["size", "payload_size"] {
+            if let node = entries[key], let size = reader.integer(node, key, in: 12...65507) { module.payloadSize = size }
+        }
+        if let node = entries["dont_fragment"], let value = reader.boolean(node, "dont_fragment") {
+            module.options.fragmentation = value ? .probe : .dont
         }
     }
 

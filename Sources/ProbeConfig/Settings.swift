@@ -68,11 +68,15 @@ public struct PacketDefaults: Sendable, Equatable {
     public var source: IPAddress?
     /// The interface; nil: the route's.
     public var interface: String?
+    /// `icmp:`'s `dont_fragment`: true sets DF on every echo request (ping -M probe),
+    /// false never (ping -M dont); nil: the kernel's default.
+    public var fragmentation: Fragmentation?
 
-    public init(tos: [UInt8] = [0], source: IPAddress? = nil, interface: String? = nil) {
+    public init(tos: [UInt8] = [0], source: IPAddress? = nil, interface: String? = nil, fragmentation: Fragmentation? = nil) {
         self.tos = tos
         self.source = source
         self.interface = interface
+        self.fragmentation = fragmentation
     }
 
     /// Nothing set: class 0, the route's source and interface.
@@ -80,7 +84,7 @@ public struct PacketDefaults: Sendable, Equatable {
 
     /// The options of each class, in order.
     public var options: [PacketOptions] {
-        tos.map { PacketOptions(tos: $0, source: source, interface: interface) }
+        tos.map { PacketOptions(tos: $0, source: source, interface: interface, fragmentation: fragmentation) }
     }
 }
 

@@ -10,8 +10,11 @@ public struct OnDemandProbe: Sendable, Equatable {
     public var timeoutNanoseconds: Int64
     /// TCP: how the handshake ends.
     public var tcpMode: TCPProbeMode
+    /// ICMP: echo payload bytes (56, as ping, unless a module sets `size`).
+    public var payloadLength: Int
 
-    public init(kind: ProbeKind, count: Int, spacingNanoseconds: Int64, timeoutNanoseconds: Int64, tcpMode: TCPProbeMode = .halfOpen) {
+    public init(kind: ProbeKind, count: Int, spacingNanoseconds: Int64, timeoutNanoseconds: Int64, tcpMode: TCPProbeMode = .halfOpen, payloadLength: Int = 56) {
+        self.payloadLength = payloadLength
         self.kind = kind
         self.count = count
         self.spacingNanoseconds = spacingNanoseconds

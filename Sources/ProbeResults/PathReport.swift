@@ -77,10 +77,14 @@ public struct FlowHop: Sendable, Equatable {
 public struct AddressCount: Sendable, Equatable {
     public var address: IPAddress
     public var answers: Int
+    /// The MPLS label stack its time exceeded (or unreachable) messages carried (RFC 4950),
+    /// top first: the most common one, the latest of equally common ones; empty for none.
+    public var labelStack: [MPLSLabelStackEntry]
 
-    package init(address: IPAddress, answers: Int) {
+    package init(address: IPAddress, answers: Int, labelStack: [MPLSLabelStackEntry] = []) {
         self.address = address
         self.answers = answers
+        self.labelStack = labelStack
     }
 }
 
@@ -129,6 +133,8 @@ public struct HopReport: Sendable, Equatable {
     public var statistics: RTTStatistics? { RTTStatistics(samples: rttsMilliseconds) }
     /// The address with the most answers.
     public var address: IPAddress? { addressCounts.first?.address }
+    /// The MPLS label stack of the address with the most answers, top first (empty: none).
+    public var labelStack: [MPLSLabelStackEntry] { addressCounts.first?.labelStack ?? [] }
     /// Who answered, as (address, answers) pairs.
     public var addresses: [(address: IPAddress, answers: Int)] { addressCounts.map { ($0.address, $0.answers) } }
     /// Nothing answered at this hop: shown as "???".
@@ -140,9 +146,10 @@ public struct HopReport: Sendable, Equatable {
     public var timestampSource: TimestampSource? { TimestampSource(kernel: kernelTimestamps, user: userTimestamps) }
 
     package init(hop: Int, addresses: [(address: IPAddress, answers: Int)], sent: Int, received: Int, rttsMilliseconds: [Double], isDestination: Bool, unreachable: Int,
-                 unreachableMarks: [String: Int] = [:], kernelTimestamps: Int = 0, userTimestamps: Int = 0, flows: [FlowHop] = []) {
+                 unreachableMarks: [String: Int] = [:], kernelTimestamps: Int = 0, userTimestamps: Int = 0, flows: [FlowHop] = [],
+                 labelStacks: [IPAddress: [MPLSLabelStackEntry]] = [:]) {
         self.hop = hop
-        self.addressCounts = addresses.map { AddressCount(address: $0.address, answers: $0.answers) }
+        self.addressCounts = addresses.map { AddressCount(address: $0.address, answers: $0.answers, labelStack: labelStacks[$0.address] ?? []) }
         self.sent = sent
         self.received = received
         self.rttsMilliseconds = rttsMilliseconds

@@ -16,6 +16,10 @@ extension Schema {
         /// The path MTU (`trace: mtu: true`, ICMP traces): the largest IP packet that
         /// reached the farthest hop that answered.
         public static let pathMTU = "path_mtu"
+        /// Field of `hop` points (despite the enum's name): the MPLS label stack of the
+        /// hop's address, entries top first as label/TC/S/TTL separated by spaces
+        /// ("16005/0/0/1 24001/0/1/1"); absent when it carried none.
+        public static let mpls = "mpls"
     }
 
     /// One `hop` point per hop of `trace` (fields as for icmp, plus `forwarded_loss_percent`
@@ -33,6 +37,8 @@ extension Schema {
             ]
             // Unreachables are answers but not replies: counted apart, where there were any.
             if hop.unreachable > 0 { fields.append(("unreachable", .integer(Int64(hop.unreachable)))) }
+            // Labels change (LDP / segment routing reassign them): a field, never a tag.
+            if !hop.labelStack.isEmpty { fields.append((PathField.mpls, .string(MPLSLabelStackEntry.compact(hop.labelStack)))) }
             if let stats = hop.statistics {
                 fields += [
                     (Field.rttMinimum, .float(stats.minimum)), (Field.rttAverage, .float(stats.average)), (Field.rttMaximum, .float(stats.maximum)),

@@ -37,6 +37,8 @@ public enum Schema {
         /// TCP only.
         public static let completed = "completed"
         public static let result = "result", resultCode = "result_code"
+        /// ICMP with don't-fragment: attempts answered "too big", and the smallest MTU named.
+        public static let tooBig = "too_big", pathMTU = "path_mtu"
     }
 
     /// Every tag and field key a round point of `kind` may carry (README's schema table).
@@ -95,7 +97,7 @@ public enum Schema {
     public enum RoundField: Int, CaseIterable, Sendable {
         case sent, received, duplicates, late, lossPercent
         case rttMinimum, rttAverage, rttMaximum, rttMedian, rttStandardDeviation, jitter
-        case ttl, completed, result, resultCode
+        case ttl, completed, result, resultCode, tooBig, pathMTU
 
         /// The field's key in every store.
         public var key: String {
@@ -115,6 +117,8 @@ public enum Schema {
             case .completed: return Field.completed
             case .result: return Field.result
             case .resultCode: return Field.resultCode
+            case .tooBig: return Field.tooBig
+            case .pathMTU: return Field.pathMTU
             }
         }
     }
@@ -140,6 +144,10 @@ public enum Schema {
         if round.kind == .tcp { out.field(RoundField.completed, .integer(Int64(round.completed))) }
         out.field(RoundField.result, .string(round.outcome.rawValue))
         out.field(RoundField.resultCode, .integer(Int64(round.outcome.code)))
+        if round.kind == .icmp, round.target.options.fragmentation != nil || round.tooBig > 0 {
+            out.field(RoundField.tooBig, .integer(Int64(round.tooBig)))
+            if let mtu = round.pathMTU { out.field(RoundField.pathMTU, .integer(Int64(mtu))) }
+        }
     }
 
     private struct FieldList: RoundFieldSink {

@@ -224,7 +224,10 @@ extension ProbeService {
             case .ipv6Only: [.ipv6]
             case .any: [.ipv4, .ipv6]
             }
-            sockets.icmp = try ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [], ttl: configuration.icmp.ttl, logger: logger)
+            // Both don't-fragment kinds are opened now, before privileges go: a reload may
+            // ask for either (a raw one only sends; answers come to the main socket).
+            sockets.icmp = try ICMPSocketSet.open(families: families, optional: families.count > 1 ? families : [], ttl: configuration.icmp.ttl,
+                                                fragmentation: Set(Fragmentation.allCases), logger: logger)
         }
         if configuration.trace.isEnabled {
             // The path prober's own raw sockets (time exceeded reaches only raw sockets).

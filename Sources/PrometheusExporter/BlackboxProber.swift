@@ -142,7 +142,7 @@ public final class BlackboxProber: Sendable {
         var target = ProbeTarget(name: request.host, address: address, port: request.port)
         target.options = module.options
         outcome.round = await prober.run(OnDemandProbe(kind: module.kind, count: count, spacingNanoseconds: module.spacingNanoseconds,
-                                                       timeoutNanoseconds: timeout, tcpMode: module.tcpMode), on: target)
+                                                       timeoutNanoseconds: timeout, tcpMode: module.tcpMode, payloadLength: module.payloadSize), on: target)
         if let round = outcome.round, round.sent > 0 {
             outcome.setupSeconds = Double(max(0, round.startNanoseconds - resolved.realtime)) / 1e9
         }
@@ -194,6 +194,10 @@ public final class BlackboxProber: Sendable {
         if let address = outcome.address {
             writer.family("probe_ip_addr_hash", .gauge, help: "Specifies the hash of IP address. It's useful to detect if the IP address changes.")
             writer.sample("probe_ip_addr_hash", [], addressHash(address))
+        }
+        if request.module.kind == .icmp, let mtu = round?.pathMTU {
+            writer.family("probe_icmp_path_mtu_bytes", .gauge, help: "The MTU a don't-fragment probe was told (fragmentation needed / packet too big, or this host's interface): packets of the module's size do not pass")
+            writer.sample("probe_icmp_path_mtu_bytes", [], Double(mtu))
         }
         if request.module.kind == .icmp, let ttl = round?.ttl {
             writer.family("probe_icmp_reply_hop_limit", .gauge, help: "Replied packet hop limit (TTL for ipv4)")

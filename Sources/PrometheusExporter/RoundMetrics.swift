@@ -89,8 +89,8 @@ public final class RoundMetrics: RoundObserver, Sendable {
         var duplicates = 0
         var completed = 0
         /// Attempts, and rounds, by outcome code.
-        var outcomes = InlineArray<6, Int>(repeating: 0)
-        var rounds = InlineArray<6, Int>(repeating: 0)
+        var outcomes = InlineArray<7, Int>(repeating: 0)
+        var rounds = InlineArray<7, Int>(repeating: 0)
         /// Every RTT, by `Histogram.rttBounds` bucket (each count in its bucket alone).
         var buckets = InlineArray<20, Int>(repeating: 0)
         var rttCount = 0
@@ -273,7 +273,7 @@ public final class RoundMetrics: RoundObserver, Sendable {
 
         static let resultLabel = Array(Schema.Field.result.utf8)
         /// Each outcome's label value, by code.
-        static let outcomeNames: [[UInt8]] = (0..<6).map { code in Array((ProbeOutcome.allCases.first { $0.code == code }?.rawValue ?? "").utf8) }
+        static let outcomeNames: [[UInt8]] = (0..<7).map { code in Array((ProbeOutcome.allCases.first { $0.code == code }?.rawValue ?? "").utf8) }
         static let rttBounds = Histogram.rttBoundTexts.map { Array($0.utf8) }
 
         /// The family's samples of one target.
@@ -293,11 +293,11 @@ public final class RoundMetrics: RoundObserver, Sendable {
             case .counter(let path):
                 writer.sample(nameBytes, labels, Double(row.pointee[keyPath: path]))
             case .outcomes:
-                for code in 0..<6 where row.pointee.outcomes[code] > 0 {
+                for code in 0..<7 where row.pointee.outcomes[code] > 0 {
                     writer.sample(nameBytes, labels, extra: (Self.resultLabel, Self.outcomeNames[code]), Double(row.pointee.outcomes[code]))
                 }
             case .rounds:
-                for code in 0..<6 where row.pointee.rounds[code] > 0 {
+                for code in 0..<7 where row.pointee.rounds[code] > 0 {
                     writer.sample(nameBytes, labels, extra: (Self.resultLabel, Self.outcomeNames[code]), Double(row.pointee.rounds[code]))
                 }
             case .histogram:
@@ -345,7 +345,7 @@ public final class RoundMetrics: RoundObserver, Sendable {
             families.append(TargetFamily(.counter(counter.value), Schema.Prometheus.counter(kind, counter.field), .counter, help: counter.help))
         }
         families.append(TargetFamily(.outcomes, Schema.Prometheus.outcomes(kind), .counter,
-                                     help: "Attempts by outcome (\(Schema.Field.result) values: ok, refused, timeout, unreachable, error)."))
+                                     help: "Attempts by outcome (\(Schema.Field.result) values: ok, refused, timeout, unreachable, error, too_big)."))
         families.append(TargetFamily(.rounds, Schema.Prometheus.rounds(kind), .counter,
                                      help: "Rounds by result (ok when anything was answered; unresolved when the name did not resolve)."))
         families.append(TargetFamily(.histogram, Schema.Prometheus.rttHistogram(kind), .histogram,

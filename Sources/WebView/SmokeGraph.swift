@@ -86,7 +86,7 @@ public struct SmokeGraph: Sendable {
     /// The outcome band's colour of a bucket's outcomes: the worst one other than ok;
     /// nil where every round was ok.
     static func outcomeColor(_ outcomes: Set<ProbeOutcome>) -> (ProbeOutcome, String)? {
-        let order: [(ProbeOutcome, String)] = [(.unresolved, "#9467bd"), (.unreachable, "#d62728"), (.error, "#8c564b"),
+        let order: [(ProbeOutcome, String)] = [(.unresolved, "#9467bd"), (.unreachable, "#d62728"), (.tooBig, "#e377c2"), (.error, "#8c564b"),
                                                (.refused, "#ff7f0e"), (.timeout, "#7f7f7f")]
         return order.first { outcomes.contains($0.0) }
     }

@@ -39,7 +39,8 @@ struct CheckCommand: PrivilegedCommand {
             The rules, first match wins (threshold 5 %; interval: the 95 % interval):
               1. the name does not resolve                  -> name: DNS problem
               2. ICMP or TCP answered only "unreachable", or
-                 the trace ends unreachable or in a loop    -> network
+                 the trace ends unreachable or in a loop,
+                 or ICMP with -M do answered only "too big" -> network
               3. ICMP loss interval at or above 5 %         -> network
               4. the trace's loss start is a significant
                  change point (99 %) and the target's loss
@@ -92,6 +93,11 @@ struct CheckCommand: PrivilegedCommand {
 
     @OptionGroup(title: "Packet options") var packet: PacketOptionsOption
 
+    @OptionGroup var fragmentation: FragmentationOption
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("ICMP payload bytes of the echo requests (\(ICMPEcho.minimumPayloadLength) to \(ICMPEcho.maximumPayloadLength)), as ping -s.", valueName: "bytes"))
+    var size: Int = 56
+
     @Flag(name: .long, help: "Do not trace the path to the hosts.")
     var noTrace = false
 
@@ -113,6 +119,10 @@ struct CheckCommand: PrivilegedCommand {
         }
         for target in targets { _ = try Endpoint.parse(target, requirePort: false) }
         _ = try packet.preference(family.preference)
+        _ = try fragmentation.fragmentation()
+        guard size >= ICMPEcho.minimumPayloadLength, size <= ICMPEcho.maximumPayloadLength else {
+            throw ValidationError("--size must be between \(ICMPEcho.minimumPayloadLength) and \(ICMPEcho.maximumPayloadLength) bytes (netprobe's payload carries a cookie and the probe number), got \(size).")
+        }
     }
 
     /// -4 / -6, narrowed to the family of --source when one is given.
@@ -132,8 +142,9 @@ struct CheckCommand: PrivilegedCommand {
         let logger = makeLogger()
         let (families, optional) = preference.socketFamilies
         var resources = PrivilegedResources()
+        let kinds = try fragmentation.socketKinds()
         do {
-            resources.icmpSockets = try ICMPSocketSet.open(families: families, optional: optional, ttl: nil, logger: logger)
+            resources.icmpSockets = try ICMPSocketSet.open(families: families, optional: optional, ttl: nil, fragmentation: kinds, logger: logger)
         } catch {
             writeError("netprobe: ICMP is not available, checking TCP only: \(error)\n  (see `netprobe ping --help` for the two ways to allow ICMP)")
         }
@@ -158,11 +169,14 @@ struct CheckCommand: PrivilegedCommand {
         try packet.checkFamilies(of: hosts)
         let packetOptions = try packet.packetOptions()
         let hostTargets = PacketOptionsOption.apply(packetOptions, to: await Resolver.resolve(hosts, preference: preference))
+        // Don't-fragment is ICMP echo's only (TCP's segments are the kernel's to size).
+        let echoTargets = try fragmentation.apply(to: hostTargets)
+        try fragmentation.checkSize(size, targets: echoTargets)
         let tcpTargets = PacketOptionsOption.apply(packetOptions, to: await resolveEndpoints(endpoints, preference: preference))
 
         let probers = try Probers(sockets: ProbeSockets(icmp: resources.icmpSockets, path: resources.pathSockets, pathTCP: resources.pathTCPSockets), logger: logger)
         let icmpProber = try probers.icmp(ICMPProbeConfiguration(count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
-                                                                 payloadLength: 56, ttl: nil, packetsPerSecond: 1000))
+                                                                 payloadLength: size, ttl: nil, packetsPerSecond: 1000))
         let tcpProber = try probers.tcp(EngineSettings.tcp(count: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
                                                            rate: 1000, targetCount: tcpTargets.count, mode: tcp.mode, logger: logger))
         let pathProber = try probers.path(PathProbeConfiguration(rounds: 0, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds))
@@ -175,8 +189,8 @@ struct CheckCommand: PrivilegedCommand {
         defer { interrupts.cancel() }
 
         let progress = Progress(hosts: hosts.count, ports: tcpTargets.count, duration: duration.seconds, maxDuration: probingBound.seconds)
-        let live = Locked(LiveRounds(icmp: icmpProber == nil ? [] : hostTargets, tcp: tcpTargets))
-        let icmpEvents = icmpProber?.probe(hostTargets)
+        let live = Locked(LiveRounds(icmp: icmpProber == nil ? [] : echoTargets, tcp: tcpTargets))
+        let icmpEvents = icmpProber?.probe(echoTargets)
         let tcpEvents = tcpTargets.isEmpty ? nil : tcpProber.probe(tcpTargets)
         let (durationNanoseconds, boundNanoseconds) = (duration.nanoseconds, probingBound.nanoseconds)
         // After --duration, probing goes on while the rounds so far leave a verdict

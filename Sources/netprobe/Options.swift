@@ -243,3 +243,65 @@ struct PacketOptionsOption: ParsableArguments {
         }
     }
 }
+
+/// `-M do|dont|probe` (ping's path-MTU discovery choice) for ICMP echo probes.
+struct FragmentationOption: ParsableArguments {
+    @Option(name: [.customShort("M"), .customLong("pmtu-discovery")], help: ArgumentHelp("""
+        Don't-fragment for the echo requests, as ping -M: do or probe set DF (IPv6: no \
+        fragmentation by this host either) on every request, whatever this host's \
+        path-MTU cache holds, so each one asks the path; a router's "fragmentation \
+        needed" / "packet too big", or this host's own interface MTU, ends it as too_big \
+        with the MTU (do and probe are the same here). dont never sets DF: routers \
+        fragment IPv4. Without -M the kernel's default: DF while the packet fits the \
+        cached path MTU, fragmented by this host after.
+        """, valueName: "do|dont|probe"))
+    var pmtuDiscovery: String?
+
+    /// The choice, checked.
+    /// - Throws: `ValidationError` (exit 3) for anything but do, dont, probe.
+    func fragmentation() throws -> Fragmentation? {
+        guard let pmtuDiscovery else { return nil }
+        guard let value = Fragmentation(rawValue: pmtuDiscovery.lowercased()) else {
+            throw ValidationError("-M: '\(pmtuDiscovery)' is not a choice; give do, dont or probe (as ping -M).")
+        }
+        return value
+    }
+
+    /// The sockets to open besides the main ones.
+    func socketKinds() throws -> Set<Fragmentation> {
+        try fragmentation().map { [$0] } ?? []
+    }
+
+    /// `targets` with the choice set (ICMP echo targets only).
+    func apply(to targets: [ProbeTarget]) throws -> [ProbeTarget] {
+        guard let fragmentation = try fragmentation() else { return targets }
+        return targets.map { target in
+            var target = target
+            target.options.fragmentation = fragmentation
+            return target
+        }
+    }
+}
+
+extension FragmentationOption {
+    /// Without `-M`, refuses a size whose packets exceed the route's MTU to some target:
+    /// this host would fragment them, and the probe would measure reassembly rather than
+    /// the path (the user most likely wanted `-M do`). With `-M` anything goes: `do`
+    /// reports too_big, `dont` sends fragments on purpose.
+    /// - Throws: `ValidationError` (exit 3) naming the first such target.
+    func checkSize(_ size: Int, targets: [ProbeTarget]) throws {
+        guard try fragmentation() == nil, size + 28 > 576 else { return }
+        for target in targets {
+            guard let address = target.address else { continue }
+            let total = size + (address.family == .ipv4 ? 28 : 48)
+            if let mtu = target.options.interfaceMTU(to: address), total > mtu {
+                throw ValidationError("""
+                    -s \(size) makes \(total)-byte \(address.family == .ipv4 ? "IPv4" : "IPv6") packets, more than the MTU of the interface the route to \(target.name) leaves by (\(mtu)): \
+                    without -M this host would fragment them, and the probe would measure fragment reassembly, not the path. \
+                    Give -M do to test whether the path carries them (too_big with the MTU where it does not), -M dont to send fragments on purpose, \
+                    or -s \(mtu - (address.family == .ipv4 ? 28 : 48)) or less.
+                    """)
+            }
+        }
+    }
+}

@@ -26,13 +26,15 @@ struct PingCommand: PrivilegedCommand {
 
     @OptionGroup var options: ProbeOptions
 
-    @Option(name: .shortAndLong, help: ArgumentHelp("ICMP payload bytes (\(ICMPEcho.minimumPayloadLength) to \(ICMPEcho.maximumPayloadLength)).", valueName: "bytes"))
+    @Option(name: .shortAndLong, help: ArgumentHelp("ICMP payload bytes (\(ICMPEcho.minimumPayloadLength) to \(ICMPEcho.maximumPayloadLength)); packets are 28 bytes more (IPv6: 48). Beyond the outgoing interface's MTU only with -M (do: test the path; dont: fragments on purpose).", valueName: "bytes"))
     var size: Int = 56
 
     @Option(name: .shortAndLong, help: "IP time to live (IPv6 hop limit) of the requests (1 to 255).")
     var ttl: Int?
 
     @OptionGroup(title: "Packet options") var packet: PacketOptionsOption
+
+    @OptionGroup var fragmentation: FragmentationOption
 
     @Argument(help: ArgumentHelp("Host names or addresses.", valueName: "target"))
     var targets: [String] = []
@@ -43,6 +45,7 @@ struct PingCommand: PrivilegedCommand {
         }
         if let ttl, !(1...255).contains(ttl) { throw ValidationError("--ttl must be between 1 and 255, got \(ttl).") }
         _ = try packet.preference(options.addressPreference)
+        _ = try fragmentation.fragmentation()
     }
 
     func run(with resources: PrivilegedResources) async throws {
@@ -50,7 +53,8 @@ struct PingCommand: PrivilegedCommand {
         let names = try options.collectTargets(targets)
         try packet.checkFamilies(of: names)
         let packetOptions = try packet.packetOptions()
-        let resolved = PacketOptionsOption.apply(packetOptions, to: await Resolver.resolve(names, preference: try packet.preference(options.addressPreference)))
+        let resolved = try fragmentation.apply(to: PacketOptionsOption.apply(packetOptions, to: await Resolver.resolve(names, preference: try packet.preference(options.addressPreference))))
+        try fragmentation.checkSize(size, targets: resolved)
         for target in resolved where target.address == nil {
             logger.debug("cannot resolve target", metadata: ["target": "\(target.name)", "reason": "\(target.resolutionError ?? "unknown")"])
         }
@@ -91,8 +95,9 @@ struct PingCommand: PrivilegedCommand {
         // without a socket then report "error".
         let (families, optional) = try packet.preference(options.addressPreference).socketFamilies
         let sockets: ICMPSocketSet
+        let kinds = try fragmentation.socketKinds()
         do {
-            sockets = try ICMPSocketSet.open(families: families, optional: optional, ttl: ttl, logger: logger)
+            sockets = try ICMPSocketSet.open(families: families, optional: optional, ttl: ttl, fragmentation: kinds, logger: logger)
         } catch {
             writeError(Self.explain(error))
             throw ExitCode(ExitStatus.systemError)

@@ -14,7 +14,8 @@ enum PrometheusWiring {
     static func openICMPSockets(for configuration: NetprobeConfiguration, logger: Logger) -> ICMPSocketSet? {
         guard let settings = configuration.prometheus, settings.probe.modules.values.contains(where: { $0.kind == .icmp }) else { return nil }
         do {
-            return try ICMPSocketSet.open(families: [.ipv4, .ipv6], optional: [.ipv4, .ipv6], ttl: nil, logger: logger)
+            // Both don't-fragment kinds: a reloaded module may ask for either (dont_fragment).
+            return try ICMPSocketSet.open(families: [.ipv4, .ipv6], optional: [.ipv4, .ipv6], ttl: nil, fragmentation: Set(Fragmentation.allCases), logger: logger)
         } catch {
             logger.warning("prometheus /probe: ICMP is not available, icmp modules will answer 503", metadata: ["error": "\(error)"])
             return nil

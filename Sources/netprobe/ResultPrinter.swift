@@ -26,6 +26,15 @@ struct ResultPrinter {
     func printAttempt(_ event: AttemptEvent) {
         guard !json, !quiet else { return }
         switch event.kind {
+        case .icmp where event.outcome == .tooBig:
+            // As ping: "From 10.0.0.2 icmp_seq=1 Frag needed and DF set (mtu = 1400)".
+            let what = event.target.address?.family == .ipv6 ? "Packet too big" : "Frag needed and DF set"
+            let mtu = event.mtu.map { " (mtu = \($0))" } ?? ""
+            if let router = event.reportedBy {
+                write("From \(router) icmp_seq=\(event.sequence) \(what)\(mtu)")
+            } else {
+                write("\(Self.label(event.target)): icmp_seq=\(event.sequence) local error: message too long\(mtu)")
+            }
         case .icmp:
             let who = event.target.address.map { $0.description == event.target.name ? $0.description : "\(event.target.name) (\($0))" } ?? event.target.name
             var line = "\((event.bytes ?? 0) + 8) bytes from \(who): icmp_seq=\(event.sequence)"
@@ -75,6 +84,7 @@ struct ResultPrinter {
         for (outcome, count) in [(ProbeOutcome.refused, round.refused), (.unreachable, round.unreachable), (.error, round.errors)] where count > 0 {
             line += ", \(count) \(outcome.rawValue)"
         }
+        if round.tooBig > 0 { line += ", \(round.tooBig) too big" + (round.pathMTU.map { " (path MTU \($0))" } ?? "") }
         if round.kind == .tcp, round.timeouts > 0 { line += ", \(round.timeouts) timeout" }
         if round.kind == .tcp, round.tcpMode == .halfOpen, round.completed > 0 {
             line += ", \(round.completed) completed (the final ACK left: the server saw a connection)"
@@ -115,6 +125,10 @@ struct ResultPrinter {
         object.add("loss_percent", .number(round.lossPercent))
         object.add("duplicates", .integer(round.duplicates))
         object.add("late", .integer(round.late))
+        if round.kind == .icmp, round.target.options.fragmentation != nil || round.tooBig > 0 {
+            object.add("too_big", .integer(round.tooBig))
+            object.add("path_mtu", round.pathMTU.map { .integer($0) } ?? .null)
+        }
         object.add("rtt_min_ms", stats.map { .number($0.minimum) } ?? .null)
         object.add("rtt_avg_ms", stats.map { .number($0.average) } ?? .null)
         object.add("rtt_max_ms", stats.map { .number($0.maximum) } ?? .null)
@@ -135,6 +149,7 @@ struct ResultPrinter {
         if options.tos != 0 { object.add("tos", .integer(Int(options.tos))) }
         if let source = options.source { object.add("source", .string(source.description)) }
         if let interface = options.interface { object.add("interface", .string(interface)) }
+        if let fragmentation = options.fragmentation { object.add("pmtu_discovery", .string(fragmentation.rawValue)) }
     }
 
     private func write(_ line: String) {

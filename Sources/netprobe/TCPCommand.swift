@@ -43,7 +43,14 @@ struct TCPCommand: PrivilegedCommand {
     @Argument(help: ArgumentHelp("HOST:PORT targets, e.g. db.example.com:5432, [::1]:80, 127.0.0.1:80,443.", valueName: "host:port"))
     var targets: [String] = []
 
+    /// Taken only to refuse it with a reason (ping's option, often tried here).
+    @Option(name: [.customShort("M"), .customLong("pmtu-discovery")], help: .hidden)
+    var pmtuDiscovery: String?
+
     func validate() throws {
+        if pmtuDiscovery != nil {
+            throw ValidationError("-M (don't-fragment) applies to ICMP echo only: TCP segments are sized by the kernel from the path MTU and the server's MSS, and a handshake's SYN is small. Use `netprobe ping -M do -s SIZE HOST` to test a path's MTU.")
+        }
         for target in targets { _ = try Endpoint.parse(target, requirePort: true) }
         _ = try packet.preference(options.addressPreference)
     }

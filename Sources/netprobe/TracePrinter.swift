@@ -32,8 +32,15 @@ enum TracePrinter {
             if hop.timestampSource == .user || hop.timestampSource == .mixed { line += "  (\(hop.timestampSource!.rawValue) clock)" }
             lines.append(line)
             if hop.addressCounts.count > 1 {
-                // Every address of the hop with its answers, the first one included.
-                for entry in hop.addressCounts { lines.append("      \(entry.address) (\(entry.answers) answers)") }
+                // Every address of the hop with its answers, the first one included, each
+                // with its MPLS labels below it.
+                for entry in hop.addressCounts {
+                    lines.append("      \(entry.address) (\(entry.answers) answers)")
+                    lines += labelLines(entry.labelStack)
+                }
+            } else {
+                // As mtr --mpls: one line per label stack entry, top first.
+                lines += labelLines(hop.labelStack)
             }
         }
         if trace.flows > 1 {
@@ -105,6 +112,7 @@ enum TracePrinter {
             entry.add("unreachable_marks", .raw(counts(hop.unreachableMarks)))
             entry.add("silent", .raw(hop.isSilent ? "true" : "false"))
             entry.add("timestamp_source", hop.timestampSource.map { .string($0.rawValue) } ?? .null)
+            entry.add("mpls", labelStack(hop.labelStack))
             if trace.mtu != nil {
                 entry.add("mtu", hop.mtu.map { .integer($0) } ?? .null)
                 entry.add("too_big", .integer(hop.tooBig))
@@ -140,6 +148,23 @@ enum TracePrinter {
         return object.serialized
     }
 
+    /// One line per label stack entry, as mtr --mpls prints them, under the address.
+    static func labelLines(_ stack: [MPLSLabelStackEntry]) -> [String] {
+        stack.map { "      \($0.mtrText)" }
+    }
+
+    /// `[{"label": 16005, "tc": 0, "s": 1, "ttl": 1}, ...]`, top of stack first.
+    static func labelStack(_ stack: [MPLSLabelStackEntry]) -> JSONObject.Value {
+        .array(stack.map { entry in
+            var item = JSONObject()
+            item.add("label", .integer(Int(entry.label)))
+            item.add("tc", .integer(Int(entry.trafficClass)))
+            item.add("s", .integer(entry.bottomOfStack ? 1 : 0))
+            item.add("ttl", .integer(Int(entry.ttl)))
+            return .raw(item.serialized)
+        })
+    }
+
     /// `{"key": count, ...}` in key order.
     static func counts(_ values: [String: Int]) -> String {
         "{" + values.sorted { $0.key < $1.key }.map { "\(JSONObject.quote($0.key)):\($0.value)" }.joined(separator: ",") + "}"
@@ -150,6 +175,7 @@ enum TracePrinter {
             var item = JSONObject()
             item.add("address", .string(entry.address.description))
             item.add("answers", .integer(entry.answers))
+            item.add("mpls", labelStack(entry.labelStack))
             return .raw(item.serialized)
         })
     }

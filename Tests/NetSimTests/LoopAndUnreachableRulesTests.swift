@@ -101,7 +101,7 @@ final class LoopAndUnreachableRulesTests: XCTestCase {
             ("198.18.60.0/24 unreachable=host,delay:2min", "delay '2min'"),
             ("198.18.60.0/24 unreachable=colour:red", "unknown key 'colour': use code, at-hop or after-hop, and delay, e.g. unreachable=host,after-hop:5,delay:3s"),
             ("198.18.60.0/24 \(path) loop=198.18.160.3,198.18.160.4 unreachable", "loop and unreachable exclude each other"),
-            ("198.18.60.0/24 lop=198.18.160.3,198.18.160.4", "unknown key 'lop': use delay, jitter, loss, drop, ttl, tcp, tcp-default, icmp, unreachable, path, loop, icmp-rate, mtu or quote"),
+            ("198.18.60.0/24 lop=198.18.160.3,198.18.160.4", "unknown key 'lop': use delay, jitter, loss, drop, ttl, tcp, tcp-default, icmp, unreachable, path, loop, icmp-rate, mtu, quote, mpls or mpls-placement"),
         ] {
             XCTAssertThrowsError(try HostRule(parsing: text), text) { error in
                 XCTAssertTrue("\(error)".contains(fragment), "\(text): \(error)")

@@ -82,6 +82,12 @@ public enum PathPacket {
         /// `tooBig`: the next-hop MTU the router named (IPv4: bytes 6-7, RFC 1191; IPv6:
         /// bytes 4-7, capped at 65535); nil for other kinds and for a router that named none (0).
         public var mtu: Int? = nil
+        /// The MPLS label stack of an ICMP extension (RFC 4884 / 4950), top first; empty
+        /// without one (or when the extension was rejected).
+        public var labelStack: [MPLSLabelStackEntry] = []
+        /// Why the message's extension structure was rejected; the error itself still
+        /// counts (a bad extension must not lose the hop's answer).
+        public var extensionRejection: ICMPExtensions.Rejection? = nil
     }
 
     /// Why a packet was not an ICMP error about a probe: the reasons of the echo decoder
@@ -121,8 +127,13 @@ public enum PathPacket {
             mtu = named > 0 ? min(named, 65_535) : nil
         }
         return decodeQuoted(quoted, family: family).map { quote in
-            ErrorReport(kind: kind, type: type, code: message[1], quotedSource: quote.source, quotedDestination: quote.destination,
-                        quotedTTL: quote.ttl, probe: quote.probe, mtu: mtu)
+            var report = ErrorReport(kind: kind, type: type, code: message[1], quotedSource: quote.source, quotedDestination: quote.destination,
+                                     quotedTTL: quote.ttl, probe: quote.probe, mtu: mtu)
+            switch ICMPExtensions.decode(message, family: family) {
+            case .success(let extensions): report.labelStack = extensions.labelStack
+            case .failure(let rejection): report.extensionRejection = rejection
+            }
+            return report
         }
     }
 

@@ -37,7 +37,7 @@ public final class OnDemandEngine: OnDemandProber {
         switch probe.kind {
         case .icmp:
             var configuration = ICMPProbeConfiguration(count: probe.count, intervalNanoseconds: probe.spacingNanoseconds, timeoutNanoseconds: probe.timeoutNanoseconds,
-                                                       payloadLength: 56, ttl: nil, packetsPerSecond: 1000)
+                                                       payloadLength: probe.payloadLength, ttl: nil, packetsPerSecond: 1000)
             // The answer is due at the last deadline: no wait for late replies.
             configuration.lateWindowNanoseconds = 0
             return await icmp?.probeAlongside(target, configuration: configuration)

@@ -21,6 +21,34 @@ final class PathRun: LoopTask, DescriptorOwner {
         var addresses: [IPAddress: Int] = [:]
         var kernelTimestamps = 0
         var userTimestamps = 0
+        var labelStacks = LabelStackTally()
+    }
+
+    /// The MPLS label stacks (RFC 4950) each address's answers carried.
+    struct LabelStackTally {
+        /// Per address and stack: how many answers carried it, and the send order of the latest.
+        var seen: [IPAddress: [[MPLSLabelStackEntry]: (count: Int, latest: Int)]] = [:]
+
+        mutating func add(_ stack: [MPLSLabelStackEntry], from address: IPAddress, order: Int) {
+            guard !stack.isEmpty else { return }
+            let current = seen[address]?[stack]
+            seen[address, default: [:]][stack] = ((current?.count ?? 0) + 1, max(current?.latest ?? order, order))
+        }
+
+        mutating func add(_ other: LabelStackTally) {
+            for (address, stacks) in other.seen {
+                for (stack, figures) in stacks {
+                    let current = seen[address]?[stack]
+                    seen[address, default: [:]][stack] = ((current?.count ?? 0) + figures.count, max(current?.latest ?? figures.latest, figures.latest))
+                }
+            }
+        }
+
+        /// Per address: its most common stack, the latest of equally common ones (a label
+        /// that changed shows its new value once it is as common as the old one).
+        var chosen: [IPAddress: [MPLSLabelStackEntry]] {
+            seen.compactMapValues { stacks in stacks.max { ($0.value.count, $0.value.latest) < ($1.value.count, $1.value.latest) }?.key }
+        }
     }
 
     /// An answer that ends a flow's path: the destination's reply, or an unreachable.
@@ -34,6 +62,8 @@ final class PathRun: LoopTask, DescriptorOwner {
         /// The reply's RTT (an unreachable has none: it is not a reply).
         var milliseconds: Double?
         var kernelTimed: Bool
+        /// The MPLS label stack an unreachable carried (empty: none).
+        var labelStack: [MPLSLabelStackEntry] = []
     }
 
     /// A probe waiting for its send slot.
@@ -439,6 +469,7 @@ final class PathRun: LoopTask, DescriptorOwner {
             guard let received = try receiveSkippingPendingError(socket) else { return }
             guard let source = received.source else { continue }
             let match: PathTracker.Match
+            var labelStack: [MPLSLabelStackEntry] = []
             if case .success(.reply(let reply)) = ICMPEcho.decode(received.packet, family: socket.family, includesIPHeader: socket.includesIPHeader) {
                 match = tracker.match(echoReply: reply, from: source, to: received.destination, identifier: socket.identifier)
             } else {
@@ -448,13 +479,16 @@ final class PathRun: LoopTask, DescriptorOwner {
                     continue
                 case .success(let report):
                     match = tracker.match(error: report, from: source, to: received.destination, identifier: socket.identifier, tcpPorts: prober.tcpSockets[socket.family]?.ports)
+                    labelStack = report.labelStack
+                    // A bad extension is counted, but the answer still counts (its RTT is good).
+                    if let rejection = report.extensionRejection, match != .notOurs { tracker.countRejected("extension_\(rejection.rawValue)") }
                     if report.kind == .tooBig, configuration.discoversMTU, case .probe(let probeNumber, let source, _, _) = match {
                         tooBig(probeNumber, report: report, from: source)
                         continue
                     }
                 }
             }
-            try answer(match, kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime)
+            try answer(match, kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime, labelStack: labelStack)
         }
     }
 
@@ -508,7 +542,8 @@ final class PathRun: LoopTask, DescriptorOwner {
     /// - Parameters:
     ///   - kernelRealtime: the answer's receive stamp, when the kernel gave one.
     ///   - userRealtime: CLOCK_REALTIME read right after the answer was read.
-    func answer(_ match: PathTracker.Match, kernelRealtime: Int64?, userRealtime: Int64) throws {
+    ///   - labelStack: the MPLS label stack an ICMP error carried.
+    func answer(_ match: PathTracker.Match, kernelRealtime: Int64?, userRealtime: Int64, labelStack: [MPLSLabelStackEntry] = []) throws {
         switch match {
         case .notOurs:
             return
@@ -521,9 +556,9 @@ final class PathRun: LoopTask, DescriptorOwner {
             case .ignored(let reason):
                 tracker.count(reason)
             case .answered(let probe, let rtt, let source, let isDestination, let unreachable, let kernelTimed):
-                count(probe, rttNanoseconds: rtt, from: source, isDestination: isDestination, unreachable: unreachable, kernelTimed: kernelTimed)
+                count(probe, rttNanoseconds: rtt, from: source, isDestination: isDestination, unreachable: unreachable, kernelTimed: kernelTimed, labelStack: labelStack)
             case .lateUnreachable(let probe, let source, let mark):
-                count(probe, rttNanoseconds: nil, from: source, isDestination: false, unreachable: mark, kernelTimed: false)
+                count(probe, rttNanoseconds: nil, from: source, isDestination: false, unreachable: mark, kernelTimed: false, labelStack: labelStack)
             }
         }
     }
@@ -531,12 +566,14 @@ final class PathRun: LoopTask, DescriptorOwner {
     /// Counts an answer: a router's time exceeded at the probe's TTL; the destination's
     /// reply or an unreachable as the end of the flow's path.
     /// - Parameter rtt: nil for a late unreachable (no reply, no time).
-    func count(_ probe: PathTracker.Probe, rttNanoseconds rtt: Int64?, from source: IPAddress, isDestination: Bool, unreachable: UnreachableMark?, kernelTimed: Bool) {
+    func count(_ probe: PathTracker.Probe, rttNanoseconds rtt: Int64?, from source: IPAddress, isDestination: Bool, unreachable: UnreachableMark?, kernelTimed: Bool,
+               labelStack: [MPLSLabelStackEntry] = []) {
         if let size = probe.size, unreachable == nil, rtt != nil { mtuSearch.passed(probe.targetIndex, ttl: probe.ttl, size: size) }
         if isDestination || unreachable != nil {
             let milliseconds = unreachable == nil ? rtt.map { Double($0) / 1_000_000 } : nil
             endAnswers[probe.targetIndex][probe.flow].append(EndAnswer(round: probe.round, ttl: probe.ttl, order: probe.order, source: source,
-                                                                       unreachable: unreachable, milliseconds: milliseconds, kernelTimed: kernelTimed))
+                                                                       unreachable: unreachable, milliseconds: milliseconds, kernelTimed: kernelTimed,
+                                                                       labelStack: labelStack))
             let current = endTTL[probe.targetIndex][probe.flow]
             endTTL[probe.targetIndex][probe.flow] = min(current ?? probe.ttl, probe.ttl)
             return
@@ -546,6 +583,7 @@ final class PathRun: LoopTask, DescriptorOwner {
         tally.received += 1
         tally.rtts.append((probe.order, Double(rtt) / 1_000_000))
         tally.addresses[source, default: 0] += 1
+        tally.labelStacks.add(labelStack, from: source, order: probe.order)
         if kernelTimed { tally.kernelTimestamps += 1 } else { tally.userTimestamps += 1 }
         tallies[probe.targetIndex][probe.flow][probe.ttl - 1] = tally
     }
@@ -568,6 +606,7 @@ final class PathRun: LoopTask, DescriptorOwner {
         var kernelTimestamps = 0
         var userTimestamps = 0
         var reachedDestination = false
+        var labelStacks = LabelStackTally()
 
         mutating func add(_ other: HopView) {
             sent += other.sent
@@ -579,6 +618,7 @@ final class PathRun: LoopTask, DescriptorOwner {
             kernelTimestamps += other.kernelTimestamps
             userTimestamps += other.userTimestamps
             reachedDestination = reachedDestination || other.reachedDestination
+            labelStacks.add(other.labelStacks)
         }
     }
 
@@ -602,7 +642,9 @@ final class PathRun: LoopTask, DescriptorOwner {
                     let ranked = Self.ranked(view.addresses)
                     flowPaths[flow].hops.append(ranked.first?.address)
                     if view.reachedDestination { flowPaths[flow].reached = true }
-                    perFlow.append(FlowHop(flow: flow, addresses: ranked.map { AddressCount(address: $0.address, answers: $0.answers) }, sent: view.sent,
+                    let flowStacks = view.labelStacks.chosen
+                    perFlow.append(FlowHop(flow: flow, addresses: ranked.map { AddressCount(address: $0.address, answers: $0.answers, labelStack: flowStacks[$0.address] ?? []) },
+                                           sent: view.sent,
                                            received: view.received, unreachable: view.unreachable,
                                            rttsMilliseconds: view.rtts.sorted { $0.order < $1.order }.map(\.milliseconds)))
                 }
@@ -610,7 +652,7 @@ final class PathRun: LoopTask, DescriptorOwner {
                                       rttsMilliseconds: merged.rtts.sorted { $0.order < $1.order }.map(\.milliseconds),
                                       isDestination: merged.reachedDestination, unreachable: merged.unreachable, unreachableMarks: merged.marks,
                                       kernelTimestamps: merged.kernelTimestamps, userTimestamps: merged.userTimestamps,
-                                      flows: configuration.flows > 1 ? perFlow : []))
+                                      flows: configuration.flows > 1 ? perFlow : [], labelStacks: merged.labelStacks.chosen))
             }
         }
         let reached = flowPaths.contains(where: \.reached)
@@ -639,7 +681,7 @@ final class PathRun: LoopTask, DescriptorOwner {
     func view(_ index: Int, flow: Int, atHop ttl: Int) -> HopView? {
         let tally = tallies[index][flow][ttl - 1]
         var view = HopView(sent: tally.sent, received: tally.received, rtts: tally.rtts, addresses: tally.addresses,
-                           kernelTimestamps: tally.kernelTimestamps, userTimestamps: tally.userTimestamps)
+                           kernelTimestamps: tally.kernelTimestamps, userTimestamps: tally.userTimestamps, labelStacks: tally.labelStacks)
         guard let end = endTTL[index][flow] else { return view }
         if ttl > end { return nil }
         guard ttl == end else { return view }
@@ -650,6 +692,7 @@ final class PathRun: LoopTask, DescriptorOwner {
         }
         for answer in firstOfRound.values where view.received + view.unreachable < view.sent {
             view.addresses[answer.source, default: 0] += 1
+            view.labelStacks.add(answer.labelStack, from: answer.source, order: answer.order)
             if let mark = answer.unreachable {
                 view.unreachable += 1
                 view.marks[mark.mark, default: 0] += 1
