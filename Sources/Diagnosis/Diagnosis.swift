@@ -217,14 +217,17 @@ public struct Diagnosis: Sendable, Equatable {
 
     /// The ICMP loss: the round's, pooled with the trace's probes that reached the host
     /// when the trace is ICMP to the same address (a TCP trace is other packets).
+    /// Don't-fragment echoes answered "too big" are not counted: the path answered them
+    /// (rule 2 judges them), so they are neither lost nor evidence of no loss.
     /// - Returns: the estimate, with `traceProbes` saying how many were the trace's.
     public static func loss(of icmp: RoundResult, pooledWith trace: PathTrace?) -> LossEstimate {
-        let lost = icmp.sent - icmp.received
+        let probes = icmp.sent - icmp.tooBig
+        let lost = probes - icmp.received
         guard let trace, trace.target.port == nil, trace.reached, let address = icmp.target.address, trace.target.address == address,
               let destination = trace.hops.last, destination.isDestination, destination.sent > 0 else {
-            return LossEstimate(lost: lost, probes: icmp.sent)
+            return LossEstimate(lost: lost, probes: probes)
         }
-        return LossEstimate(lost: lost + destination.sent - destination.received, probes: icmp.sent + destination.sent, traceProbes: destination.sent)
+        return LossEstimate(lost: lost + destination.sent - destination.received, probes: probes + destination.sent, traceProbes: destination.sent)
     }
 
     /// Rule 4's evidence: the hop where loss starts when the trace found it significant,

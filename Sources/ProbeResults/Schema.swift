@@ -48,6 +48,7 @@ public enum Schema {
         let fields = [Field.sent, Field.received, Field.duplicates, Field.late, Field.lossPercent, Field.rttMinimum, Field.rttAverage,
                       Field.rttMaximum, Field.rttMedian, Field.rttStandardDeviation, Field.jitter]
             + (kind == .tcp ? [Field.completed] : [Field.ttl]) + [Field.result, Field.resultCode]
+            + (kind == .icmp ? [Field.tooBig, Field.pathMTU] : [])
         return tags + fields
     }
 

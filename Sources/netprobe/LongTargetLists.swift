@@ -9,14 +9,24 @@ protocol TargetListCommand: ParsableCommand {
 
 extension PingCommand: TargetListCommand {
     static let optionsTakingValues = ProbeOptions.optionsTakingValues.union(["-s", "--size", "-t", "--ttl"]).union(PacketOptionsOption.optionsTakingValues)
+        .union(FragmentationOption.optionsTakingValues)
 }
 
 extension TCPCommand: TargetListCommand {
+    /// With -M (hidden: taken only to be refused with its reason), so that a long list
+    /// gets that reason instead of "missing value".
     static let optionsTakingValues = ProbeOptions.optionsTakingValues.union(["--tcp-mode"]).union(PacketOptionsOption.optionsTakingValues)
+        .union(FragmentationOption.optionsTakingValues)
 }
 
 extension CheckCommand: TargetListCommand {
-    static let optionsTakingValues = Set(["--duration", "--max-duration", "-i", "--interval", "-W", "--timeout", "--tcp-mode"]).union(PacketOptionsOption.optionsTakingValues)
+    static let optionsTakingValues = Set(["--duration", "--max-duration", "-i", "--interval", "-W", "--timeout", "--tcp-mode", "-s", "--size"])
+        .union(PacketOptionsOption.optionsTakingValues).union(FragmentationOption.optionsTakingValues)
+}
+
+extension FragmentationOption {
+    /// -M takes a value: without it here, `-M do` in a long list would make "do" a target.
+    static let optionsTakingValues: Set<String> = ["-M", "--pmtu-discovery"]
 }
 
 extension PacketOptionsOption {
