@@ -232,7 +232,9 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ProbeResults", "ProbeEngine", "netprobe", "TestSupport"]
+            // ProbeService, ProbeConfig and InfluxSink: `run` with MTU traces into a real influxd
+            // over a RouterChain (PathMTURouterTests).
+            dependencies: ["ProbeResults", "ProbeEngine", "netprobe", "TestSupport", "ProbeService", "ProbeConfig", "InfluxSink"]
         ),
     ]
 )

@@ -10,6 +10,7 @@ import Yams
 ///   spacing: 1s       # time between two rounds of a trace
 ///   timeout: 1s
 ///   max_hops: 30
+///   mtu: false        # true: don't-fragment ICMP traces that find the path MTU (path_mtu)
 /// ```
 public struct TraceSettings: Sendable, Equatable {
     /// How often the ping targets are traced (`icmp`); nil: never.
@@ -24,9 +25,13 @@ public struct TraceSettings: Sendable, Equatable {
     public var timeoutNanoseconds: Int64
     /// The largest TTL probed (`max_hops`).
     public var maxHops: Int
+    /// ICMP traces find the path MTU (`mtu`), as `netprobe trace --mtu`: `path` points get
+    /// `path_mtu`, and a change of it writes a new one.
+    public var mtu: Bool
 
     public init(icmpIntervalNanoseconds: Int64? = nil, tcpIntervalNanoseconds: Int64? = nil, rounds: Int = 10, spacingNanoseconds: Int64 = 1_000_000_000,
-                timeoutNanoseconds: Int64 = 1_000_000_000, maxHops: Int = 30) {
+                timeoutNanoseconds: Int64 = 1_000_000_000, maxHops: Int = 30, mtu: Bool = false) {
+        self.mtu = mtu
         self.icmpIntervalNanoseconds = icmpIntervalNanoseconds
         self.tcpIntervalNanoseconds = tcpIntervalNanoseconds
         self.rounds = rounds
@@ -44,7 +49,7 @@ public struct TraceSettings: Sendable, Equatable {
     /// How long one trace lasts: its rounds, then the last probe's timeout.
     public var traceNanoseconds: Int64 { Int64(rounds - 1) * spacingNanoseconds + timeoutNanoseconds }
 
-    static let keys = ["icmp", "tcp", "rounds", "spacing", "timeout", "max_hops"]
+    static let keys = ["icmp", "tcp", "rounds", "spacing", "timeout", "max_hops", "mtu"]
 
     /// Reads the section, checking that a trace fits its interval.
     static func read(_ node: Node, reader: inout Reader) -> TraceSettings {
@@ -59,6 +64,10 @@ public struct TraceSettings: Sendable, Equatable {
         if let value = entries["spacing"], let spacing = reader.duration(value, "spacing", minimum: 10_000_000) { settings.spacingNanoseconds = spacing }
         if let value = entries["timeout"], let timeout = reader.duration(value, "timeout", minimum: 1_000_000) { settings.timeoutNanoseconds = timeout }
         if let value = entries["max_hops"], let hops = reader.integer(value, "max_hops", in: 1...255) { settings.maxHops = hops }
+        if let value = entries["mtu"], let mtu = reader.boolean(value, "mtu") { settings.mtu = mtu }
+        if settings.mtu, settings.icmpIntervalNanoseconds == nil, let keyNode = entries.keyNode("mtu") {
+            reader.error(keyNode, "trace mtu: true finds the path MTU of ICMP traces, and no ping target is traced: add `icmp: INTERVAL` (TCP SYN traces carry no payload to size)")
+        }
         for (key, interval) in [("icmp", settings.icmpIntervalNanoseconds), ("tcp", settings.tcpIntervalNanoseconds)] {
             guard let interval, let keyNode = entries.keyNode(key), interval < settings.traceNanoseconds else { continue }
             reader.error(keyNode, "trace \(key): a trace lasts (rounds - 1) × spacing + timeout = \(Units.format(nanoseconds: settings.traceNanoseconds)), longer than its interval \(Units.format(nanoseconds: interval)); raise the interval or lower rounds or spacing")

@@ -120,6 +120,12 @@ public struct HopReport: Sendable, Equatable {
     /// The hop's loss is its own (ICMP rate limiting or a slow control plane), not loss of
     /// traffic: later hops and the destination lose less. Set by `PathAnalysis`.
     public var ratesLimited = false
+    /// `trace --mtu`: the largest IP packet (headers included) answered at this hop; nil
+    /// when none was, or without `--mtu`.
+    public var mtu: Int? = nil
+    /// `trace --mtu`: probes of this TTL a router answered "too big" (sent again smaller;
+    /// not counted in `sent`).
+    public var tooBig = 0
 
     /// Probes that got no answer at all, in percent of those sent.
     public var lossPercent: Double { sent == 0 ? 0 : Double(unanswered) / Double(sent) * 100 }
@@ -223,6 +229,8 @@ public struct PathTrace: Sendable {
     public var ignored: [String: Int]
     /// What the hops say, per the rules of `PathAnalysis`.
     public var analysis: PathAnalysis
+    /// `trace --mtu` (ICMP traces): where the MTU drops; nil without.
+    public var mtu: PathMTUReport? = nil
 
     /// A hash of the hop list (the most-answering address per hop, destination included):
     /// equal hashes, equal paths. FNV-1a, stable across runs and builds.

@@ -13,6 +13,9 @@ extension Schema {
         public static let hash = "hash", hopCount = "hop_count", hops = "hops", reached = "reached", lossStartHop = "loss_start_hop"
         /// How the path ended (`PathEnding.name`: reached, unreachable, routing_loop, ...).
         public static let ending = "ending"
+        /// The path MTU (`trace: mtu: true`, ICMP traces): the largest IP packet that
+        /// reached the farthest hop that answered.
+        public static let pathMTU = "path_mtu"
         /// Field of `hop` points (despite the enum's name): the MPLS label stack of the
         /// hop's address, entries top first as label/TC/S/TTL separated by spaces
         /// ("16005/0/0/1 24001/0/1/1"); absent when it carried none.
@@ -56,6 +59,7 @@ extension Schema {
             (PathField.ending, .string(trace.ending.name)),
         ]
         if let start = trace.analysis.lossStartHop { fields.append((PathField.lossStartHop, .integer(Int64(start)))) }
+        if let mtu = trace.mtu?.pathMTU { fields.append((PathField.pathMTU, .integer(Int64(mtu)))) }
         return DataPoint(measurement: "path", tags: pathTags(trace, env: env, probe: probe), fields: fields, timestampNanoseconds: trace.startNanoseconds / 1000 * 1000)
     }
 

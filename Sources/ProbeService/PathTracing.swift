@@ -6,8 +6,8 @@ import ProbeResults
 
 /// `run`'s traces: every ping target (ICMP) and tcp target (TCP SYN) of the configuration
 /// at their `trace:` intervals, first at the start; each trace's hops are written as `hop`
-/// points, and a `path` point whenever a target's hop list differs from the last one
-/// written (the first trace of a run always writes one).
+/// points, and a `path` point whenever a target's hop list (or, with `mtu: true`, its path
+/// MTU) differs from the last one written (the first trace of a run always writes one).
 final class PathTracing: Sendable {
     let prober: PathProber
     let probe: String
@@ -18,7 +18,7 @@ final class PathTracing: Sendable {
     let write: @Sendable ([DataPoint]) -> Void
     /// Hands each trace, with its env, to the run's observers (the live view).
     let observe: @Sendable (PathTrace, String) -> Void
-    private let lastPaths = Locked([PathKey: UInt64]())
+    private let lastPaths = Locked([PathKey: PathIdentity]())
 
     init(prober: PathProber, configuration: NetprobeConfiguration, probe: String, logger: Logger,
          resolve: @escaping @Sendable (NetprobeConfiguration) async -> (ping: [(planned: PlannedTarget, target: ProbeTarget)], tcp: [(planned: PlannedTarget, target: ProbeTarget)]),
@@ -61,9 +61,10 @@ final class PathTracing: Sendable {
                 // One path per series: a target traced in two classes (or from two sources)
                 // may take two paths.
                 let key = PathKey(name: trace.target.name, port: trace.target.port, options: trace.target.options)
+                let identity = PathIdentity(hash: trace.pathHash, pathMTU: trace.mtu?.pathMTU)
                 let changed = lastPaths.withLock { last in
-                    defer { last[key] = trace.pathHash }
-                    return last[key] != trace.pathHash
+                    defer { last[key] = identity }
+                    return last[key] != identity
                 }
                 if changed { points.append(Schema.pathPoint(for: trace, env: env, probe: probe)) }
             }
@@ -75,6 +76,14 @@ final class PathTracing: Sendable {
     func update(_ configuration: NetprobeConfiguration) {
         self.configuration.withLock { $0 = configuration }
     }
+}
+
+/// What a `path` point records of a path: a new one is written when it changes.
+struct PathIdentity: Equatable {
+    /// `PathTrace.pathHash`: the hop list.
+    var hash: UInt64
+    /// The path MTU, with `trace: mtu: true` (ICMP traces).
+    var pathMTU: Int?
 }
 
 /// What tells one traced path from another: the target and the options its probes carry.

@@ -192,7 +192,8 @@ public final class ProbeService: Sendable {
         let settings = configuration.trace
         guard settings.isEnabled else { return nil }
         guard let prober = try probers.path(PathProbeConfiguration(rounds: settings.rounds, intervalNanoseconds: settings.spacingNanoseconds,
-                                                                   timeoutNanoseconds: settings.timeoutNanoseconds, maxHops: settings.maxHops)) else {
+                                                                   timeoutNanoseconds: settings.timeoutNanoseconds, maxHops: settings.maxHops,
+                                                                   discoversMTU: settings.mtu)) else {
             logger.warning("trace: is configured but the raw ICMP sockets it needs could not be opened (CAP_NET_RAW): no traces")
             return nil
         }

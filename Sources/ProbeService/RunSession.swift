@@ -187,6 +187,9 @@ struct RunSession {
         if reloaded.icmp.ttl != configuration.icmp.ttl || reloaded.icmp.family != configuration.icmp.family {
             logger.warning("icmp ttl and family take effect at the next restart (the sockets were opened with the old ones)")
         }
+        if reloaded.trace.mtu != configuration.trace.mtu {
+            logger.warning("trace mtu takes effect at the next restart (the path sockets were opened \(configuration.trace.mtu ? "with" : "without") don't-fragment)")
+        }
         if reloaded.prometheus != configuration.prometheus {
             logger.warning("prometheus: changes take effect at the next restart (the endpoint keeps its address, allow-list and modules)")
         }

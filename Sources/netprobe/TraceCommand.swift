@@ -66,6 +66,18 @@ struct TraceCommand: PrivilegedCommand {
                             (they show as ???)
               no_answer     the target did not answer (too few rounds to say filtered)
 
+            --mtu finds where the path MTU drops, as tracepath does: the echo probes leave \
+            with don't-fragment set (IP_PMTUDISC_PROBE: the host's path-MTU cache is \
+            ignored, so every trace asks the path again), at the outgoing interface's MTU \
+            (this host refuses larger ones and names it) or at -s bytes of payload. A router \
+            that cannot forward a probe onto its next link answers "fragmentation needed" / \
+            "packet too big" with that link's MTU: the probes go on at that size and the \
+            probe is sent again at once (it counts neither as sent nor as lost). The report \
+            names each hop where the MTU drops and the MTU after it ("path MTU 1500 -> 1400 \
+            at hop 2 (ADDRESS)"); each hop's "mtu" is the largest packet (IP header \
+            included) it answered. One flow and ICMP only: --mtu with --flows above 1 or \
+            with HOST:PORT is refused.
+
             Needs raw ICMP sockets (CAP_NET_RAW: root, or setcap cap_net_raw+ep netprobe), \
             dropped as soon as they are open.
 
@@ -95,6 +107,12 @@ struct TraceCommand: PrivilegedCommand {
     @Option(help: ArgumentHelp("Most probes per second over all targets.", valueName: "per-second"))
     var rate: Double = 1000
 
+    @Flag(help: "Find where the path MTU drops: don't-fragment probes, lowered to each 'too big' answer's MTU (ICMP, one flow).")
+    var mtu = false
+
+    @Option(name: [.customShort("s"), .long], help: ArgumentHelp("With --mtu: ICMP payload bytes of the first probes, as ping -s (1472: 1500-byte IPv4 packets); default: the outgoing interface's MTU.", valueName: "bytes"))
+    var size: Int?
+
     @OptionGroup var family: AddressFamilyOption
 
     @OptionGroup(title: "Packet options") var packet: PacketOptionsOption
@@ -118,6 +136,25 @@ struct TraceCommand: PrivilegedCommand {
         guard rate > 0, rate <= 100_000 else { throw ValidationError("--rate must be between 1 and 100000 probes per second, got \(rate).") }
         for target in targets { _ = try Endpoint.parse(target, requirePort: false) }
         _ = try packet.preference(family.preference)
+        try validateMTU()
+    }
+
+    /// --mtu and -s: DF probes need one flow and ICMP echo (a payload to size).
+    func validateMTU() throws {
+        if let size {
+            guard mtu else { throw ValidationError("-s/--size sets the first probe size of --mtu; add --mtu (trace probes are small otherwise).") }
+            let largest = 65_535 - 20 - 8  // the largest IPv4 packet, less its IP and ICMP headers
+            guard (PathPacket.minimumPayloadLength...largest).contains(size) else {
+                throw ValidationError("-s/--size must be between \(PathPacket.minimumPayloadLength) and \(largest) bytes of ICMP payload, got \(size).")
+            }
+        }
+        guard mtu else { return }
+        guard flows == 1 else {
+            throw ValidationError("--mtu probes one flow per target (the MTU of one path); drop --flows \(flows), or trace the branches without --mtu.")
+        }
+        if let target = try targets.first(where: { !(try Endpoint.parse($0, requirePort: false).ports.isEmpty) }) {
+            throw ValidationError("--mtu sizes ICMP echo probes; \(target) is a TCP SYN trace (a SYN carries no payload to size): give the host without a port.")
+        }
     }
 
     /// -4 / -6, narrowed to the family of --source when one is given.
@@ -195,6 +232,7 @@ struct TraceCommand: PrivilegedCommand {
 
     var pathConfiguration: PathProbeConfiguration {
         PathProbeConfiguration(rounds: count, intervalNanoseconds: interval.nanoseconds, timeoutNanoseconds: timeout.nanoseconds,
-                               maxHops: maxHops, firstHop: firstHop, flows: flows, packetsPerSecond: rate)
+                               maxHops: maxHops, firstHop: firstHop, flows: flows, packetsPerSecond: rate,
+                               discoversMTU: mtu, mtuStartPayloadLength: size)
     }
 }

@@ -13,7 +13,8 @@ enum TracePrinter {
         }
         let flows = trace.flows == 1 ? "1 flow" : "\(trace.flows) flows"
         var lines = ["\(who): \(trace.hops.count == 1 ? "1 hop" : "\(trace.hops.count) hops"), \(trace.rounds == 1 ? "1 round" : "\(trace.rounds) rounds"), \(flows): \(trace.summary)"]
-        lines.append(" hop  address                                  sent  recv    loss  fwd loss     min     avg     max  median  stddev")
+        if let mtu = trace.mtu { lines.append(mtu.sentence) }
+        lines.append(" hop  address                                  sent  recv    loss  fwd loss     min     avg     max  median  stddev" + (trace.mtu == nil ? "" : "    mtu"))
         for (position, hop) in trace.hops.enumerated() {
             let address = hop.address?.description ?? "???"
             let stats = hop.statistics
@@ -24,6 +25,7 @@ enum TracePrinter {
             var line = pad("\(hop.hop)", 4) + "  " + padRight(address, 39) + " " + pad("\(hop.sent)", 5) + " "
                 + pad("\(hop.received)", 5) + " " + pad(loss, 7) + " "
                 + pad(DecimalText.fixed(trace.analysis.forwardedLossPercent[position], places: 1) + "%", 9) + " " + numbers
+            if trace.mtu != nil { line += " " + pad(hop.mtu.map(String.init) ?? "-", 6) }
             if hop.ratesLimited { line += "  rate-limits (not loss)" }
             for (mark, count) in hop.unreachableMarks.sorted(by: { $0.key < $1.key }) { line += "  \(mark) \(count)" }
             if hop.isDestination { line += "  destination" }
@@ -81,6 +83,19 @@ enum TracePrinter {
         object.add("latency_start_hop", analysis.latencyStartHop.map { .integer($0) } ?? .null)
         object.add("added_latency_ms", analysis.addedLatencyMilliseconds.map { .number($0) } ?? .null)
         object.add("rate_limiting_hops", .array(analysis.rateLimitingHops.map { .integer($0) }))
+        if let mtu = trace.mtu {
+            object.add("path_mtu", mtu.pathMTU.map { .integer($0) } ?? .null)
+            object.add("mtu_first_size", .integer(mtu.firstSize))
+            object.add("mtu_interface", mtu.interfaceMTU.map { .integer($0) } ?? .null)
+            object.add("mtu_drops", .array(mtu.drops.map { drop in
+                var entry = JSONObject()
+                entry.add("hop", .integer(drop.hop))
+                entry.add("address", .string(drop.address.description))
+                entry.add("mtu", .integer(drop.mtu))
+                return .raw(entry.serialized)
+            }))
+            object.add("mtu_summary", .string(mtu.sentence))
+        }
         object.add("hops", .array(trace.hops.enumerated().map { position, hop in
             var entry = JSONObject()
             let stats = hop.statistics
@@ -98,6 +113,10 @@ enum TracePrinter {
             entry.add("silent", .raw(hop.isSilent ? "true" : "false"))
             entry.add("timestamp_source", hop.timestampSource.map { .string($0.rawValue) } ?? .null)
             entry.add("mpls", labelStack(hop.labelStack))
+            if trace.mtu != nil {
+                entry.add("mtu", hop.mtu.map { .integer($0) } ?? .null)
+                entry.add("too_big", .integer(hop.tooBig))
+            }
             for (key, value) in [("rtt_min_ms", stats?.minimum), ("rtt_avg_ms", stats?.average), ("rtt_max_ms", stats?.maximum),
                                  ("rtt_median_ms", stats?.median), ("rtt_stddev_ms", stats?.standardDeviation)] {
                 entry.add(key, value.map { .number($0) } ?? .null)

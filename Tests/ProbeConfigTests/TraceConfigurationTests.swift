@@ -27,3 +27,28 @@ final class TraceConfigurationTests: XCTestCase {
         ])
     }
 }
+
+/// `trace: mtu:` (issue 30): don't-fragment ICMP traces, read as a boolean, only with `icmp:`.
+final class TraceMTUConfigurationTests: XCTestCase {
+    func testMTUIsOffByDefaultAndReadAsABoolean() throws {
+        let directory = try temporaryDirectory(self)
+        let path = directory + "/netprobe.yaml"
+        try write("targets: {ping: null, tcp: null}\ntrace: {icmp: 5m}\n", to: path, mode: 0o644)
+        XCTAssertFalse(try ConfigurationLoader.load(path: path).trace.mtu)
+        try write("targets: {ping: null, tcp: null}\ntrace: {icmp: 5m, mtu: true}\n", to: path, mode: 0o644)
+        XCTAssertTrue(try ConfigurationLoader.load(path: path).trace.mtu)
+    }
+
+    func testMTUThatIsNoBooleanOrWithoutICMPTracesIsAnErrorAtItsKey() throws {
+        let directory = try temporaryDirectory(self)
+        let path = directory + "/netprobe.yaml"
+        try write("targets: {ping: null, tcp: null}\ntrace:\n  icmp: 5m\n  mtu: 1500\n", to: path, mode: 0o644)
+        assertErrors(configErrors(path), in: path, [
+            Expected(4, 8, "mtu must be true or false, got '1500'"),
+        ])
+        try write("targets: {ping: null, tcp: null}\ntrace:\n  tcp: 5m\n  mtu: true\n", to: path, mode: 0o644)
+        assertErrors(configErrors(path), in: path, [
+            Expected(4, 3, "trace mtu: true finds the path MTU of ICMP traces, and no ping target is traced: add `icmp: INTERVAL` (TCP SYN traces carry no payload to size)"),
+        ])
+    }
+}

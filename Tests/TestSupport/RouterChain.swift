@@ -171,6 +171,13 @@ public final class RouterChain {
         /// A TCP listener at the destination (every address, both families) on `tcpPort`.
         public var tcpListener = true
         public var branches: Branches?
+        /// Link j's MTU (both ends of its veth pair), by link number (1: prober -- router 1,
+        /// routers + 1: last router -- destination); absent: 1500. A router forwarding a
+        /// don't-fragment packet onto a smaller link answers "fragmentation needed" /
+        /// "packet too big" with the link's MTU for every such packet: the kernels never
+        /// rate-limit those (icmpv4_mask_allow, icmpv6_mask_allow: "don't limit PMTU
+        /// discovery"), whatever icmp_ratelimit says.
+        public var linkMTUs: [Int: Int] = [:]
 
         public init(routers: Int = 5) {
             self.routers = routers
@@ -296,6 +303,9 @@ public final class RouterChain {
         }
         guard options.unreachables.count <= 80 else { throw fail("at most 80 unreachable endings") }
         if let hop = options.loopAtHop, !(1..<options.routers).contains(hop) { throw fail("a loop at hop \(hop) needs routers \(hop) and \(hop + 1)") }
+        for (link, mtu) in options.linkMTUs where !(1...(options.routers + 1)).contains(link) || !(1280...65_535).contains(mtu) {
+            throw fail("link \(link) MTU \(mtu): links are 1 to \(options.routers + 1), MTUs 1280 (IPv6's least) to 65535")
+        }
         if let branches = options.branches, !(1..<options.routers).contains(branches.afterHop) || branches.afterHop + 1 > 90 {
             throw fail("branches after hop \(branches.afterHop) need a router there and one after it")
         }
@@ -340,6 +350,7 @@ public final class RouterChain {
         let nodes = [prober] + routerNamespaces + [destinationNamespace]
         for link in 1...(routers + 1) {
             try join(nodes[link - 1], "next", nodes[link], "prev", link: link)
+            if let mtu = options.linkMTUs[link] { try setLinkMTU(link, mtu) }
         }
         if let branches = options.branches, let twin = twinNamespace {
             let fork = branches.afterHop
@@ -381,6 +392,14 @@ public final class RouterChain {
         try addCounters()
         try addFaults()
         if options.tcpListener { try openListener() }
+    }
+
+    /// Sets link `link`'s MTU on both ends of its veth pair (also while a test runs).
+    public func setLinkMTU(_ link: Int, _ mtu: Int) throws {
+        let nodes = [prober] + routerNamespaces + [destinationNamespace]
+        precondition((1..<nodes.count).contains(link), "no link \(link) in this chain")
+        try ip(nodes[link - 1], "link set next mtu \(mtu)")
+        try ip(nodes[link], "link set prev mtu \(mtu)")
     }
 
     private func router(_ hop: Int) -> String {

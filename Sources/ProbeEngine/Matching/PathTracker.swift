@@ -34,6 +34,9 @@ struct PathTracker {
         var kernelSentRealtime: Int64?
         /// CLOCK_MONOTONIC instant after which the probe is lost.
         var deadline: Int64
+        /// The IP packet's size (headers included) of a don't-fragment probe (`trace
+        /// --mtu`), whose payload length varies; nil: `payloadLength` as every probe.
+        var size: Int? = nil
     }
 
     /// Where each target's probes go, to check that an answer is about them.
@@ -165,11 +168,18 @@ struct PathTracker {
         guard reply.identifier == identifier else { return .notOurs }  // another prober's, or ping's
         guard reply.cookie == cookie else { return .ignored(.wrongCookie) }
         guard reply.sequence == UInt16(truncatingIfNeeded: reply.probeNumber) else { return .ignored(.sequenceMismatch) }
-        guard reply.payloadLength == payloadLength else { return .ignored(.wrongLength) }
+        guard reply.payloadLength == expectedPayloadLength(reply.probeNumber) else { return .ignored(.wrongLength) }
         if let probe = probe(reply.probeNumber), let chosen = destinations[probe.targetIndex].chosenSource, destination != chosen {
             return .ignored(.wrongDestination)
         }
         return .probe(reply.probeNumber, from: source, isDestination: true, unreachable: nil)
+    }
+
+    /// The echo payload a reply to `probeNumber` carries: the configured one, or what a
+    /// don't-fragment probe's size leaves after the IP and ICMP headers.
+    private func expectedPayloadLength(_ probeNumber: UInt32) -> Int {
+        guard let probe = probe(probeNumber), let size = probe.size, let family = destinations[probe.targetIndex].address?.family else { return payloadLength }
+        return PathMTUSearch.payloadLength(size: size, family: family)
     }
 
     /// Whether an ICMP error about a probe of `targetIndex` was sent to, and quotes, the

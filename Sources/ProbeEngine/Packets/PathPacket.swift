@@ -79,6 +79,9 @@ public enum PathPacket {
         /// The quoted packet's TTL / hop limit as the router saw it (usually 1 or 0).
         public var quotedTTL: UInt8
         public var probe: QuotedProbe
+        /// `tooBig`: the next-hop MTU the router named (IPv4: bytes 6-7, RFC 1191; IPv6:
+        /// bytes 4-7, capped at 65535); nil for other kinds and for a router that named none (0).
+        public var mtu: Int? = nil
         /// The MPLS label stack of an ICMP extension (RFC 4884 / 4950), top first; empty
         /// without one (or when the extension was rejected).
         public var labelStack: [MPLSLabelStackEntry] = []
@@ -118,9 +121,14 @@ public enum PathPacket {
         }
         if family == .ipv4, ICMPEcho.checksum(message) != 0 { return .failure(.badChecksum) }
         let quoted = UnsafeRawBufferPointer(rebasing: message[ICMPEcho.headerLength...])
+        var mtu: Int?
+        if kind == .tooBig {
+            let named = family == .ipv4 ? Int(readUInt16(message, 6)) : Int(readUInt16(message, 4)) << 16 | Int(readUInt16(message, 6))
+            mtu = named > 0 ? min(named, 65_535) : nil
+        }
         return decodeQuoted(quoted, family: family).map { quote in
             var report = ErrorReport(kind: kind, type: type, code: message[1], quotedSource: quote.source, quotedDestination: quote.destination,
-                                     quotedTTL: quote.ttl, probe: quote.probe)
+                                     quotedTTL: quote.ttl, probe: quote.probe, mtu: mtu)
             switch ICMPExtensions.decode(message, family: family) {
             case .success(let extensions): report.labelStack = extensions.labelStack
             case .failure(let rejection): report.extensionRejection = rejection

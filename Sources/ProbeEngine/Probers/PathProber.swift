@@ -27,9 +27,21 @@ public struct PathProbeConfiguration: Sendable {
     public var payloadLength: Int
     /// Upper bound on probes per second over all targets.
     public var packetsPerSecond: Double
+    /// `trace --mtu`: echo probes leave with don't-fragment set (IP_PMTUDISC_PROBE) at the
+    /// largest size the path has let through so far, so each hop's report names the
+    /// largest size that passed it and the trace names where the MTU drops. TCP traces
+    /// are not affected.
+    public var discoversMTU: Bool
+    /// With `discoversMTU`: the ICMP payload bytes the probes start with (as `ping -s`;
+    /// IPv4 adds 28 bytes of headers, IPv6 48); nil starts at the outgoing interface's MTU
+    /// (the kernel names it: a larger probe is refused with EMSGSIZE and that MTU).
+    public var mtuStartPayloadLength: Int?
 
     public init(rounds: Int = 10, intervalNanoseconds: Int64 = 1_000_000_000, timeoutNanoseconds: Int64 = 1_000_000_000, maxHops: Int = 30,
-                firstHop: Int = 1, flows: Int = 1, payloadLength: Int = 24, packetsPerSecond: Double = 1000) {
+                firstHop: Int = 1, flows: Int = 1, payloadLength: Int = 24, packetsPerSecond: Double = 1000,
+                discoversMTU: Bool = false, mtuStartPayloadLength: Int? = nil) {
+        self.discoversMTU = discoversMTU
+        self.mtuStartPayloadLength = mtuStartPayloadLength
         self.rounds = rounds
         self.intervalNanoseconds = intervalNanoseconds
         self.timeoutNanoseconds = timeoutNanoseconds
@@ -91,6 +103,18 @@ public final class PathProber: @unchecked Sendable {
         if let datagram = taken.values.first(where: { $0.mode != .raw }) {
             closeAll()
             throw PathProberError.needsRawSocket(datagram.family)
+        }
+        if configuration.discoversMTU {
+            // The path sockets read their own answers (time exceeded, too big), so no
+            // reject-all filter: only DF, the cache ignored, and EMSGSIZE on the error queue.
+            do {
+                for socket in taken.values {
+                    try ICMPSocket.setFragmentation(.probe, on: socket.descriptor.rawValue, family: socket.family, onlySends: false)
+                }
+            } catch {
+                closeAll()
+                throw error
+            }
         }
         do {
             self.loop = try loop ?? ProbeLoop(logger: logger)

@@ -137,6 +137,10 @@ final class PathRun: LoopTask, DescriptorOwner {
     var sendOptions: [Int: SendOptions] = [:]
     var stopping = false
     var reported = false
+    /// `discoversMTU`: the sizes echo probes leave at, and what they found.
+    var mtuSearch: PathMTUSearch
+    /// The MTU of the last local EMSGSIZE read from an error queue (`ee_info`).
+    var localMTU: Int?
 
     init(prober: PathProber, targets: [ProbeTarget], continuation: AsyncStream<PathTrace>.Continuation) {
         self.prober = prober
@@ -151,6 +155,7 @@ final class PathRun: LoopTask, DescriptorOwner {
         roundsStarted = Array(repeating: 0, count: targets.count)
         queued = Array(repeating: 0, count: targets.count)
         sendOrder = Array(repeating: 0, count: targets.count)
+        mtuSearch = PathMTUSearch(targets: targets, configuration: configuration)
         schedule = SendSchedule(targets: [], interval: configuration.intervalNanoseconds, packetsPerSecond: configuration.packetsPerSecond, start: 0)
         tracker = PathTracker(cookie: prober.cookie, payloadLength: configuration.payloadLength, timeoutNanoseconds: configuration.timeoutNanoseconds,
                               destinations: targets.map { PathTracker.Destination(address: $0.address, port: $0.port, chosenSource: $0.options.source) })
@@ -359,11 +364,13 @@ final class PathRun: LoopTask, DescriptorOwner {
             return true
         }
         let probeNumber = prober.takeProbeNumber()
+        let size = mtuSearch.size(of: pending.targetIndex, ttl: pending.ttl)
         var segment: [UInt8] = []  // the SYN; echo requests reuse `packet`
         switch transport {
         case .icmp(let socket):
+            let payloadLength = size.map { PathMTUSearch.payloadLength(size: $0, family: address.family) } ?? configuration.payloadLength
             PathPacket.encodeRequest(family: address.family, identifier: socket.identifier, probeNumber: probeNumber, cookie: prober.cookie,
-                                     flow: pending.flow, payloadLength: configuration.payloadLength, into: &packet)
+                                     flow: pending.flow, payloadLength: payloadLength, into: &packet)
         case .tcp(let socket, let port):
             segment = PathTCPSegment.syn(sourcePort: socket.ports[pending.flow % socket.ports.count], destinationPort: port, sequence: probeNumber,
                                          source: sources[pending.targetIndex], destination: address)
@@ -379,6 +386,15 @@ final class PathRun: LoopTask, DescriptorOwner {
                 left = try socket.send(segment, to: address, probeNumber: probeNumber, hopLimit: pending.ttl, options: options)
             }
         } catch {
+            if error.errno == EMSGSIZE, let size, case .icmp(let socket) = transport {
+                // Larger than the outgoing interface carries: the error queue names its MTU.
+                localMTU = nil
+                try? drainErrorQueue(socket, limit: 64)
+                if mtuSearch.refused(pending.targetIndex, size: size, interfaceMTU: localMTU) {
+                    sendAgain(pending, at: Clock.monotonicNanoseconds())
+                    return true
+                }
+            }
             tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
             tracker.count(error.errno == ENETUNREACH || error.errno == EHOSTUNREACH ? .sendUnreachable : .sendError)
             prober.logger.debug("trace send failed", metadata: ["target": "\(target.name)", "error": "\(error)"])
@@ -389,7 +405,7 @@ final class PathRun: LoopTask, DescriptorOwner {
         sendOrder[pending.targetIndex] += 1
         tracker.register(probeNumber: probeNumber, PathTracker.Probe(
             targetIndex: pending.targetIndex, flow: pending.flow, ttl: pending.ttl, round: pending.round, transport: transport.kind, order: order,
-            userSentRealtime: sentAt, kernelSentRealtime: nil, deadline: deadline))
+            userSentRealtime: sentAt, kernelSentRealtime: nil, deadline: deadline, size: size))
         tallies[pending.targetIndex][pending.flow][pending.ttl - 1].sent += 1
         // Loopback and TUN stamp inside sendmsg: take the stamp while it is there.
         switch transport {
@@ -399,13 +415,29 @@ final class PathRun: LoopTask, DescriptorOwner {
         return true
     }
 
+    /// A probe "too big" for the path (or this host) leaves again, smaller, in the next
+    /// send slot; it was not counted sent.
+    func sendAgain(_ probe: Pending, at instant: Int64) {
+        guard !stopping else { return }
+        pending[nextPendingKey] = probe
+        schedule.add(nextPendingKey, at: instant)
+        nextPendingKey += 1
+        queued[probe.targetIndex] += 1
+    }
+
     // MARK: receiving
 
     func drainErrorQueue(_ socket: ICMPSocket, limit: Int) throws {
         for _ in 0..<limit {
             guard let message = try socket.receiveError() else { return }
-            if case .transmitStamp(let probeNumber, let realtime) = message {
+            switch message {
+            case .transmitStamp(let probeNumber, let realtime):
                 tracker.recordTransmitStamp(probeNumber: probeNumber, realtime: realtime)
+            case .localError(let code, let info, _, _) where code == EMSGSIZE:
+                localMTU = info > 0 ? Int(info) : nil
+            default:
+                // IP_RECVERR's copies of ICMP errors (`discoversMTU`): the raw read has them.
+                continue
             }
         }
     }
@@ -434,7 +466,7 @@ final class PathRun: LoopTask, DescriptorOwner {
 
     func drainReplies(_ socket: ICMPSocket, limit: Int) throws {
         for _ in 0..<limit {
-            guard let received = try socket.receive() else { return }
+            guard let received = try receiveSkippingPendingError(socket) else { return }
             guard let source = received.source else { continue }
             let match: PathTracker.Match
             var labelStack: [MPLSLabelStackEntry] = []
@@ -450,10 +482,49 @@ final class PathRun: LoopTask, DescriptorOwner {
                     labelStack = report.labelStack
                     // A bad extension is counted, but the answer still counts (its RTT is good).
                     if let rejection = report.extensionRejection, match != .notOurs { tracker.countRejected("extension_\(rejection.rawValue)") }
+                    if report.kind == .tooBig, configuration.discoversMTU, case .probe(let probeNumber, let source, _, _) = match {
+                        tooBig(probeNumber, report: report, from: source)
+                        continue
+                    }
                 }
             }
             try answer(match, kernelRealtime: received.kernelRealtime, userRealtime: received.userRealtime, labelStack: labelStack)
         }
+    }
+
+    /// One packet, or nil when none is queued. IP_RECVERR (`discoversMTU`) also leaves each
+    /// ICMP error's errno pending on the socket, and a read returns it once (clearing it)
+    /// before the queued packets: read again.
+    func receiveSkippingPendingError(_ socket: ICMPSocket) throws -> ICMPSocket.Received? {
+        for _ in 0..<2 {
+            do {
+                return try socket.receive()
+            } catch {
+                guard configuration.discoversMTU, Self.icmpErrorNumbers.contains(error.errno) else { throw error }
+            }
+        }
+        return try socket.receive()
+    }
+
+    /// The errnos an ICMP error leaves pending on a socket with IP_RECVERR (icmp_err_convert,
+    /// raw_err, rawv6_err).
+    static let icmpErrorNumbers: Set<Int32> = [ENETUNREACH, EHOSTUNREACH, ENOPROTOOPT, ECONNREFUSED, EMSGSIZE, EOPNOTSUPP, EACCES, EPROTO, EHOSTDOWN, ENONET]
+
+    /// A router's "too big" for a don't-fragment probe: the probe ends without counting
+    /// (neither sent nor lost), the target's probes go on smaller, and this one is sent again.
+    func tooBig(_ probeNumber: UInt32, report: PathPacket.ErrorReport, from source: IPAddress) {
+        let verdict = tracker.conclude(probeNumber, from: source, isDestination: false, unreachable: nil, kernelReceivedRealtime: nil,
+                                       userReceivedRealtime: Clock.realtimeNanoseconds(), nowMonotonic: Clock.monotonicNanoseconds())
+        guard case .answered(let probe, _, _, _, _, _) = verdict else {
+            if case .ignored(let reason) = verdict { tracker.count(reason) }
+            return
+        }
+        guard let size = probe.size else { return }
+        tallies[probe.targetIndex][probe.flow][probe.ttl - 1].sent -= 1
+        let answeredAt = tallies[probe.targetIndex][probe.flow].firstIndex { $0.addresses[source] != nil }.map { $0 + 1 }
+        let again = mtuSearch.tooBig(probe.targetIndex, ttl: probe.ttl, size: size, quotedTTL: Int(report.quotedTTL), from: source, named: report.mtu,
+                                     sourceHop: answeredAt)
+        if again { sendAgain(Pending(targetIndex: probe.targetIndex, flow: probe.flow, ttl: probe.ttl, round: probe.round), at: Clock.monotonicNanoseconds()) }
     }
 
     /// A SYN-ACK or RST from a TCP target: the destination answered the probe whose
@@ -497,6 +568,7 @@ final class PathRun: LoopTask, DescriptorOwner {
     /// - Parameter rtt: nil for a late unreachable (no reply, no time).
     func count(_ probe: PathTracker.Probe, rttNanoseconds rtt: Int64?, from source: IPAddress, isDestination: Bool, unreachable: UnreachableMark?, kernelTimed: Bool,
                labelStack: [MPLSLabelStackEntry] = []) {
+        if let size = probe.size, unreachable == nil, rtt != nil { mtuSearch.passed(probe.targetIndex, ttl: probe.ttl, size: size) }
         if isDestination || unreachable != nil {
             let milliseconds = unreachable == nil ? rtt.map { Double($0) / 1_000_000 } : nil
             endAnswers[probe.targetIndex][probe.flow].append(EndAnswer(round: probe.round, ttl: probe.ttl, order: probe.order, source: source,
@@ -586,9 +658,12 @@ final class PathRun: LoopTask, DescriptorOwner {
         let reached = flowPaths.contains(where: \.reached)
         let analysis = PathAnalysis(hops: hops, reached: reached)
         for position in hops.indices where analysis.rateLimitingHops.contains(hops[position].hop) { hops[position].ratesLimited = true }
-        return PathTrace(targetIndex: index, target: targets[index], startNanoseconds: startRealtime, rounds: roundsStarted[index], flows: configuration.flows,
+        let mtu = mtuSearch.report(index, hops: &hops, endTTL: flows.compactMap { endTTL[index][$0] }.min())
+        var trace = PathTrace(targetIndex: index, target: targets[index], startNanoseconds: startRealtime, rounds: roundsStarted[index], flows: configuration.flows,
                          hops: hops, flowPaths: flowPaths, reached: reached, ending: ending(index, hops: hops, reached: reached),
                          ignored: tracker.ignored, analysis: analysis)
+        trace.mtu = mtu
+        return trace
     }
 
     /// The last hop a flow shows: where its path ended (destination or unreachable); for a
