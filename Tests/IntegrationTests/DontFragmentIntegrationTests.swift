@@ -7,58 +7,29 @@ import Glibc
 #endif
 
 /// A path whose MTU drops: "prober" -(1500)- "router" -(1400)- "destination", IPv4 and IPv6,
-/// namespaces of the test's own. The router is a real Linux router (forwarding on, its ICMP
-/// errors not rate-limited): a don't-fragment packet of more than 1400 bytes gets its
-/// "fragmentation needed" (mtu 1400) / "packet too big" (mtu 1400). Nothing has a default
-/// route; nothing leaves the machine. (Not RouterChain: helper mtu30 owns its MTU option.)
+/// namespaces of the test's own (TestSupport's `OneRouterNetwork`). The router is a real
+/// Linux router (forwarding on, its ICMP errors not rate-limited): a don't-fragment packet
+/// of more than 1400 bytes gets its "fragmentation needed" (mtu 1400) / "packet too big"
+/// (mtu 1400). Nothing has a default route; nothing leaves the machine.
 final class DFNetwork {
-    let prober: String
-    let router: String
-    let destination: String
-    let destination4 = "198.18.231.2"
-    let destination6 = "2001:db8:231::2"
+    let chain: OneRouterNetwork
+    var prober: String { chain.prober }
+    var router: String { chain.router }
+    var destination: String { chain.host }
+    var destination4: String { chain.hostAddress4 }
+    var destination6: String { chain.hostAddress6 }
     /// The MTU of the router's link toward the destination.
     let narrowMTU = 1400
 
-    private init(tag: String) {
-        prober = "netprobe-df-p-\(tag)"
-        router = "netprobe-df-r-\(tag)"
-        destination = "netprobe-df-d-\(tag)"
+    private init(chain: OneRouterNetwork) {
+        self.chain = chain
     }
 
     /// - Throws: a skip without root or `ip` (an XCTFail first in CI).
     static func make() throws -> DFNetwork {
         try Harness.requireRoot()
         try Harness.requireTools(["ip", "sysctl", "curl"])
-        let network = DFNetwork(tag: "\(getpid() % 100_000)-\(UInt16.random(in: 0...UInt16.max))")
-        func run(_ arguments: [String]) throws { try SilentNetwork.run(arguments) }
-        for namespace in [network.prober, network.router, network.destination] {
-            try run(["ip", "netns", "add", namespace])
-            try run(["ip", "-n", namespace, "link", "set", "lo", "up"])
-            try run(["ip", "netns", "exec", namespace, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"])
-        }
-        try run(["ip", "netns", "exec", network.router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
-                 "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0", "net.ipv4.icmp_msgs_per_sec=100000", "net.ipv4.icmp_msgs_burst=10000"])
-        let link = "ndf\(String(UInt32.random(in: 0...0xFFFFFF), radix: 16))"
-        for (side, left, right, net4, net6, mtu) in [("a", network.prober, network.router, "198.18.230", "2001:db8:230", 1500),
-                                                     ("b", network.router, network.destination, "198.18.231", "2001:db8:231", network.narrowMTU)] {
-            try run(["ip", "link", "add", link + side + "l", "netns", left, "type", "veth", "peer", "name", link + side + "r", "netns", right])
-            for (namespace, device, number) in [(left, link + side + "l", 1), (right, link + side + "r", 2)] {
-                try run(["ip", "-n", namespace, "link", "set", device, "mtu", String(mtu)])
-                try run(["ip", "-n", namespace, "addr", "add", "\(net4).\(number)/24", "dev", device])
-                try run(["ip", "-n", namespace, "addr", "add", "\(net6)::\(number)/64", "dev", device, "nodad"])
-                try run(["ip", "-n", namespace, "link", "set", device, "up"])
-            }
-        }
-        try run(["ip", "-n", network.prober, "route", "add", "198.18.231.0/24", "via", "198.18.230.2"])
-        try run(["ip", "-n", network.prober, "-6", "route", "add", "2001:db8:231::/64", "via", "2001:db8:230::2"])
-        try run(["ip", "-n", network.destination, "route", "add", "198.18.230.0/24", "via", "198.18.231.1"])
-        try run(["ip", "-n", network.destination, "-6", "route", "add", "2001:db8:230::/64", "via", "2001:db8:231::1"])
-        return network
-    }
-
-    deinit {
-        for namespace in [prober, router, destination] { _ = try? SilentNetwork.run(["ip", "netns", "delete", namespace]) }
+        return DFNetwork(chain: try OneRouterNetwork.make(hostLinkMTU: 1400))
     }
 
     /// A command inside the prober namespace, to its end.
@@ -318,7 +289,7 @@ final class DontFragmentIntegrationTests: XCTestCase {
             prometheus:
               listen: \(listen)
               probe:
-                allow: ["198.18.231.0/24", "2001:db8:231::/64"]
+                allow: ["198.18.221.0/24", "2001:db8:221::/64"]
                 modules:
                   icmp_1472: {prober: icmp, count: 3, spacing: 20ms, timeout: 2s, dont_fragment: true, size: 1472}
                   icmp_1600: {prober: icmp, timeout: 2s, dont_fragment: true, size: 1600}

@@ -179,7 +179,10 @@ public final class OneRouterNetwork {
     }
 
     /// - Throws: a skip without root or `ip` (an XCTFail first in CI).
-    public static func make() throws -> OneRouterNetwork {
+    /// - Parameter hostLinkMTU: the MTU of the router-host link (both ends); the
+    ///   prober's link keeps 1500. A packet between the two with DF set gets the router's
+    ///   "fragmentation needed" / "packet too big" naming it.
+    public static func make(hostLinkMTU: Int? = nil) throws -> OneRouterNetwork {
         guard geteuid() == 0 else {
             if TestEnvironment.isCI { XCTFail("CI must run the tests as root") }
             throw XCTSkip("needs root (network namespaces); CI runs as root")
@@ -194,7 +197,7 @@ public final class OneRouterNetwork {
             try run(["ip", "netns", "exec", namespace, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"])
         }
         try run(["ip", "netns", "exec", chain.router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
-                 "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0"])
+                 "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0", "net.ipv4.icmp_msgs_per_sec=100000", "net.ipv4.icmp_msgs_burst=10000"])
         let link = "npc\(UInt32.random(in: 0...0xFFFFFF))"
         // Link "a": prober 198.18.220.1 / 2001:db8:220::1 - router .2; link "b": router
         // 198.18.221.1 / 2001:db8:221::1 - host .2.
@@ -202,6 +205,7 @@ public final class OneRouterNetwork {
                                                 ("b", chain.router, chain.host, "198.18.221", "2001:db8:221")] {
             try run(["ip", "link", "add", link + side + "l", "netns", left, "type", "veth", "peer", "name", link + side + "r", "netns", right])
             for (namespace, device, number) in [(left, link + side + "l", 1), (right, link + side + "r", 2)] {
+                if side == "b", let hostLinkMTU { try run(["ip", "-n", namespace, "link", "set", device, "mtu", String(hostLinkMTU)]) }
                 try run(["ip", "-n", namespace, "addr", "add", "\(net4).\(number)/24", "dev", device])
                 try run(["ip", "-n", namespace, "addr", "add", "\(net6)::\(number)/64", "dev", device, "nodad"])
                 try run(["ip", "-n", namespace, "link", "set", device, "up"])
