@@ -140,42 +140,20 @@ final class PathMTURouterTests: XCTestCase {
 
     // MARK: run with trace: {mtu: true}
 
-    /// Runs async work from a synchronous test body (the servers' JSON values are not Sendable).
-    func blocking<Value>(_ work: @escaping () async throws -> Value) throws -> Value {
-        nonisolated(unsafe) var outcome: Result<Value, Error>?
-        nonisolated(unsafe) let job = work
-        let done = DispatchSemaphore(value: 0)
-        Task.detached {
-            do { outcome = .success(try await job()) } catch { outcome = .failure(error) }
-            done.signal()
-        }
-        done.wait()
-        return try outcome!.get()
-    }
-
     func testRunWritesPathMTUAndALinkMTUChangedAtRunTimeMakesANewPathPoint() throws {
         var options = RouterChain.Options(routers: 3)
         options.linkMTUs = [3: 1400]
         let chain = try RouterChain.make(options)
         let target = chain.destination(.ipv4)
         let directory = try TestEnvironment.temporaryDirectory("mtu-run")
-        let server = try blocking { try await InfluxDBTestServer.start() }
+        let server = try TestEnvironment.blocking { try await InfluxDBTestServer.start() }
         defer { server.stop() }
-        try blocking { try await server.createDatabase("netprobe") }
-        try "chain: [\(target)]\n".write(to: directory.appendingPathComponent("ping.yaml"), atomically: true, encoding: .utf8)
-        try """
-            probe: mtu
-            targets: {ping: ping.yaml, tcp: null}
-            icmp: {interval: 1s, count: 2, spacing: 100ms, timeout: 300ms}
-            trace: {icmp: 1s, rounds: 2, spacing: 100ms, timeout: 300ms, max_hops: 6, mtu: true}
-            resolve_interval: 1h
-            spool: {directory: spool, max_size: 16MB}
-            batch: {size: 100, flush_interval: 100ms}
-            influxdb:
-              - url: http://127.0.0.1:\(server.port)
-                database: netprobe
-            """.write(to: directory.appendingPathComponent("netprobe.yaml"), atomically: true, encoding: .utf8)
-        let configuration = try ConfigurationLoader.load(path: directory.appendingPathComponent("netprobe.yaml").path)
+        try TestEnvironment.blocking { try await server.createDatabase("netprobe") }
+        let configPath = try TestEnvironment.writeRunConfig(in: directory, probe: "mtu", pingTargets: "chain: [\(target)]\n", sections: [
+            "icmp: {interval: 1s, count: 2, spacing: 100ms, timeout: 300ms}",
+            "trace: {icmp: 1s, rounds: 2, spacing: 100ms, timeout: 300ms, max_hops: 6, mtu: true}",
+        ], influxPort: server.port)
+        let configuration = try ConfigurationLoader.load(path: configPath)
         XCTAssertTrue(configuration.trace.mtu)
 
         let logger = Logger(label: "mtu-run")
@@ -189,12 +167,12 @@ final class PathMTURouterTests: XCTestCase {
         defer {
             send.yield(.stop)
             send.finish()
-            _ = try? blocking { try await running.value }
+            _ = try? TestEnvironment.blocking { try await running.value }
         }
 
         /// The `path` points so far: (time, hash, path_mtu).
         func paths() throws -> [(time: Int64, hash: String, pathMTU: Int?)] {
-            try blocking {
+            try TestEnvironment.blocking {
                 let series = try await server.series("SELECT \"hash\", \"path_mtu\" FROM \"path\" WHERE \"target\" = '\(target)'", database: "netprobe")
                 return ((series.first?["values"] as? [[Any]]) ?? []).map { row in
                     ((row[0] as? NSNumber)?.int64Value ?? 0, row[1] as? String ?? "", (row[2] as? NSNumber)?.intValue)
@@ -203,7 +181,7 @@ final class PathMTURouterTests: XCTestCase {
         }
         /// The distinct start times of the traces written so far (from their `hop` points).
         func traceTimes() throws -> [Int64] {
-            try blocking {
+            try TestEnvironment.blocking {
                 let series = try await server.series("SELECT \"sent\" FROM \"hop\" WHERE \"target\" = '\(target)'", database: "netprobe")
                 return Array(Set(((series.first?["values"] as? [[Any]]) ?? []).compactMap { ($0[0] as? NSNumber)?.int64Value })).sorted()
             }

@@ -222,39 +222,17 @@ final class MPLSLabelTests: XCTestCase {
 
     // MARK: run
 
-    /// Runs async work from a synchronous test body (the simulated network's body is synchronous).
-    func blocking<Value>(_ work: @escaping () async throws -> Value) throws -> Value {
-        nonisolated(unsafe) var outcome: Result<Value, Error>?
-        nonisolated(unsafe) let job = work
-        let done = DispatchSemaphore(value: 0)
-        Task.detached {
-            do { outcome = .success(try await job()) } catch { outcome = .failure(error) }
-            done.signal()
-        }
-        done.wait()
-        return try outcome!.get()
-    }
-
     func testRunWritesTheLabelStackAsTheMplsFieldOfHopPointsNeverATag() throws {
         try SimulatorHarness.requirePrivileges()
         let directory = try TestEnvironment.temporaryDirectory("mpls-run")
-        let server = try blocking { try await InfluxDBTestServer.start() }
+        let server = try TestEnvironment.blocking { try await InfluxDBTestServer.start() }
         defer { server.stop() }
-        try blocking { try await server.createDatabase("netprobe") }
-        try "sim: [198.18.91.9, 2001:db8:91::9]\n".write(to: directory.appendingPathComponent("ping.yaml"), atomically: true, encoding: .utf8)
-        try """
-            probe: mpls
-            targets: {ping: ping.yaml, tcp: null}
-            icmp: {interval: 1s, count: 2, spacing: 100ms, timeout: 300ms}
-            trace: {icmp: 2s, rounds: 2, spacing: 100ms, timeout: 300ms, max_hops: 8}
-            resolve_interval: 1h
-            spool: {directory: spool, max_size: 16MB}
-            batch: {size: 100, flush_interval: 100ms}
-            influxdb:
-              - url: http://127.0.0.1:\(server.port)
-                database: netprobe
-            """.write(to: directory.appendingPathComponent("netprobe.yaml"), atomically: true, encoding: .utf8)
-        let configuration = try ConfigurationLoader.load(path: directory.appendingPathComponent("netprobe.yaml").path)
+        try TestEnvironment.blocking { try await server.createDatabase("netprobe") }
+        let configPath = try TestEnvironment.writeRunConfig(in: directory, probe: "mpls", pingTargets: "sim: [198.18.91.9, 2001:db8:91::9]\n", sections: [
+            "icmp: {interval: 1s, count: 2, spacing: 100ms, timeout: 300ms}",
+            "trace: {icmp: 2s, rounds: 2, spacing: 100ms, timeout: 300ms, max_hops: 8}",
+        ], influxPort: server.port)
+        let configuration = try ConfigurationLoader.load(path: configPath)
 
         _ = try SimulatedNetwork.run(rules: Self.rules, netsimPath: SimulatorHarness.binary("netsim"), extraArguments: ["--seed", "30"]) { namespace, _ in
             let logger = Logger(label: "mpls-run")
@@ -267,12 +245,12 @@ final class MPLSLabelTests: XCTestCase {
             defer {
                 send.yield(.stop)
                 send.finish()
-                _ = try? self.blocking { try await running.value }
+                _ = try? TestEnvironment.blocking { try await running.value }
             }
 
             /// target -> hop -> the `mpls` values written ("" where a point has none).
             func written() throws -> [String: [String: Set<String>]] {
-                try blocking {
+                try TestEnvironment.blocking {
                     let series = try await server.series("SELECT \"sent\", \"mpls\" FROM \"hop\" GROUP BY \"target\", \"hop\"", database: "netprobe")
                     var values: [String: [String: Set<String>]] = [:]
                     for entry in series {
@@ -293,10 +271,10 @@ final class MPLSLabelTests: XCTestCase {
                 return XCTFail("no hop points of both traces: \(try written())")
             }
             XCTAssertEqual(try written(), wanted, "every hop point has its hop's stack, exactly; hops without labels have no mpls field")
-            let tagKeys = try blocking { try await server.series("SHOW TAG KEYS FROM \"hop\"", database: "netprobe") }
+            let tagKeys = try TestEnvironment.blocking { try await server.series("SHOW TAG KEYS FROM \"hop\"", database: "netprobe") }
             let tags = Set(tagKeys.flatMap { (($0["values"] as? [[Any]]) ?? []).compactMap { $0.first as? String } })
             XCTAssertFalse(tags.contains("mpls"), "labels change: never a tag (\(tags))")
-            let fieldKeys = try blocking { try await server.series("SHOW FIELD KEYS FROM \"hop\"", database: "netprobe") }
+            let fieldKeys = try TestEnvironment.blocking { try await server.series("SHOW FIELD KEYS FROM \"hop\"", database: "netprobe") }
             let fields = fieldKeys.flatMap { ($0["values"] as? [[Any]]) ?? [] }.compactMap { row -> String? in
                 guard row.count == 2, let key = row[0] as? String, let type = row[1] as? String else { return nil }
                 return "\(key):\(type)"

@@ -15,20 +15,6 @@ import XCTest
 /// sockets opened inside the simulator's namespace; influxd listens on this namespace's
 /// loopback, where the sink (in this process's namespace) reaches it.
 final class TracedRunTests: XCTestCase {
-    /// Runs async work from a synchronous test body (the simulated network's body is synchronous).
-    /// (The test servers and JSON values are not Sendable; one task at a time touches them.)
-    func blocking<Value>(_ work: @escaping () async throws -> Value) throws -> Value {
-        nonisolated(unsafe) var outcome: Result<Value, Error>?
-        nonisolated(unsafe) let job = work
-        let done = DispatchSemaphore(value: 0)
-        Task.detached {
-            do { outcome = .success(try await job()) } catch { outcome = .failure(error) }
-            done.signal()
-        }
-        done.wait()
-        return try outcome!.get()
-    }
-
     func rules(routers: [String]) -> String {
         """
         rules:
@@ -43,23 +29,14 @@ final class TracedRunTests: XCTestCase {
         let rulesFile = directory.appendingPathComponent("rules.yaml")
         let before = ["198.18.140.1", "198.18.140.2"], after = ["198.18.140.1", "198.18.141.2", "198.18.141.3"]
         try rules(routers: before).write(to: rulesFile, atomically: true, encoding: .utf8)
-        let server = try blocking { try await InfluxDBTestServer.start() }
+        let server = try TestEnvironment.blocking { try await InfluxDBTestServer.start() }
         defer { server.stop() }
-        try blocking { try await server.createDatabase("netprobe") }
-        try "sim: [198.18.80.9]\n".write(to: directory.appendingPathComponent("ping.yaml"), atomically: true, encoding: .utf8)
-        try """
-            probe: traced
-            targets: {ping: ping.yaml, tcp: null}
-            icmp: {interval: 1s, count: 2, spacing: 100ms, timeout: 300ms}
-            trace: {icmp: 2s, rounds: 3, spacing: 100ms, timeout: 300ms, max_hops: 8}
-            resolve_interval: 1h
-            spool: {directory: spool, max_size: 16MB}
-            batch: {size: 100, flush_interval: 100ms}
-            influxdb:
-              - url: http://127.0.0.1:\(server.port)
-                database: netprobe
-            """.write(to: directory.appendingPathComponent("netprobe.yaml"), atomically: true, encoding: .utf8)
-        let configuration = try ConfigurationLoader.load(path: directory.appendingPathComponent("netprobe.yaml").path)
+        try TestEnvironment.blocking { try await server.createDatabase("netprobe") }
+        let configPath = try TestEnvironment.writeRunConfig(in: directory, probe: "traced", pingTargets: "sim: [198.18.80.9]\n", sections: [
+            "icmp: {interval: 1s, count: 2, spacing: 100ms, timeout: 300ms}",
+            "trace: {icmp: 2s, rounds: 3, spacing: 100ms, timeout: 300ms, max_hops: 8}",
+        ], influxPort: server.port)
+        let configuration = try ConfigurationLoader.load(path: configPath)
         XCTAssertEqual(configuration.trace.icmpIntervalNanoseconds, 2_000_000_000)
 
         let netsim = try SimulatorHarness.binary("netsim")
@@ -74,12 +51,12 @@ final class TracedRunTests: XCTestCase {
             defer {
                 send.yield(.stop)
                 send.finish()
-                _ = try? self.blocking { try await running.value }
+                _ = try? TestEnvironment.blocking { try await running.value }
             }
 
             /// The `path` points so far: (time, hash, hop_count, hops, ending).
             func paths() throws -> [(time: Int64, hash: String, count: Int, hops: String, ending: String)] {
-                try blocking {
+                try TestEnvironment.blocking {
                     let series = try await server.series("SELECT \"hash\", \"hop_count\", \"hops\", \"ending\" FROM \"path\" WHERE \"target\" = '198.18.80.9'", database: "netprobe")
                     return ((series.first?["values"] as? [[Any]]) ?? []).map { row in
                         ((row[0] as? NSNumber)?.int64Value ?? 0, row[1] as? String ?? "", (row[2] as? NSNumber)?.intValue ?? 0, row[3] as? String ?? "", row[4] as? String ?? "")
@@ -88,7 +65,7 @@ final class TracedRunTests: XCTestCase {
             }
             /// The distinct start times of the traces written so far (from their `hop` points).
             func traceTimes() throws -> [Int64] {
-                try blocking {
+                try TestEnvironment.blocking {
                     let series = try await server.series("SELECT \"sent\" FROM \"hop\" WHERE \"target\" = '198.18.80.9'", database: "netprobe")
                     return Array(Set(((series.first?["values"] as? [[Any]]) ?? []).compactMap { ($0[0] as? NSNumber)?.int64Value })).sorted()
                 }
@@ -104,7 +81,7 @@ final class TracedRunTests: XCTestCase {
             XCTAssertEqual(first.hops, (before + ["198.18.80.9"]).joined(separator: ","))
             try eventually("two more traces") { try traceTimes().count >= 3 }
             XCTAssertEqual(try paths().count, 1, "an unchanged path writes no new path point")
-            let hops = try blocking {
+            let hops = try TestEnvironment.blocking {
                 try await server.series("SELECT \"loss_percent\", \"received\" FROM \"hop\" WHERE \"target\" = '198.18.80.9' GROUP BY \"hop\", \"hop_address\"", database: "netprobe")
             }
             let tagged = Set(hops.compactMap { ($0["tags"] as? [String: String]).map { "\($0["hop"] ?? "?")=\($0["hop_address"] ?? "?")" } })

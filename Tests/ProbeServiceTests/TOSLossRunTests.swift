@@ -34,25 +34,17 @@ final class TOSLossRunTests: XCTestCase {
         defer { server.stop() }
         try await server.createDatabase("netprobe")
         let directory = try TestEnvironment.temporaryDirectory("tos-loss-run")
-        try """
+        let targets = """
             qos:
               - host: \(target)
                 tos: [0, ef]
                 labels: {circuit: c-1234}
-            """.write(to: directory.appendingPathComponent("ping.yaml"), atomically: true, encoding: .utf8)
+
+            """
         // 10 packets a round: the drop pattern's period, so every EF round loses exactly 3.
-        try """
-            probe: qos
-            targets: {ping: ping.yaml, tcp: null}
-            icmp: {interval: 1s, count: 10, spacing: 20ms, timeout: 500ms}
-            resolve_interval: 1h
-            spool: {directory: spool, max_size: 16MB}
-            batch: {size: 100, flush_interval: 100ms}
-            influxdb:
-              - url: http://127.0.0.1:\(server.port)
-                database: netprobe
-            """.write(to: directory.appendingPathComponent("netprobe.yaml"), atomically: true, encoding: .utf8)
-        let configuration = try ConfigurationLoader.load(path: directory.appendingPathComponent("netprobe.yaml").path)
+        let configPath = try TestEnvironment.writeRunConfig(in: directory, probe: "qos", pingTargets: targets,
+                                                      sections: ["icmp: {interval: 1s, count: 10, spacing: 20ms, timeout: 500ms}"], influxPort: server.port)
+        let configuration = try ConfigurationLoader.load(path: configPath)
         XCTAssertEqual(configuration.pingTargets.map(\.options.tos), [0, 0xb8])
 
         let logger = Logger(label: "tos-loss-run")
