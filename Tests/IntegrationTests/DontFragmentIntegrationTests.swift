@@ -74,25 +74,8 @@ final class DFInfluxInNamespace {
         self.network = network
         directory = try TestEnvironment.temporaryDirectory("df-influxd")
         let root = directory.path
-        try """
-            reporting-disabled = true
-            bind-address = "127.0.0.1:8088"
-            [meta]
-              dir = "\(root)/meta"
-            [data]
-              dir = "\(root)/data"
-              wal-dir = "\(root)/wal"
-              query-log-enabled = false
-            [http]
-              bind-address = "127.0.0.1:\(port)"
-              log-enabled = false
-            [monitor]
-              store-enabled = false
-            [continuous_queries]
-              enabled = false
-            [subscriber]
-              enabled = false
-            """.write(toFile: root + "/influxdb.conf", atomically: true, encoding: .utf8)
+        // The namespace is this test's own: its ports are all free.
+        try InfluxDBTestServer.writeConfig(in: directory, httpPort: port)
         // `ip netns exec` execs influxd itself: the process is influxd's.
         running = try Harness.start(["ip", "netns", "exec", network.prober, "influxd", "-config", root + "/influxdb.conf"])
         let ready = TestEnvironment.eventually(within: 60, every: 0.2) { (try? network.http(self.url + "/ping").status) == 204 }

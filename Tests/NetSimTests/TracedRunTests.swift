@@ -63,13 +63,7 @@ final class TracedRunTests: XCTestCase {
                     }
                 }
             }
-            /// The distinct start times of the traces written so far (from their `hop` points).
-            func traceTimes() throws -> [Int64] {
-                try TestEnvironment.blocking {
-                    let series = try await server.series("SELECT \"sent\" FROM \"hop\" WHERE \"target\" = '198.18.80.9'", database: "netprobe")
-                    return Array(Set(((series.first?["values"] as? [[Any]]) ?? []).compactMap { ($0[0] as? NSNumber)?.int64Value })).sorted()
-                }
-            }
+            func traceTimes() throws -> [Int64] { try server.traceStartTimes(target: "198.18.80.9") }
             func eventually(_ what: String, _ condition: () throws -> Bool) throws {
                 guard try TestEnvironment.eventually(within: 60, every: 0.1, condition) else { return XCTFail("gave up waiting: \(what)") }
             }

@@ -225,6 +225,21 @@ public final class InfluxDBTestServer: TestServerProcess {
         let directory = try TestEnvironment.temporaryDirectory("influxd")
         let server = InfluxDBTestServer(executable: executable, directory: directory, port: port ?? TestEnvironment.freePort(),
                                         admin: authEnabled ? ("admin", "admin-secret") : nil)
+        try writeConfig(in: directory, httpPort: server.port, authEnabled: authEnabled)
+        try await server.launch()
+        if let admin = server.admin {
+            // With auth on and no user yet, 1.x allows exactly this statement unauthenticated.
+            let (status, body) = try await TestEnvironment.http("POST", server.queryURL(
+                "CREATE USER \(admin.username) WITH PASSWORD '\(admin.password)' WITH ALL PRIVILEGES", database: nil))
+            guard status == 200 else { throw NSError(domain: "TestServer", code: status, userInfo: [NSLocalizedDescriptionKey: String(decoding: body, as: UTF8.self)]) }
+        }
+        return server
+    }
+
+    /// Writes `influxdb.conf` in `directory`: data below it, HTTP on 127.0.0.1:`httpPort`,
+    /// the RPC port on another free one, nothing reported or logged that a test does not read.
+    /// (For an influxd started some other way too, e.g. inside a test's namespace.)
+    public static func writeConfig(in directory: URL, httpPort: Int, authEnabled: Bool = false) throws {
         let root = directory.path
         let config = """
             reporting-disabled = true
@@ -236,7 +251,7 @@ public final class InfluxDBTestServer: TestServerProcess {
               wal-dir = "\(root)/wal"
               query-log-enabled = false
             [http]
-              bind-address = "127.0.0.1:\(server.port)"
+              bind-address = "127.0.0.1:\(httpPort)"
               auth-enabled = \(authEnabled)
               log-enabled = false
             [monitor]
@@ -247,14 +262,16 @@ public final class InfluxDBTestServer: TestServerProcess {
               enabled = false
             """
         try config.write(toFile: root + "/influxdb.conf", atomically: true, encoding: .utf8)
-        try await server.launch()
-        if let admin = server.admin {
-            // With auth on and no user yet, 1.x allows exactly this statement unauthenticated.
-            let (status, body) = try await TestEnvironment.http("POST", server.queryURL(
-                "CREATE USER \(admin.username) WITH PASSWORD '\(admin.password)' WITH ALL PRIVILEGES", database: nil))
-            guard status == 200 else { throw NSError(domain: "TestServer", code: status, userInfo: [NSLocalizedDescriptionKey: String(decoding: body, as: UTF8.self)]) }
+    }
+
+    /// The distinct start times (ns) of the traces of `target` written so far, from their
+    /// `hop` points in database `netprobe`, oldest first.
+    public func traceStartTimes(target: String) throws -> [Int64] {
+        let escaped = target.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'")
+        return try TestEnvironment.blocking {
+            let series = try await self.series("SELECT \"sent\" FROM \"hop\" WHERE \"target\" = '\(escaped)'", database: "netprobe")
+            return Array(Set(((series.first?["values"] as? [[Any]]) ?? []).compactMap { ($0[0] as? NSNumber)?.int64Value })).sorted()
         }
-        return server
     }
 
     override public var arguments: [String] { ["-config", directory.path + "/influxdb.conf"] }
